@@ -1,0 +1,212 @@
+"""The ``radsight`` command line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use.")
+
+
+@app.callback()
+def _root() -> None:
+    """radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use."""
+
+
+@app.command()
+def train(
+    manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="CSV: image, patient_id, split, 14 labels"),
+    images: Path = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
+    out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
+    architecture: str = typer.Option("densenet-small"),
+    input_size: int = typer.Option(64),
+    epochs: int = typer.Option(40),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(0, help="torch CPU threads (0: default)"),
+) -> None:
+    """Train a classifier (needs radsight[train]). Resumes when OUT holds a checkpoint."""
+    from radsight.train.loop import TrainConfig
+    from radsight.train.loop import train as run_training
+
+    cfg = TrainConfig(manifest=str(manifest), images=str(images), out=str(out), architecture=architecture,
+                      input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      threads=threads)
+    best = run_training(cfg)
+    typer.echo(f"best checkpoint: {best}")
+
+
+
+EXAMPLE_FILE = "RG1_UNCR.dcm"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _example_path() -> Path:
+    try:
+        from pydicom.data import get_testdata_file
+        found = get_testdata_file(EXAMPLE_FILE)
+    except (ImportError, ValueError) as exc:
+        raise _fail(f"the example radiograph comes from pydicom-data: pip install 'radsight[example]' ({exc})")
+    if not found:
+        raise _fail(f"{EXAMPLE_FILE} not found: pip install 'radsight[example]'")
+    return Path(found)
+
+
+def _predictor(model: str):
+    from radsight.models.store import ChecksumMismatch, ModelNotFound
+    from radsight.pipeline import Predictor
+    try:
+        return Predictor(model)
+    except (ModelNotFound, ChecksumMismatch) as exc:
+        raise _fail(str(exc))
+
+
+@app.command()
+def analyze(
+    paths: list[Path] = typer.Argument(None, help="DICOM, PNG or JPEG files, or folders of them"),
+    out: Path = typer.Option(Path("radsight-out"), help="folder for the JSON, overlay and heatmap files"),
+    model: str = typer.Option("radsight-nih64-demo", help="registered model name or model folder"),
+    example: bool = typer.Option(False, "--example", help="analyze pydicom-data's real chest CR (RG1_UNCR.dcm)"),
+    save_predictions: Optional[Path] = typer.Option(None, help="also write all probabilities to this CSV"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
+) -> None:
+    """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from radsight.pipeline import analyze_files, expand_inputs
+
+    files = expand_inputs(list(paths or []) + ([_example_path()] if example else []))
+    if not files:
+        raise _fail("no input: give files or folders, or --example")
+    predictor = _predictor(model)
+    console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    done, failed, rows = [], 0, []
+    start = time.perf_counter()
+    with Progress(console=err, transient=True, disable=len(files) <= 3) as progress:
+        task = progress.add_task("analyzing", total=len(files))
+        for outcome in analyze_files(files, out, predictor):
+            progress.advance(task)
+            if outcome.error is not None:
+                failed += 1
+                err.print(f"error: {outcome.error}", markup=False, highlight=False)
+                continue
+            done.append(outcome)
+            p = outcome.prediction
+            names = ", ".join(f"{f.name} {f.probability:.2f}" for f in p.positives) or "none above threshold"
+            rows.append(f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
+                        f"findings: {names}  -> {outcome.json_path}")
+    seconds = time.perf_counter() - start
+    if not quiet:
+        for row in rows:
+            console.print(row, markup=False, highlight=False)
+    if save_predictions and done:
+        from radsight.data.predictions import write_predictions
+        probs = [[f.probability for f in o.prediction.findings] for o in done]
+        write_predictions(save_predictions, [o.path.name for o in done], predictor.cfg.findings, probs)
+    rate = len(done) / seconds if seconds > 0 else float("inf")
+    console.print(f"analyzed {len(done)} of {len(files)} images in {seconds:.1f} s ({rate:.2f} images/s); "
+                  f"{failed} failed; outputs in {out}", markup=False, highlight=False)
+    if not done:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., exists=True, dir_okay=False),
+    out: Path = typer.Option(..., help="model folder to write (model.onnx, config.json)"),
+    name: str = typer.Option(...),
+    version: str = typer.Option("0.1.0"),
+    license: str = typer.Option("Apache-2.0"),
+    training_data: str = typer.Option(""),
+) -> None:
+    """Export a checkpoint to an ONNX model folder (needs radsight[train])."""
+    from radsight.train.export import export_checkpoint
+    cfg = export_checkpoint(checkpoint, out, name, version, license, training_data)
+    typer.echo(f"wrote {cfg.weights_path} (sha256 {cfg.sha256[:16]}...) and {out / 'config.json'}")
+
+
+@app.command()
+def calibrate(
+    model: str = typer.Option(..., help="registered model name or model folder (its config.json is updated)"),
+    manifest: Path = typer.Option(..., exists=True, dir_okay=False),
+    images: Path = typer.Option(..., exists=True, file_okay=False),
+    split: str = typer.Option("val", help="manifest split to calibrate on (never 'benchmark')"),
+    prior_split: str = typer.Option("train", help="split whose label prevalence backs up labels with few positives"),
+    target_sensitivity: Optional[float] = typer.Option(None, help="instead of Youden's J"),
+) -> None:
+    """Choose operating thresholds on a validation split and store them in the model's config."""
+    import numpy as np
+
+    from radsight.calibration import BenchmarkSplitError, check_not_benchmark, choose_thresholds, label_matrix
+    from radsight.data.manifest import read_manifest
+    from radsight.models.store import sha256_file
+    from radsight.pipeline import score_manifest
+
+    full = read_manifest(manifest, images)
+    rows = full.select(split)
+    try:
+        check_not_benchmark(rows)
+    except BenchmarkSplitError as exc:
+        raise _fail(str(exc))
+    if not len(rows):
+        raise _fail(f"manifest has no rows with split {split!r}")
+    predictor = _predictor(model)
+    cfg = predictor.cfg
+    scores, errors = score_manifest(predictor, rows)
+    for e in errors:
+        typer.echo(f"skipped: {e}", err=True)
+    ok = ~np.isnan(scores).any(axis=1)
+    prior_rows = full.select(prior_split) if prior_split in full.splits else full
+    prior = np.nanmean(label_matrix(prior_rows, cfg.labels), axis=0)
+    cfg.thresholds, cfg.threshold_methods = choose_thresholds(
+        cfg, label_matrix(rows, cfg.labels)[ok], scores[ok], prior, target_sensitivity)
+    cfg.sha256 = sha256_file(cfg.weights_path)
+    cfg.save(cfg.directory)
+    for label in cfg.labels:
+        typer.echo(f"{label:20s} {cfg.thresholds[label]:.4f}  {cfg.threshold_methods[label]}")
+    typer.echo(f"thresholds from {int(ok.sum())} images of split {split!r} written to {cfg.directory / 'config.json'}")
+
+
+@app.command()
+def evaluate(
+    manifest: Path = typer.Option(..., exists=True, dir_okay=False),
+    images: Path = typer.Option(..., exists=True, file_okay=False),
+    out: Path = typer.Option(..., help="folder for metrics.json and report.md"),
+    model: Optional[str] = typer.Option(None, help="registered model name or folder"),
+    predictions: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="evaluate a predictions CSV"),
+    reference: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="a peer's predictions CSV"),
+    split: Optional[str] = typer.Option(None, help="only rows of this split"),
+    bootstrap: int = typer.Option(1000, help="patient bootstrap resamples"),
+) -> None:
+    """Per-finding AUROC with patient-bootstrap 95% CIs, operating points, triage, and a paired comparison."""
+    from radsight.evaluate_cmd import run_evaluation
+    if (model is None) == (predictions is None):
+        raise _fail("give exactly one of --model or --predictions")
+    run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap)
+
+
+@app.command("models")
+def models_list() -> None:
+    """List registered models."""
+    from radsight.models.store import list_models
+    for cfg in list_models():
+        typer.echo(f"{cfg.name}  v{cfg.version}  {cfg.architecture}  input {cfg.input.size}px  "
+                   f"{len(cfg.findings)} findings  licence {cfg.license}  [{cfg.directory}]")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,121 @@
+"""The typed core every layer shares: images, boxes, findings, predictions, errors."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+# ChestX-ray14 findings, NIH spellings, in NIH's label order.
+FINDINGS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)
+
+
+class InputError(ValueError):
+    """An input that cannot be analyzed; the message names the file and the reason."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+@dataclass
+class ImageMeta:
+    """What is known about how the image was acquired; never patient identifiers."""
+
+    modality: str | None = None
+    photometric: str | None = None  # as stored, before radsight's MONOCHROME2 normalisation
+    bits_stored: int | None = None
+    view_position: str | None = None  # PA, AP, LL, ...
+    body_part: str | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column); None when unknown
+    transfer_syntax: str | None = None
+    windowing: str | None = None  # how pixel values were mapped to [0, 1]
+
+
+@dataclass
+class Radiograph:
+    """One radiograph under radsight's pixel contract.
+
+    ``pixels`` is float32, shape (rows, cols), values in [0, 1], displayed as MONOCHROME2
+    (0 = black = no attenuation, e.g. air in the lungs), after modality and VOI transforms.
+    """
+
+    pixels: np.ndarray
+    source: str
+    meta: ImageMeta = field(default_factory=ImageMeta)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+@dataclass
+class Box:
+    """An axis-aligned box in the original image's pixel coordinates."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    score: float
+
+
+@dataclass
+class Finding:
+    name: str
+    probability: float
+    threshold: float
+    positive: bool
+    boxes: list[Box] = field(default_factory=list)
+    heatmap: str | None = None  # file name of the heatmap PNG, when one was written
+
+
+@dataclass
+class Triage:
+    abnormal_probability: float
+    threshold: float
+    priority: str  # "urgent" | "high" | "routine"
+
+
+@dataclass
+class ModelRef:
+    name: str
+    version: str
+
+
+@dataclass
+class Prediction:
+    source: str
+    width: int
+    height: int
+    model: ModelRef
+    triage: Triage
+    findings: list[Finding]
+    meta: ImageMeta = field(default_factory=ImageMeta)
+    overlay: str | None = None
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # name -> (h, w) in [0, 1]
+
+    def finding(self, name: str) -> Finding:
+        for f in self.findings:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    @property
+    def positives(self) -> list[Finding]:
+        return [f for f in self.findings if f.positive]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON document (heatmap arrays are written as files, not inlined)."""
+        out = asdict(self)
+        del out["heatmaps"]
+        out["image"] = out.pop("meta")
+        return out

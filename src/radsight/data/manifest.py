@@ -1,0 +1,69 @@
+"""Labelled image sets: a CSV manifest (one row an image) beside a folder of images.
+
+Columns: ``image`` (file name relative to the image folder), ``patient_id``, optional ``split``,
+and one column per finding (NIH spellings; 1 positive, 0 negative, empty or -1 unknown, read as NaN).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from radsight.core import FINDINGS
+
+
+@dataclass
+class Manifest:
+    images: list[str]
+    patient_ids: list[str]
+    splits: list[str]
+    labels: np.ndarray  # (N, len(findings)) float32, NaN = unknown
+    findings: tuple[str, ...]
+    root: Path  # image folder
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def path(self, i: int) -> Path:
+        return self.root / self.images[i]
+
+    def select(self, split: str) -> "Manifest":
+        keep = [i for i, s in enumerate(self.splits) if s == split]
+        return Manifest([self.images[i] for i in keep], [self.patient_ids[i] for i in keep],
+                        [split] * len(keep), self.labels[keep], self.findings, self.root)
+
+    def abnormal(self) -> np.ndarray:
+        """1 where any finding is positive, 0 where all are negative, NaN otherwise."""
+        any_pos = np.nansum(self.labels, axis=1) > 0
+        all_known = ~np.isnan(self.labels).any(axis=1)
+        return np.where(any_pos, 1.0, np.where(all_known, 0.0, np.nan)).astype(np.float32)
+
+
+def _label(value: str) -> float:
+    value = value.strip()
+    if value in ("", "-1", "nan", "NaN"):
+        return float("nan")
+    return float(value)
+
+
+def read_manifest(csv_path: Path, images: Path, findings: tuple[str, ...] = FINDINGS) -> Manifest:
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{csv_path}: manifest has no rows")
+    missing = [c for c in ("image", *findings) if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{csv_path}: manifest lacks columns {', '.join(missing)}")
+    patients = [r.get("patient_id") or r["image"] for r in rows]
+    splits = [r.get("split") or patient_split(p) for r, p in zip(rows, patients)]
+    labels = np.array([[_label(r[f]) for f in findings] for r in rows], dtype=np.float32)
+    return Manifest([r["image"] for r in rows], patients, splits, labels, findings, Path(images))
+
+
+def patient_split(patient_id: str, val_fraction: float = 0.15) -> str:
+    """A stable patient-wise split for manifests without a ``split`` column."""
+    bucket = int(hashlib.sha256(patient_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if bucket < val_fraction else "train"

@@ -1,0 +1,142 @@
+"""DICOM radiographs: decode, modality LUT, VOI LUT or window, MONOCHROME1 inversion."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi
+
+from radsight.core import ImageMeta, InputError, Radiograph
+from radsight.io.limits import check_contrast, check_geometry, normalise_range
+
+RADIOGRAPHY_MODALITIES = {"CR", "DX"}
+CHEST_BODY_PARTS = {"", "CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "RLD", "LLD"}
+log = logging.getLogger(__name__)
+
+
+def read_dicom(path: Path, force: bool = False) -> Radiograph:
+    """Read a DICOM radiograph; pydicom's warnings about this file join the error, or the log on success."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image = _read(path, force)
+        except InputError as exc:
+            notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
+            if notes:
+                raise InputError(exc.source, f"{exc.reason} [{notes}]") from exc.__cause__
+            raise
+    for w in caught:
+        log.warning("%s: %s", path, w.message)
+    return image
+
+
+def _read(path: Path, force: bool) -> Radiograph:
+    source = str(path)
+    try:
+        ds = pydicom.dcmread(path, force=force)
+    except InvalidDicomError as exc:
+        raise InputError(source, f"not a valid DICOM file ({exc})") from exc
+    except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:  # truncated or garbled header
+        raise InputError(source, f"DICOM header cannot be parsed ({type(exc).__name__}: {exc})") from exc
+    meta = _check_dataset(source, ds)
+    check_geometry(source, int(ds.Rows), int(ds.Columns))
+    try:
+        raw = ds.pixel_array
+    except Exception as exc:  # any decoder failure is a property of this file: report it, keep the batch going
+        raise InputError(source, f"pixel data cannot be decoded ({meta.transfer_syntax}): {exc}") from exc
+    pixels, meta.windowing = _to_display(raw, ds)
+    if meta.photometric == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    check_contrast(source, pixels)
+    return Radiograph(pixels=pixels, source=source, meta=meta)
+
+
+def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
+    """Refuse what is not a single-frame grayscale frontal chest radiograph; collect metadata."""
+    if "PixelData" not in ds:
+        raise InputError(source, "DICOM has no pixel data (not an image)")
+    for attr in ("Rows", "Columns", "BitsAllocated"):
+        if attr not in ds:
+            raise InputError(source, f"DICOM image lacks {attr}")
+    modality = str(ds.get("Modality", "")).upper() or None
+    if modality is not None and modality not in RADIOGRAPHY_MODALITIES:
+        raise InputError(source, f"modality {modality} is not a radiograph (expected CR or DX)")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if int(ds.get("SamplesPerPixel", 1)) != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(source, f"{photometric} colour image, not a grayscale radiograph")
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise InputError(source, f"multi-frame image ({ds.NumberOfFrames} frames); expected one radiograph")
+    body_part = str(ds.get("BodyPartExamined", "")).upper().strip()
+    if body_part not in CHEST_BODY_PARTS:
+        raise InputError(source, f"body part examined is {body_part}, not chest")
+    view = str(ds.get("ViewPosition", "")).upper().strip()
+    if view in LATERAL_VIEWS:
+        raise InputError(source, f"lateral view ({view}); the model reads frontal (PA/AP) views")
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return ImageMeta(
+        modality=modality,
+        photometric=photometric,
+        bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
+        view_position=view or None,
+        body_part=body_part or None,
+        pixel_spacing_mm=_pixel_spacing(ds),
+        transfer_syntax=ts.name if ts is not None else None,
+    )
+
+
+def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    """PixelSpacing, else ImagerPixelSpacing; None when absent or not positive (e.g. '0\\0')."""
+    for attr in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(attr)
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and col > 0:
+            return row, col
+    return None
+
+
+def _to_display(raw: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """Stored values -> [0, 1] through the Modality LUT and the first VOI LUT or window."""
+    values = apply_modality_lut(raw, ds)
+    if ds.get("VOILUTSequence"):
+        ints = np.rint(values).astype(np.int64)
+        item = ds.VOILUTSequence[0]
+        n_entries, first_mapped = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+        table = apply_voi(np.arange(first_mapped, first_mapped + n_entries, dtype=np.int64), ds)
+        return normalise_range(apply_voi(ints, ds), float(table.min()), float(table.max())), "VOI LUT"
+    window = _window(ds)
+    if window is not None:
+        center, width, function = window
+        return _apply_window(values, center, width, function), f"window {center:g}/{width:g} {function}"
+    low, high = float(values.min()), float(values.max())
+    return normalise_range(values, low, high), "min-max"
+
+
+def _window(ds: pydicom.Dataset) -> tuple[float, float, str] | None:
+    if "WindowCenter" not in ds or "WindowWidth" not in ds:
+        return None
+    first = lambda v: float(v[0]) if isinstance(v, (list, pydicom.multival.MultiValue)) else float(v)  # noqa: E731
+    center, width = first(ds.WindowCenter), first(ds.WindowWidth)
+    function = str(ds.get("VOILUTFunction", "LINEAR")).upper() or "LINEAR"
+    if width <= 0 or (function == "LINEAR" and width < 1):
+        return None
+    return center, width, function
+
+
+def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3.1 (SIGMOID), output in [0, 1]."""
+    x = values.astype(np.float64)
+    if function == "SIGMOID":
+        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
+    if function == "LINEAR":
+        center, width = center - 0.5, width - 1.0
+    if width <= 0:  # LINEAR with width 1 is a hard threshold
+        return (x > center).astype(np.float32)
+    return np.clip((x - center) / width + 0.5, 0.0, 1.0).astype(np.float32)

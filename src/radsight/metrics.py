@@ -1,0 +1,45 @@
+"""Metrics on label/score arrays (NaN labels are unknown and skipped). No torch."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def _known(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isnan(y)
+    return y[keep].astype(int), s[keep]
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """AUROC of one label; NaN when the known labels lack a positive or a negative."""
+    y, s = _known(y, s)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, s))
+
+
+def mean_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over the columns where AUROC is defined."""
+    values = [auroc(labels[:, j], scores[:, j]) for j in range(labels.shape[1])]
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+def youden_threshold(y: np.ndarray, s: np.ndarray) -> float:
+    """The score threshold maximising sensitivity + specificity - 1 (Youden's J)."""
+    y, s = _known(y, s)
+    fpr, tpr, thresholds = roc_curve(y, s)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def sensitivity_threshold(y: np.ndarray, s: np.ndarray, target: float) -> float:
+    """The highest threshold whose sensitivity reaches ``target``."""
+    y, s = _known(y, s)
+    fpr, tpr, thresholds = roc_curve(y, s)
+    return float(min(thresholds[int(np.argmax(tpr >= target))], 1.0))
+
+
+def prevalence_threshold(s: np.ndarray, prevalence: float) -> float:
+    """The threshold that flags a ``prevalence`` share of these scores as positive."""
+    return float(np.quantile(s, 1.0 - prevalence))

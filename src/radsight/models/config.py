@@ -1,0 +1,58 @@
+"""A model's pretrained config: everything needed to run it, stored beside its weights."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from radsight.preprocess import InputSpec
+
+TRIAGE_LABEL = "Abnormal"
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    version: str
+    architecture: str
+    labels: list[str]  # output order of the network; TRIAGE_LABEL is the any-finding output
+    input: InputSpec
+    thresholds: dict[str, float] = field(default_factory=dict)  # operating points, per label
+    threshold_methods: dict[str, str] = field(default_factory=dict)  # how each was chosen
+    weights: str = "model.onnx"  # file name beside config.json
+    sha256: str = ""
+    license: str = ""
+    training_data: str = ""
+    model_card: str = "MODEL_CARD.md"
+    intended_use: str = "Research and demonstration only; not for diagnostic use."
+    directory: Path | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def findings(self) -> list[str]:
+        return [label for label in self.labels if label != TRIAGE_LABEL]
+
+    @property
+    def weights_path(self) -> Path:
+        if self.directory is None:
+            raise ValueError(f"model {self.name} has no directory")
+        return self.directory / self.weights
+
+    def threshold(self, label: str) -> float:
+        return float(self.thresholds.get(label, 0.5))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        del out["directory"]
+        return out
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "config.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> "ModelConfig":
+        data = json.loads((directory / "config.json").read_text())
+        data["input"] = InputSpec(**data["input"])
+        return cls(**data, directory=directory)

@@ -1,0 +1,67 @@
+"""Where models live: the ones shipped in the package, and a user store for added ones."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from radsight.models.config import ModelConfig
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "radsight-nih64-demo"
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class ChecksumMismatch(RuntimeError):
+    pass
+
+
+def user_dir() -> Path:
+    """``$RADSIGHT_HOME/models``, default ``~/.cache/radsight/models``."""
+    home = os.environ.get("RADSIGHT_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "radsight"
+    return Path(home) / "models"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_models() -> list[ModelConfig]:
+    found: dict[str, ModelConfig] = {}
+    for root in (BUILTIN_DIR, user_dir()):
+        if root.is_dir():
+            for cfg_file in sorted(root.glob("*/config.json")):
+                cfg = ModelConfig.load(cfg_file.parent)
+                found.setdefault(cfg.name, cfg)
+    return list(found.values())
+
+
+def get_model(name_or_path: str = DEFAULT_MODEL) -> ModelConfig:
+    """A registered model by name, or a model folder (config.json + weights) by path."""
+    path = Path(name_or_path)
+    if (path / "config.json").is_file():
+        return ModelConfig.load(path)
+    for cfg in list_models():
+        if cfg.name == name_or_path:
+            return cfg
+    known = ", ".join(c.name for c in list_models()) or "none"
+    raise ModelNotFound(f"no model named {name_or_path!r} (registered: {known})")
+
+
+def verify(cfg: ModelConfig) -> Path:
+    """The weights file, after checking it exists and matches the recorded sha256."""
+    path = cfg.weights_path
+    if not path.is_file():
+        raise ModelNotFound(f"model {cfg.name}: weights file {path} is missing")
+    if cfg.sha256:
+        actual = sha256_file(path)
+        if actual != cfg.sha256:
+            raise ChecksumMismatch(f"model {cfg.name}: {path.name} sha256 {actual} != recorded {cfg.sha256}")
+    return path

@@ -1,0 +1,80 @@
+"""The overlay a reader looks at: radiograph, heatmaps and boxes of positive findings, and a legend."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from radsight.core import FINDINGS, Prediction, Radiograph
+from radsight.preprocess import resize
+
+OVERLAY_LONGEST = 1024
+PANEL_WIDTH = 360
+# One colour a finding (colour-blind-aware where possible), the same in every overlay.
+PALETTE = {
+    name: colour for name, colour in zip(FINDINGS, [
+        (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+        (204, 121, 167), (255, 60, 60), (170, 255, 120), (120, 200, 255), (255, 170, 200), (200, 170, 255),
+        (255, 210, 140), (160, 160, 160)])
+}
+OTHER_COLOUR = (255, 255, 255)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def render_overlay(image: Radiograph, prediction: Prediction) -> Image.Image:
+    scale = min(1.0, OVERLAY_LONGEST / max(image.height, image.width))
+    h, w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
+    base = np.repeat(resize(image.pixels, h, w)[..., None], 3, axis=2) * 255.0
+    for finding in prediction.positives:
+        heat = prediction.heatmaps.get(finding.name)
+        if heat is None:
+            continue
+        alpha = 0.55 * np.clip((resize(heat, h, w) - 0.35) / 0.65, 0.0, 1.0)[..., None]
+        base = base * (1 - alpha) + np.array(PALETTE.get(finding.name, OTHER_COLOUR)) * alpha
+    canvas = Image.new("RGB", (w + PANEL_WIDTH, max(h, 520)), (16, 16, 20))
+    canvas.paste(Image.fromarray(base.clip(0, 255).astype(np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    label_font = _font(max(12, w // 60))
+    for finding in prediction.positives:
+        colour = PALETTE.get(finding.name, OTHER_COLOUR)
+        for box in finding.boxes:
+            x0, y0 = box.x * scale, box.y * scale
+            x1, y1 = (box.x + box.width) * scale, (box.y + box.height) * scale
+            draw.rectangle([x0, y0, x1, y1], outline=colour, width=max(2, w // 400))
+            draw.text((x0 + 3, max(0, y0 - label_font.size - 4)), f"{finding.name} {finding.probability:.2f}",
+                      fill=colour, font=label_font, stroke_width=2, stroke_fill=(0, 0, 0))
+    _draw_panel(draw, w + 16, prediction)
+    return canvas
+
+
+def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
+    title, body, small = _font(18), _font(14), _font(12)
+    y = 12
+    draw.text((x, y), "radsight", fill=(255, 255, 255), font=title)
+    y += 24
+    draw.text((x, y), f"{p.model.name} v{p.model.version}", fill=(190, 190, 190), font=small)
+    y += 18
+    draw.text((x, y), "NOT FOR DIAGNOSTIC USE", fill=(255, 90, 90), font=body)
+    y += 28
+    t = p.triage
+    draw.text((x, y), f"Triage: {t.priority.upper()}  (abnormal {t.abnormal_probability:.2f}, "
+                      f"threshold {t.threshold:.2f})", fill=(255, 255, 255), font=body)
+    y += 28
+    draw.text((x, y), "finding", fill=(170, 170, 170), font=small)
+    draw.text((x + 190, y), "prob.  thresh.", fill=(170, 170, 170), font=small)
+    y += 18
+    for f in sorted(p.findings, key=lambda f: (not f.positive, -f.probability)):
+        colour = PALETTE.get(f.name, OTHER_COLOUR) if f.positive else (150, 150, 150)
+        if f.positive:
+            draw.rectangle([x, y + 3, x + 10, y + 13], fill=colour)
+        draw.text((x + 16, y), f.name.replace("_", " "), fill=colour, font=body)
+        draw.text((x + 190, y), f"{f.probability:.2f}   {f.threshold:.2f}", fill=colour, font=body)
+        y += 20
+    y += 8
+    if not p.positives:
+        draw.text((x, y), "No finding above its operating threshold.", fill=(200, 200, 200), font=small)
+        y += 16
+    draw.text((x, y), "Coloured: above the calibrated threshold;", fill=(150, 150, 150), font=small)
+    draw.text((x, y + 15), "heatmaps are class activation maps.", fill=(150, 150, 150), font=small)

@@ -1,0 +1,44 @@
+"""Per-image outputs: the JSON document, heatmap PNGs and the overlay PNG."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from radsight.core import Prediction, Radiograph
+from radsight.render import render_overlay
+
+SCHEMA_VERSION = "1.0"
+DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
+              "Findings must be confirmed by a qualified reader.")
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def prediction_document(p: Prediction) -> dict:
+    return {"schema_version": SCHEMA_VERSION, **p.to_dict(), "disclaimer": DISCLAIMER}
+
+
+def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str) -> Path:
+    """Write ``stem.json``, ``stem.overlay.png`` and ``stem.heatmap.<Finding>.png``; return the JSON path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for finding in p.positives:
+        heat = p.heatmaps.get(finding.name)
+        if heat is not None:
+            finding.heatmap = f"{stem}.heatmap.{finding.name}.png"
+            img = Image.fromarray(np.round(heat * 255).astype(np.uint8), mode="L")
+            _atomic_write_bytes(out_dir / finding.heatmap, lambda t, img=img: img.save(t, format="PNG"))
+    p.overlay = f"{stem}.overlay.png"
+    overlay = render_overlay(image, p)
+    _atomic_write_bytes(out_dir / p.overlay, lambda t: overlay.save(t, format="PNG"))
+    json_path = out_dir / f"{stem}.json"
+    text = json.dumps(prediction_document(p), indent=2)
+    _atomic_write_bytes(json_path, lambda t: t.write_text(text + "\n"))
+    return json_path

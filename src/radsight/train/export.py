@@ -1,0 +1,44 @@
+"""Checkpoint -> ONNX model folder (model.onnx + config.json) that radsight runs without torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from radsight.models.config import ModelConfig
+from radsight.models.store import sha256_file
+from radsight.preprocess import InputSpec
+from radsight.train.nets import DenseNet, DenseNetConfig, WithCams
+
+OPSET = 17
+
+
+def load_checkpoint(path: Path) -> tuple[DenseNet, dict]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    net = DenseNet(DenseNetConfig(**{**state["net_config"], "block_config": tuple(state["net_config"]["block_config"])}))
+    net.load_state_dict(state["model"])
+    return net.eval(), state
+
+
+def export_onnx(net: DenseNet, spec: InputSpec, path: Path) -> None:
+    """Outputs ``logits`` (N, L) and ``cams`` (N, L, h, w); the batch axis is dynamic."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, spec.channels, spec.size, spec.size)
+    tmp = path.with_suffix(".tmp")
+    torch.onnx.export(WithCams(net.eval()), (dummy,), str(tmp), input_names=["image"],
+                      output_names=["logits", "cams"], opset_version=OPSET, dynamo=False,
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "cams": {0: "batch"}})
+    tmp.replace(path)
+
+
+def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, license: str,
+                      training_data: str) -> ModelConfig:
+    """Write ``out/model.onnx`` and ``out/config.json`` (thresholds unset: run calibration next)."""
+    net, state = load_checkpoint(checkpoint)
+    spec = InputSpec(**state["input"])
+    export_onnx(net, spec, out / "model.onnx")
+    cfg = ModelConfig(name=name, version=version, architecture=state["architecture"], labels=list(state["labels"]),
+                      input=spec, sha256=sha256_file(out / "model.onnx"), license=license,
+                      training_data=training_data, directory=out)
+    cfg.save(out)
+    return cfg

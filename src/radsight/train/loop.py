@@ -1,0 +1,131 @@
+"""Multi-label training: masked BCE, AdamW + cosine schedule, per-epoch checkpoints, resume."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from radsight.core import FINDINGS
+from radsight.data.manifest import read_manifest
+from radsight.metrics import mean_auroc
+from radsight.models.config import TRIAGE_LABEL
+from radsight.preprocess import InputSpec
+from radsight.train.data import augment, load_split, normalise_batch
+from radsight.train.nets import DenseNet, build
+
+
+@dataclass
+class TrainConfig:
+    manifest: str
+    images: str
+    out: str
+    architecture: str = "densenet-small"
+    input_size: int = 64
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    labels: list[str] = field(default_factory=lambda: [*FINDINGS, TRIAGE_LABEL])
+
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=1)
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BCE over known labels only (NaN = unknown, as in torchxrayvision)."""
+    known = ~torch.isnan(targets)
+    return F.binary_cross_entropy_with_logits(logits[known], targets[known])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(net: DenseNet, x: torch.Tensor, spec: InputSpec, batch_size: int = 128) -> np.ndarray:
+    net.eval()
+    out = [torch.sigmoid(net(normalise_batch(x[i:i + batch_size], spec))) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train, checkpointing every epoch to ``out/last.pt`` and the best by val AUROC to ``out/best.pt``.
+
+    Re-running with the same ``out`` resumes from ``last.pt``; each epoch's shuffling and augmentation
+    come from a generator seeded by (seed, epoch), so a resumed run matches an uninterrupted one.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    manifest = read_manifest(Path(cfg.manifest), Path(cfg.images))
+    spec = cfg.spec
+    x_train, y_train = load_split(manifest.select("train"), spec)
+    x_val, y_val = load_split(manifest.select("val"), spec)
+    print(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split)")
+
+    net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.1)
+    start_epoch, best, history = 0, -1.0, []
+    last = out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        print(f"resuming from epoch {start_epoch} (best val AUROC so far {best:.3f})")
+
+    with Progress() as progress:
+        task = progress.add_task("training", total=cfg.epochs, completed=start_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            net.train()
+            order = torch.randperm(len(x_train), generator=gen)
+            losses = []
+            for i in range(0, len(order), cfg.batch_size):
+                idx = order[i:i + cfg.batch_size]
+                xb = normalise_batch(augment(x_train[idx], gen), spec)
+                loss = masked_bce(net(xb), y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+            val_auc = mean_auroc(y_val.numpy()[:, :len(FINDINGS)], predict(net, x_val, spec)[:, :len(FINDINGS)])
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_auroc": val_auc})
+            progress.console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {np.mean(losses):.4f}  "
+                                   f"val mean AUROC {val_auc:.3f}")
+            state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch, "best": max(best, val_auc), "history": history,
+                     "architecture": cfg.architecture, "net_config": net.cfg.to_dict(), "labels": cfg.labels,
+                     "input": asdict(spec)}
+            if val_auc > best:
+                best = val_auc
+                _atomic_save(state, out / "best.pt")
+            _atomic_save(state, last)
+            progress.advance(task)
+    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return out / "best.pt"
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
