@@ -27,6 +27,7 @@ def train(
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="torch CPU threads (0: default)"),
+    stop_after: Optional[int] = typer.Option(None, help="stop after this many epochs; re-run to resume"),
 ) -> None:
     """Train a classifier (needs radsight[train]). Resumes when OUT holds a checkpoint."""
     from radsight.train.loop import TrainConfig
@@ -34,7 +35,7 @@ def train(
 
     cfg = TrainConfig(manifest=str(manifest), images=str(images), out=str(out), architecture=architecture,
                       input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      threads=threads)
+                      threads=threads, stop_after=stop_after)
     best = run_training(cfg)
     typer.echo(f"best checkpoint: {best}")
 

@@ -10,7 +10,7 @@ from radsight.models.store import sha256_file
 from radsight.preprocess import InputSpec
 from radsight.train.nets import DenseNet, DenseNetConfig, WithCams
 
-OPSET = 17
+OPSET = 18
 
 
 def load_checkpoint(path: Path) -> tuple[DenseNet, dict]:
@@ -25,9 +25,10 @@ def export_onnx(net: DenseNet, spec: InputSpec, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, spec.channels, spec.size, spec.size)
     tmp = path.with_suffix(".tmp")
+    batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(WithCams(net.eval()), (dummy,), str(tmp), input_names=["image"],
-                      output_names=["logits", "cams"], opset_version=OPSET, dynamo=False,
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "cams": {0: "batch"}})
+                      output_names=["logits", "cams"], opset_version=OPSET, dynamo=True, verbose=False,
+                      dynamic_shapes={"x": {0: batch}}, external_data=False)
     tmp.replace(path)
 
 

@@ -33,6 +33,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     threads: int = 0  # 0: torch's default
+    stop_after: int | None = None  # stop (resumably) once this many epochs are done
     labels: list[str] = field(default_factory=lambda: [*FINDINGS, TRIAGE_LABEL])
 
     @property
@@ -94,7 +95,7 @@ def train(cfg: TrainConfig) -> Path:
 
     with Progress() as progress:
         task = progress.add_task("training", total=cfg.epochs, completed=start_epoch)
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             net.train()
             order = torch.randperm(len(x_train), generator=gen)

@@ -1,0 +1,114 @@
+"""Fixtures built in code: synthetic radiographs, DICOM files, and a tiny random-weight model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+SHARED_DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def chest_phantom(rows: int = 320, cols: int = 288, seed: int = 0) -> np.ndarray:
+    """A chest-like float image in [0, 1] (MONOCHROME2): dark lungs, bright mediastinum and borders."""
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    y, x = yy / rows, xx / cols
+    img = 0.75 - 0.15 * y
+    for cx in (0.3, 0.7):
+        lung = ((x - cx) / 0.17) ** 2 + ((y - 0.5) / 0.33) ** 2 < 1
+        img = np.where(lung, 0.25 + 0.1 * y, img)
+    img = np.where(((x - 0.55) / 0.12) ** 2 + ((y - 0.65) / 0.12) ** 2 < 1, 0.7, img)  # heart
+    img += 0.02 * np.random.default_rng(seed).standard_normal(img.shape)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def make_dicom(path: Path, pixels: np.ndarray | None = None, *, bits: int = 12, photometric: str = "MONOCHROME2",
+               modality: str = "DX", view: str | None = "PA", body_part: str | None = "CHEST",
+               window: tuple[float, float] | None = None, voi_lut: bool = False,
+               rescale: tuple[float, float] | None = None, spacing: tuple[float, float] | None = (0.2, 0.2),
+               transfer_syntax=ExplicitVRLittleEndian) -> Path:
+    """A single-frame DX DICOM of ``pixels`` (MONOCHROME2 sense, [0, 1]) quantised to ``bits``."""
+    pixels = chest_phantom() if pixels is None else pixels
+    stored = np.round(pixels * (2 ** bits - 1)).astype(np.uint16 if bits > 8 else np.uint8)
+    if photometric == "MONOCHROME1":
+        stored = (2 ** bits - 1 - stored).astype(stored.dtype)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID = "Test^Patient", "SECRET-ID-123"
+    ds.Modality = modality
+    if view:
+        ds.ViewPosition = view
+    if body_part:
+        ds.BodyPartExamined = body_part
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = 16 if bits > 8 else 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    if spacing is not None:
+        ds.PixelSpacing = list(spacing)
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if voi_lut:  # an identity-like 12-bit table over the full stored range
+        item = pydicom.Dataset()
+        item.LUTDescriptor = [2 ** bits, 0, 12]
+        item.add_new("LUTData", "US", [int(v) for v in np.linspace(0, 4095, 2 ** bits).round()])
+        ds.VOILUTSequence = [item]
+    ds.PixelData = stored.tobytes()
+    if transfer_syntax != ExplicitVRLittleEndian:
+        ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def phantom() -> np.ndarray:
+    return chest_phantom()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random-weight densenet-small exported to a model folder; Effusion's threshold is 0 (always positive)."""
+    torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]")
+    from radsight.core import FINDINGS
+    from radsight.models.config import TRIAGE_LABEL, ModelConfig
+    from radsight.models.store import sha256_file
+    from radsight.preprocess import InputSpec
+    from radsight.train.export import export_onnx
+    from radsight.train.nets import build
+
+    torch.manual_seed(0)
+    labels = [*FINDINGS, TRIAGE_LABEL]
+    net = build("densenet-small", len(labels), growth_rate=4, block_config=(1, 1, 1, 1), num_init_features=8)
+    out = tmp_path_factory.mktemp("tiny_model")
+    spec = InputSpec(size=64)
+    export_onnx(net, spec, out / "model.onnx")
+    thresholds = {label: 0.999 for label in labels} | {"Effusion": 0.0, TRIAGE_LABEL: 0.5}
+    ModelConfig(name="tiny-test", version="0.0.1", architecture="densenet-small", labels=labels, input=spec,
+                thresholds=thresholds, sha256=sha256_file(out / "model.onnx"), license="test").save(out)
+    return out
+
+
+def shared(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs the shared data set at {path} (not present on this machine)")
+    return path
+
+
+def corpus_file(name: str) -> str:
+    """A file of pydicom's test corpus (the pydicom-data package)."""
+    data = pytest.importorskip("pydicom.data", reason="needs pydicom-data")
+    path = data.get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom-data lacks {name}")
+    return path

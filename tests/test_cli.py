@@ -1,0 +1,84 @@
+"""The command line as a user meets it: exit codes, one-line errors, no torch at inference."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import corpus_file, make_dicom
+from radsight.cli import app
+
+runner = CliRunner()
+
+
+def test_analyze_example_with_the_shipped_model(tmp_path):
+    corpus_file("RG1_UNCR.dcm")
+    result = runner.invoke(app, ["analyze", "--example", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "RG1_UNCR.json").read_text())
+    assert (doc["width"], doc["height"]) == (1841, 1955)
+    assert doc["model"]["name"] == "radsight-nih64-demo"
+    assert len(doc["findings"]) == 14 and doc["triage"]["priority"] in ("urgent", "high", "routine")
+    assert (tmp_path / doc["overlay"]).is_file()
+    assert "not for diagnostic use" in doc["disclaimer"]
+
+
+def test_batch_with_bad_files_reports_each_on_one_line(tmp_path, phantom, tiny_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_dicom(folder / "good.dcm", phantom)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "ct.dcm").write_bytes(make_dicom(tmp_path / "ct.dcm", phantom, modality="CT").read_bytes())
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(folder / "dot.png")
+    result = runner.invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "out"), "--model", str(tiny_model),
+                                 "--save-predictions", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and "Traceback" not in result.output
+    assert any("empty.png: empty file" in e for e in errors)
+    assert any("ct.dcm: modality CT" in e for e in errors)
+    assert "analyzed 1 of 4 images" in result.output
+    assert (tmp_path / "p.csv").read_text().startswith("Image Index,prob_Atelectasis")
+
+
+def test_nothing_analyzable_exits_non_zero(tmp_path, tiny_model):
+    (tmp_path / "x.txt").write_text("no image")
+    result = runner.invoke(app, ["analyze", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"),
+                                 "--model", str(tiny_model)])
+    assert result.exit_code == 1
+    assert "not a DICOM, PNG or JPEG" in result.output
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, phantom):
+    result = runner.invoke(app, ["analyze", str(make_dicom(tmp_path / "a.dcm", phantom)), "--model", "nope"])
+    assert result.exit_code == 2 and "no model named 'nope'" in result.output
+
+
+def test_analyze_does_not_import_torch(tmp_path, phantom, tiny_model):
+    path = make_dicom(tmp_path / "a.dcm", phantom)
+    code = ("import sys; from radsight.cli import app; "
+            f"sys.argv=['radsight','analyze',{str(path)!r},'--out',{str(tmp_path / 'o')!r},'--model',{str(tiny_model)!r}]\n"
+            "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_calibrate_refuses_benchmark_split(tmp_path, tiny_model):
+    import shutil
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    (tmp_path / "img").mkdir()
+    header = "image,patient_id,split," + ",".join(__import__("radsight").FINDINGS)
+    (tmp_path / "m.csv").write_text(header + "\n" + "a.png,1,benchmark," + ",".join(["0"] * 14) + "\n")
+    result = runner.invoke(app, ["calibrate", "--model", str(model), "--manifest", str(tmp_path / "m.csv"),
+                                 "--images", str(tmp_path / "img"), "--split", "benchmark"])
+    assert result.exit_code == 2 and "benchmark" in result.output
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    for command in ("analyze", "train", "export", "calibrate", "evaluate", "models"):
+        assert command in result.output

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from conftest import shared
+from radsight.calibration import BenchmarkSplitError, check_not_benchmark, choose_thresholds
+from radsight.data.manifest import Manifest
+from radsight.data.predictions import read_predictions, write_predictions
+from radsight.evaluation import Bootstrap, evaluate_scores, operating_point
+from radsight.metrics import auroc, youden_threshold
+from radsight.models.config import ModelConfig
+from radsight.preprocess import InputSpec
+
+
+def synthetic(n=300, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(np.float32)
+    s = np.clip(y * 0.3 + rng.random((n, k)) * 0.7, 0, 1)
+    return y, s
+
+
+def test_auroc_agrees_with_sklearn_and_skips_unknown():
+    y, s = synthetic()
+    assert auroc(y[:, 0], s[:, 0]) == pytest.approx(roc_auc_score(y[:, 0], s[:, 0]))
+    y2 = y[:, 0].copy()
+    y2[:50] = np.nan
+    assert auroc(y2, s[:, 0]) == pytest.approx(roc_auc_score(y[50:, 0], s[50:, 0]))
+    assert np.isnan(auroc(np.zeros(10), np.arange(10.0)))
+
+
+def test_bootstrap_resamples_whole_patients():
+    ids = ["a", "a", "b", "c", "c", "c"]
+    for idx in Bootstrap(ids, n=20, seed=1).samples():
+        picked = [ids[i] for i in idx]
+        for patient in set(picked):
+            assert picked.count(patient) % ids.count(patient) == 0
+
+
+def test_evaluate_reports_cis_missing_positives_and_paired_differences():
+    y, s = synthetic(k=3)
+    y[:, 2] = 0  # a finding with no positives
+    ref = np.clip(s + np.random.default_rng(3).normal(0, 0.2, s.shape), 0, 1)
+    m = evaluate_scores(["A", "B", "C"], y, s, {"A": 0.5}, Bootstrap([str(i // 2) for i in range(len(y))], n=200),
+                        reference=ref)
+    a = m["per_label"]["A"]
+    assert a["auroc"] == pytest.approx(roc_auc_score(y[:, 0], s[:, 0]))
+    assert a["auroc_ci"][0] < a["auroc"] < a["auroc_ci"][1]
+    assert m["per_label"]["C"]["auroc"] is None and m["per_label"]["C"]["note"] == "no positives"
+    assert m["mean_over"] == ["A", "B"]
+    assert a["operating_point"]["tp"] + a["operating_point"]["fn"] == int(y[:, 0].sum())
+    assert a["reference"]["difference"] == pytest.approx(a["auroc"] - a["reference"]["auroc"])
+    assert m["mean_difference_ci"][0] <= m["mean_difference"] <= m["mean_difference_ci"][1]
+
+
+def test_operating_point_counts():
+    op = operating_point(np.array([1, 1, 0, 0, np.nan]), np.array([0.9, 0.2, 0.6, 0.1, 0.9]), 0.5)
+    assert (op["tp"], op["fn"], op["fp"], op["tn"]) == (1, 1, 1, 1)
+    assert op["sensitivity"] == op["specificity"] == op["ppv"] == 0.5
+
+
+def test_thresholds_youden_or_prevalence_fallback():
+    y, s = synthetic(k=2)
+    y[:, 1] = 0
+    y[:2, 1] = 1  # too few positives for Youden's J
+    cfg = ModelConfig(name="m", version="1", architecture="x", labels=["A", "B"], input=InputSpec(64))
+    thresholds, methods = choose_thresholds(cfg, y, s, prior=np.array([0.3, 0.1]))
+    assert thresholds["A"] == pytest.approx(youden_threshold(y[:, 0], s[:, 0]))
+    assert methods["A"].startswith("youden") and methods["B"].startswith("prevalence")
+    assert np.mean(s[:, 1] >= thresholds["B"]) == pytest.approx(0.1, abs=0.01)
+
+
+def test_calibration_refuses_benchmark_rows(tmp_path):
+    m = Manifest(["a.png"], ["1"], ["benchmark"], np.zeros((1, 14), np.float32), tuple("x" * 14), tmp_path)
+    with pytest.raises(BenchmarkSplitError):
+        check_not_benchmark(m)
+
+
+def test_predictions_csv_round_trip(tmp_path):
+    probs = np.array([[0.1, 0.2], [0.3, 0.4]])
+    write_predictions(tmp_path / "p.csv", ["a.png", "b.png"], ["Mass", "Nodule"], probs)
+    back = read_predictions(tmp_path / "p.csv", ["b.png", "a.png", "c.png"], ["Nodule", "Mass"])
+    np.testing.assert_allclose(back[:2], [[0.4, 0.3], [0.2, 0.1]])
+    assert np.isnan(back[2]).all()
+
+
+@pytest.mark.shared_data
+def test_reference_chexnet_mean_auroc_on_benchmark(tmp_path):
+    from radsight.evaluate_cmd import run_evaluation
+    bench = shared("nih-cxr14", "benchmark")
+    ref = shared("nih-cxr14", "reference", "reproduce_chexnet_preds.csv")
+    m = run_evaluation(bench / "manifest.csv", bench / "images", tmp_path, None, ref, None, None, 50)
+    assert m["mean_auroc"] == pytest.approx(0.780, abs=5e-4)
+    assert m["per_label"]["Cardiomegaly"]["auroc"] == pytest.approx(0.936, abs=5e-4)
+    assert (tmp_path / "report.md").read_text().count("|") > 50

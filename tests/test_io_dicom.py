@@ -1,0 +1,128 @@
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless, RLELossless
+
+from conftest import corpus_file, make_dicom
+from radsight.core import InputError
+from radsight.io import load_image
+
+
+def test_monochrome1_is_inverted_to_monochrome2(tmp_path, phantom):
+    m2 = load_image(make_dicom(tmp_path / "m2.dcm", phantom, photometric="MONOCHROME2"))
+    m1 = load_image(make_dicom(tmp_path / "m1.dcm", phantom, photometric="MONOCHROME1"))
+    np.testing.assert_allclose(m1.pixels, m2.pixels, atol=1e-6)
+    assert m1.meta.photometric == "MONOCHROME1"
+    assert m2.pixels.dtype == np.float32 and 0 <= m2.pixels.min() and m2.pixels.max() <= 1
+
+
+@pytest.mark.parametrize("bits", [8, 10, 12, 14, 16])
+def test_bit_depths_map_to_the_same_image(tmp_path, phantom, bits):
+    image = load_image(make_dicom(tmp_path / f"b{bits}.dcm", phantom, bits=bits))
+    assert image.meta.bits_stored == bits
+    expected = (phantom - phantom.min()) / (phantom.max() - phantom.min())  # min-max without a window
+    np.testing.assert_allclose(image.pixels, expected, atol=2.5 / 2 ** bits + 1e-6)
+
+
+def test_window_center_width_is_applied(tmp_path, phantom):
+    image = load_image(make_dicom(tmp_path / "w.dcm", phantom, bits=12, window=(1024, 1024)))
+    assert image.meta.windowing.startswith("window 1024/1024")
+    stored = np.round(phantom * 4095)
+    assert np.all(image.pixels[stored <= 511] == 0) and np.all(image.pixels[stored > 1535] == 1)
+
+
+def test_voi_lut_sequence_takes_precedence(tmp_path, phantom):
+    image = load_image(make_dicom(tmp_path / "lut.dcm", phantom, bits=12, voi_lut=True, window=(10, 2)))
+    assert image.meta.windowing == "VOI LUT"
+    np.testing.assert_allclose(image.pixels, np.round(phantom * 4095) / 4095, atol=1e-3)
+
+
+def test_rescale_slope_intercept_do_not_change_the_picture(tmp_path, phantom):
+    plain = load_image(make_dicom(tmp_path / "a.dcm", phantom))
+    rescaled = load_image(make_dicom(tmp_path / "b.dcm", phantom, rescale=(2.0, -1024.0)))
+    np.testing.assert_allclose(plain.pixels, rescaled.pixels, atol=1e-6)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_lossless_compression_gives_identical_pixels(tmp_path, phantom, syntax):
+    plain = load_image(make_dicom(tmp_path / "a.dcm", phantom, bits=12))
+    packed = load_image(make_dicom(tmp_path / "b.dcm", phantom, bits=12, transfer_syntax=syntax))
+    assert packed.meta.transfer_syntax == syntax.name
+    np.testing.assert_array_equal(plain.pixels, packed.pixels)
+
+
+def test_real_chest_cr_and_its_jpeg2000_copies():
+    uncompressed = load_image(corpus_file("RG1_UNCR.dcm"))
+    lossless = load_image(corpus_file("RG1_J2KR.dcm"))
+    lossy = load_image(corpus_file("RG1_J2KI.dcm"))
+    assert (uncompressed.width, uncompressed.height) == (1841, 1955)
+    assert uncompressed.meta.photometric == "MONOCHROME1" and uncompressed.meta.bits_stored == 15
+    np.testing.assert_array_equal(uncompressed.pixels, lossless.pixels)
+    assert np.abs(uncompressed.pixels - lossy.pixels).mean() < 0.01
+    # MONOCHROME1 was inverted: the lungs (centre-left and centre-right) are darker than the mediastinum
+    p = uncompressed.pixels
+    lungs = (p[900:1100, 400:600].mean() + p[900:1100, 1250:1450].mean()) / 2
+    assert lungs < p[900:1100, 850:1000].mean()
+
+
+def test_zero_pixel_spacing_is_unknown(tmp_path, phantom):
+    assert load_image(make_dicom(tmp_path / "s.dcm", phantom, spacing=(0.0, 0.0))).meta.pixel_spacing_mm is None
+    assert load_image(make_dicom(tmp_path / "t.dcm", phantom, spacing=(0.15, 0.2))).meta.pixel_spacing_mm == (0.15, 0.2)
+
+
+def test_metadata_carries_no_patient_identifiers(tmp_path, phantom):
+    image = load_image(make_dicom(tmp_path / "a.dcm", phantom))
+    assert "SECRET-ID-123" not in repr(image.meta) and "Test^Patient" not in repr(image.meta)
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"modality": "CT"}, "modality CT is not a radiograph"),
+    ({"modality": "MR"}, "modality MR is not a radiograph"),
+    ({"view": "LL"}, "lateral view"),
+    ({"body_part": "HAND"}, "body part examined is HAND"),
+])
+def test_non_chest_dicoms_are_refused(tmp_path, phantom, kwargs, reason):
+    with pytest.raises(InputError, match=reason):
+        load_image(make_dicom(tmp_path / "x.dcm", phantom, **kwargs))
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("MR2_UNCR.dcm", "modality MR"), ("US1_J2KR.dcm", "modality US"), ("SC_rgb.dcm", "modality OT"),
+    ("RG3_UNCR.dcm", "body part examined is EXTREMITY"), ("emri_small_jpeg_2k_lossless_too_short.dcm", "End of file"),
+])
+def test_pydicom_corpus_non_chest_and_broken_files(name, reason):
+    with pytest.raises(InputError, match=reason) as info:
+        load_image(corpus_file(name))
+    assert "\n" not in str(info.value)
+
+
+def test_rgb_dicom_without_modality_is_refused_as_colour(tmp_path):
+    ds = pydicom.dcmread(corpus_file("SC_rgb.dcm"))
+    del ds.Modality
+    ds.save_as(tmp_path / "rgb.dcm")
+    with pytest.raises(InputError, match="colour image"):
+        load_image(tmp_path / "rgb.dcm")
+
+
+def test_truncated_pixel_data(tmp_path, phantom):
+    path = make_dicom(tmp_path / "t.dcm", phantom)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 5000])
+    with pytest.raises(InputError, match="t.dcm"):
+        load_image(path)
+
+
+def test_dicom_without_pixels(tmp_path, phantom):
+    path = make_dicom(tmp_path / "n.dcm", phantom)
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path)
+    with pytest.raises(InputError, match="no pixel data"):
+        load_image(path)
+
+
+def test_garbage_with_dcm_suffix(tmp_path):
+    path = tmp_path / "junk.dcm"
+    path.write_bytes(b"this is not dicom at all" * 20)
+    with pytest.raises(InputError, match="junk.dcm"):
+        load_image(path)

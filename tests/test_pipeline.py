@@ -1,0 +1,101 @@
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_dicom
+from radsight.core import FINDINGS, InputError
+from radsight.explain.boxes import BoxConfig, heatmap_boxes
+from radsight.models.store import ChecksumMismatch, get_model
+from radsight.pipeline import Predictor, analyze_files
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    return Predictor(str(tiny_model))
+
+
+def test_prediction_fields_and_thresholds(predictor, tmp_path, phantom):
+    from radsight.io import load_image
+    p = predictor.predict(load_image(make_dicom(tmp_path / "a.dcm", phantom)))
+    assert [f.name for f in p.findings] == list(FINDINGS)
+    assert all(0 <= f.probability <= 1 for f in p.findings)
+    effusion = p.finding("Effusion")
+    assert effusion.positive and effusion.threshold == 0.0  # the fixture forces it positive
+    assert [f.name for f in p.positives] == ["Effusion"]
+    assert p.heatmaps["Effusion"].max() <= 1 and p.heatmaps["Effusion"].min() >= 0
+    assert p.triage.priority in ("urgent", "high", "routine")
+
+
+def test_boxes_lie_inside_the_original_image(predictor, tmp_path):
+    from conftest import chest_phantom
+    from radsight.io import load_image
+    image = load_image(make_dicom(tmp_path / "wide.dcm", chest_phantom(300, 420)))
+    p = predictor.predict(image)
+    for box in p.finding("Effusion").boxes:
+        assert 0 <= box.x and box.x + box.width <= image.width + 1e-6
+        assert 0 <= box.y and box.y + box.height <= image.height + 1e-6
+        assert 0 < box.score <= 1
+
+
+def test_heatmap_boxes_find_separate_blobs():
+    heat = np.zeros((100, 200), np.float32)
+    heat[10:30, 20:60] = 1.0
+    heat[60:90, 150:190] = 0.8
+    boxes = heatmap_boxes(heat, image_height=1000, image_width=2000, probability=0.5, cfg=BoxConfig(threshold=0.5))
+    assert len(boxes) == 2
+    first, second = boxes
+    assert (first.x, first.y, first.width, first.height) == (200, 100, 400, 200)
+    assert math.isclose(first.score, 0.5) and math.isclose(second.score, 0.4, rel_tol=1e-6)
+
+
+def test_analyze_files_writes_outputs_and_survives_bad_files(predictor, tmp_path, phantom):
+    good = make_dicom(tmp_path / "in" / "good.dcm" if (tmp_path / "in").mkdir() is None else None, phantom)
+    bad = tmp_path / "in" / "bad.dcm"
+    bad.write_bytes(b"garbage" * 50)
+    same_name = tmp_path / "in" / "good.png"
+    Image.fromarray(np.round(phantom * 255).astype(np.uint8)).save(same_name)
+    outcomes = list(analyze_files([good, bad, same_name], tmp_path / "out", predictor))
+    assert [o.error is None for o in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1].error, InputError) and "bad.dcm" in str(outcomes[1].error)
+    assert {o.json_path.name for o in outcomes if o.json_path} == {"good.json", "good-2.json"}
+    doc = json.loads((tmp_path / "out" / "good.json").read_text())
+    assert set(doc) >= {"source", "width", "height", "model", "triage", "findings", "image", "overlay", "disclaimer"}
+    assert doc["model"] == {"name": "tiny-test", "version": "0.0.1"}
+    assert set(doc["triage"]) >= {"abnormal_probability", "priority"}
+    finding = next(f for f in doc["findings"] if f["name"] == "Effusion")
+    assert set(finding) >= {"name", "probability", "threshold", "positive", "boxes"}
+    assert all(set(b) == {"x", "y", "width", "height", "score"} for b in finding["boxes"])
+    assert (tmp_path / "out" / finding["heatmap"]).is_file()
+    overlay = Image.open(tmp_path / "out" / doc["overlay"])
+    assert overlay.mode == "RGB" and overlay.height >= 300
+    text = json.dumps(doc)
+    assert "SECRET-ID-123" not in text and "Test^Patient" not in text
+
+
+def test_lossless_compression_gives_the_same_prediction(predictor, tmp_path, phantom):
+    from pydicom.uid import JPEG2000Lossless
+    from radsight.io import load_image
+    a = predictor.predict(load_image(make_dicom(tmp_path / "a.dcm", phantom)))
+    b = predictor.predict(load_image(make_dicom(tmp_path / "b.dcm", phantom, transfer_syntax=JPEG2000Lossless)))
+    assert [f.probability for f in a.findings] == [f.probability for f in b.findings]
+
+
+def test_tampered_weights_are_refused(tiny_model, tmp_path):
+    import shutil
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    with open(copy / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ChecksumMismatch):
+        Predictor(str(copy))
+
+
+def test_default_model_is_registered_with_its_metadata():
+    cfg = get_model()
+    assert cfg.findings == list(FINDINGS)
+    assert cfg.sha256 and cfg.license and cfg.training_data
+    assert set(cfg.thresholds) == set(cfg.labels)
+    assert (cfg.directory / cfg.model_card).is_file()
