@@ -127,7 +127,7 @@ def export(
     out: Path = typer.Option(..., help="model folder to write (model.onnx, config.json)"),
     name: str = typer.Option(...),
     version: str = typer.Option("0.1.0"),
-    license: str = typer.Option("Apache-2.0"),
+    license: str = typer.Option("MIT"),
     training_data: str = typer.Option(""),
 ) -> None:
     """Export a checkpoint to an ONNX model folder (needs radsight[train])."""
