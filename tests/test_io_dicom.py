@@ -126,3 +126,46 @@ def test_garbage_with_dcm_suffix(tmp_path):
     path.write_bytes(b"this is not dicom at all" * 20)
     with pytest.raises(InputError, match="junk.dcm"):
         load_image(path)
+
+
+def _as_chest_dx(name, tmp_path):
+    """A corpus file relabelled as a chest DX, to run its transfer syntax through the reader."""
+    ds = pydicom.dcmread(corpus_file(name))
+    ds.Modality, ds.BodyPartExamined = "DX", "CHEST"
+    out = tmp_path / name
+    ds.save_as(out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+                                  "MR_small_bigendian.dcm"])
+def test_signed_16bit_across_transfer_syntaxes(tmp_path, name):
+    reference = load_image(_as_chest_dx("MR_small.dcm", tmp_path))
+    other = load_image(_as_chest_dx(name, tmp_path))
+    np.testing.assert_array_equal(reference.pixels, other.pixels)
+
+
+def test_jpeg_lossless_process14(tmp_path):
+    image = load_image(_as_chest_dx("JPGLosslessP14SV1_1s_1f_8b.dcm", tmp_path))
+    assert image.meta.transfer_syntax.startswith("JPEG Lossless") and image.pixels.shape == (768, 1024)
+
+
+def test_jpeg_baseline_is_nearly_the_uncompressed_image(tmp_path, phantom):
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    path = make_dicom(tmp_path / "plain.dcm", phantom, bits=8)
+    plain = load_image(path)
+    ds = pydicom.dcmread(path)
+    buffer = io.BytesIO()
+    Image.fromarray(ds.pixel_array).save(buffer, format="JPEG", quality=95)
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(tmp_path / "jpeg.dcm")
+    jpeg = load_image(tmp_path / "jpeg.dcm")
+    assert jpeg.meta.transfer_syntax.startswith("JPEG Baseline")
+    assert np.abs(jpeg.pixels - plain.pixels).mean() < 0.02  # the phantom is noisy; JPEG smooths noise
