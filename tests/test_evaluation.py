@@ -7,7 +7,7 @@ from radsight.calibration import BenchmarkSplitError, check_not_benchmark, choos
 from radsight.data.manifest import Manifest
 from radsight.data.predictions import read_predictions, write_predictions
 from radsight.evaluation import Bootstrap, evaluate_scores, operating_point
-from radsight.metrics import auroc, youden_threshold
+from radsight.metrics import auroc, weighted_auroc, youden_threshold
 from radsight.models.config import ModelConfig
 from radsight.preprocess import InputSpec
 
@@ -30,10 +30,22 @@ def test_auroc_agrees_with_sklearn_and_skips_unknown():
 
 def test_bootstrap_resamples_whole_patients():
     ids = ["a", "a", "b", "c", "c", "c"]
-    for idx in Bootstrap(ids, n=20, seed=1).samples():
-        picked = [ids[i] for i in idx]
-        for patient in set(picked):
-            assert picked.count(patient) % ids.count(patient) == 0
+    weights = Bootstrap(ids, n=50, seed=1).weights()
+    assert weights.shape == (50, 6)
+    assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
+    assert (weights[:, [0, 2, 3]].sum(axis=1) == 3).all()  # three patients drawn per resample
+
+
+def test_weighted_auroc_equals_sklearn_on_the_resampled_set():
+    y, s = synthetic(n=80, k=1)
+    s = np.round(s[:, 0], 1)  # ties
+    rng = np.random.default_rng(2)
+    w = rng.integers(0, 3, (5, 80))
+    w[0] = 1
+    got = weighted_auroc(y[:, 0], s, w)
+    for row, value in zip(w, got):
+        idx = np.repeat(np.arange(80), row)
+        assert value == pytest.approx(roc_auc_score(y[idx, 0], s[idx]))
 
 
 def test_evaluate_reports_cis_missing_positives_and_paired_differences():

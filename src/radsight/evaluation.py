@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radsight.metrics import auroc
+from radsight.metrics import auroc, weighted_auroc
 
 
 @dataclass
@@ -17,12 +17,13 @@ class Bootstrap:
     n: int = 1000
     seed: int = 0
 
-    def samples(self) -> list[np.ndarray]:
+    def weights(self) -> np.ndarray:
+        """(n, images): how often each image's patient was drawn in each resample."""
         patients, inverse = np.unique(np.asarray(self.patient_ids), return_inverse=True)
-        members = [np.flatnonzero(inverse == k) for k in range(len(patients))]
         rng = np.random.default_rng(self.seed)
-        return [np.concatenate([members[k] for k in rng.integers(0, len(patients), len(patients))])
-                for _ in range(self.n)]
+        draws = rng.integers(0, len(patients), (self.n, len(patients)))
+        counts = np.stack([np.bincount(row, minlength=len(patients)) for row in draws])
+        return counts[:, inverse]
 
 
 def _ci(values: list[float]) -> list[float] | None:
@@ -45,9 +46,9 @@ def operating_point(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
 def evaluate_scores(labels: list[str], y: np.ndarray, s: np.ndarray, thresholds: dict[str, float],
                     boot: Bootstrap, reference: np.ndarray | None = None) -> dict:
     """Per-label and mean AUROC with 95% CIs; operating points; paired differences against ``reference``."""
-    samples = boot.samples()
-    per_label, point_means, boot_means, diff_means = {}, [], [], []
-    boot_aucs = np.full((len(samples), len(labels)), np.nan)
+    weights = boot.weights()
+    per_label, point_means = {}, []
+    boot_aucs = np.full((len(weights), len(labels)), np.nan)
     boot_ref = np.full_like(boot_aucs, np.nan)
     for j, label in enumerate(labels):
         known = y[~np.isnan(y[:, j]), j]
@@ -55,14 +56,14 @@ def evaluate_scores(labels: list[str], y: np.ndarray, s: np.ndarray, thresholds:
         if np.isnan(entry["auroc"]):
             entry.update(auroc=None, auroc_ci=None, note="no positives" if known.sum() == 0 else "no negatives")
         else:
-            boot_aucs[:, j] = [auroc(y[idx, j], s[idx, j]) for idx in samples]
+            boot_aucs[:, j] = weighted_auroc(y[:, j], s[:, j], weights)
             entry["auroc_ci"] = _ci(list(boot_aucs[:, j]))
             point_means.append(entry["auroc"])
         if label in thresholds:
             entry["operating_point"] = operating_point(y[:, j], s[:, j], thresholds[label])
         if reference is not None and entry["auroc"] is not None and not np.isnan(reference[:, j]).all():
             ref_auc = auroc(y[:, j], reference[:, j])
-            boot_ref[:, j] = [auroc(y[idx, j], reference[idx, j]) for idx in samples]
+            boot_ref[:, j] = weighted_auroc(y[:, j], reference[:, j], weights)
             diffs = boot_aucs[:, j] - boot_ref[:, j]
             entry["reference"] = {"auroc": ref_auc, "auroc_ci": _ci(list(boot_ref[:, j])),
                                   "difference": entry["auroc"] - ref_auc, "difference_ci": _ci(list(diffs))}

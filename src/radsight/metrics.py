@@ -18,6 +18,22 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
     return float(roc_auc_score(y, s))
 
 
+def weighted_auroc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC under each row of ``weights`` (B, N) at once: the Mann-Whitney statistic with weighted pairs,
+    ties counting one half. Integer weights reproduce resampling with replacement, so one call scores
+    a whole bootstrap. NaN where a row weighs no positive or no negative."""
+    keep = ~np.isnan(y) & ~np.isnan(s)
+    y, s, weights = y[keep].astype(bool), s[keep], weights[:, keep].astype(np.float64)
+    _, group = np.unique(s, return_inverse=True)  # score ranks, ties share one
+    onehot = np.zeros((len(s), group.max() + 1 if len(s) else 0))
+    onehot[np.arange(len(s)), group] = 1.0
+    pos, neg = (weights * y) @ onehot, (weights * ~y) @ onehot  # (B, unique scores), ascending
+    neg_below = np.cumsum(neg, axis=1) - neg
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, (pos * (neg_below + 0.5 * neg)).sum(axis=1) / pairs, np.nan)
+
+
 def mean_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Mean over the columns where AUROC is defined."""
     values = [auroc(labels[:, j], scores[:, j]) for j in range(labels.shape[1])]
