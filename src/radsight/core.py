@@ -12,6 +12,9 @@ FINDINGS: tuple[str, ...] = (
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
 
+# Other spellings met in NIH files (BBox_List_2017 says "Infiltrate").
+FINDING_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration", "Pleural Thickening": "Pleural_Thickening"}
+
 
 class InputError(ValueError):
     """An input that cannot be analyzed; the message names the file and the reason."""

@@ -1,4 +1,4 @@
-"""``radsight evaluate``: score a labelled set (or read saved scores), measure, write the report."""
+"""``radsight evaluate``: score a labelled set (or read saved scores), measure, write report, metrics and plots."""
 from __future__ import annotations
 
 import json
@@ -6,14 +6,18 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from radsight.calibration import label_matrix
 from radsight.core import FINDINGS
-from radsight.data.manifest import read_manifest
+from radsight.data.manifest import Manifest, read_manifest
 from radsight.data.predictions import read_predictions
 from radsight.evaluation import Bootstrap, evaluate_scores
+from radsight.localization import IOU_THRESHOLDS, localization_summary, pointing_hit
+from radsight.metrics import reliability
 from radsight.models.config import TRIAGE_LABEL
+from radsight import plots
 
 
 def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | None, predictions: Path | None,
@@ -21,11 +25,9 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
     manifest = read_manifest(manifest_path, images)
     if split:
         manifest = manifest.select(split)
-    thresholds: dict[str, float] = {}
     source: dict = {"manifest": str(manifest_path), "images": len(manifest), "split": split}
+    predictor, thresholds = None, {}
     if model is not None:
-        from rich.progress import Progress
-
         from radsight.pipeline import Predictor, score_manifest
         predictor = Predictor(model)
         labels, thresholds = predictor.cfg.labels, dict(predictor.cfg.thresholds)
@@ -34,25 +36,62 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
             scores, errors = score_manifest(predictor, manifest, on_progress=lambda n: progress.advance(task, n))
         source.update(model=predictor.cfg.name, version=predictor.cfg.version, unreadable=[str(e) for e in errors])
     else:
-        labels = list(FINDINGS)
-        scores = read_predictions(predictions, manifest.images, labels)
+        labels, scores = list(FINDINGS), read_predictions(predictions, manifest.images, list(FINDINGS))
         source.update(predictions=str(predictions))
+    if reference:
+        source["reference"] = str(reference)
     y = label_matrix(manifest, labels)
     findings = [label for label in labels if label in FINDINGS]
     cols = [labels.index(f) for f in findings]
+    y_f, s_f = y[:, cols], scores[:, cols]
     ref = read_predictions(reference, manifest.images, findings) if reference else None
     boot = Bootstrap(manifest.patient_ids, n=n_boot)
-    metrics = {"source": source, **evaluate_scores(findings, y[:, cols], scores[:, cols], thresholds, boot, ref)}
+    metrics = {"source": source, **evaluate_scores(findings, y_f, s_f, thresholds, boot, ref)}
     if TRIAGE_LABEL in labels:
         j = labels.index(TRIAGE_LABEL)
-        metrics["triage"] = evaluate_scores([TRIAGE_LABEL], y[:, [j]], scores[:, [j]], thresholds, boot)["per_label"][TRIAGE_LABEL]
-    if reference:
-        metrics["source"]["reference"] = str(reference)
+        metrics["triage"] = evaluate_scores([TRIAGE_LABEL], y[:, [j]], scores[:, [j]], thresholds,
+                                            boot)["per_label"][TRIAGE_LABEL]
+    metrics["calibration"] = {f: reliability(y_f[:, j], s_f[:, j]) for j, f in enumerate(findings)
+                              if metrics["per_label"][f]["n"]}
+    if predictor is not None and manifest.boxes and any(manifest.boxes):
+        metrics["localization"] = localization(predictor, manifest)
+
     out.mkdir(parents=True, exist_ok=True)
+    aucs = {f: metrics["per_label"][f]["auroc"] for f in findings}
+    metrics["plots"] = {"roc": "roc.png", "reliability": "reliability.png"}
+    plots.roc_all(out / "roc.png", findings, y_f, s_f, aucs)
+    plots.reliability_grid(out / "reliability.png", metrics["calibration"])
+    if ref is not None:
+        name = source.get("model") or "predictions"
+        plots.roc_versus(out / "roc_vs_reference.png", findings, y_f, s_f, ref, (name, "reference"))
+        metrics["plots"]["roc_vs_reference"] = "roc_vs_reference.png"
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
     (out / "report.md").write_text(report_markdown(metrics))
     _print_table(metrics)
     return metrics
+
+
+def localization(predictor, manifest: Manifest) -> dict:
+    """Heatmaps and boxes of each boxed finding (whether or not it is positive) against the truth."""
+    from radsight.core import InputError
+    from radsight.io import load_image
+    cases = []
+    for i, truth in enumerate(manifest.boxes):
+        if not truth:
+            continue
+        try:
+            image = load_image(manifest.path(i))
+        except InputError:
+            continue
+        p = predictor.predict(image, explain=set(truth))
+        for finding, boxes in truth.items():
+            if finding not in p.heatmaps:
+                continue
+            predicted = [(b.x, b.y, b.width, b.height) for b in p.finding(finding).boxes]
+            for box in boxes:
+                cases.append({"finding": finding, "truth": box, "predicted": predicted,
+                              "pointing": pointing_hit(p.heatmaps[finding], box, image.height, image.width)})
+    return localization_summary(cases)
 
 
 def _json_default(value):
@@ -68,55 +107,63 @@ def _fmt(value, ci=None) -> str:
 
 
 def report_markdown(m: dict) -> str:
+    src = m["source"]
     has_ref = "reference_mean_auroc" in m
-    head = "| finding | n+ | AUROC [95% CI] | sens. | spec. | PPV | threshold |"
-    rule = "|---|---:|---|---:|---:|---:|---:|"
+    head = "| finding | n+ | AUROC [95% CI] | sens. | spec. | PPV | threshold | ECE |"
+    rule = "|---|---:|---|---:|---:|---:|---:|---:|"
     if has_ref:
         head += " reference AUROC | Δ AUROC [95% CI] |"
         rule += "---|---|"
-    lines = [f"# Evaluation: {m['source'].get('model') or m['source'].get('predictions')}", "",
-             f"Images: {m['source']['images']} from `{m['source']['manifest']}`"
-             + (f" (split {m['source']['split']})" if m['source'].get('split') else "") + ". "
-             f"95% CIs: {m['bootstrap']['resamples']} bootstrap resamples of patients.", "", head, rule]
+    lines = [f"# Evaluation: {src.get('model') or src.get('predictions')}", "",
+             f"Images: {src['images']} from `{src['manifest']}`" + (f" (split {src['split']})" if src.get("split") else "")
+             + f". 95% CIs: {m['bootstrap']['resamples']} bootstrap resamples of patients."
+             + (f" Reference: `{src['reference']}`." if has_ref else ""), "", head, rule]
     for name, e in m["per_label"].items():
         op = e.get("operating_point") or {}
-        row = (f"| {name} | {e['positives']} | {_fmt(e['auroc'], e.get('auroc_ci')) if e['auroc'] is not None else e.get('note')} "
-               f"| {_fmt(op.get('sensitivity'))} | {_fmt(op.get('specificity'))} | {_fmt(op.get('ppv'))} "
-               f"| {_fmt(op.get('threshold'))} |")
+        auc = _fmt(e["auroc"], e.get("auroc_ci")) if e["auroc"] is not None else e.get("note")
+        ece = (m["calibration"].get(name) or {}).get("ece")
+        row = (f"| {name} | {e['positives']} | {auc} | {_fmt(op.get('sensitivity'))} | {_fmt(op.get('specificity'))} "
+               f"| {_fmt(op.get('ppv'))} | {_fmt(op.get('threshold'))} | {_fmt(ece)} |")
         if has_ref:
             r = e.get("reference") or {}
             row += f" {_fmt(r.get('auroc'), r.get('auroc_ci'))} | {_fmt(r.get('difference'), r.get('difference_ci'))} |"
         lines.append(row)
-    mean = f"| **mean** ({len(m['mean_over'])} findings) | | **{_fmt(m['mean_auroc'], m['mean_auroc_ci'])}** | | | | |"
+    mean = f"| **mean** ({len(m['mean_over'])} findings) | | **{_fmt(m['mean_auroc'], m['mean_auroc_ci'])}** | | | | | |"
     if has_ref:
         mean += (f" **{_fmt(m['reference_mean_auroc'], m['reference_mean_auroc_ci'])}** "
                  f"| **{_fmt(m['mean_difference'], m['mean_difference_ci'])}** |")
     lines.append(mean)
     if "triage" in m:
         t, op = m["triage"], m["triage"].get("operating_point") or {}
-        lines += ["", f"Triage (any finding vs none): AUROC {_fmt(t['auroc'], t.get('auroc_ci'))}, "
+        lines += ["", f"**Triage** (any finding vs none): AUROC {_fmt(t['auroc'], t.get('auroc_ci'))}; "
                       f"sensitivity {_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))} "
                       f"at threshold {_fmt(op.get('threshold'))} ({t['positives']} abnormal of {t['n']})."]
+    if m.get("localization"):
+        ts = [f"{t:.1f}" for t in IOU_THRESHOLDS]
+        lines += ["", "**Localization** against radiologists' boxes (share of boxes found):", "",
+                  "| finding | boxes | " + " | ".join(f"T(IoU)={t}" for t in ts) + " | T(IoBB)=0.5 | pointing game |",
+                  "|---|---:|" + "---:|" * (len(ts) + 2)]
+        for name, e in m["localization"].items():
+            lines.append(f"| {name} | {e['boxes']} | " + " | ".join(f"{e['iou'][t]:.2f}" for t in ts)
+                         + f" | {e['iobb']['0.5']:.2f} | {e['pointing_game']:.2f} |")
+    lines += ["", "Plots: " + ", ".join(f"[{k}]({v})" for k, v in m.get("plots", {}).items()) + "."]
     return "\n".join(lines) + "\n"
 
 
 def _print_table(m: dict) -> None:
+    has_ref = "reference_mean_auroc" in m
     table = Table(title=f"AUROC on {m['source']['images']} images (95% CI, patient bootstrap)")
-    for col in ("finding", "n+", "AUROC", "95% CI"):
+    for col in ("finding", "n+", "AUROC", "95% CI") + (("reference", "Δ [95% CI]") if has_ref else ()):
         table.add_column(col)
-    if "reference_mean_auroc" in m:
-        table.add_column("reference")
-        table.add_column("Δ [95% CI]")
-    for name, e in [*m["per_label"].items(), ("mean", {"positives": "", "auroc": m["mean_auroc"],
-                                                      "auroc_ci": m["mean_auroc_ci"],
-                                                      "reference": {"auroc": m.get("reference_mean_auroc"),
-                                                                    "difference": m.get("mean_difference"),
-                                                                    "difference_ci": m.get("mean_difference_ci")}})]:
+    mean_row = {"positives": "", "auroc": m["mean_auroc"], "auroc_ci": m["mean_auroc_ci"],
+                "reference": {"auroc": m.get("reference_mean_auroc"), "difference": m.get("mean_difference"),
+                              "difference_ci": m.get("mean_difference_ci")}}
+    for name, e in [*m["per_label"].items(), ("mean", mean_row)]:
         ci = e.get("auroc_ci")
         row = [name, str(e["positives"]), _fmt(e["auroc"]) if e["auroc"] is not None else e.get("note", "—"),
                f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""]
-        if "reference_mean_auroc" in m:
+        if has_ref:
             r = e.get("reference") or {}
             row += [_fmt(r.get("auroc")), _fmt(r.get("difference"), r.get("difference_ci"))]
         table.add_row(*row)
-    Console().print(table)
+    Console(soft_wrap=True).print(table)

@@ -59,3 +59,20 @@ def sensitivity_threshold(y: np.ndarray, s: np.ndarray, target: float) -> float:
 def prevalence_threshold(s: np.ndarray, prevalence: float) -> float:
     """The threshold that flags a ``prevalence`` share of these scores as positive."""
     return float(np.quantile(s, 1.0 - prevalence))
+
+
+def reliability(y: np.ndarray, s: np.ndarray, bins: int = 10) -> dict:
+    """Equal-width bins of predicted probability: mean prediction, observed rate and count per bin, and
+    the expected calibration error (count-weighted mean |observed - predicted|)."""
+    y, s = _known(y, s)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(s, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        predicted = np.bincount(which, weights=s, minlength=bins) / count
+        observed = np.bincount(which, weights=y, minlength=bins) / count
+    filled = count > 0
+    ece = float(np.sum(count[filled] * np.abs(observed[filled] - predicted[filled])) / max(1, count.sum()))
+    return {"ece": ece, "bins": bins, "count": count.tolist(),
+            "predicted": [float(v) if c else None for v, c in zip(predicted, count)],
+            "observed": [float(v) if c else None for v, c in zip(observed, count)]}

@@ -5,7 +5,7 @@ image I/O -> pixel contract -> ONNX model -> operating thresholds -> CAM -> boxe
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,23 +31,24 @@ class Predictor:
         self.model = OnnxModel(self.cfg, threads=threads)
         self.boxes = boxes
 
-    def predict(self, image: Radiograph) -> Prediction:
+    def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
+        """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
         probs, cams = self.model(to_model_input(image.pixels, self.cfg.input)[None])
-        return self._assemble(image, probs[0], cams[0])
+        return self._assemble(image, probs[0], cams[0], explain)
 
     def scores(self, images: list[Radiograph]) -> np.ndarray:
         """Probabilities (N, labels) for a batch, without explanations."""
         batch = np.stack([to_model_input(im.pixels, self.cfg.input) for im in images])
         return self.model(batch)[0]
 
-    def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray) -> Prediction:
+    def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray, explain: Collection[str]) -> Prediction:
         cfg, index = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}
         findings, heatmaps = [], {}
         grid = working_size(image.height, image.width)
         for name in cfg.findings:
             p, threshold = float(probs[index[name]]), cfg.threshold(name)
             finding = Finding(name=name, probability=p, threshold=threshold, positive=p >= threshold)
-            if finding.positive:
+            if finding.positive or name in explain:
                 heat = cam_heatmap(cams[index[name]], *grid)
                 heatmaps[name] = heat
                 finding.boxes = heatmap_boxes(heat, image.height, image.width, p, self.boxes)

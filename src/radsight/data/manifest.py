@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radsight.core import FINDINGS
+from radsight.core import FINDING_ALIASES, FINDINGS
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Manifest:
     labels: np.ndarray  # (N, len(findings)) float32, NaN = unknown
     findings: tuple[str, ...]
     root: Path  # image folder
+    boxes: list[dict[str, list[tuple[float, float, float, float]]]] | None = None  # per image: finding -> x, y, w, h
 
     def __len__(self) -> int:
         return len(self.images)
@@ -33,7 +34,8 @@ class Manifest:
     def select(self, split: str) -> "Manifest":
         keep = [i for i, s in enumerate(self.splits) if s == split]
         return Manifest([self.images[i] for i in keep], [self.patient_ids[i] for i in keep],
-                        [split] * len(keep), self.labels[keep], self.findings, self.root)
+                        [split] * len(keep), self.labels[keep], self.findings, self.root,
+                        [self.boxes[i] for i in keep] if self.boxes is not None else None)
 
     def abnormal(self) -> np.ndarray:
         """1 where any finding is positive, 0 where all are negative, NaN otherwise."""
@@ -60,7 +62,19 @@ def read_manifest(csv_path: Path, images: Path, findings: tuple[str, ...] = FIND
     patients = [r.get("patient_id") or r["image"] for r in rows]
     splits = [r.get("split") or patient_split(p) for r, p in zip(rows, patients)]
     labels = np.array([[_label(r[f]) for f in findings] for r in rows], dtype=np.float32)
-    return Manifest([r["image"] for r in rows], patients, splits, labels, findings, Path(images))
+    boxes = [parse_boxes(r.get("bboxes") or "") for r in rows] if "bboxes" in rows[0] else None
+    return Manifest([r["image"] for r in rows], patients, splits, labels, findings, Path(images), boxes)
+
+
+def parse_boxes(text: str) -> dict[str, list[tuple[float, float, float, float]]]:
+    """``Label:x,y,w,h;Label:x,y,w,h`` (image pixels) -> {label: [(x, y, w, h), ...]}."""
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        label, _, coords = part.partition(":")
+        x, y, w, h = (float(v) for v in coords.split(","))
+        label = FINDING_ALIASES.get(label.strip(), label.strip())
+        out.setdefault(label, []).append((x, y, w, h))
+    return out
 
 
 def patient_split(patient_id: str, val_fraction: float = 0.15) -> str:
