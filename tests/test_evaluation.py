@@ -1,3 +1,5 @@
+import csv
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -104,3 +106,70 @@ def test_reference_chexnet_mean_auroc_on_benchmark(tmp_path):
     assert m["mean_auroc"] == pytest.approx(0.780, abs=5e-4)
     assert m["per_label"]["Cardiomegaly"]["auroc"] == pytest.approx(0.936, abs=5e-4)
     assert (tmp_path / "report.md").read_text().count("|") > 50
+
+
+def test_iou_iobb_and_pointing():
+    from radsight.localization import iobb, iou, localization_summary, pointing_hit
+    truth = (10, 10, 20, 20)
+    assert iou(truth, truth) == 1 and iou(truth, (40, 40, 5, 5)) == 0
+    assert iou(truth, (20, 10, 20, 20)) == pytest.approx(200 / 600)
+    assert iobb(truth, (15, 15, 5, 5)) == 1.0  # predicted box inside the truth
+    heat = np.zeros((10, 10))
+    heat[2, 2] = 1  # centre at (25, 25) on a 100x100 image
+    assert pointing_hit(heat, truth, 100, 100) and not pointing_hit(heat, (50, 50, 10, 10), 100, 100)
+    s = localization_summary([{"finding": "Mass", "truth": truth, "predicted": [(12, 12, 20, 20)], "pointing": True},
+                              {"finding": "Mass", "truth": truth, "predicted": [], "pointing": False}])
+    assert s["Mass"]["boxes"] == 2 and s["Mass"]["iou"]["0.5"] == 0.5 and s["Mass"]["iou"]["0.7"] == 0.0
+    assert s["overall"]["pointing_game"] == 0.5
+
+
+def test_reliability_and_ece():
+    from radsight.metrics import reliability
+    s = np.array([0.05, 0.05, 0.95, 0.95])
+    perfect = reliability(np.array([0, 0, 1, 1.0]), s)
+    assert perfect["ece"] == pytest.approx(0.05)
+    wrong = reliability(np.array([1, 1, 0, 0.0]), s)
+    assert wrong["ece"] == pytest.approx(0.95) and sum(wrong["count"]) == 4
+
+
+def test_manifest_boxes_and_aliases(tmp_path):
+    from radsight.core import FINDINGS
+    from radsight.data.manifest import read_manifest
+    write_csv(tmp_path / "m.csv", [["image", "patient_id", "split", *FINDINGS, "bboxes"],
+                                   ["a.png", 1, "val", *[0] * 14, "Infiltrate:1,2,3,4;Mass:5,6,7,8"],
+                                   ["b.png", 2, "val", *[""] * 14, ""]])
+    m = read_manifest(tmp_path / "m.csv", tmp_path)
+    assert m.boxes == [{"Infiltration": [(1, 2, 3, 4)], "Mass": [(5, 6, 7, 8)]}, {}]
+    assert np.isnan(m.labels[1]).all() and np.isnan(m.abnormal()[1])
+
+
+def test_evaluate_command_with_a_model_writes_report_plots_and_localization(tmp_path, tiny_model):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from conftest import chest_phantom
+    from radsight.cli import app
+    from radsight.core import FINDINGS
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    rows = [["image", "patient_id", "split", *FINDINGS, "bboxes"]]
+    for i in range(30):
+        Image.fromarray(np.round(chest_phantom(128, 128, seed=i) * 255).astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        labels = [int(v) for v in rng.random(14) < 0.4]
+        rows.append([f"{i}.png", f"p{i // 3}", "test", *labels, "Effusion:10,20,40,50" if i < 3 else ""])
+    write_csv(tmp_path / "m.csv", rows)
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model), "--manifest", str(tmp_path / "m.csv"),
+                                      "--images", str(tmp_path / "img"), "--out", str(tmp_path / "ev"),
+                                      "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    import json
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["source"]["images"] == 30 and m["localization"]["Effusion"]["boxes"] == 3
+    assert "triage" in m and m["per_label"]["Effusion"]["operating_point"]["threshold"] == 0.0
+    for name in ("report.md", "roc.png", "reliability.png"):
+        assert (tmp_path / "ev" / name).stat().st_size > 0
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)

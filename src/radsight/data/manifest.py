@@ -71,7 +71,10 @@ def parse_boxes(text: str) -> dict[str, list[tuple[float, float, float, float]]]
     out: dict[str, list[tuple[float, float, float, float]]] = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         label, _, coords = part.partition(":")
-        x, y, w, h = (float(v) for v in coords.split(","))
+        try:
+            x, y, w, h = (float(v) for v in coords.split(","))
+        except ValueError:
+            raise ValueError(f"box {part!r} is not Label:x,y,w,h") from None
         label = FINDING_ALIASES.get(label.strip(), label.strip())
         out.setdefault(label, []).append((x, y, w, h))
     return out
