@@ -70,6 +70,9 @@ def test_operating_point_counts():
     op = operating_point(np.array([1, 1, 0, 0, np.nan]), np.array([0.9, 0.2, 0.6, 0.1, 0.9]), 0.5)
     assert (op["tp"], op["fn"], op["fp"], op["tn"]) == (1, 1, 1, 1)
     assert op["sensitivity"] == op["specificity"] == op["ppv"] == 0.5
+    w = np.array([[1, 1, 1, 1, 1], [2, 0, 1, 1, 1]])
+    op = operating_point(np.array([1, 1, 0, 0, np.nan]), np.array([0.9, 0.2, 0.6, 0.1, 0.9]), 0.5, w)
+    assert op["sensitivity_ci"] == [pytest.approx(0.5 + 0.025 * 0.5), pytest.approx(1 - 0.025 * 0.5)]
 
 
 def test_thresholds_youden_or_prevalence_fallback():

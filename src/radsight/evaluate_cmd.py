@@ -122,8 +122,9 @@ def report_markdown(m: dict) -> str:
         op = e.get("operating_point") or {}
         auc = _fmt(e["auroc"], e.get("auroc_ci")) if e["auroc"] is not None else e.get("note")
         ece = (m["calibration"].get(name) or {}).get("ece")
-        row = (f"| {name} | {e['positives']} | {auc} | {_fmt(op.get('sensitivity'))} | {_fmt(op.get('specificity'))} "
-               f"| {_fmt(op.get('ppv'))} | {_fmt(op.get('threshold'))} | {_fmt(ece)} |")
+        row = (f"| {name} | {e['positives']} | {auc} | {_fmt(op.get('sensitivity'), op.get('sensitivity_ci'))} "
+               f"| {_fmt(op.get('specificity'), op.get('specificity_ci'))} | {_fmt(op.get('ppv'), op.get('ppv_ci'))} "
+               f"| {_fmt(op.get('threshold'))} | {_fmt(ece)} |")
         if has_ref:
             r = e.get("reference") or {}
             row += f" {_fmt(r.get('auroc'), r.get('auroc_ci'))} | {_fmt(r.get('difference'), r.get('difference_ci'))} |"
@@ -136,7 +137,8 @@ def report_markdown(m: dict) -> str:
     if "triage" in m:
         t, op = m["triage"], m["triage"].get("operating_point") or {}
         lines += ["", f"**Triage** (any finding vs none): AUROC {_fmt(t['auroc'], t.get('auroc_ci'))}; "
-                      f"sensitivity {_fmt(op.get('sensitivity'))}, specificity {_fmt(op.get('specificity'))} "
+                      f"sensitivity {_fmt(op.get('sensitivity'), op.get('sensitivity_ci'))}, "
+                      f"specificity {_fmt(op.get('specificity'), op.get('specificity_ci'))} "
                       f"at threshold {_fmt(op.get('threshold'))} ({t['positives']} abnormal of {t['n']})."]
     if m.get("localization"):
         ts = [f"{t:.1f}" for t in IOU_THRESHOLDS]

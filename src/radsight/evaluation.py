@@ -31,16 +31,30 @@ def _ci(values: list[float]) -> list[float] | None:
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
 
 
-def operating_point(y: np.ndarray, s: np.ndarray, threshold: float) -> dict:
+def _rates(tp, fp, fn, tn) -> dict:
+    """Sensitivity, specificity, PPV, NPV, F1 from counts (scalars or arrays); NaN where undefined."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens, spec = tp / (tp + fn), tn / (tn + fp)
+        ppv, npv = tp / (tp + fp), tn / (tn + fn)
+        f1 = 2 * tp / (2 * tp + fp + fn)
+    return {"sensitivity": sens, "specificity": spec, "ppv": ppv, "npv": npv, "f1": f1}
+
+
+def operating_point(y: np.ndarray, s: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> dict:
+    """Confusion counts and rates at ``threshold``; with bootstrap ``weights`` (B, N), 95% CIs of the rates."""
     keep = ~np.isnan(y) & ~np.isnan(s)
     y, pred = y[keep].astype(bool), s[keep] >= threshold
-    tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
-    fn, tn = int(np.sum(~pred & y)), int(np.sum(~pred & ~y))
-    ratio = lambda a, b: a / (a + b) if a + b else None  # noqa: E731
-    sens, ppv = ratio(tp, fn), ratio(tp, fp)
-    f1 = 2 * sens * ppv / (sens + ppv) if sens and ppv else (0.0 if sens is not None and ppv is not None else None)
-    return {"threshold": threshold, "tp": tp, "fp": fp, "fn": fn, "tn": tn, "sensitivity": sens,
-            "specificity": ratio(tn, fp), "ppv": ppv, "npv": ratio(tn, fn), "f1": f1}
+    cells = {"tp": pred & y, "fp": pred & ~y, "fn": ~pred & y, "tn": ~pred & ~y}
+    counts = {k: int(v.sum()) for k, v in cells.items()}
+    out = {"threshold": threshold, **counts}
+    for name, value in _rates(*(np.float64(counts[k]) for k in ("tp", "fp", "fn", "tn"))).items():
+        out[name] = None if np.isnan(value) else float(value)
+    if weights is not None:
+        w = weights[:, keep].astype(np.float64)
+        boot = _rates(*(w @ cells[k] for k in ("tp", "fp", "fn", "tn")))
+        for name, values in boot.items():
+            out[f"{name}_ci"] = _ci(list(values))
+    return out
 
 
 def evaluate_scores(labels: list[str], y: np.ndarray, s: np.ndarray, thresholds: dict[str, float],
@@ -60,7 +74,7 @@ def evaluate_scores(labels: list[str], y: np.ndarray, s: np.ndarray, thresholds:
             entry["auroc_ci"] = _ci(list(boot_aucs[:, j]))
             point_means.append(entry["auroc"])
         if label in thresholds:
-            entry["operating_point"] = operating_point(y[:, j], s[:, j], thresholds[label])
+            entry["operating_point"] = operating_point(y[:, j], s[:, j], thresholds[label], weights)
         if reference is not None and entry["auroc"] is not None and not np.isnan(reference[:, j]).all():
             ref_auc = auroc(y[:, j], reference[:, j])
             boot_ref[:, j] = weighted_auroc(y[:, j], reference[:, j], weights)
