@@ -53,6 +53,9 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
                                             boot)["per_label"][TRIAGE_LABEL]
     metrics["calibration"] = {f: reliability(y_f[:, j], s_f[:, j]) for j, f in enumerate(findings)
                               if metrics["per_label"][f]["n"]}
+    if ref is not None:
+        metrics["reference_calibration"] = {f: reliability(y_f[:, j], ref[:, j]) for j, f in enumerate(findings)
+                                            if metrics["per_label"][f]["n"] and not np.isnan(ref[:, j]).all()}
     if predictor is not None and manifest.boxes and any(manifest.boxes):
         metrics["localization"] = localization(predictor, manifest)
 
@@ -112,8 +115,8 @@ def report_markdown(m: dict) -> str:
     head = "| finding | n+ | AUROC [95% CI] | sens. | spec. | PPV | threshold | ECE |"
     rule = "|---|---:|---|---:|---:|---:|---:|---:|"
     if has_ref:
-        head += " reference AUROC | Δ AUROC [95% CI] |"
-        rule += "---|---|"
+        head += " reference AUROC | reference ECE | Δ AUROC [95% CI] |"
+        rule += "---|---:|---|"
     lines = [f"# Evaluation: {src.get('model') or src.get('predictions')}", "",
              f"Images: {src['images']} from `{src['manifest']}`" + (f" (split {src['split']})" if src.get("split") else "")
              + f". 95% CIs: {m['bootstrap']['resamples']} bootstrap resamples of patients."
@@ -127,11 +130,13 @@ def report_markdown(m: dict) -> str:
                f"| {_fmt(op.get('threshold'))} | {_fmt(ece)} |")
         if has_ref:
             r = e.get("reference") or {}
-            row += f" {_fmt(r.get('auroc'), r.get('auroc_ci'))} | {_fmt(r.get('difference'), r.get('difference_ci'))} |"
+            ref_ece = (m.get("reference_calibration", {}).get(name) or {}).get("ece")
+            row += (f" {_fmt(r.get('auroc'), r.get('auroc_ci'))} | {_fmt(ref_ece)} "
+                    f"| {_fmt(r.get('difference'), r.get('difference_ci'))} |")
         lines.append(row)
     mean = f"| **mean** ({len(m['mean_over'])} findings) | | **{_fmt(m['mean_auroc'], m['mean_auroc_ci'])}** | | | | | |"
     if has_ref:
-        mean += (f" **{_fmt(m['reference_mean_auroc'], m['reference_mean_auroc_ci'])}** "
+        mean += (f" **{_fmt(m['reference_mean_auroc'], m['reference_mean_auroc_ci'])}** | "
                  f"| **{_fmt(m['mean_difference'], m['mean_difference_ci'])}** |")
     lines.append(mean)
     if "triage" in m:
