@@ -51,6 +51,13 @@ def test_heatmap_boxes_find_separate_blobs():
     assert math.isclose(first.score, 0.5) and math.isclose(second.score, 0.4, rel_tol=1e-6)
 
 
+def test_heatmap_boxes_drop_regions_too_small_or_too_wide_to_locate():
+    heat = np.zeros((100, 100), np.float32)
+    heat[0:2, 0:2] = 1.0  # 0.04% of the image
+    heat[10:95, 5:8] = heat[90:95, 5:95] = 0.9  # an L whose box covers most of the image
+    assert heatmap_boxes(heat, 100, 100, 1.0) == []
+
+
 def test_analyze_files_writes_outputs_and_survives_bad_files(predictor, tmp_path, phantom):
     good = make_dicom(tmp_path / "in" / "good.dcm" if (tmp_path / "in").mkdir() is None else None, phantom)
     bad = tmp_path / "in" / "bad.dcm"

@@ -7,7 +7,9 @@ from PIL import Image, ImageDraw, ImageFont
 from radsight.core import FINDINGS, Prediction, Radiograph
 from radsight.preprocess import resize
 
-OVERLAY_LONGEST = 1024
+OVERLAY_LONGEST = 1024  # overlays are scaled so their longest side lies in [OVERLAY_SHORTEST, OVERLAY_LONGEST]
+OVERLAY_SHORTEST = 768
+HEAT_FLOOR = 0.5  # heat below this share of the map's maximum is not tinted
 PANEL_WIDTH = 360
 # One colour a finding (colour-blind-aware where possible), the same in every overlay.
 PALETTE = {
@@ -24,14 +26,15 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def render_overlay(image: Radiograph, prediction: Prediction) -> Image.Image:
-    scale = min(1.0, OVERLAY_LONGEST / max(image.height, image.width))
+    longest = max(image.height, image.width)
+    scale = min(max(1.0, OVERLAY_SHORTEST / longest), OVERLAY_LONGEST / longest)
     h, w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
     base = np.repeat(resize(image.pixels, h, w)[..., None], 3, axis=2) * 255.0
     for finding in prediction.positives:
         heat = prediction.heatmaps.get(finding.name)
         if heat is None:
             continue
-        alpha = 0.55 * np.clip((resize(heat, h, w) - 0.35) / 0.65, 0.0, 1.0)[..., None]
+        alpha = 0.6 * np.clip((resize(heat, h, w) - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0.0, 1.0)[..., None]
         base = base * (1 - alpha) + np.array(PALETTE.get(finding.name, OTHER_COLOUR)) * alpha
     canvas = Image.new("RGB", (w + PANEL_WIDTH, max(h, 520)), (16, 16, 20))
     canvas.paste(Image.fromarray(base.clip(0, 255).astype(np.uint8)), (0, 0))

@@ -12,8 +12,9 @@ from radsight.core import Box
 @dataclass(frozen=True)
 class BoxConfig:
     threshold: float = 0.5  # share of the heatmap's maximum a pixel must reach
-    min_area: float = 0.005  # smallest component kept, as a share of the image
-    max_area: float = 0.6  # a component covering more than this says nothing about where
+    step: float = 0.1  # a region whose box is too wide is re-thresholded this much higher
+    min_area: float = 0.005  # smallest region kept, as a share of the image
+    max_area: float = 0.6  # a box covering more than this share of the image says nothing about where
     max_boxes: int = 3
 
 
@@ -21,22 +22,27 @@ def heatmap_boxes(heat: np.ndarray, image_height: int, image_width: int, probabi
                   cfg: BoxConfig = BoxConfig()) -> list[Box]:
     """Boxes in the original image's pixel coordinates, best first.
 
-    ``heat`` is a [0, 1] heatmap on any grid with the image's aspect; a box's score is the finding's
-    probability times the component's peak heat.
+    ``heat`` is a [0, 1] heatmap on any grid with the image's aspect. A region whose box would cover more
+    than ``max_area`` of the image is split by thresholding it higher. A box's score is the finding's
+    probability times the region's peak heat.
     """
-    labels, count = ndimage.label(heat >= cfg.threshold)
-    if count == 0:
-        return []
-    index = np.arange(1, count + 1)
-    peaks = ndimage.maximum(heat, labels, index)
-    areas = ndimage.sum_labels(np.ones_like(heat), labels, index) / heat.size
     sy, sx = image_height / heat.shape[0], image_width / heat.shape[1]
-    boxes = []
-    for slices, peak, area in zip(ndimage.find_objects(labels), peaks, areas):
-        if not cfg.min_area <= area <= cfg.max_area:
-            continue
-        rows, cols = slices
-        boxes.append(Box(x=cols.start * sx, y=rows.start * sy, width=(cols.stop - cols.start) * sx,
-                         height=(rows.stop - rows.start) * sy, score=float(probability * peak)))
+    boxes = [Box(x=cols.start * sx, y=rows.start * sy, width=(cols.stop - cols.start) * sx,
+                 height=(rows.stop - rows.start) * sy, score=float(probability * peak))
+             for (rows, cols), peak in _regions(heat, np.ones(heat.shape, bool), cfg.threshold, cfg)]
     boxes.sort(key=lambda b: b.score, reverse=True)
     return boxes[:cfg.max_boxes]
+
+
+def _regions(heat: np.ndarray, within: np.ndarray, level: float, cfg: BoxConfig) -> list[tuple[tuple, float]]:
+    labels, count = ndimage.label((heat >= level) & within)
+    found = []
+    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        region = labels == index
+        if region.sum() < cfg.min_area * heat.size:
+            continue
+        if (rows.stop - rows.start) * (cols.stop - cols.start) <= cfg.max_area * heat.size:
+            found.append(((rows, cols), float(heat[region].max())))
+        elif level + cfg.step < 1.0:
+            found.extend(_regions(heat, region, level + cfg.step, cfg))
+    return found

@@ -29,7 +29,19 @@ def export_onnx(net: DenseNet, spec: InputSpec, path: Path) -> None:
     torch.onnx.export(WithCams(net.eval()), (dummy,), str(tmp), input_names=["image"],
                       output_names=["logits", "cams"], opset_version=OPSET, dynamo=True, verbose=False,
                       dynamic_shapes={"x": {0: batch}}, external_data=False)
+    _strip_debug_info(tmp)
     tmp.replace(path)
+
+
+def _strip_debug_info(path: Path) -> None:
+    """Drop the exporter's per-node stack traces and module paths (they name the build machine's files)."""
+    import onnx
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.graph.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, license: str,
