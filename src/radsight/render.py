@@ -29,15 +29,18 @@ def render_overlay(image: Radiograph, prediction: Prediction) -> Image.Image:
     longest = max(image.height, image.width)
     scale = min(max(1.0, OVERLAY_SHORTEST / longest), OVERLAY_LONGEST / longest)
     h, w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
-    base = np.repeat(resize(image.pixels, h, w)[..., None], 3, axis=2) * 255.0
+    gray = np.round(resize(image.pixels, h, w) * 255).astype(np.uint8)
+    picture = Image.fromarray(gray, mode="L").convert("RGB")
     for finding in prediction.positives:
         heat = prediction.heatmaps.get(finding.name)
         if heat is None:
             continue
-        alpha = 0.6 * np.clip((resize(heat, h, w) - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0.0, 1.0)[..., None]
-        base = base * (1 - alpha) + np.array(PALETTE.get(finding.name, OTHER_COLOUR)) * alpha
+        alpha = 0.6 * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1)
+        mask = Image.fromarray(np.round(alpha * 255).astype(np.uint8), mode="L").resize((w, h), Image.Resampling.BILINEAR)
+        tint = Image.new("RGB", (w, h), PALETTE.get(finding.name, OTHER_COLOUR))
+        picture = Image.composite(tint, picture, mask)
     canvas = Image.new("RGB", (w + PANEL_WIDTH, max(h, 520)), (16, 16, 20))
-    canvas.paste(Image.fromarray(base.clip(0, 255).astype(np.uint8)), (0, 0))
+    canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
     label_font = _font(max(12, w // 60))
     for finding in prediction.positives:

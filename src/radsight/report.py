@@ -12,6 +12,7 @@ from radsight.core import Prediction, Radiograph
 from radsight.render import render_overlay
 
 SCHEMA_VERSION = "1.0"
+PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
 
@@ -34,10 +35,10 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str) ->
         if heat is not None:
             finding.heatmap = f"{stem}.heatmap.{finding.name}.png"
             img = Image.fromarray(np.round(heat * 255).astype(np.uint8), mode="L")
-            _atomic_write_bytes(out_dir / finding.heatmap, lambda t, img=img: img.save(t, format="PNG"))
+            _atomic_write_bytes(out_dir / finding.heatmap, lambda t, img=img: img.save(t, format="PNG", compress_level=PNG_COMPRESSION))
     p.overlay = f"{stem}.overlay.png"
     overlay = render_overlay(image, p)
-    _atomic_write_bytes(out_dir / p.overlay, lambda t: overlay.save(t, format="PNG"))
+    _atomic_write_bytes(out_dir / p.overlay, lambda t: overlay.save(t, format="PNG", compress_level=PNG_COMPRESSION))
     json_path = out_dir / f"{stem}.json"
     text = json.dumps(prediction_document(p), indent=2)
     _atomic_write_bytes(json_path, lambda t: t.write_text(text + "\n"))

@@ -14,7 +14,7 @@ def cam_heatmap(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(resize(scaled, height, width), 0.0, 1.0)
 
 
-def working_size(height: int, width: int, longest: int = 512) -> tuple[int, int]:
+def working_size(height: int, width: int, longest: int = 256) -> tuple[int, int]:
     """Heatmaps are computed on a grid no longer than ``longest`` px, with the image's aspect."""
     scale = min(1.0, longest / max(height, width))
     return max(1, round(height * scale)), max(1, round(width * scale))
