@@ -106,3 +106,65 @@ def test_default_model_is_registered_with_its_metadata():
     assert cfg.sha256 and cfg.license and cfg.training_data
     assert set(cfg.thresholds) == set(cfg.labels)
     assert (cfg.directory / cfg.model_card).is_file()
+
+
+class StubSegmenter:
+    """Returns the same two-lung probability map for any input (lungs at x 20-45% and 55-80%, y 20-80%)."""
+
+    def __call__(self, batch):
+        prob = np.zeros((len(batch), 1, 100, 100))
+        prob[:, :, 20:80, 20:45] = prob[:, :, 20:80, 55:80] = 1
+        return prob
+
+
+def thorax_predictor(tiny_model, tmp_path, region):
+    import shutil
+
+    from radsight.models.config import ModelConfig
+    folder = tmp_path / f"model-{region}"
+    shutil.copytree(tiny_model, folder)
+    cfg = ModelConfig.load(folder)
+    cfg.input = type(cfg.input)(**{**cfg.input.__dict__, "region": region})
+    cfg.save(folder)
+    predictor = Predictor(str(folder))
+    predictor.lungs.segmenter = StubSegmenter()
+    return predictor
+
+
+def test_thorax_region_crops_the_input_and_maps_heatmaps_back(tiny_model, tmp_path, phantom):
+    from radsight.io import load_image
+    image = load_image(make_dicom(tmp_path / "a.dcm", phantom))  # 288 wide, 320 high
+    p = thorax_predictor(tiny_model, tmp_path, "thorax").predict(image)
+    x, y, w, h = p.classifier_crop
+    assert 0.1 * 288 < x < 0.2 * 288 and 0.1 * 320 < y < 0.2 * 320  # the lungs' box, widened by 5% a side
+    assert x + w <= 288 and y + h <= 320 and w < 288 and h < 320
+    heat = p.heatmaps["Effusion"]
+    sy, sx = heat.shape[0] / 320, heat.shape[1] / 288
+    assert heat[: int(y * sy) - 1].max() == 0 and heat[:, : int(x * sx) - 1].max() == 0
+    assert heat.max() > 0.95
+    for box in p.finding("Effusion").boxes:
+        assert x - 2 <= box.x and box.x + box.width <= x + w + 2
+    assert p.anatomy.plausible and p.anatomy.ctr is not None and len(p.anatomy.lungs) == 2
+    doc = p.to_dict()
+    assert doc["classifier_crop"] == [x, y, w, h] and doc["anatomy"]["lungs"][0]["side"] == "right"
+
+
+def test_image_region_reads_the_whole_image_and_still_reports_anatomy(tiny_model, tmp_path, phantom):
+    from radsight.io import load_image
+    p = thorax_predictor(tiny_model, tmp_path, "image").predict(load_image(make_dicom(tmp_path / "a.dcm", phantom)))
+    assert p.classifier_crop is None and p.anatomy.plausible
+
+
+def test_thorax_models_need_a_lung_model(tiny_model, tmp_path):
+    predictor = thorax_predictor(tiny_model, tmp_path, "thorax")
+    with pytest.raises(ValueError, match="needs a lung model"):
+        Predictor(predictor.cfg, lung_model=None)
+
+
+def test_lung_mask_png_is_written(tiny_model, tmp_path, phantom):
+    predictor = thorax_predictor(tiny_model, tmp_path, "image")
+    [outcome] = analyze_files([make_dicom(tmp_path / "a.dcm", phantom)], tmp_path / "out", predictor)
+    doc = json.loads(outcome.json_path.read_text())
+    mask = np.asarray(Image.open(tmp_path / "out" / doc["anatomy"]["mask"]))
+    assert mask.shape == (320, 288) and set(np.unique(mask)) == {0, 127, 254}
+    assert mask[160, 100] == 127 and mask[160, 190] == 254  # patient's right lung on the image's left

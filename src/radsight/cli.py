@@ -20,22 +20,39 @@ def train(
     manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="CSV: image, patient_id, split, 14 labels"),
     images: Path = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
+    task: str = typer.Option("classification", help="classification | lung-segmentation"),
+    masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="lung-segmentation: mask folder"),
+    holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out of training"),
+    iterations: int = typer.Option(800, help="lung-segmentation: optimisation steps"),
+    region: str = typer.Option("image", help="classification: image | thorax (crop to the lungs first)"),
     architecture: str = typer.Option("densenet-small"),
-    input_size: int = typer.Option(64),
+    input_size: Optional[int] = typer.Option(None, help="default 64 (classification), 256 (lung-segmentation)"),
     epochs: int = typer.Option(40),
-    batch_size: int = typer.Option(32),
+    batch_size: Optional[int] = typer.Option(None, help="default 32 (classification), 8 (lung-segmentation)"),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="torch CPU threads (0: default)"),
     stop_after: Optional[int] = typer.Option(None, help="stop after this many epochs; re-run to resume"),
 ) -> None:
-    """Train a classifier (needs radsight[train]). Resumes when OUT holds a checkpoint."""
+    """Train a classifier or a lung segmenter (needs radsight[train]). Resumes when OUT holds a checkpoint."""
+    if task == "lung-segmentation":
+        from radsight.train.seg import SegTrainConfig, train_segmentation
+        if masks is None:
+            raise _fail("--task lung-segmentation needs --masks")
+        seg = SegTrainConfig(manifest=str(manifest), images=str(images), masks=str(masks), out=str(out),
+                             holdout=[h for h in holdout.split(",") if h], input_size=input_size or 256,
+                             iterations=iterations, batch_size=batch_size or 8, seed=seed, threads=threads,
+                             stop_after=stop_after)
+        typer.echo(f"last checkpoint: {train_segmentation(seg)}")
+        return
+    if task != "classification":
+        raise _fail(f"unknown task {task!r}")
     from radsight.train.loop import TrainConfig
     from radsight.train.loop import train as run_training
 
     cfg = TrainConfig(manifest=str(manifest), images=str(images), out=str(out), architecture=architecture,
-                      input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      threads=threads, stop_after=stop_after)
+                      input_size=input_size or 64, epochs=epochs, batch_size=batch_size or 32, lr=lr, seed=seed,
+                      threads=threads, stop_after=stop_after, region=region)
     best = run_training(cfg)
     typer.echo(f"best checkpoint: {best}")
 
@@ -60,11 +77,11 @@ def _example_path() -> Path:
     return Path(found)
 
 
-def _predictor(model: str):
+def _predictor(model: str, lung_model: str | None = None):
     from radsight.models.store import ChecksumMismatch, ModelNotFound
     from radsight.pipeline import Predictor
     try:
-        return Predictor(model)
+        return Predictor(model, lung_model=lung_model)
     except (ModelNotFound, ChecksumMismatch) as exc:
         raise _fail(str(exc))
 
@@ -76,6 +93,8 @@ def analyze(
     model: str = typer.Option("radsight-nih64-demo", help="registered model name or model folder"),
     example: bool = typer.Option(False, "--example", help="analyze pydicom-data's real chest CR (RG1_UNCR.dcm)"),
     save_predictions: Optional[Path] = typer.Option(None, help="also write all probabilities to this CSV"),
+    lung_model: str = typer.Option("radsight-lung-unet", help="lung segmentation model for lung fields and CTR"),
+    anatomy: bool = typer.Option(True, help="segment the lungs and measure the cardiothoracic ratio"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
@@ -89,7 +108,7 @@ def analyze(
     files = expand_inputs(list(paths or []) + ([_example_path()] if example else []))
     if not files:
         raise _fail("no input: give files or folders, or --example")
-    predictor = _predictor(model)
+    predictor = _predictor(model, lung_model if anatomy else None)
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed, rows = [], 0, []
     start = time.perf_counter()
@@ -104,8 +123,11 @@ def analyze(
             done.append(outcome)
             p = outcome.prediction
             names = ", ".join(f"{f.name} {f.probability:.2f}" for f in p.positives) or "none above threshold"
+            ctr = ""
+            if p.anatomy is not None:
+                ctr = f"  CTR {p.anatomy.ctr.value:.2f}" if p.anatomy.ctr else f"  lungs: {p.anatomy.reason}"
             rows.append(f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
-                        f"findings: {names}  -> {outcome.json_path}")
+                        f"findings: {names}{ctr}  -> {outcome.json_path}")
     seconds = time.perf_counter() - start
     if not quiet:
         for row in rows:
@@ -188,8 +210,20 @@ def evaluate(
     reference: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="a peer's predictions CSV"),
     split: Optional[str] = typer.Option(None, help="only rows of this split"),
     bootstrap: int = typer.Option(1000, help="patient bootstrap resamples"),
+    masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                         help="reference lung masks: evaluate the lung model (Dice, IoU, Hausdorff)"),
+    lung_model: str = typer.Option("radsight-lung-unet", help="lung segmentation model"),
+    subset: str = typer.Option("", help="comma-separated image names to evaluate (e.g. held-out pairs)"),
 ) -> None:
-    """Per-finding AUROC with patient-bootstrap 95% CIs, operating points, triage, and a paired comparison."""
+    """Classification: AUROC with patient-bootstrap 95% CIs, operating points, triage, calibration, localization,
+    CTR and CAM-in-thorax, and a paired comparison. With --masks: lung segmentation Dice, IoU and Hausdorff."""
+    if masks is not None:
+        from radsight.evaluate_seg import run_segmentation_evaluation
+        try:
+            run_segmentation_evaluation(manifest, images, masks, out, lung_model, [s for s in subset.split(",") if s])
+        except ValueError as exc:
+            raise _fail(str(exc))
+        return
     from radsight.evaluate_cmd import run_evaluation
     if (model is None) == (predictions is None):
         raise _fail("give exactly one of --model or --predictions")

@@ -1,7 +1,7 @@
 """The typed core every layer shares: images, boxes, findings, predictions, errors."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,34 @@ class ModelRef:
 
 
 @dataclass
+class LungField:
+    side: str  # "right" or "left": the patient's side (image left is the patient's right on a PA film)
+    polygon: list[tuple[float, float]]  # outline (x, y) in original image pixels
+    area_px: float  # in original image pixels
+    area_cm2: float | None = None  # when PixelSpacing is known
+
+
+@dataclass
+class CardiothoracicRatio:
+    value: float
+    cardiac_px: float  # maximal horizontal cardiac diameter
+    thoracic_px: float  # maximal internal thoracic diameter
+    cardiac_line: tuple[tuple[float, float], tuple[float, float]]  # endpoints (x, y), original pixels
+    thoracic_line: tuple[tuple[float, float], tuple[float, float]]
+    enlarged: bool | None  # CTR > 0.5 on a PA view; None when the view is not known to be PA
+
+
+@dataclass
+class Anatomy:
+    model: ModelRef
+    plausible: bool
+    reason: str | None = None  # why the segmentation is implausible
+    lungs: list[LungField] = field(default_factory=list)
+    ctr: CardiothoracicRatio | None = None
+    mask: str | None = None  # file name of the lung mask PNG, when one was written
+
+
+@dataclass
 class Prediction:
     source: str
     width: int
@@ -104,7 +132,10 @@ class Prediction:
     findings: list[Finding]
     meta: ImageMeta = field(default_factory=ImageMeta)
     overlay: str | None = None
+    anatomy: Anatomy | None = None
+    classifier_crop: list[int] | None = None  # x, y, width, height the classifier read, when not the whole image
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # name -> (h, w) in [0, 1]
+    lung_mask: np.ndarray | None = field(default=None, repr=False)  # (h, w) uint8: 0 none, 1 right, 2 left
 
     def finding(self, name: str) -> Finding:
         for f in self.findings:
@@ -117,8 +148,8 @@ class Prediction:
         return [f for f in self.findings if f.positive]
 
     def to_dict(self) -> dict[str, Any]:
-        """The documented JSON document (heatmap arrays are written as files, not inlined)."""
-        out = asdict(self)
-        del out["heatmaps"]
+        """The documented JSON document."""
+        out = asdict(replace(self, heatmaps={}, lung_mask=None))  # arrays are written as files, not inlined
+        del out["heatmaps"], out["lung_mask"]
         out["image"] = out.pop("meta")
         return out

@@ -14,6 +14,7 @@ from radsight.core import FINDINGS
 from radsight.data.manifest import Manifest, read_manifest
 from radsight.data.predictions import read_predictions
 from radsight.evaluation import Bootstrap, evaluate_scores
+from radsight.anatomy import energy_inside, thorax_region
 from radsight.localization import IOU_THRESHOLDS, localization_summary, pointing_hit
 from radsight.metrics import reliability
 from radsight.models.config import TRIAGE_LABEL
@@ -58,6 +59,8 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
                                             if metrics["per_label"][f]["n"] and not np.isnan(ref[:, j]).all()}
     if predictor is not None and manifest.boxes and any(manifest.boxes):
         metrics["localization"] = localization(predictor, manifest)
+    if predictor is not None and predictor.lungs is not None:
+        metrics["anatomy"] = anatomy_evidence(predictor, manifest, y, labels, boot)
 
     out.mkdir(parents=True, exist_ok=True)
     aucs = {f: metrics["per_label"][f]["auroc"] for f in findings}
@@ -95,6 +98,42 @@ def localization(predictor, manifest: Manifest) -> dict:
                 cases.append({"finding": finding, "truth": box, "predicted": predicted,
                               "pointing": pointing_hit(p.heatmaps[finding], box, image.height, image.width)})
     return localization_summary(cases)
+
+
+def anatomy_evidence(predictor, manifest: Manifest, y: np.ndarray, labels: list[str], boot: Bootstrap) -> dict:
+    """CTR as a Cardiomegaly score (a measurement next to the learned detector), and for each finding the
+    share of its CAM energy inside the dilated thorax (low shares: the model looks at borders, tubes, text)."""
+    from radsight.core import InputError
+    from radsight.io import load_image
+    from radsight.preprocess import resize
+    findings = predictor.cfg.findings
+    ctr = np.full(len(manifest), np.nan)
+    energy: dict[str, list[float]] = {f: [] for f in findings}
+    implausible = 0
+    with Progress(transient=True) as progress:
+        task = progress.add_task("anatomy", total=len(manifest))
+        for i in range(len(manifest)):
+            progress.advance(task)
+            try:
+                p = predictor.predict(load_image(manifest.path(i)), explain=findings)
+            except InputError:
+                continue
+            if not p.anatomy.plausible:
+                implausible += 1
+                continue
+            if p.anatomy.ctr is not None:
+                ctr[i] = p.anatomy.ctr.value
+            grid = next(iter(p.heatmaps.values())).shape
+            region = resize(thorax_region(p.lung_mask).astype(np.float32), *grid) > 0.5
+            for f in findings:
+                energy[f].append(energy_inside(p.heatmaps[f], region))
+    out: dict = {"lung_model": predictor.lungs.cfg.name, "implausible_segmentations": implausible,
+                 "cam_energy_in_thorax": {f: float(np.nanmean(v)) if v else None for f, v in energy.items()}}
+    if "Cardiomegaly" in labels:
+        j = labels.index("Cardiomegaly")
+        ctr_eval = evaluate_scores(["CTR"], y[:, [j]], ctr[:, None], {"CTR": 0.5}, boot)["per_label"]["CTR"]
+        out["ctr_for_cardiomegaly"] = {**ctr_eval, "measured": int(np.isfinite(ctr).sum())}
+    return out
 
 
 def _json_default(value):
@@ -153,6 +192,19 @@ def report_markdown(m: dict) -> str:
         for name, e in m["localization"].items():
             lines.append(f"| {name} | {e['boxes']} | " + " | ".join(f"{e['iou'][t]:.2f}" for t in ts)
                          + f" | {e['iobb']['0.5']:.2f} | {e['pointing_game']:.2f} |")
+    if m.get("anatomy"):
+        a = m["anatomy"]
+        if "ctr_for_cardiomegaly" in a:
+            c = a["ctr_for_cardiomegaly"]
+            op = c.get("operating_point") or {}
+            lines += ["", f"**Cardiothoracic ratio as a Cardiomegaly score** ({a['lung_model']}; measured on "
+                          f"{c['measured']} images, {a['implausible_segmentations']} implausible segmentations): "
+                          f"AUROC {_fmt(c['auroc'], c.get('auroc_ci'))}; at CTR > 0.5 sensitivity "
+                          f"{_fmt(op.get('sensitivity'), op.get('sensitivity_ci'))}, specificity "
+                          f"{_fmt(op.get('specificity'), op.get('specificity_ci'))} ({c['positives']} positives)."]
+        lines += ["", "**Share of CAM energy inside the dilated thorax** (lungs, mediastinum, heart), mean over images:",
+                  "", "| finding | share |", "|---|---:|"]
+        lines += [f"| {f} | {_fmt(v)} |" for f, v in a["cam_energy_in_thorax"].items()]
     lines += ["", "Plots: " + ", ".join(f"[{k}]({v})" for k, v in m.get("plots", {}).items()) + "."]
     return "\n".join(lines) + "\n"
 

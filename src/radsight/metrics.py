@@ -6,7 +6,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def _known(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keep = ~np.isnan(y)
+    """Rows with a known label and a score."""
+    keep = ~np.isnan(y) & ~np.isnan(s)
     return y[keep].astype(int), s[keep]
 
 

@@ -12,36 +12,84 @@ from pathlib import Path
 
 import numpy as np
 
-from radsight.core import Finding, InputError, ModelRef, Prediction, Radiograph, Triage
+from radsight.anatomy import cardiothoracic_ratio, label_lungs, lung_fields, thorax_box
+from radsight.core import Anatomy, Finding, InputError, ModelRef, Prediction, Radiograph, Triage
 from radsight.data.manifest import Manifest
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.explain.cam import cam_heatmap, working_size
 from radsight.io import expand_inputs, load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_MODEL, get_model
-from radsight.preprocess import to_model_input
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
+from radsight.preprocess import resize, to_model_input
 from radsight.report import write_outputs
-from radsight.runtime import OnnxModel
+from radsight.runtime import Classifier, Segmenter
 from radsight.triage import priority
 
 
+ANATOMY_GRID = 512  # lung outlines are measured on a grid this long: finer than heatmaps need
+Crop = tuple[int, int, int, int]  # x, y, width, height in original pixels
+
+
+class ThoraxCropper:
+    """The lung model: anatomy for the reader, and the thorax crop for models whose input region is "thorax"."""
+
+    def __init__(self, lung_model: str | ModelConfig = DEFAULT_LUNG_MODEL, threads: int = 0):
+        self.cfg = lung_model if isinstance(lung_model, ModelConfig) else get_model(lung_model)
+        self.segmenter = Segmenter(self.cfg, threads=threads)
+
+    def anatomy(self, image: Radiograph) -> tuple[Anatomy, np.ndarray]:
+        """Lung fields and CTR, and the lung labels on the anatomy grid (0 none, 1 right, 2 left)."""
+        prob = self.segmenter(to_model_input(image.pixels, self.cfg.input)[None])[0, 0].astype(np.float32)
+        labels, reason = label_lungs(resize(prob, *working_size(image.height, image.width, ANATOMY_GRID)))
+        anatomy = Anatomy(model=ModelRef(self.cfg.name, self.cfg.version), plausible=reason is None, reason=reason)
+        if reason is None:
+            anatomy.lungs = lung_fields(labels, image.height, image.width, image.meta.pixel_spacing_mm)
+            anatomy.ctr = cardiothoracic_ratio(labels, image.height, image.width, image.meta.view_position)
+        return anatomy, labels
+
+    def crop(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None) -> tuple[np.ndarray, Crop | None]:
+        """The thorax's pixels and where they lie; the whole image when the lungs are not plausible."""
+        anatomy, labels = found or self.anatomy(image)
+        if not anatomy.plausible:
+            return image.pixels, None
+        x, y, w, h = thorax_box(labels, image.height, image.width)
+        return image.pixels[y:y + h, x:x + w], (x, y, w, h)
+
+
 class Predictor:
-    def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0):
+    def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0,
+                 lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
-        self.model = OnnxModel(self.cfg, threads=threads)
+        self.model = Classifier(self.cfg, threads=threads)
         self.boxes = boxes
+        self.lungs = ThoraxCropper(lung_model, threads) if lung_model is not None else None
+        if self.cfg.input.region == "thorax" and self.lungs is None:
+            raise ValueError(f"model {self.cfg.name} reads the thorax region and needs a lung model")
+
+    def classifier_input(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None
+                         ) -> tuple[np.ndarray, Crop | None]:
+        """The model input (C, S, S) under the pixel contract, and the crop it was taken from, if any."""
+        pixels, crop = image.pixels, None
+        if self.cfg.input.region == "thorax":
+            pixels, crop = self.lungs.crop(image, found)
+        return to_model_input(pixels, self.cfg.input), crop
 
     def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
-        probs, cams = self.model(to_model_input(image.pixels, self.cfg.input)[None])
-        return self._assemble(image, probs[0], cams[0], explain)
+        found = self.lungs.anatomy(image) if self.lungs else None
+        x, crop = self.classifier_input(image, found)
+        probs, cams = self.model(x[None])
+        prediction = self._assemble(image, probs[0], cams[0], explain, crop)
+        if found is not None:
+            prediction.anatomy, prediction.lung_mask = found
+        return prediction
 
     def scores(self, images: list[Radiograph]) -> np.ndarray:
         """Probabilities (N, labels) for a batch, without explanations."""
-        batch = np.stack([to_model_input(im.pixels, self.cfg.input) for im in images])
-        return self.model(batch)[0]
+        return self.model(np.stack([self.classifier_input(im)[0] for im in images]))[0]
 
-    def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray, explain: Collection[str]) -> Prediction:
+    def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray, explain: Collection[str],
+                  crop: Crop | None) -> Prediction:
         cfg, index = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}
         findings, heatmaps = [], {}
         grid = working_size(image.height, image.width)
@@ -49,7 +97,7 @@ class Predictor:
             p, threshold = float(probs[index[name]]), cfg.threshold(name)
             finding = Finding(name=name, probability=p, threshold=threshold, positive=p >= threshold)
             if finding.positive or name in explain:
-                heat = cam_heatmap(cams[index[name]], *grid)
+                heat = _full_heatmap(cams[index[name]], grid, crop, image)
                 heatmaps[name] = heat
                 finding.boxes = heatmap_boxes(heat, image.height, image.width, p, self.boxes)
             findings.append(finding)
@@ -62,7 +110,19 @@ class Predictor:
                         priority=priority(abnormal, triage_threshold, findings))
         return Prediction(source=image.source, width=image.width, height=image.height,
                           model=ModelRef(cfg.name, cfg.version), triage=triage, findings=findings,
-                          meta=image.meta, heatmaps=heatmaps)
+                          meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None)
+
+
+def _full_heatmap(cam: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph) -> np.ndarray:
+    """The CAM on the whole image's grid; a CAM of a crop lies inside the crop, zero elsewhere."""
+    if crop is None:
+        return cam_heatmap(cam, *grid)
+    sy, sx = grid[0] / image.height, grid[1] / image.width
+    x0, y0 = round(crop[0] * sx), round(crop[1] * sy)
+    x1, y1 = max(x0 + 1, round((crop[0] + crop[2]) * sx)), max(y0 + 1, round((crop[1] + crop[3]) * sy))
+    heat = np.zeros(grid, np.float32)
+    heat[y0:y1, x0:x1] = cam_heatmap(cam, y1 - y0, x1 - x0)
+    return heat
 
 
 def score_manifest(predictor: Predictor, manifest: Manifest, batch_size: int = 32,

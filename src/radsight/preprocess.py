@@ -19,6 +19,7 @@ class InputSpec:
     mean: float = 0.5
     std: float = 0.25
     channels: int = 1
+    region: str = "image"  # or "thorax": the lungs' bounding box (found by the lung model) before resizing
 
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

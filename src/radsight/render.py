@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from radsight.core import FINDINGS, Prediction, Radiograph
+from radsight.core import FINDINGS, Anatomy, Prediction, Radiograph
 from radsight.preprocess import resize
 
 OVERLAY_LONGEST = 1024  # overlays are scaled so their longest side lies in [OVERLAY_SHORTEST, OVERLAY_LONGEST]
@@ -51,8 +51,27 @@ def render_overlay(image: Radiograph, prediction: Prediction) -> Image.Image:
             draw.rectangle([x0, y0, x1, y1], outline=colour, width=max(2, w // 400))
             draw.text((x0 + 3, max(0, y0 - label_font.size - 4)), f"{finding.name} {finding.probability:.2f}",
                       fill=colour, font=label_font, stroke_width=2, stroke_fill=(0, 0, 0))
+    if prediction.anatomy is not None:
+        _draw_anatomy(draw, prediction.anatomy, scale, w)
     _draw_panel(draw, w + 16, prediction)
     return canvas
+
+
+LUNG_COLOUR, THORAX_COLOUR, HEART_COLOUR = (0, 220, 255), (255, 255, 255), (255, 140, 0)
+
+
+def _draw_anatomy(draw: ImageDraw.ImageDraw, anatomy: Anatomy, scale: float, w: int) -> None:
+    width = max(2, w // 400)
+    for lung in anatomy.lungs:
+        points = [(x * scale, y * scale) for x, y in lung.polygon]
+        if len(points) > 2:
+            draw.line(points + points[:1], fill=LUNG_COLOUR, width=width)
+    if anatomy.ctr is not None:
+        for line, colour in ((anatomy.ctr.thoracic_line, THORAX_COLOUR), (anatomy.ctr.cardiac_line, HEART_COLOUR)):
+            (x0, y0), (x1, y1) = line
+            draw.line([(x0 * scale, y0 * scale), (x1 * scale, y1 * scale)], fill=colour, width=width)
+            for x, y in ((x0, y0), (x1, y1)):
+                draw.line([(x * scale, y * scale - 6), (x * scale, y * scale + 6)], fill=colour, width=width)
 
 
 def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
@@ -67,7 +86,12 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
     t = p.triage
     draw.text((x, y), f"Triage: {t.priority.upper()}  (abnormal {t.abnormal_probability:.2f}, "
                       f"threshold {t.threshold:.2f})", fill=(255, 255, 255), font=body)
-    y += 28
+    y += 22
+    if p.anatomy is not None:
+        draw.text((x, y), _anatomy_line(p.anatomy), fill=HEART_COLOUR if p.anatomy.plausible else (255, 90, 90),
+                  font=small)
+        y += 16
+    y += 8
     draw.text((x, y), "finding", fill=(170, 170, 170), font=small)
     draw.text((x + 190, y), "prob.  thresh.", fill=(170, 170, 170), font=small)
     y += 18
@@ -84,3 +108,12 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
         y += 16
     draw.text((x, y), "Coloured: above the calibrated threshold;", fill=(150, 150, 150), font=small)
     draw.text((x, y + 15), "heatmaps are class activation maps.", fill=(150, 150, 150), font=small)
+
+
+def _anatomy_line(a: Anatomy) -> str:
+    if not a.plausible:
+        return f"Lungs: implausible segmentation ({a.reason})"[:58]
+    if a.ctr is None:
+        return "Lungs: outlined; CTR not measurable"
+    flag = {True: ", enlarged (> 0.5, PA)", False: " (PA)", None: " (view not PA: not graded)"}[a.ctr.enlarged]
+    return f"Cardiothoracic ratio {a.ctr.value:.2f}{flag}"

@@ -36,6 +36,11 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str) ->
             finding.heatmap = f"{stem}.heatmap.{finding.name}.png"
             img = Image.fromarray(np.round(heat * 255).astype(np.uint8), mode="L")
             _atomic_write_bytes(out_dir / finding.heatmap, lambda t, img=img: img.save(t, format="PNG", compress_level=PNG_COMPRESSION))
+    if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
+        p.anatomy.mask = f"{stem}.lungs.png"
+        grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
+        grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
+        _atomic_write_bytes(out_dir / p.anatomy.mask, lambda t: grey.save(t, format="PNG", compress_level=PNG_COMPRESSION))
     p.overlay = f"{stem}.overlay.png"
     overlay = render_overlay(image, p)
     _atomic_write_bytes(out_dir / p.overlay, lambda t: overlay.save(t, format="PNG", compress_level=PNG_COMPRESSION))

@@ -13,7 +13,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class OnnxModel:
-    """Runs ``image`` (N, C, S, S) -> probabilities (N, L) and class activation maps (N, L, h, w)."""
+    """An ONNX session over ``image`` (N, C, S, S) whose outputs are those the config names."""
 
     def __init__(self, cfg: ModelConfig, threads: int = 0):
         self.cfg = cfg
@@ -21,10 +21,24 @@ class OnnxModel:
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(verify(cfg)), options, providers=["CPUExecutionProvider"])
-        outputs = [o.name for o in self.session.get_outputs()]
-        if outputs[:2] != ["logits", "cams"]:
-            raise ValueError(f"model {cfg.name}: expected outputs logits, cams; found {outputs}")
+        found = [o.name for o in self.session.get_outputs()]
+        if not set(cfg.outputs) <= set(found):
+            raise ValueError(f"model {cfg.name}: expected outputs {', '.join(cfg.outputs)}; found {', '.join(found)}")
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(list(self.cfg.outputs), {"image": batch.astype(np.float32, copy=False)})
+
+
+class Classifier(OnnxModel):
+    """Probabilities (N, L) and class activation maps (N, L, h, w)."""
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, cams = self.session.run(["logits", "cams"], {"image": batch.astype(np.float32, copy=False)})
+        logits, cams = self.run(batch)
         return sigmoid(logits.astype(np.float64)), cams
+
+
+class Segmenter(OnnxModel):
+    """Per-pixel probabilities (N, L, S, S)."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return sigmoid(self.run(batch)[0].astype(np.float64))

@@ -8,6 +8,7 @@ from pathlib import Path
 from radsight.preprocess import InputSpec
 
 TRIAGE_LABEL = "Abnormal"
+SEGMENTATION = "lung-segmentation"
 
 
 @dataclass
@@ -19,6 +20,8 @@ class ModelConfig:
     input: InputSpec
     thresholds: dict[str, float] = field(default_factory=dict)  # operating points, per label
     threshold_methods: dict[str, str] = field(default_factory=dict)  # how each was chosen
+    task: str = "classification"  # or "lung-segmentation"
+    outputs: list[str] = field(default_factory=lambda: ["logits", "cams"])  # ONNX outputs, in this order
     weights: str = "model.onnx"  # file name beside config.json
     sha256: str = ""
     license: str = ""

@@ -9,6 +9,7 @@ from radsight.models.config import ModelConfig
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "radsight-nih64-demo"
+DEFAULT_LUNG_MODEL = "radsight-lung-unet"
 
 
 class ModelNotFound(LookupError):

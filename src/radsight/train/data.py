@@ -11,21 +11,25 @@ from rich.progress import track
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
 from radsight.io import load_image
+from radsight.pipeline import ThoraxCropper
 from radsight.preprocess import InputSpec, resize
 
 
-def load_split(manifest: Manifest, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(manifest: Manifest, spec: InputSpec, cropper: ThoraxCropper | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images resized to the model input, in [0, 1] (N, 1, S, S); targets (N, findings + 1), NaN unknown.
 
-    The last target column is "any finding" (the triage output).
+    The last target column is "any finding" (the triage output). With a ``cropper``, each image is first
+    cropped to its thorax exactly as the predictor does at inference.
     """
     images, keep = [], []
     for i in track(range(len(manifest)), description=f"reading {len(manifest)} images", transient=True):
         try:
-            pixels = load_image(manifest.path(i)).pixels
+            image = load_image(manifest.path(i))
         except InputError as exc:
             print(f"skipped: {exc}")
             continue
+        pixels = cropper.crop(image)[0] if cropper else image.pixels
         images.append(resize(pixels, spec.size, spec.size))
         keep.append(i)
     if not images:
@@ -34,23 +38,37 @@ def load_split(manifest: Manifest, spec: InputSpec) -> tuple[torch.Tensor, torch
     return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(targets)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Radiograph-safe augmentation on a batch in [0, 1]: small rotation, scale and shift; contrast,
-    brightness and gamma; detector-like noise. No horizontal flip: chest anatomy is lateralised."""
-    n = x.shape[0]
-    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=gen)  # noqa: E731
-    angle = u(-7, 7) * math.pi / 180
-    scale = u(0.9, 1.1)
-    tx, ty = u(-0.06, 0.06), u(-0.06, 0.06)
+def _uniform(n: int, gen: torch.Generator, low: float, high: float) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=gen)
+
+
+def random_affine(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Small rotations (±7°), scalings (0.9-1.1) and shifts (±6%) as affine_grid matrices (n, 2, 3)."""
+    angle = _uniform(n, gen, -7, 7) * math.pi / 180
+    scale = _uniform(n, gen, 0.9, 1.1)
+    tx, ty = _uniform(n, gen, -0.06, 0.06), _uniform(n, gen, -0.06, 0.06)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+
+
+def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    gamma = torch.exp(u(-0.25, 0.25)).view(n, 1, 1, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Gamma, contrast and brightness jitter and detector-like noise on a batch in [0, 1]."""
+    n = x.shape[0]
+    gamma = torch.exp(_uniform(n, gen, -0.25, 0.25)).view(n, 1, 1, 1)
     x = x.clamp(0, 1) ** gamma
-    x = (x - 0.5) * u(0.85, 1.15).view(n, 1, 1, 1) + 0.5 + u(-0.06, 0.06).view(n, 1, 1, 1)
+    x = (x - 0.5) * _uniform(n, gen, 0.85, 1.15).view(n, 1, 1, 1) + 0.5 + _uniform(n, gen, -0.06, 0.06).view(n, 1, 1, 1)
     x = x + 0.01 * torch.randn(x.shape, generator=gen)
     return x.clamp(0, 1)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Radiograph-safe augmentation of a batch in [0, 1]. No horizontal flip: chest anatomy is lateralised."""
+    return photometric(warp(x, random_affine(x.shape[0], gen)), gen)
 
 
 def normalise_batch(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import torch
 
-from radsight.models.config import ModelConfig
+from radsight.models.config import SEGMENTATION, ModelConfig
 from radsight.models.store import sha256_file
 from radsight.preprocess import InputSpec
 from radsight.train.nets import DenseNet, DenseNetConfig, WithCams
+from radsight.train.unet import UNet
 
 OPSET = 18
 
@@ -21,14 +22,19 @@ def load_checkpoint(path: Path) -> tuple[DenseNet, dict]:
 
 
 def export_onnx(net: DenseNet, spec: InputSpec, path: Path) -> None:
-    """Outputs ``logits`` (N, L) and ``cams`` (N, L, h, w); the batch axis is dynamic."""
+    """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w)."""
+    export_module(WithCams(net.eval()), spec, path, ["logits", "cams"])
+
+
+def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_names: list[str]) -> None:
+    """Any module taking ``image`` (N, C, S, S); the batch axis is dynamic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, spec.channels, spec.size, spec.size)
     tmp = path.with_suffix(".tmp")
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(WithCams(net.eval()), (dummy,), str(tmp), input_names=["image"],
-                      output_names=["logits", "cams"], opset_version=OPSET, dynamo=True, verbose=False,
-                      dynamic_shapes={"x": {0: batch}}, external_data=False)
+    torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["image"], output_names=output_names,
+                      opset_version=OPSET, dynamo=True, verbose=False, dynamic_shapes={"x": {0: batch}},
+                      external_data=False)
     _strip_debug_info(tmp)
     tmp.replace(path)
 
@@ -46,12 +52,20 @@ def _strip_debug_info(path: Path) -> None:
 
 def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, license: str,
                       training_data: str) -> ModelConfig:
-    """Write ``out/model.onnx`` and ``out/config.json`` (thresholds unset: run calibration next)."""
-    net, state = load_checkpoint(checkpoint)
+    """Write ``out/model.onnx`` and ``out/config.json``; a classifier's thresholds are unset (calibrate next)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     spec = InputSpec(**state["input"])
-    export_onnx(net, spec, out / "model.onnx")
-    cfg = ModelConfig(name=name, version=version, architecture=state["architecture"], labels=list(state["labels"]),
-                      input=spec, sha256=sha256_file(out / "model.onnx"), license=license,
-                      training_data=training_data, directory=out)
+    if "base_width" in state:  # a lung segmentation checkpoint
+        net = UNet(in_chans=spec.channels, num_classes=len(state["labels"]), base=state["base_width"])
+        net.load_state_dict(state["model"])
+        export_module(net, spec, out / "model.onnx", ["mask_logits"])
+        fields = {"architecture": f"unet-{state['base_width']}", "task": SEGMENTATION, "outputs": ["mask_logits"]}
+    else:
+        net, _ = load_checkpoint(checkpoint)
+        export_onnx(net, spec, out / "model.onnx")
+        fields = {"architecture": state["architecture"]}
+    cfg = ModelConfig(name=name, version=version, labels=list(state["labels"]), input=spec,
+                      sha256=sha256_file(out / "model.onnx"), license=license, training_data=training_data,
+                      directory=out, **fields)
     cfg.save(out)
     return cfg

@@ -15,6 +15,7 @@ from radsight.core import FINDINGS
 from radsight.data.manifest import read_manifest
 from radsight.metrics import mean_auroc
 from radsight.models.config import TRIAGE_LABEL
+from radsight.pipeline import ThoraxCropper
 from radsight.preprocess import InputSpec
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.nets import DenseNet, build
@@ -34,11 +35,13 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch's default
     stop_after: int | None = None  # stop (resumably) once this many epochs are done
+    region: str = "image"  # or "thorax": train on the lungs' bounding box, found by lung_model
+    lung_model: str = "radsight-lung-unet"
     labels: list[str] = field(default_factory=lambda: [*FINDINGS, TRIAGE_LABEL])
 
     @property
     def spec(self) -> InputSpec:
-        return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=1)
+        return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=1, region=self.region)
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -74,8 +77,9 @@ def train(cfg: TrainConfig) -> Path:
     seed_everything(cfg.seed)
     manifest = read_manifest(Path(cfg.manifest), Path(cfg.images))
     spec = cfg.spec
-    x_train, y_train = load_split(manifest.select("train"), spec)
-    x_val, y_val = load_split(manifest.select("val"), spec)
+    cropper = ThoraxCropper(cfg.lung_model) if cfg.region == "thorax" else None
+    x_train, y_train = load_split(manifest.select("train"), spec, cropper)
+    x_val, y_val = load_split(manifest.select("val"), spec, cropper)
     print(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split)")
 
     net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
@@ -119,14 +123,14 @@ def train(cfg: TrainConfig) -> Path:
                      "input": asdict(spec)}
             if val_auc > best:
                 best = val_auc
-                _atomic_save(state, out / "best.pt")
-            _atomic_save(state, last)
+                atomic_save(state, out / "best.pt")
+            atomic_save(state, last)
             progress.advance(task)
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return out / "best.pt"
 
 
-def _atomic_save(state: dict, path: Path) -> None:
+def atomic_save(state: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)

@@ -1,0 +1,139 @@
+"""Lung fields and the cardiothoracic ratio (CTR) from a lung probability map.
+
+The map comes from a lung segmentation model on any grid with the image's aspect. Post-processing
+keeps the two largest regions, fills their holes and names them by side (on a frontal film the image's
+left is the patient's right). When the result is not two plausible lungs, it says why and gives no CTR.
+CTR = (MRD + MLD) / ID: the greatest distances of the right and left heart borders (the lungs' medial
+borders below the hila) from the midline (the middle of the widest chest row, a proxy for the spine),
+over the greatest width between the lungs' outer borders.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import contourpy
+import numpy as np
+from scipy import ndimage
+
+from radsight.core import CardiothoracicRatio, LungField
+
+RIGHT, LEFT = 1, 2
+
+
+@dataclass(frozen=True)
+class LungLimits:
+    min_share: float = 0.03  # one lung's share of the image
+    max_share: float = 0.40
+    min_height: float = 0.25  # one lung's height as a share of the image height
+    heart_from: float = 0.35  # heart rows lie between these shares of the lungs' joint height
+    heart_to: float = 0.88  # (below it the bases taper to the costophrenic angles and mimic a wide heart)
+
+
+def label_lungs(prob: np.ndarray, limits: LungLimits = LungLimits()) -> tuple[np.ndarray, str | None]:
+    """(grid labels: 0 none, 1 right lung, 2 left lung; reason it is implausible, or None)."""
+    binary = prob >= 0.5
+    regions, count = ndimage.label(binary)
+    out = np.zeros(prob.shape, np.uint8)
+    if count < 2:
+        return out, f"{'no lung field' if count == 0 else 'only one lung field'} found"
+    sizes = ndimage.sum_labels(binary, regions, np.arange(1, count + 1))
+    two = np.argsort(sizes)[::-1][:2] + 1
+    masks = [ndimage.binary_fill_holes(regions == k) for k in two]
+    masks.sort(key=lambda m: np.argwhere(m)[:, 1].mean())  # image-left first: the patient's right lung
+    out[masks[0]], out[masks[1]] = RIGHT, LEFT
+    width = prob.shape[1]
+    for side, mask in zip(("right", "left"), masks):
+        share = mask.mean()
+        rows = np.flatnonzero(mask.any(axis=1))
+        if not limits.min_share <= share <= limits.max_share:
+            return out, (f"{side} lung covers {share:.1%} of the image "
+                         f"(plausible: {limits.min_share:.0%}-{limits.max_share:.0%})")
+        if (rows[-1] - rows[0] + 1) / prob.shape[0] < limits.min_height:
+            return out, f"{side} lung is only {(rows[-1] - rows[0] + 1) / prob.shape[0]:.0%} of the image high"
+    centre_right = np.argwhere(masks[0])[:, 1].mean()
+    centre_left = np.argwhere(masks[1])[:, 1].mean()
+    if not centre_right < width / 2 < centre_left:
+        return out, "the two regions do not lie on either side of the midline"
+    return out, None
+
+
+def lung_fields(labels: np.ndarray, height: int, width: int,
+                spacing_mm: tuple[float, float] | None) -> list[LungField]:
+    """Outlines and areas of the labelled lungs, in original image pixels (and cm² when spacing is known)."""
+    sy, sx = height / labels.shape[0], width / labels.shape[1]
+    fields = []
+    for side, value in (("right", RIGHT), ("left", LEFT)):
+        mask = labels == value
+        if not mask.any():
+            continue
+        area = float(mask.sum() * sx * sy)
+        cm2 = area * spacing_mm[0] * spacing_mm[1] / 100.0 if spacing_mm else None
+        fields.append(LungField(side=side, polygon=outline(mask, sx, sy), area_px=area, area_cm2=cm2))
+    return fields
+
+
+def outline(mask: np.ndarray, sx: float, sy: float, max_points: int = 200) -> list[tuple[float, float]]:
+    padded = np.pad(mask.astype(np.float64), 1)  # closes contours that touch the border
+    lines = contourpy.contour_generator(z=padded).lines(0.5)
+    line = max(lines, key=len)
+    line = line[:: max(1, len(line) // max_points)]
+    return [(round((x - 0.5) * sx, 1), round((y - 0.5) * sy, 1)) for x, y in line]
+
+
+def cardiothoracic_ratio(labels: np.ndarray, height: int, width: int, view: str | None,
+                         limits: LungLimits = LungLimits()) -> CardiothoracicRatio | None:
+    right, left = labels == RIGHT, labels == LEFT
+    both = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
+    if len(both) < 3:
+        return None
+    cols = np.arange(labels.shape[1])
+    r_outer = np.where(right, cols, labels.shape[1]).min(axis=1)
+    r_inner = np.where(right, cols, -1).max(axis=1)
+    l_inner = np.where(left, cols, labels.shape[1]).min(axis=1)
+    l_outer = np.where(left, cols, -1).max(axis=1)
+    widths = l_outer[both] - r_outer[both] + 1
+    t_row = both[int(np.argmax(widths))]
+    span = both[-1] - both[0]
+    heart = both[(both >= both[0] + limits.heart_from * span) & (both <= both[0] + limits.heart_to * span)]
+    midline = (r_outer[t_row] + l_outer[t_row] + 1) / 2
+    mrd_rows, mld_rows = midline - (r_inner[heart] + 1), l_inner[heart] - midline
+    r_row, l_row = heart[int(np.argmax(mrd_rows))], heart[int(np.argmax(mld_rows))]
+    mrd, mld = max(0.0, float(mrd_rows.max())), max(0.0, float(mld_rows.max()))
+    sy, sx = height / labels.shape[0], width / labels.shape[1]
+    thoracic, cardiac = float(widths.max()) * sx, (mrd + mld) * sx
+    y_t, y_c = float((t_row + 0.5) * sy), float(((r_row + l_row) / 2 + 0.5) * sy)
+    value = cardiac / thoracic
+    return CardiothoracicRatio(
+        value=value, cardiac_px=cardiac, thoracic_px=thoracic,
+        cardiac_line=((float(midline - mrd) * sx, y_c), (float(midline + mld) * sx, y_c)),
+        thoracic_line=((float(r_outer[t_row]) * sx, y_t), (float(l_outer[t_row] + 1) * sx, y_t)),
+        enlarged=(value > 0.5) if (view or "").upper() == "PA" else None)
+
+
+def thorax_region(labels: np.ndarray, dilate: float = 0.03) -> np.ndarray:
+    """Lungs, the mediastinum and heart between them (each row filled between the lungs' outer borders),
+    dilated by ``dilate`` of the grid's longest side: where a chest finding's evidence should lie."""
+    lungs = labels > 0
+    cols = np.arange(labels.shape[1])
+    left_edge = np.where(lungs, cols, labels.shape[1]).min(axis=1)
+    right_edge = np.where(lungs, cols, -1).max(axis=1)
+    region = (cols[None, :] >= left_edge[:, None]) & (cols[None, :] <= right_edge[:, None])
+    radius = max(1, round(dilate * max(labels.shape)))
+    return ndimage.binary_dilation(region, iterations=radius)
+
+
+def energy_inside(heat: np.ndarray, region: np.ndarray) -> float:
+    """Share of a heatmap's total that lies inside ``region`` (same grid)."""
+    total = float(heat.sum())
+    return float(heat[region].sum()) / total if total > 0 else float("nan")
+
+
+def thorax_box(labels: np.ndarray, height: int, width: int, margin: float = 0.05) -> tuple[int, int, int, int]:
+    """The lungs' bounding box widened by ``margin`` of the image on each side, in original pixels (x, y, w, h)."""
+    rows, cols = np.flatnonzero(labels.any(axis=1)), np.flatnonzero(labels.any(axis=0))
+    sy, sx = height / labels.shape[0], width / labels.shape[1]
+    x0 = max(0, int((cols[0] * sx) - margin * width))
+    y0 = max(0, int((rows[0] * sy) - margin * height))
+    x1 = min(width, int(np.ceil((cols[-1] + 1) * sx + margin * width)))
+    y1 = min(height, int(np.ceil((rows[-1] + 1) * sy + margin * height)))
+    return x0, y0, x1 - x0, y1 - y0

@@ -1,0 +1,43 @@
+"""Reference masks, and overlap and boundary metrics on binary masks (NumPy/SciPy; no torch)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from scipy.spatial.distance import directed_hausdorff
+
+from radsight.preprocess import resize
+
+
+def read_mask(path: Path, height: int, width: int) -> np.ndarray:
+    """A binary mask (any 8-bit PNG, >127 = inside) as float32 {0, 1}, resized to (height, width)."""
+    with Image.open(path) as im:
+        mask = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    return (resize(mask, height, width) > 0.5).astype(np.float32)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    total = a.sum() + b.sum()
+    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    mask = mask.astype(bool)
+    return np.argwhere(mask & ~ndimage.binary_erosion(mask))
+
+
+def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric Hausdorff distance between the masks' boundaries, in pixels (inf if one mask is empty)."""
+    pa, pb = _boundary(a), _boundary(b)
+    if not len(pa) or not len(pb):
+        return float("inf")
+    return float(max(directed_hausdorff(pa, pb)[0], directed_hausdorff(pb, pa)[0]))

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from radsight.anatomy import (cardiothoracic_ratio, energy_inside, label_lungs, lung_fields, outline,
+                              thorax_region)
+from radsight.segmentation import dice, hausdorff, iou
+
+
+def two_lungs(heart_right: int = 10, heart_left: int = 20) -> np.ndarray:
+    """200x200 map: lungs in columns 20-79 and 120-179, rows 40-169; below row 100 the heart cuts
+    ``heart_right`` columns from the right lung's medial side and ``heart_left`` from the left's."""
+    prob = np.zeros((200, 200))
+    prob[40:170, 20:80] = prob[40:170, 120:180] = 1
+    prob[100:170, 80 - heart_right:80] = 0
+    prob[100:170, 120:120 + heart_left] = 0
+    return prob
+
+
+def test_ctr_of_a_known_geometry():
+    labels, reason = label_lungs(two_lungs())
+    assert reason is None
+    ctr = cardiothoracic_ratio(labels, 400, 400, "PA")
+    # thoracic: columns 20..179 = 160 grid px; midline 100; heart from column 70 to 139: 30 + 40 = 70
+    assert ctr.thoracic_px == 320 and ctr.cardiac_px == 140
+    assert ctr.value == pytest.approx(140 / 320) and ctr.enlarged is False
+    assert ctr.thoracic_line == ((40.0, 81.0), (360.0, 81.0))
+
+
+def test_enlarged_heart_is_flagged_only_on_pa():
+    labels, _ = label_lungs(two_lungs(heart_right=25, heart_left=40))
+    assert cardiothoracic_ratio(labels, 200, 200, "PA").enlarged is True
+    assert cardiothoracic_ratio(labels, 200, 200, "AP").enlarged is None
+    assert cardiothoracic_ratio(labels, 200, 200, None).enlarged is None
+
+
+def test_sides_areas_and_outlines():
+    labels, _ = label_lungs(two_lungs())
+    assert (labels[50, 30], labels[50, 150]) == (1, 2)  # image left = patient's right
+    right, left = lung_fields(labels, 400, 400, (0.5, 0.5))
+    assert (right.side, left.side) == ("right", "left")
+    assert right.area_px == pytest.approx(4 * (130 * 60 - 70 * 10))
+    assert right.area_cm2 == pytest.approx(right.area_px * 0.25 / 100)
+    xs = [x for x, _ in right.polygon]
+    assert min(xs) == pytest.approx(40, abs=2) and max(xs) == pytest.approx(160, abs=2)
+    assert lung_fields(labels, 400, 400, None)[0].area_cm2 is None
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda p: p.__setitem__((slice(None), slice(100, None)), 0), "only one lung field"),
+    (lambda p: p.__setitem__((slice(None), slice(None)), 0), "no lung field"),
+    (lambda p: p.__setitem__((slice(40, 170), slice(120, 180)), 0) or p.__setitem__((slice(40, 44), slice(120, 180)), 1),
+     "left lung"),
+])
+def test_implausible_segmentations_give_a_reason_not_a_number(edit, reason):
+    prob = two_lungs()
+    edit(prob)
+    labels, why = label_lungs(prob)
+    assert why is not None and reason in why
+
+
+def test_two_regions_on_one_side_are_implausible():
+    prob = np.zeros((200, 200))
+    prob[20:90, 10:90] = prob[110:190, 10:90] = 1
+    assert "midline" in label_lungs(prob)[1]
+
+
+def test_holes_are_filled():
+    prob = two_lungs()
+    prob[60:70, 40:50] = 0
+    labels, _ = label_lungs(prob)
+    assert labels[65, 45] == 1
+
+
+def test_thorax_region_and_energy():
+    labels, _ = label_lungs(two_lungs())
+    region = thorax_region(labels, dilate=0.0)
+    assert region[120, 100] and not region[10, 100] and not region[120, 5]
+    heat = np.zeros((200, 200))
+    heat[120, 100] = heat[5, 5] = 1
+    assert energy_inside(heat, region) == 0.5
+
+
+def test_overlap_metrics():
+    a = np.zeros((20, 20), bool)
+    b = np.zeros((20, 20), bool)
+    a[0:10, 0:10] = True
+    b[0:10, 5:15] = True
+    assert dice(a, b) == pytest.approx(0.5) and iou(a, b) == pytest.approx(50 / 150)
+    assert hausdorff(a, b) == pytest.approx(5.0)
+    assert dice(a, a) == 1 and hausdorff(a, np.zeros_like(a)) == float("inf")
+
+
+def test_outline_closes_on_the_border():
+    mask = np.zeros((10, 10), bool)
+    mask[0:5, 0:5] = True
+    points = outline(mask, 1.0, 1.0)
+    assert min(x for x, _ in points) == pytest.approx(-0.5, abs=0.6)
