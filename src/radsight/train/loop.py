@@ -69,12 +69,7 @@ def train(cfg: TrainConfig) -> Path:
     Re-running with the same ``out`` resumes from ``last.pt``; each epoch's shuffling and augmentation
     come from a generator seeded by (seed, epoch), so a resumed run matches an uninterrupted one.
     """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    out = start_run(cfg)
     manifest = read_manifest(Path(cfg.manifest), Path(cfg.images))
     spec = cfg.spec
     cropper = ThoraxCropper(cfg.lung_model) if cfg.region == "thorax" else None
@@ -89,11 +84,8 @@ def train(cfg: TrainConfig) -> Path:
                                                 pct_start=0.1)
     start_epoch, best, history = 0, -1.0, []
     last = out / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    state = resume(last, net, opt, sched)
+    if state is not None:
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         print(f"resuming from epoch {start_epoch} (best val AUROC so far {best:.3f})")
 
@@ -128,6 +120,28 @@ def train(cfg: TrainConfig) -> Path:
             progress.advance(task)
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return out / "best.pt"
+
+
+def start_run(cfg) -> Path:
+    """Create the run folder, record the config, set threads and seeds."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return out
+
+
+def resume(last: Path, net: torch.nn.Module, opt, sched) -> dict | None:
+    """Load model, optimiser and schedule from ``last`` when it exists; return the checkpoint."""
+    if not last.exists():
+        return None
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return state
 
 
 def atomic_save(state: dict, path: Path) -> None:

@@ -15,7 +15,7 @@ from radsight.io import load_image
 from radsight.preprocess import InputSpec, resize
 from radsight.segmentation import dice, read_mask
 from radsight.train.data import normalise_batch, photometric, random_affine, warp
-from radsight.train.loop import atomic_save, seed_everything
+from radsight.train.loop import atomic_save, resume, start_run
 from radsight.train.unet import UNet
 
 
@@ -56,12 +56,7 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train_segmentation(cfg: SegTrainConfig) -> Path:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    out = start_run(cfg)
     with open(cfg.manifest, newline="") as fh:
         names = [row["image"] for row in csv.DictReader(fh)]
     train_names = [n for n in names if n not in set(cfg.holdout)]
@@ -70,14 +65,10 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
     net = UNet(in_chans=1, num_classes=1, base=cfg.base_width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1)
-    start = 0
     last = out / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = state["iteration"]
+    state = resume(last, net, opt, sched)
+    start = state["iteration"] if state else 0
+    if state:
         print(f"resuming at iteration {start}")
     stop = min(cfg.iterations, cfg.stop_after or cfg.iterations)
     net.train()
