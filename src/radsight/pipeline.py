@@ -1,6 +1,7 @@
 """The predictor: the one module that knows every stage.
 
-image I/O -> pixel contract -> ONNX model -> operating thresholds -> CAM -> boxes -> triage -> outputs.
+image I/O -> lung model (anatomy, CTR, thorax crop) -> pixel contract -> classifier -> operating thresholds
+-> CAM -> boxes -> triage -> outputs.
 """
 from __future__ import annotations
 
