@@ -88,9 +88,10 @@ def test_segmentation_trains_resumes_and_exports(mask_set, tmp_path):
     cfg = dict(manifest=str(mask_set / "manifest.csv"), images=str(mask_set / "images"), masks=str(mask_set / "masks"),
                out=str(tmp_path / "seg"), holdout=["4.png"], input_size=64, base_width=4, iterations=4, batch_size=2,
                threads=1, checkpoint_every=2)
-    train_segmentation(SegTrainConfig(**cfg, stop_after=2))
+    train_segmentation(SegTrainConfig(**cfg, val=["3.png"], stop_after=2))
     assert torch.load(tmp_path / "seg" / "last.pt", weights_only=False)["iteration"] == 2
-    last = train_segmentation(SegTrainConfig(**cfg))
+    last = train_segmentation(SegTrainConfig(**cfg, val=["3.png"]))
+    assert last.name == "best.pt"
     assert (tmp_path / "seg" / "holdout_dice.json").is_file()
     model = export_checkpoint(last, tmp_path / "model", "lungs", "0", "test", "phantoms")
     assert model.task == "lung-segmentation" and model.outputs == ["mask_logits"]

@@ -22,7 +22,8 @@ def train(
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
     task: str = typer.Option("classification", help="classification | lung-segmentation"),
     masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="lung-segmentation: mask folder"),
-    holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out of training"),
+    holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out for evaluation"),
+    val: str = typer.Option("", help="lung-segmentation: comma-separated images that choose the checkpoint"),
     iterations: int = typer.Option(800, help="lung-segmentation: optimisation steps"),
     region: str = typer.Option("image", help="classification: image | thorax (crop to the lungs first)"),
     architecture: str = typer.Option("densenet-small"),
@@ -40,10 +41,11 @@ def train(
         if masks is None:
             raise _fail("--task lung-segmentation needs --masks")
         seg = SegTrainConfig(manifest=str(manifest), images=str(images), masks=str(masks), out=str(out),
-                             holdout=[h for h in holdout.split(",") if h], input_size=input_size or 256,
+                             holdout=[h for h in holdout.split(",") if h], val=[v for v in val.split(",") if v],
+                             input_size=input_size or 256,
                              iterations=iterations, batch_size=batch_size or 8, seed=seed, threads=threads,
                              stop_after=stop_after)
-        typer.echo(f"last checkpoint: {train_segmentation(seg)}")
+        typer.echo(f"chosen checkpoint: {train_segmentation(seg)}")
         return
     if task != "classification":
         raise _fail(f"unknown task {task!r}")

@@ -26,6 +26,7 @@ class SegTrainConfig:
     masks: str
     out: str
     holdout: list[str] = field(default_factory=list)  # images kept out of training, for evaluation
+    val: list[str] = field(default_factory=list)  # images kept out of training to choose the checkpoint
     input_size: int = 256
     base_width: int = 12
     iterations: int = 800
@@ -59,15 +60,17 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
     out = start_run(cfg)
     with open(cfg.manifest, newline="") as fh:
         names = [row["image"] for row in csv.DictReader(fh)]
-    train_names = [n for n in names if n not in set(cfg.holdout)]
+    train_names = [n for n in names if n not in set(cfg.holdout) | set(cfg.val)]
     x, y = load_pairs(cfg, train_names)
-    print(f"training on {len(train_names)} pairs; held out: {', '.join(cfg.holdout) or 'none'}")
+    print(f"training on {len(train_names)} pairs; validation: {', '.join(cfg.val) or 'none'}; "
+          f"held out: {', '.join(cfg.holdout) or 'none'}")
     net = UNet(in_chans=1, num_classes=1, base=cfg.base_width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1)
     last = out / "last.pt"
     state = resume(last, net, opt, sched)
     start = state["iteration"] if state else 0
+    best = state.get("best", -1.0) if state else -1.0
     if state:
         print(f"resuming at iteration {start}")
     stop = min(cfg.iterations, cfg.stop_after or cfg.iterations)
@@ -87,25 +90,36 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
             sched.step()
             progress.advance(task)
             if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == stop:
-                progress.console.print(f"iteration {it + 1}/{cfg.iterations}  loss {loss.item():.4f}")
-                atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                             "iteration": it + 1, "base_width": cfg.base_width, "input": asdict(cfg.spec),
-                             "labels": ["lung"]}, last)
+                val = float(np.mean(list(mask_dice(net, cfg, cfg.val).values()))) if cfg.val else float("nan")
+                progress.console.print(f"iteration {it + 1}/{cfg.iterations}  loss {loss.item():.4f}  val Dice {val:.4f}")
+                state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "iteration": it + 1, "base_width": cfg.base_width, "input": asdict(cfg.spec),
+                         "labels": ["lung"], "val_dice": val, "best": max(best, val)}
+                if val > best:
+                    best = val
+                    atomic_save(state, out / "best.pt")
+                atomic_save(state, last)
+    chosen = out / "best.pt" if cfg.val else last
     if cfg.holdout and stop == cfg.iterations:
-        scores = holdout_dice(net, cfg)
+        net.load_state_dict(torch.load(chosen, map_location="cpu", weights_only=False)["model"])
+        scores = mask_dice(net, cfg, cfg.holdout)
         (out / "holdout_dice.json").write_text(json.dumps(scores, indent=2) + "\n")
-        print("held-out Dice (at mask resolution): " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-    return last
+        print(f"held-out Dice of {chosen.name} (at mask resolution): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return chosen
 
 
 @torch.no_grad()
-def holdout_dice(net: UNet, cfg: SegTrainConfig) -> dict[str, float]:
+def mask_dice(net: UNet, cfg: SegTrainConfig, names: list[str]) -> dict[str, float]:
+    """Dice of the raw thresholded output against each named image's mask, at the mask's resolution."""
+    was_training = net.training
     net.eval()
     scores = {}
-    for name in cfg.holdout:
+    for name in names:
         image = load_image(Path(cfg.images) / name)
         x = torch.tensor(resize(image.pixels, cfg.input_size, cfg.input_size))[None, None]
         prob = torch.sigmoid(net(normalise_batch(x, cfg.spec)))[0, 0].numpy()
         truth = read_mask(Path(cfg.masks) / name, image.height, image.width) > 0.5
         scores[name] = dice(resize(prob, image.height, image.width) > 0.5, truth)
+    net.train(was_training)
     return scores
