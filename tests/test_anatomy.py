@@ -95,3 +95,13 @@ def test_outline_closes_on_the_border():
     mask[0:5, 0:5] = True
     points = outline(mask, 1.0, 1.0)
     assert min(x for x, _ in points) == pytest.approx(-0.5, abs=0.6)
+
+
+@pytest.mark.parametrize("kind", ["gradient", "checkerboard"])
+def test_shipped_lung_model_calls_non_chest_images_implausible(kind):
+    from radsight.core import Radiograph
+    from radsight.pipeline import ThoraxCropper
+    yy, xx = np.mgrid[0:300, 0:300] / 300.0
+    pixels = xx * 0.8 + 0.1 if kind == "gradient" else ((np.floor(yy * 6) + np.floor(xx * 6)) % 2) * 0.8 + 0.1
+    anatomy, _ = ThoraxCropper().anatomy(Radiograph(pixels=pixels.astype(np.float32), source=kind))
+    assert not anatomy.plausible and anatomy.reason and anatomy.ctr is None and anatomy.lungs == []

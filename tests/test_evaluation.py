@@ -169,7 +169,7 @@ def test_evaluate_command_with_a_model_writes_report_plots_and_localization(tmp_
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["source"]["images"] == 30 and m["localization"]["Effusion"]["boxes"] == 3
     assert "triage" in m and m["per_label"]["Effusion"]["operating_point"]["threshold"] == 0.0
-    for name in ("report.md", "roc.png", "reliability.png"):
+    for name in ("report.md", "roc.png", "reliability.png", "predictions.csv"):
         assert (tmp_path / "ev" / name).stat().st_size > 0
 
 

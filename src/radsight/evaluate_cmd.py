@@ -12,7 +12,7 @@ from rich.table import Table
 from radsight.calibration import label_matrix
 from radsight.core import FINDINGS
 from radsight.data.manifest import Manifest, read_manifest
-from radsight.data.predictions import read_predictions
+from radsight.data.predictions import read_predictions, write_predictions
 from radsight.evaluation import Bootstrap, evaluate_scores
 from radsight.anatomy import energy_inside, thorax_region
 from radsight.localization import IOU_THRESHOLDS, localization_summary, pointing_hit
@@ -63,6 +63,9 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
         metrics["anatomy"] = anatomy_evidence(predictor, manifest, y, labels, boot)
 
     out.mkdir(parents=True, exist_ok=True)
+    if predictor is not None:  # the scores, in the predictions-CSV layout: a reference for later comparisons
+        write_predictions(out / "predictions.csv", manifest.images, findings, s_f)
+        metrics["predictions"] = "predictions.csv"
     aucs = {f: metrics["per_label"][f]["auroc"] for f in findings}
     metrics["plots"] = {"roc": "roc.png", "reliability": "reliability.png"}
     plots.roc_all(out / "roc.png", findings, y_f, s_f, aucs)
