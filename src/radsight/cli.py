@@ -127,7 +127,8 @@ def analyze(
             names = ", ".join(f"{f.name} {f.probability:.2f}" for f in p.positives) or "none above threshold"
             ctr = ""
             if p.anatomy is not None:
-                ctr = f"  CTR {p.anatomy.ctr.value:.2f}" if p.anatomy.ctr else f"  lungs: {p.anatomy.reason}"
+                a = p.anatomy
+                ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
             rows.append(f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
                         f"findings: {names}{ctr}  -> {outcome.json_path}")
     seconds = time.perf_counter() - start
