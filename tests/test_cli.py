@@ -82,3 +82,19 @@ def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     for command in ("analyze", "train", "export", "calibrate", "evaluate", "models"):
         assert command in result.output
+
+
+def test_thorax_model_without_a_lung_model_is_a_clear_error(tmp_path, phantom, tiny_model):
+    import shutil
+
+    from radsight.models.config import ModelConfig
+    folder = tmp_path / "thorax"
+    shutil.copytree(tiny_model, folder)
+    cfg = ModelConfig.load(folder)
+    cfg.input = type(cfg.input)(**{**cfg.input.__dict__, "region": "thorax"})
+    cfg.save(folder)
+    path = make_dicom(tmp_path / "a.dcm", phantom)
+    result = runner.invoke(app, ["analyze", str(path), "--model", str(folder), "--no-anatomy", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "needs a lung model" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["analyze", str(path), "--model", str(folder), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output

@@ -84,7 +84,7 @@ def _predictor(model: str, lung_model: str | None = None):
     from radsight.pipeline import Predictor
     try:
         return Predictor(model, lung_model=lung_model)
-    except (ModelNotFound, ChecksumMismatch) as exc:
+    except (ModelNotFound, ChecksumMismatch, ValueError) as exc:
         raise _fail(str(exc))
 
 
@@ -169,6 +169,7 @@ def calibrate(
     split: str = typer.Option("val", help="manifest split to calibrate on (never 'benchmark')"),
     prior_split: str = typer.Option("train", help="split whose label prevalence backs up labels with few positives"),
     target_sensitivity: Optional[float] = typer.Option(None, help="instead of Youden's J"),
+    lung_model: str = typer.Option("radsight-lung-unet", help="lung model, for models that read the thorax"),
 ) -> None:
     """Choose operating thresholds on a validation split and store them in the model's config."""
     import numpy as np
@@ -186,7 +187,7 @@ def calibrate(
         raise _fail(str(exc))
     if not len(rows):
         raise _fail(f"manifest has no rows with split {split!r}")
-    predictor = _predictor(model)
+    predictor = _predictor(model, lung_model)
     cfg = predictor.cfg
     scores, errors = score_manifest(predictor, rows)
     for e in errors:
