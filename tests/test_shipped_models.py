@@ -1,0 +1,34 @@
+"""The shipped models still measure what their model cards say (needs ../shared/data; skipped without it)."""
+import pytest
+
+from conftest import shared
+
+pytestmark = pytest.mark.shared_data
+
+
+def test_default_classifier_benchmark_auroc_matches_its_card():
+    import numpy as np
+
+    from radsight.calibration import label_matrix
+    from radsight.data.manifest import read_manifest
+    from radsight.metrics import mean_auroc
+    from radsight.pipeline import Predictor, score_manifest
+    bench = shared("nih-cxr14", "benchmark")
+    manifest = read_manifest(bench / "manifest.csv", bench / "images")
+    predictor = Predictor(lung_model=None)
+    scores, errors = score_manifest(predictor, manifest)
+    assert not errors
+    findings = predictor.cfg.findings
+    y = label_matrix(manifest, findings)
+    assert mean_auroc(y, scores[:, : len(findings)]) == pytest.approx(0.584, abs=5e-4)  # MODEL_CARD.md
+    assert not np.isnan(scores).any()
+
+
+def test_lung_model_held_out_dice_matches_its_card(tmp_path):
+    from radsight.evaluate_seg import run_segmentation_evaluation
+    root = shared("lung-masks")
+    held_out = ["CHNCXR_0009_0.png", "CHNCXR_0010_0.png", "imlab_3.png", "imlab_4.png"]
+    m = run_segmentation_evaluation(root / "manifest.csv", root / "images", root / "masks", tmp_path,
+                                    "radsight-lung-unet", held_out)
+    assert m["mean"]["dice"] == pytest.approx(0.9111, abs=5e-4)  # MODEL_CARD.md
+    assert all(v["plausible"] for v in m["per_image"].values())
