@@ -16,9 +16,13 @@ OPSET = 18
 
 def load_checkpoint(path: Path) -> tuple[DenseNet, dict]:
     state = torch.load(path, map_location="cpu", weights_only=False)
+    return _densenet(state), state
+
+
+def _densenet(state: dict) -> DenseNet:
     net = DenseNet(DenseNetConfig(**{**state["net_config"], "block_config": tuple(state["net_config"]["block_config"])}))
     net.load_state_dict(state["model"])
-    return net.eval(), state
+    return net.eval()
 
 
 def export_onnx(net: DenseNet, spec: InputSpec, path: Path) -> None:
@@ -61,8 +65,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, lice
         export_module(net, spec, out / "model.onnx", ["mask_logits"])
         fields = {"architecture": f"unet-{state['base_width']}", "task": SEGMENTATION, "outputs": ["mask_logits"]}
     else:
-        net, _ = load_checkpoint(checkpoint)
-        export_onnx(net, spec, out / "model.onnx")
+        export_onnx(_densenet(state), spec, out / "model.onnx")
         fields = {"architecture": state["architecture"]}
     cfg = ModelConfig(name=name, version=version, labels=list(state["labels"]), input=spec,
                       sha256=sha256_file(out / "model.onnx"), license=license, training_data=training_data,
