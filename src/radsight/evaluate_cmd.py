@@ -57,10 +57,8 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
     if ref is not None:
         metrics["reference_calibration"] = {f: reliability(y_f[:, j], ref[:, j]) for j, f in enumerate(findings)
                                             if metrics["per_label"][f]["n"] and not np.isnan(ref[:, j]).all()}
-    if predictor is not None and manifest.boxes and any(manifest.boxes):
-        metrics["localization"] = localization(predictor, manifest)
-    if predictor is not None and predictor.lungs is not None:
-        metrics["anatomy"] = anatomy_evidence(predictor, manifest, y, labels, boot)
+    if predictor is not None:
+        metrics.update(explanation_pass(predictor, manifest, y, labels, boot))
 
     out.mkdir(parents=True, exist_ok=True)
     if predictor is not None:  # the scores, in the predictions-CSV layout: a reference for later comparisons
@@ -80,46 +78,37 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
     return metrics
 
 
-def localization(predictor, manifest: Manifest) -> dict:
-    """Heatmaps and boxes of each boxed finding (whether or not it is positive) against the truth."""
-    from radsight.core import InputError
-    from radsight.io import load_image
-    cases = []
-    for i, truth in enumerate(manifest.boxes):
-        if not truth:
-            continue
-        try:
-            image = load_image(manifest.path(i))
-        except InputError:
-            continue
-        p = predictor.predict(image, explain=set(truth))
-        for finding, boxes in truth.items():
-            if finding not in p.heatmaps:
-                continue
-            predicted = [(b.x, b.y, b.width, b.height) for b in p.finding(finding).boxes]
-            for box in boxes:
-                cases.append({"finding": finding, "truth": box, "predicted": predicted,
-                              "pointing": pointing_hit(p.heatmaps[finding], box, image.height, image.width)})
-    return localization_summary(cases)
-
-
-def anatomy_evidence(predictor, manifest: Manifest, y: np.ndarray, labels: list[str], boot: Bootstrap) -> dict:
-    """CTR as a Cardiomegaly score (a measurement next to the learned detector), and for each finding the
-    share of its CAM energy inside the dilated thorax (low shares: the model looks at borders, tubes, text)."""
+def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str], boot: Bootstrap) -> dict:
+    """One prediction with heatmaps per image that needs one: images with radiologists' boxes (localization),
+    and with a lung model every image (CTR as a Cardiomegaly score; each finding's share of CAM energy inside
+    the dilated thorax, where low shares mean the model looks at borders, tubes or text)."""
     from radsight.core import InputError
     from radsight.io import load_image
     from radsight.preprocess import resize
-    findings = predictor.cfg.findings
+    findings, with_anatomy = predictor.cfg.findings, predictor.lungs is not None
+    truths = manifest.boxes or [{}] * len(manifest)
+    cases: list[dict] = []
     ctr = np.full(len(manifest), np.nan)
     energy: dict[str, list[float]] = {f: [] for f in findings}
     implausible = 0
     with Progress(transient=True) as progress:
-        task = progress.add_task("anatomy", total=len(manifest))
-        for i in range(len(manifest)):
+        task = progress.add_task("explaining", total=len(manifest))
+        for i, truth in enumerate(truths):
             progress.advance(task)
+            if not truth and not with_anatomy:
+                continue
             try:
-                p = predictor.predict(load_image(manifest.path(i)), explain=findings)
+                image = load_image(manifest.path(i))
             except InputError:
+                continue
+            p = predictor.predict(image, explain=findings if with_anatomy else set(truth))
+            for finding, boxes in truth.items():
+                if finding in p.heatmaps:
+                    predicted = [(b.x, b.y, b.width, b.height) for b in p.finding(finding).boxes]
+                    cases += [{"finding": finding, "truth": box, "predicted": predicted,
+                               "pointing": pointing_hit(p.heatmaps[finding], box, image.height, image.width)}
+                              for box in boxes]
+            if not with_anatomy:
                 continue
             if not p.anatomy.plausible:
                 implausible += 1
@@ -130,12 +119,17 @@ def anatomy_evidence(predictor, manifest: Manifest, y: np.ndarray, labels: list[
             region = resize(thorax_region(p.lung_mask).astype(np.float32), *grid) > 0.5
             for f in findings:
                 energy[f].append(energy_inside(p.heatmaps[f], region))
-    out: dict = {"lung_model": predictor.lungs.cfg.name, "implausible_segmentations": implausible,
-                 "cam_energy_in_thorax": {f: float(np.nanmean(v)) if v else None for f, v in energy.items()}}
-    if "Cardiomegaly" in labels:
-        j = labels.index("Cardiomegaly")
-        ctr_eval = evaluate_scores(["CTR"], y[:, [j]], ctr[:, None], {"CTR": 0.5}, boot)["per_label"]["CTR"]
-        out["ctr_for_cardiomegaly"] = {**ctr_eval, "measured": int(np.isfinite(ctr).sum())}
+    out: dict = {}
+    if any(truths):
+        out["localization"] = localization_summary(cases)
+    if with_anatomy:
+        anatomy = {"lung_model": predictor.lungs.cfg.name, "implausible_segmentations": implausible,
+                   "cam_energy_in_thorax": {f: float(np.nanmean(v)) if v else None for f, v in energy.items()}}
+        if "Cardiomegaly" in labels:
+            j = labels.index("Cardiomegaly")
+            ctr_eval = evaluate_scores(["CTR"], y[:, [j]], ctr[:, None], {"CTR": 0.5}, boot)["per_label"]["CTR"]
+            anatomy["ctr_for_cardiomegaly"] = {**ctr_eval, "measured": int(np.isfinite(ctr).sum())}
+        out["anatomy"] = anatomy
     return out
 
 
