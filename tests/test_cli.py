@@ -97,3 +97,31 @@ def test_thorax_model_without_a_lung_model_is_a_clear_error(tmp_path, phantom, t
     assert result.exit_code == 2 and "needs a lung model" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["analyze", str(path), "--model", str(folder), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
+
+
+def test_models_list_shows_installed_and_pullable(tmp_path, monkeypatch):
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path))
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    assert "radsight-nih64-demo  [installed" in result.output
+    assert "xrv-densenet121-res224-nih  [not pulled: radsight models pull" in result.output
+    assert "Lung Opacity" in result.output and "licence" in result.output
+
+
+def test_models_pull_offline_fails_fast_with_a_hint(tmp_path, monkeypatch):
+    import time
+
+    from radsight.models import catalog
+    entry = catalog.CATALOG["xrv-densenet121-res224-nih"]  # an unresolvable host, also where there is network
+    monkeypatch.setitem(catalog.CATALOG, entry.name, catalog.replace(entry, url="https://radsight.invalid/nih.pt"))
+    start = time.perf_counter()
+    result = runner.invoke(app, ["models", "pull", "xrv-densenet121-res224-nih", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "radsight models import xrv-densenet FILE" in result.output
+    assert time.perf_counter() - start < 30
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_models_pull_unknown_name(tmp_path):
+    result = runner.invoke(app, ["models", "pull", "no-such-model", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no published model named 'no-such-model'" in result.output

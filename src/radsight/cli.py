@@ -234,13 +234,73 @@ def evaluate(
     run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap)
 
 
-@app.command("models")
+models_app = typer.Typer(no_args_is_help=False, help="Registered models; publishers' weights to pull or import.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def _models(ctx: typer.Context) -> None:
+    """Registered models (the default) and publishers' weights: list, pull, import."""
+    if ctx.invoked_subcommand is None:
+        models_list()
+
+
+@models_app.command("list")
 def models_list() -> None:
-    """List registered models."""
-    from radsight.models.store import list_models
-    for cfg in list_models():
-        typer.echo(f"{cfg.name}  v{cfg.version}  {cfg.architecture}  input {cfg.input.size}px  "
-                   f"{len(cfg.findings)} findings  licence {cfg.license}  [{cfg.directory}]")
+    """Every model radsight knows: installed ones and publishers' weights that can be pulled."""
+    from radsight.models.listing import model_rows
+    for row in model_rows():
+        typer.echo(row)
+
+
+@models_app.command("pull")
+def models_pull(name: str = typer.Argument(..., help="a published model, as `radsight models list` names it"),
+                cache_dir: Optional[Path] = typer.Option(None, help="store root (default $RADSIGHT_HOME or "
+                                                                     "~/.cache/radsight)")) -> None:
+    """Download the publisher's weights (resumable, sha256-checked) and convert them (needs radsight[train])."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from radsight.models.pull import pull
+    _use_cache_dir(cache_dir)
+    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=_stderr(), transient=True) as bar:
+        task = bar.add_task(f"downloading {name}", total=None)
+        cfg = _models_call(pull, name, lambda done, total: bar.update(task, completed=done, total=total))
+    typer.echo(f"{cfg.name}: {len(cfg.findings)} outputs, input {cfg.input.size}px -> {cfg.directory}")
+
+
+@models_app.command("import")
+def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-densenet | xrv-resnet | chexnet"),
+                  file: Path = typer.Argument(..., exists=True, dir_okay=False),
+                  name: str = typer.Option(..., help="name to register; a published name takes its labels, "
+                                                     "thresholds and input contract"),
+                  cache_dir: Optional[Path] = typer.Option(None, help="store root")) -> None:
+    """Convert a checkpoint file you already have (needs radsight[train])."""
+    from radsight.models.pull import import_file
+    _use_cache_dir(cache_dir)
+    cfg = _models_call(import_file, fmt, file, name)
+    typer.echo(f"{cfg.name}: {len(cfg.findings)} outputs, input {cfg.input.size}px -> {cfg.directory}")
+
+
+def _use_cache_dir(cache_dir: Optional[Path]) -> None:
+    if cache_dir is not None:
+        import os
+        os.environ["RADSIGHT_HOME"] = str(cache_dir)
+
+
+def _models_call(fn, *args):
+    from radsight.models.download import DownloadError
+    from radsight.models.pull import ConversionUnavailable
+    from radsight.models.store import ModelNotFound
+    try:
+        return fn(*args)
+    except (DownloadError, ConversionUnavailable, ModelNotFound, ValueError) as exc:
+        raise _fail(str(exc))
+
+
+def _stderr():
+    from rich.console import Console
+    return Console(stderr=True)
 
 
 def main() -> None:  # pragma: no cover

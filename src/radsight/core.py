@@ -45,11 +45,18 @@ class Radiograph:
 
     ``pixels`` is float32, shape (rows, cols), values in [0, 1], displayed as MONOCHROME2
     (0 = black = no attenuation, e.g. air in the lungs), after modality and VOI transforms.
+    ``stored`` (DICOM only) is the stored values over 2**BitsStored - 1, MONOCHROME2, without
+    modality or VOI transforms: the pixels some publishers' models were trained on.
     """
 
     pixels: np.ndarray
     source: str
     meta: ImageMeta = field(default_factory=ImageMeta)
+    stored: np.ndarray | None = field(default=None, repr=False)
+
+    def model_pixels(self, kind: str) -> np.ndarray:
+        """``display`` pixels, or ``stored`` ones where the file has them (a PNG's values are both)."""
+        return self.stored if kind == "stored" and self.stored is not None else self.pixels
 
     @property
     def height(self) -> int:

@@ -21,10 +21,10 @@ from radsight.explain.cam import cam_heatmap, working_size
 from radsight.io import expand_inputs, load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
-from radsight.preprocess import resize, to_model_input
+from radsight.preprocess import center_square, resize, to_model_input
 from radsight.report import write_outputs
 from radsight.runtime import Classifier, Segmenter
-from radsight.triage import priority
+from radsight.triage import priority, threshold_scaled
 
 
 ANATOMY_GRID = 512  # lung outlines are measured on a grid this long: finer than heatmaps need
@@ -70,10 +70,15 @@ class Predictor:
     def classifier_input(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None
                          ) -> tuple[np.ndarray, Crop | None]:
         """The model input (C, S, S) under the pixel contract, and the crop it was taken from, if any."""
-        pixels, crop = image.pixels, None
-        if self.cfg.input.region == "thorax":
+        spec = self.cfg.input
+        pixels, crop = image.model_pixels(spec.pixels), None
+        if spec.region == "thorax":
             pixels, crop = self.lungs.crop(image, found)
-        return to_model_input(pixels, self.cfg.input), crop
+        elif spec.crop == "center":
+            crop = center_square(image.height, image.width)
+            x, y, w, h = crop
+            pixels = pixels[y:y + h, x:x + w]
+        return to_model_input(pixels, spec), crop
 
     def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
@@ -103,10 +108,9 @@ class Predictor:
                 finding.boxes = heatmap_boxes(heat, image.height, image.width, p, self.boxes)
             findings.append(finding)
         if TRIAGE_LABEL in index:
-            abnormal = float(probs[index[TRIAGE_LABEL]])
-        else:  # models without a triage output: the most likely finding stands in
-            abnormal = max(f.probability for f in findings)
-        triage_threshold = cfg.threshold(TRIAGE_LABEL)
+            abnormal, triage_threshold = float(probs[index[TRIAGE_LABEL]]), cfg.threshold(TRIAGE_LABEL)
+        else:  # no triage output: the finding furthest past its own threshold, on a scale where each is 0.5
+            abnormal, triage_threshold = max(threshold_scaled(f.probability, f.threshold) for f in findings), 0.5
         triage = Triage(abnormal_probability=abnormal, threshold=triage_threshold,
                         priority=priority(abnormal, triage_threshold, findings))
         return Prediction(source=image.source, width=image.width, height=image.height,

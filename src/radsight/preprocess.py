@@ -4,22 +4,45 @@ A :class:`~radsight.core.Radiograph`'s pixels (float32 in [0, 1], MONOCHROME2) a
 model's square input (squashed, as NIH resized its films to 1024x1024), then normalised with the
 model's mean and std and repeated to its number of channels. Preprocessing never happens in a
 model's ``forward``.
+
+Imported models keep their publisher's contract, which an :class:`InputSpec` records: which pixels
+(``display``: windowed; ``stored``: DICOM stored values over their bit depth, as torchxrayvision reads
+them), a centre crop to a square, and the publisher's resampling (``skimage``: Gaussian anti-aliasing
+then linear zoom, as ``skimage.transform.resize``; ``pillow-8bit``: Pillow bilinear on 8-bit pixels, as
+torchvision's ``Resize`` on a PNG).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+
+PIXELS = ("display", "stored")
+CROPS = ("none", "center")
+RESAMPLERS = ("pillow", "pillow-8bit", "skimage")
 
 
 @dataclass(frozen=True)
 class InputSpec:
     size: int  # square side in pixels
-    mean: float = 0.5
-    std: float = 0.25
+    mean: float | Sequence[float] = 0.5  # one value, or one per channel
+    std: float | Sequence[float] = 0.25
     channels: int = 1
     region: str = "image"  # or "thorax": the lungs' bounding box (found by the lung model) before resizing
+    pixels: str = "display"  # or "stored"
+    crop: str = "none"  # or "center": the largest centred square
+    resample: str = "pillow"  # or "pillow-8bit", "skimage"
+
+    def __post_init__(self) -> None:
+        for value, allowed in ((self.pixels, PIXELS), (self.crop, CROPS), (self.resample, RESAMPLERS)):
+            if value not in allowed:
+                raise ValueError(f"input spec: {value!r} is not one of {', '.join(allowed)}")
+        for attr in ("mean", "std"):  # JSON lists back to tuples, so specs stay hashable and comparable
+            if isinstance(getattr(self, attr), list):
+                object.__setattr__(self, attr, tuple(getattr(self, attr)))
 
 
 def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -30,11 +53,65 @@ def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
+def resize_8bit(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Pillow bilinear on 8-bit pixels, back to [0, 1]: what torchvision's ``Resize`` does to a PNG."""
+    image = Image.fromarray(np.rint(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+
+
+def resize_skimage(x: np.ndarray, size: int) -> np.ndarray:
+    """``skimage.transform.resize(x, (size, size))`` with its defaults: Gaussian anti-aliasing (sigma
+    ``(factor - 1) / 2``, zero padding), then linear zoom on the pixel grid (zero outside).
+
+    Both steps are linear and separable, so they are one ``(size, n)`` matrix per axis, applied as two
+    matrix products: the same numbers as SciPy's filter-then-zoom, several times faster on large films.
+    """
+    rows, cols = _resize_matrix(x.shape[0], size), _resize_matrix(x.shape[1], size)
+    with _blas().limit(limits=1, user_api="blas"):  # idle BLAS threads would spin against ONNX Runtime's
+        return (rows @ x.astype(np.float32, copy=False)) @ cols.T
+
+
+@lru_cache(maxsize=1)
+def _blas():
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
+@lru_cache(maxsize=16)
+def _resize_matrix(n: int, size: int) -> np.ndarray:
+    factor = n / size
+    sigma = max(0.0, (factor - 1) / 2)
+    radius = int(4.0 * sigma + 0.5)  # scipy.ndimage.gaussian_filter's default truncate=4
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2) if sigma > 0 else np.ones(1)
+    kernel /= kernel.sum()
+    out = np.zeros((size, n), np.float64)
+    for o in range(size):
+        pos = (o + 0.5) * factor - 0.5  # grid mode: pixel centres map to pixel centres
+        left = int(np.floor(pos))
+        for tap, weight in ((left, 1.0 - (pos - left)), (left + 1, pos - left)):
+            if 0 <= tap < n and weight > 0:  # outside the image the value is 0
+                lo, hi = max(0, tap - radius), min(n, tap + radius + 1)
+                out[o, lo:hi] += weight * kernel[lo - tap + radius:hi - tap + radius]
+    return out.astype(np.float32)
+
+
+def center_square(height: int, width: int) -> tuple[int, int, int, int]:
+    """x, y, width, height of the largest centred square (torchxrayvision's ``XRayCenterCrop``)."""
+    side = min(height, width)
+    return width // 2 - side // 2, height // 2 - side // 2, side, side
+
+
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(H, W) in [0, 1] -> (channels, H, W) standardised."""
-    x = (pixels.astype(np.float32) - spec.mean) / spec.std
-    return np.repeat(x[None], spec.channels, axis=0)
+    """(H, W) in [0, 1] -> (channels, H, W) standardised, per channel where mean/std are per channel."""
+    mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (spec.channels,))[:, None, None]
+    std = np.broadcast_to(np.asarray(spec.std, np.float32), (spec.channels,))[:, None, None]
+    return (pixels.astype(np.float32)[None] - mean) / std
 
 
 def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
-    return normalise(resize(pixels, spec.size, spec.size), spec)
+    """(H, W) in [0, 1], already cropped -> the model's (channels, S, S) input."""
+    if spec.resample == "skimage":  # skimage pads with 0 in the publisher's normalised units: normalise first
+        x = normalise(pixels, spec)
+        return np.stack([resize_skimage(channel, spec.size) for channel in x])
+    small = resize_8bit(pixels, spec.size) if spec.resample == "pillow-8bit" else resize(pixels, spec.size, spec.size)
+    return normalise(small, spec)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+from scipy.special import expit
 
 from radsight.models.config import ModelConfig
 from radsight.models.store import verify
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return expit(x)  # no overflow warnings for large logits
 
 
 class OnnxModel:

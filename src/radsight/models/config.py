@@ -28,6 +28,8 @@ class ModelConfig:
     training_data: str = ""
     model_card: str = "MODEL_CARD.md"
     intended_use: str = "Research and demonstration only; not for diagnostic use."
+    provenance: dict = field(default_factory=dict)  # imported models: format, publisher's URL, source sha256
+    metrics: dict = field(default_factory=dict)  # measured figures worth listing (e.g. mean AUROC and where)
     directory: Path | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -55,7 +57,7 @@ class ModelConfig:
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> "ModelConfig":
+    def load(cls, directory: Path) -> ModelConfig:
         data = json.loads((directory / "config.json").read_text())
         data["input"] = InputSpec(**data["input"])
         return cls(**data, directory=directory)

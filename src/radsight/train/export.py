@@ -25,9 +25,9 @@ def _densenet(state: dict) -> DenseNet:
     return net.eval()
 
 
-def export_onnx(net: DenseNet, spec: InputSpec, path: Path) -> None:
-    """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w)."""
-    export_module(WithCams(net.eval()), spec, path, ["logits", "cams"])
+def export_onnx(net: torch.nn.Module, spec: InputSpec, path: Path, outputs: list[int] | None = None) -> None:
+    """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w), for the ``outputs`` rows of its head."""
+    export_module(WithCams(net.eval(), outputs), spec, path, ["logits", "cams"])
 
 
 def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_names: list[str]) -> None:

@@ -110,6 +110,10 @@ class DenseNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
+    @property
+    def head(self) -> nn.Linear:
+        return self.classifier
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map (N, C, h, w), after the final ReLU: what CAM is drawn from."""
         return F.relu(self.features(x))
@@ -128,14 +132,18 @@ class WithCams(nn.Module):
     pooling is linear); the runtime then needs no gradients and no PyTorch.
     """
 
-    def __init__(self, net: DenseNet):
+    def __init__(self, net: nn.Module, outputs: list[int] | None = None):
+        """``net`` has ``forward_features`` and a linear ``head``; ``outputs`` keeps only those rows of it."""
         super().__init__()
         self.net = net
+        rows = torch.arange(net.head.out_features) if outputs is None else torch.tensor(outputs)
+        self.register_buffer("rows", rows, persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.net.forward_features(x)
-        cams = torch.einsum("nkhw,ck->nchw", features, self.net.classifier.weight)
-        logits = cams.mean(dim=(2, 3)) + self.net.classifier.bias
+        weight, bias = self.net.head.weight[self.rows], self.net.head.bias[self.rows]
+        cams = torch.einsum("nkhw,ck->nchw", features, weight)
+        logits = cams.mean(dim=(2, 3)) + bias
         return logits, cams
 
 

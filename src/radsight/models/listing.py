@@ -1,0 +1,33 @@
+"""Rows for ``radsight models list``: installed models, then publishers' weights not yet pulled."""
+from __future__ import annotations
+
+from radsight.models.catalog import CATALOG
+from radsight.models.config import ModelConfig
+from radsight.models.store import list_models
+
+
+def _metrics(metrics: dict) -> str:
+    return "; ".join(f"{k} {v}" for k, v in metrics.items()) or "not measured here"
+
+
+def _installed_row(cfg: ModelConfig) -> str:
+    return (f"{cfg.name}  [installed: {cfg.directory}]\n"
+            f"    {cfg.architecture}, input {cfg.input.size}px ({cfg.input.pixels} pixels, {cfg.input.resample}), "
+            f"{len(cfg.labels)} outputs: {', '.join(cfg.labels)}\n"
+            f"    trained on: {cfg.training_data or 'unknown'}; licence: {cfg.license or 'unknown'}; "
+            f"metrics: {_metrics(cfg.metrics)}")
+
+
+def model_rows() -> list[str]:
+    installed = list_models()
+    rows = [_installed_row(cfg) for cfg in installed]
+    names = {cfg.name for cfg in installed}
+    for entry in CATALOG.values():
+        if entry.name in names:
+            continue
+        labels = [label for label in entry.labels if label]
+        rows.append(f"{entry.name}  [not pulled: radsight models pull {entry.name}]\n"
+                    f"    {entry.architecture}, input {entry.input.size}px, {len(labels)} outputs: {', '.join(labels)}\n"
+                    f"    trained on: {entry.training_data}; licence: {entry.license}; "
+                    f"metrics: {_metrics(entry.metrics)}\n    from {entry.url}")
+    return rows
