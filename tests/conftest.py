@@ -43,6 +43,10 @@ def make_dicom(path: Path, pixels: np.ndarray | None = None, *, bits: int = 12, 
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.PatientName, ds.PatientID = "Test^Patient", "SECRET-ID-123"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20260101", "120000", "ACC1", "1"
+    ds.SeriesNumber, ds.InstanceNumber, ds.PatientBirthDate, ds.PatientSex = 1, 1, "", ""
+    ds.ReferringPhysicianName, ds.Manufacturer = "", "test"
     ds.Modality = modality
     if view:
         ds.ViewPosition = view

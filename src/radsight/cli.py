@@ -234,6 +234,34 @@ def evaluate(
     run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap)
 
 
+@app.command()
+def serve(
+    data_dir: Path = typer.Option(Path("radsight-data"), help="studies, results and the SQLite job store"),
+    token: Optional[str] = typer.Option(None, envvar="RADSIGHT_API_TOKEN", help="bearer token for writes"),
+    host: str = typer.Option("127.0.0.1", help="listen address (loopback by default)"),
+    port: int = typer.Option(8000),
+    model: str = typer.Option("radsight-nih64-demo"),
+    lung_model: str = typer.Option("radsight-lung-unet"),
+    workers: int = typer.Option(1, help="analysis threads"),
+    max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
+    orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
+    cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
+) -> None:
+    """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight[serve])."""
+    import logging
+
+    import uvicorn
+
+    from radsight.service.app import Settings, create_app
+    if not token:
+        raise _fail("an API token is required: --token or RADSIGHT_API_TOKEN")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model, workers=workers,
+                        max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
+                        cors_origins=list(cors_origin))
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+
+
 models_app = typer.Typer(no_args_is_help=False, help="Registered models; publishers' weights to pull or import.")
 app.add_typer(models_app, name="models")
 

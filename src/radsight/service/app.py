@@ -1,0 +1,211 @@
+"""The FastAPI application: REST API, STOW-RS, the reader's web page."""
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from radsight.core import InputError
+from radsight.io import load_image
+from radsight.pipeline import Predictor
+from radsight.service.db import StudyStore
+from radsight.service.pacs import Orthanc, Poller, split_multipart
+from radsight.service.worker import Workers, results_dir, upload_path
+
+STATIC = Path(__file__).parent / "static"
+RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "sr.dcm", "overlay.dcm"}
+log = logging.getLogger("radsight.service")
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    token: str
+    model: str = "radsight-nih64-demo"
+    lung_model: str | None = "radsight-lung-unet"
+    workers: int = 1
+    max_upload_bytes: int = 256 * 1024 * 1024
+    orthanc_url: str | None = None
+    poll_interval: float = 2.0
+    cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if not settings.token:
+        raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
+    store = StudyStore(settings.data_dir / "radsight.sqlite")
+    predictor = Predictor(settings.model, lung_model=settings.lung_model)
+    orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
+    workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
+
+    def save(data: bytes, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
+        """Validate (the same reader analysis uses) and queue; raises InputError for what cannot be analyzed."""
+        with tempfile.NamedTemporaryFile(dir=settings.data_dir, delete=False) as tmp:
+            tmp.write(data)
+        try:
+            load_image(Path(tmp.name))
+            study_id = store.add(filename, origin, orthanc_id)
+            if study_id is not None:
+                dest = upload_path(settings.data_dir, study_id)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp.name, dest)
+                workers.notify()
+            return study_id
+        finally:
+            if os.path.exists(tmp.name):
+                os.unlink(tmp.name)
+
+    poller = Poller(orthanc, store, lambda oid, data: _pacs_save(save, oid, data),
+                    settings.poll_interval) if orthanc else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        resumed = store.recover()
+        if resumed:
+            log.info("resuming %d interrupted studies", resumed)
+        workers.start()
+        if poller:
+            poller.start()
+        yield
+        if poller:
+            poller.stop()
+        workers.stop()
+
+    app = FastAPI(title="radsight", version="1", lifespan=lifespan,
+                  description="Chest X-ray triage worklist and findings. Research use; not for diagnostic use.")
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    bearer = HTTPBearer(auto_error=False)
+
+    def writer(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), settings.token.encode()):
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_limited(stream, limit: int) -> bytes:
+        chunks, size = [], 0
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def queue_bytes(data: bytes, filename: str, origin: str) -> str:
+        if not data:
+            raise HTTPException(400, "empty upload")
+        try:
+            study_id = await run_in_threadpool(save, data, filename, origin)
+        except InputError as exc:
+            raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
+        return study_id
+
+    @app.post("/api/studies", status_code=202, dependencies=[Depends(writer)])
+    async def post_study(file: UploadFile) -> dict:
+        """Queue a DICOM, PNG or JPEG radiograph (multipart field ``file``)."""
+        data = await read_limited(_chunks(file), settings.max_upload_bytes)
+        study_id = await queue_bytes(data, os.path.basename(file.filename or "upload"), "upload")
+        return {"id": study_id, "status": "queued"}
+
+    @app.post("/dicom-web/studies", dependencies=[Depends(writer)])
+    async def stow(request: Request) -> dict:
+        """STOW-RS: ``multipart/related; type="application/dicom"``, one radiograph per part."""
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("multipart/related"):
+            raise HTTPException(415, "STOW-RS needs multipart/related; type=\"application/dicom\"")
+        body = await read_limited(request.stream(), settings.max_upload_bytes)
+        try:
+            parts = split_multipart(body, content_type)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        if not parts:
+            raise HTTPException(400, "no DICOM parts")
+        stored, failed = [], []
+        for i, part in enumerate(parts):
+            try:
+                stored.append(await queue_bytes(part, f"stow-part-{i + 1}", "stow"))
+            except HTTPException as exc:
+                failed.append({"part": i + 1, "error": exc.detail})
+        return {"ids": stored, "failed": failed}
+
+    @app.get("/api/studies/{study_id}")
+    def get_study(study_id: str) -> dict:
+        return _known(store, study_id).public()
+
+    @app.get("/api/studies/{study_id}/files/{name}")
+    def get_file(study_id: str, name: str) -> FileResponse:
+        _known(store, study_id)
+        allowed = name in RESULT_FILES or (name.startswith("study.heatmap.") and name.endswith(".png")
+                                           and "/" not in name and ".." not in name)
+        path = results_dir(settings.data_dir, study_id) / name
+        if not allowed or not path.is_file():
+            raise HTTPException(404, f"no file {name!r} for this study")
+        return FileResponse(path)
+
+    @app.get("/api/worklist")
+    def worklist() -> dict:
+        return {"studies": [_row(s) for s in store.worklist()], "counts": store.counts()}
+
+    @app.get("/api/model")
+    def model() -> dict:
+        cfg = predictor.cfg
+        return {"name": cfg.name, "version": cfg.version, "labels": cfg.labels, "thresholds": cfg.thresholds,
+                "license": cfg.license, "intended_use": cfg.intended_use, "model_card": "/api/model/card"}
+
+    @app.get("/api/model/card")
+    def model_card() -> FileResponse:
+        path = predictor.cfg.directory / predictor.cfg.model_card if predictor.cfg.model_card else None
+        if path is None or not path.is_file():
+            raise HTTPException(404, "this model has no model card")
+        return FileResponse(path, media_type="text/markdown")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/static/{name}")
+    def static(name: str) -> FileResponse:
+        if name not in {"app.js", "style.css"}:
+            raise HTTPException(404, "not found")
+        return FileResponse(STATIC / name)
+
+    app.state.store, app.state.workers = store, workers
+    return app
+
+
+def _pacs_save(save, orthanc_id: str, data: bytes) -> str | None:
+    try:
+        return save(data, f"orthanc-{orthanc_id}", "orthanc", orthanc_id)
+    except InputError as exc:
+        log.info("Orthanc instance %s skipped: %s", orthanc_id, exc.reason)
+        return None
+
+
+async def _chunks(file: UploadFile, size: int = 1 << 20):
+    while chunk := await file.read(size):
+        yield chunk
+
+
+def _known(store: StudyStore, study_id: str):
+    study = store.get(study_id)
+    if study is None:
+        raise HTTPException(404, "no such study")
+    return study
+
+
+def _row(s) -> dict:
+    triage = (s.result or {}).get("triage") or {}
+    positives = [f["name"] for f in (s.result or {}).get("findings", []) if f.get("positive")]
+    return {"id": s.id, "status": s.status, "received_at": s.received_at, "filename": s.filename,
+            "priority": triage.get("priority"), "abnormal_probability": triage.get("abnormal_probability"),
+            "positives": positives, "error": s.error}

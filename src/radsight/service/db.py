@@ -1,0 +1,140 @@
+"""Durable study and job state in SQLite: a killed server resumes its queue without losing or repeating a study."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from radsight.triage import PRIORITY_ORDER
+
+MAX_ATTEMPTS = 3  # a study that crashes the worker this often is failed, so it cannot block the queue
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    filename TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    orthanc_id TEXT UNIQUE,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    priority_rank INTEGER,
+    abnormal REAL,
+    result TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_status ON studies (status, received_at);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class Study:
+    id: str
+    received_at: float
+    filename: str
+    origin: str
+    status: str
+    attempts: int
+    result: dict | None
+    error: str | None
+    orthanc_id: str | None = None
+
+    def public(self) -> dict:
+        return {"id": self.id, "status": self.status, "result": self.result, "error": self.error,
+                "received_at": self.received_at, "filename": self.filename, "origin": self.origin}
+
+
+class StudyStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def add(self, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
+        """Queue a study; None when ``orthanc_id`` is already known (a PACS study is analyzed once)."""
+        study_id, now = uuid.uuid4().hex, time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO studies (id, received_at, filename, origin, orthanc_id, status, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'queued', ?)", (study_id, now, filename, origin, orthanc_id, now))
+        return study_id if cur.rowcount else None
+
+    def recover(self) -> int:
+        """At start-up: studies left ``running`` by a killed server go back to the queue (or fail if they keep
+        crashing it)."""
+        with self._lock:
+            self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
+                             "updated_at=? WHERE status='running' AND attempts>=?", (time.time(), MAX_ATTEMPTS))
+            return self._db.execute("UPDATE studies SET status='queued', updated_at=? WHERE status='running'",
+                                    (time.time(),)).rowcount
+
+    def claim(self) -> Study | None:
+        """The oldest queued study, marked running, or None."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT id FROM studies WHERE status='queued' "
+                                       "ORDER BY received_at LIMIT 1").fetchone()
+                if row:
+                    self._db.execute("UPDATE studies SET status='running', attempts=attempts+1, updated_at=? "
+                                     "WHERE id=?", (time.time(), row[0]))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return self.get(row[0]) if row else None
+
+    def finish(self, study_id: str, result: dict) -> None:
+        triage = result["triage"]
+        with self._lock:
+            self._db.execute("UPDATE studies SET status='done', result=?, error=NULL, priority_rank=?, abnormal=?, "
+                             "updated_at=? WHERE id=?",
+                             (json.dumps(result), PRIORITY_ORDER.index(triage["priority"]),
+                              triage["abnormal_probability"], time.time(), study_id))
+
+    def fail(self, study_id: str, error: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE studies SET status='failed', error=?, updated_at=? WHERE id=?",
+                             (error, time.time(), study_id))
+
+    def get(self, study_id: str) -> Study | None:
+        with self._lock:
+            row = self._db.execute("SELECT id, received_at, filename, origin, status, attempts, result, error, "
+                                   "orthanc_id FROM studies WHERE id=?", (study_id,)).fetchone()
+        return _study(row) if row else None
+
+    def worklist(self, limit: int = 500) -> list[Study]:
+        """Reading order: analyzed studies by priority, then the more likely abnormal, then arrival; then the
+        studies still waiting, by arrival; failed ones last."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, received_at, filename, origin, status, attempts, result, error, orthanc_id FROM studies "
+                "ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 WHEN 'queued' THEN 1 ELSE 2 END, "
+                "priority_rank, -abnormal, received_at LIMIT ?", (limit,)).fetchall()
+        return [_study(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT status, COUNT(*) FROM studies GROUP BY status").fetchall())
+
+    def get_state(self, key: str, default: str) -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+
+def _study(row) -> Study:
+    return Study(id=row[0], received_at=row[1], filename=row[2], origin=row[3], status=row[4], attempts=row[5],
+                 result=json.loads(row[6]) if row[6] else None, error=row[7], orthanc_id=row[8])

@@ -1,0 +1,95 @@
+"""Orthanc as the PACS: new radiographs are found through its change log, results go back over DICOMweb STOW-RS."""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pydicom
+
+from radsight.io.dicom import RADIOGRAPHY_MODALITIES
+from radsight.service.db import StudyStore
+
+log = logging.getLogger("radsight.service")
+
+
+def stow_body(datasets: list[pydicom.Dataset]) -> tuple[bytes, str]:
+    """A multipart/related STOW-RS request body and its content type."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        parts.append(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + buffer.getvalue()
+                     + b"\r\n")
+    body = b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def split_multipart(body: bytes, content_type: str) -> list[bytes]:
+    """The parts of a multipart/related body (STOW-RS), without their headers."""
+    params = dict(p.strip().split("=", 1) for p in content_type.split(";")[1:] if "=" in p)
+    boundary = params.get("boundary", "").strip('"')
+    if not boundary:
+        raise ValueError("multipart/related without a boundary")
+    parts = []
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, payload = chunk.partition(b"\r\n\r\n")
+        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
+    return parts
+
+
+class Orthanc:
+    def __init__(self, url: str, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def store(self, source: Path, datasets: list[pydicom.Dataset]) -> None:
+        """STOW-RS the results into the radiograph's study."""
+        body, content_type = stow_body(datasets)
+        response = self.http.post("/dicom-web/studies", content=body,
+                                  headers={"Content-Type": content_type, "Accept": "application/dicom+json"})
+        response.raise_for_status()
+
+    def poll(self, store: StudyStore, save: Callable[[str, bytes], str | None]) -> int:
+        """Queue radiographs stored since the last poll (Orthanc's /changes); returns how many were queued."""
+        since, queued = int(store.get_state("orthanc_changes", "0")), 0
+        while True:
+            page = self.http.get("/changes", params={"since": since, "limit": 100}).json()
+            for change in page.get("Changes", []):
+                if change.get("ChangeType") == "NewInstance" and self._is_radiograph(change["ID"]):
+                    data = self.http.get(f"/instances/{change['ID']}/file").content
+                    queued += save(change["ID"], data) is not None
+            since = int(page.get("Last", since))
+            store.set_state("orthanc_changes", str(since))
+            if page.get("Done", True):
+                return queued
+
+    def _is_radiograph(self, instance: str) -> bool:
+        modality = self.http.get(f"/instances/{instance}/content/0008,0060").text.strip().strip("\x00 ")
+        return modality.upper() in RADIOGRAPHY_MODALITIES
+
+
+class Poller(threading.Thread):
+    def __init__(self, orthanc: Orthanc, store: StudyStore, save: Callable[[str, bytes], str | None],
+                 interval: float = 2.0):
+        super().__init__(name="radsight-orthanc-poller", daemon=True)
+        self.orthanc, self.store, self.save, self.interval = orthanc, store, save, interval
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.orthanc.poll(self.store, self.save)
+            except httpx.HTTPError as exc:
+                log.warning("Orthanc poll failed: %s", exc)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()

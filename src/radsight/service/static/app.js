@@ -1,0 +1,124 @@
+// radsight reader: worklist in reading order, viewer with window/level, zoom, heatmaps, boxes and lung contours.
+"use strict";
+const $ = (id) => document.getElementById(id);
+let current = null, pixels = null, heatmaps = {};
+
+async function json(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: ${r.status}`);
+  return r.json();
+}
+
+function pct(p) { return p == null ? "" : (100 * p).toFixed(1) + "%"; }
+
+async function refreshWorklist() {
+  const data = await json("/api/worklist");
+  const body = $("worklist").tBodies[0];
+  body.replaceChildren(...data.studies.map((s, i) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = s.id;
+    tr.className = s.id === current ? "selected" : "";
+    const cells = [i + 1, s.priority || "", pct(s.abnormal_probability), s.error ? `failed: ${s.error}` : s.status,
+                   (s.positives || []).join(", ")];
+    cells.forEach((c, j) => { const td = tr.insertCell(); td.textContent = c; if (j === 1) td.className = c; });
+    tr.onclick = () => open(s.id);
+    return tr;
+  }));
+}
+
+function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error(url));
+    img.src = url;
+  });
+}
+
+async function open(id) {
+  current = id;
+  const study = await json(`/api/studies/${id}`);
+  $("viewer").hidden = false;
+  if (study.status !== "done") { $("summary").textContent = study.error || `study is ${study.status}`; return; }
+  const r = study.result, base = `/api/studies/${id}/files/`;
+  const img = await loadImage(base + "image.png");
+  const canvas = $("image"), marks = $("marks");
+  canvas.width = marks.width = img.width; canvas.height = marks.height = img.height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  pixels = ctx.getImageData(0, 0, img.width, img.height);
+  heatmaps = {};
+  for (const f of r.findings.filter((f) => f.heatmap)) heatmaps[f.name] = await loadImage(base + f.heatmap);
+  const body = $("findings").tBodies[0];
+  body.replaceChildren(...r.findings.map((f) => {
+    const tr = document.createElement("tr");
+    const box = tr.insertCell();
+    if (f.heatmap) {
+      const cb = document.createElement("input");
+      cb.type = "checkbox"; cb.dataset.finding = f.name; cb.className = "heat"; cb.onchange = render;
+      box.append(cb);
+    }
+    [f.name, pct(f.probability), pct(f.threshold), f.positive ? "above threshold" : ""].forEach((c) => {
+      const td = tr.insertCell(); td.textContent = c;
+    });
+    if (f.positive) tr.className = "positive";
+    return tr;
+  }));
+  const t = r.triage;
+  $("summary").textContent = `triage ${t.priority}: abnormal ${pct(t.abnormal_probability)} ` +
+    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}. ${r.disclaimer}`;
+  current_result = r;
+  render();
+  refreshWorklist();
+}
+
+let current_result = null;
+
+function render() {
+  if (!pixels || !current_result) return;
+  const canvas = $("image"), ctx = canvas.getContext("2d");
+  const width = +$("width").value, level = +$("level").value, lo = level - width / 2;
+  const lut = new Uint8ClampedArray(256).map((_, v) => Math.round(255 * (v - lo) / width));
+  const out = new ImageData(new Uint8ClampedArray(pixels.data), pixels.width, pixels.height);
+  for (let i = 0; i < out.data.length; i += 4) {
+    const v = lut[out.data[i]];
+    out.data[i] = out.data[i + 1] = out.data[i + 2] = v;
+  }
+  ctx.putImageData(out, 0, 0);
+  const m = $("marks").getContext("2d"), r = current_result;
+  const sx = canvas.width / r.width, sy = canvas.height / r.height;
+  m.clearRect(0, 0, canvas.width, canvas.height);
+  for (const cb of document.querySelectorAll("input.heat:checked")) {
+    m.globalAlpha = 0.45;
+    m.filter = "hue-rotate(300deg) saturate(8)";
+    m.drawImage(heatmaps[cb.dataset.finding], 0, 0, canvas.width, canvas.height);
+    m.filter = "none";
+    m.globalAlpha = 1;
+  }
+  m.lineWidth = Math.max(2, canvas.width / 400);
+  if ($("show-boxes").checked) {
+    for (const f of r.findings.filter((f) => f.positive)) {
+      for (const b of f.boxes) {
+        m.strokeStyle = "#ffb000"; m.strokeRect(b.x * sx, b.y * sy, b.width * sx, b.height * sy);
+        m.fillStyle = "#ffb000"; m.font = `${Math.max(12, canvas.width / 60)}px sans-serif`;
+        m.fillText(f.name, b.x * sx + 4, b.y * sy + Math.max(14, canvas.width / 50));
+      }
+    }
+  }
+  if ($("show-lungs").checked && r.anatomy && r.anatomy.lungs) {
+    m.strokeStyle = "#40e0ff";
+    for (const lung of r.anatomy.lungs) {
+      m.beginPath();
+      lung.polygon.forEach(([x, y], i) => (i ? m.lineTo(x * sx, y * sy) : m.moveTo(x * sx, y * sy)));
+      m.closePath(); m.stroke();
+    }
+  }
+  const z = +$("zoom").value;
+  for (const c of [canvas, $("marks")]) c.style.transform = `scale(${z})`;
+}
+
+for (const id of ["width", "level", "zoom", "show-boxes", "show-lungs"]) $(id).addEventListener("input", render);
+$("reset").onclick = () => { $("width").value = 255; $("level").value = 128; $("zoom").value = 1; render(); };
+json("/api/model").then((m) => { $("model").textContent = `${m.name} ${m.version}`; });
+refreshWorklist();
+setInterval(refreshWorklist, 2000);

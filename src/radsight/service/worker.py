@@ -1,0 +1,111 @@
+"""Background analysis: claim a queued study, analyze it, write its outputs and DICOM results, send them on."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+from radsight.core import InputError
+from radsight.io import load_image
+from radsight.pipeline import Predictor
+from radsight.render import render_overlay
+from radsight.report import prediction_document, write_outputs
+from radsight.service.db import Study, StudyStore
+
+log = logging.getLogger("radsight.service")
+DISPLAY_LONGEST = 2048  # the viewer's copy of the radiograph
+
+
+class Workers:
+    """``count`` threads sharing one predictor (ONNX Runtime sessions are thread-safe)."""
+
+    def __init__(self, store: StudyStore, predictor: Predictor, data_dir: Path, count: int = 1,
+                 deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None):
+        self.store, self.predictor, self.data_dir, self.deliver = store, predictor, data_dir, deliver
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._threads = [threading.Thread(target=self._run, name=f"radsight-worker-{i}", daemon=True)
+                         for i in range(count)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            study = self.store.claim()
+            if study is None:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            self.process(study)
+
+    def process(self, study: Study) -> None:
+        """Analyze one study; any failure is recorded on that study and the queue goes on."""
+        try:
+            result = analyze_study(self.predictor, self.data_dir, study.id, self.deliver)
+        except InputError as exc:
+            self.store.fail(study.id, exc.reason)
+            log.info("study %s failed: %s", study.id, exc.reason)
+        except Exception as exc:  # a bug or a resource problem: record it, keep serving the others
+            self.store.fail(study.id, f"internal error ({type(exc).__name__})")
+            log.exception("study %s: internal error", study.id)
+        else:
+            self.store.finish(study.id, result)
+            log.info("study %s done (%s)", study.id, result["triage"]["priority"])
+
+
+def upload_path(data_dir: Path, study_id: str) -> Path:
+    return data_dir / "uploads" / study_id
+
+
+def results_dir(data_dir: Path, study_id: str) -> Path:
+    return data_dir / "results" / study_id
+
+
+def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
+                  deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
+    """Outputs under ``results/<id>/``: analyze JSON, overlay, heatmaps, lung mask, the viewer's radiograph, and
+    for DICOM input an SR and a Secondary Capture (sent to the PACS when ``deliver`` is set)."""
+    source = upload_path(data_dir, study_id)
+    image = load_image(source)
+    prediction = predictor.predict(image)
+    out = results_dir(data_dir, study_id)
+    write_outputs(image, prediction, out, "study")
+    _write_display(image.pixels, out / "image.png")
+    document = prediction_document(prediction)
+    document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
+    if image.meta.modality is not None:  # DICOM in, DICOM out
+        from radsight.service.dicom_out import overlay_capture, structured_report
+        ds = pydicom.dcmread(source)
+        results = [structured_report(ds, prediction),
+                   overlay_capture(ds, np.asarray(render_overlay(image, prediction).convert("RGB")),
+                                   prediction.model.name)]
+        for name, dataset in zip(("sr.dcm", "overlay.dcm"), results):
+            dataset.save_as(out / name, enforce_file_format=True)
+        document["dicom_results"] = ["sr.dcm", "overlay.dcm"]
+        if deliver is not None:
+            deliver(source, results)
+    return document
+
+
+def _write_display(pixels: np.ndarray, path: Path) -> None:
+    im = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    if max(im.size) > DISPLAY_LONGEST:
+        im.thumbnail((DISPLAY_LONGEST, DISPLAY_LONGEST), Image.Resampling.LANCZOS)
+    tmp = path.with_suffix(".tmp.png")
+    im.save(tmp)
+    tmp.replace(path)

@@ -1,0 +1,126 @@
+"""radsight serve through its HTTP API: auth, limits, validation, queue, results, DICOM out, restart."""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from conftest import chest_phantom, make_dicom
+
+pytest.importorskip("fastapi", reason="needs radsight[serve]")
+pytest.importorskip("highdicom", reason="needs radsight[serve]")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from radsight.service.app import Settings, create_app  # noqa: E402
+from radsight.service.db import StudyStore  # noqa: E402
+from radsight.service.pacs import stow_body  # noqa: E402
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _settings(tmp_path, **kw) -> Settings:
+    return Settings(data_dir=tmp_path / "data", token=TOKEN, **kw)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _wait(client, ids, timeout=60) -> dict:
+    deadline, done = time.time() + timeout, {}
+    while time.time() < deadline and len(done) < len(ids):
+        for i in ids:
+            s = client.get(f"/api/studies/{i}").json()
+            if s["status"] in ("done", "failed"):
+                done[i] = s
+        time.sleep(0.1)
+    assert len(done) == len(ids), f"not finished in {timeout} s"
+    return done
+
+
+def test_upload_analyze_and_read_back(tmp_path):
+    dcm = make_dicom(tmp_path / "a.dcm")
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        r1 = client.post("/api/studies", files={"file": ("a.dcm", dcm.read_bytes(), "application/dicom")}, headers=AUTH)
+        r2 = client.post("/api/studies", files={"file": ("b.png", _png(chest_phantom(seed=5)), "image/png")},
+                         headers=AUTH)
+        assert r1.status_code == r2.status_code == 202
+        ids = [r1.json()["id"], r2.json()["id"]]
+        done = _wait(client, ids)
+        study = done[ids[0]]
+        assert study["status"] == "done" and study["error"] is None
+        result = study["result"]
+        assert {"findings", "triage", "model", "disclaimer"} <= set(result)
+        assert result["source"] == ids[0]  # no file names or paths of the upload
+        assert result["dicom_results"] == ["sr.dcm", "overlay.dcm"] and "dicom_results" not in done[ids[1]]["result"]
+        image = client.get(f"/api/studies/{ids[0]}/files/image.png")
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert client.get(f"/api/studies/{ids[0]}/files/..%2Fradsight.sqlite").status_code == 404
+        sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{ids[0]}/files/sr.dcm").content))
+        assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED"
+        assert "NOT FOR DIAGNOSTIC USE" in sr.SeriesDescription
+        assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+        assert sr.StudyInstanceUID == pydicom.dcmread(dcm).StudyInstanceUID
+        assert "radsight" in [e.Manufacturer for e in sr.ContributingEquipmentSequence]
+        sc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{ids[0]}/files/overlay.dcm").content))
+        assert sc.SamplesPerPixel == 3 and "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
+        rows = client.get("/api/worklist").json()["studies"]
+        keys = [(["urgent", "high", "routine"].index(r["priority"]), -r["abnormal_probability"]) for r in rows]
+        assert keys == sorted(keys)
+        assert client.get("/").status_code == 200 and "Not for diagnostic use" in client.get("/").text
+
+
+def test_writes_need_the_token_and_bad_requests_get_clear_4xx(tmp_path):
+    ct = make_dicom(tmp_path / "ct.dcm", modality="CT")
+    with TestClient(create_app(_settings(tmp_path, max_upload_bytes=200_000))) as client:
+        files = {"file": ("x.png", _png(chest_phantom()), "image/png")}
+        assert client.post("/api/studies", files=files).status_code == 401
+        assert client.post("/api/studies", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/api/studies", headers=AUTH).status_code == 422  # no file field
+        empty = client.post("/api/studies", files={"file": ("e.dcm", b"", "application/dicom")}, headers=AUTH)
+        assert empty.status_code == 400 and empty.json()["detail"] == "empty upload"
+        junk = client.post("/api/studies", files={"file": ("j.dcm", b"hello" * 100, "application/dicom")}, headers=AUTH)
+        assert junk.status_code == 422 and "cannot be analyzed" in junk.json()["detail"]
+        bad = client.post("/api/studies", files={"file": ("ct.dcm", ct.read_bytes(), "application/dicom")}, headers=AUTH)
+        assert bad.status_code == 422 and "modality CT" in bad.json()["detail"]
+        huge = client.post("/api/studies", files={"file": ("h.png", b"\0" * 300_000, "image/png")}, headers=AUTH)
+        assert huge.status_code == 413
+        assert client.get("/api/studies/nope").status_code == 404
+        assert client.post("/dicom-web/studies", content=b"x", headers={**AUTH, "Content-Type": "text/plain"}
+                           ).status_code == 415
+        assert client.get("/api/worklist").json()["studies"] == []  # nothing bad was queued
+        assert "access-control-allow-origin" not in client.get("/api/worklist", headers={"Origin": "http://x"}).headers
+
+
+def test_stow_rs_queues_each_part(tmp_path):
+    good = pydicom.dcmread(make_dicom(tmp_path / "g.dcm"))
+    ct = pydicom.dcmread(make_dicom(tmp_path / "c.dcm", modality="CT"))
+    body, content_type = stow_body([good, ct])
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
+        assert r.status_code == 200
+        assert len(r.json()["ids"]) == 1 and "modality CT" in r.json()["failed"][0]["error"]
+        assert _wait(client, r.json()["ids"])[r.json()["ids"][0]]["status"] == "done"
+
+
+def test_interrupted_study_resumes_once_after_restart(tmp_path):
+    settings = _settings(tmp_path)
+    with TestClient(create_app(settings)) as client:
+        app_store: StudyStore = client.app.state.store
+        client.app.state.workers.stop()  # as if the server died before analyzing
+        r = client.post("/api/studies", files={"file": ("a.png", _png(chest_phantom()), "image/png")}, headers=AUTH)
+        study_id = r.json()["id"]
+        assert app_store.claim().id == study_id  # a worker took it ... and the process was killed
+        assert app_store.get(study_id).status == "running"
+    with TestClient(create_app(settings)) as client:  # restart
+        assert _wait(client, [study_id])[study_id]["status"] == "done"
+        rows = client.get("/api/worklist").json()["studies"]
+        assert [r["id"] for r in rows] == [study_id]
+        assert client.app.state.store.get(study_id).attempts == 2
