@@ -3,6 +3,14 @@
 # torchvision (for torchxrayvision and the CheXNet parity tests) needs the torch build it was made with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Servers the integration tests start on loopback: Orthanc with DICOMweb, and Chromium for the web page.
+if ! command -v Orthanc >/dev/null || ! command -v chromium >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb chromium >/dev/null
+    else
+        echo "note: orthanc/chromium missing and not installable here; their tests will skip" >&2
+    fi
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" \
     -e ".[train,test,parity,serve]"

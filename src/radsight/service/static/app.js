@@ -26,6 +26,21 @@ async function refreshWorklist() {
   }));
 }
 
+// A grey heatmap -> red-to-yellow, transparent where cold.
+function colour(img) {
+  const c = document.createElement("canvas");
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height);
+  for (let i = 0; i < d.data.length; i += 4) {
+    const v = d.data[i];
+    d.data[i] = 255; d.data[i + 1] = v; d.data[i + 2] = 0; d.data[i + 3] = v < 64 ? 0 : Math.round(0.6 * v);
+  }
+  ctx.putImageData(d, 0, 0);
+  return c;
+}
+
 function loadImage(url) {
   return new Promise((resolve, reject) => {
     const img = new Image();
@@ -48,7 +63,7 @@ async function open(id) {
   ctx.drawImage(img, 0, 0);
   pixels = ctx.getImageData(0, 0, img.width, img.height);
   heatmaps = {};
-  for (const f of r.findings.filter((f) => f.heatmap)) heatmaps[f.name] = await loadImage(base + f.heatmap);
+  for (const f of r.findings.filter((f) => f.heatmap)) heatmaps[f.name] = colour(await loadImage(base + f.heatmap));
   const body = $("findings").tBodies[0];
   body.replaceChildren(...r.findings.map((f) => {
     const tr = document.createElement("tr");
@@ -89,11 +104,7 @@ function render() {
   const sx = canvas.width / r.width, sy = canvas.height / r.height;
   m.clearRect(0, 0, canvas.width, canvas.height);
   for (const cb of document.querySelectorAll("input.heat:checked")) {
-    m.globalAlpha = 0.45;
-    m.filter = "hue-rotate(300deg) saturate(8)";
     m.drawImage(heatmaps[cb.dataset.finding], 0, 0, canvas.width, canvas.height);
-    m.filter = "none";
-    m.globalAlpha = 1;
   }
   m.lineWidth = Math.max(2, canvas.width / 400);
   if ($("show-boxes").checked) {

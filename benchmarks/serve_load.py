@@ -1,0 +1,98 @@
+"""Load on ``radsight serve`` over loopback: N concurrent clients upload studies and wait for their results.
+
+Reports sustained studies/s, p50/p99 latency (upload until the result is ready), errors, and the ratio of
+the service's p50 latency to bare analyze time (``Predictor.predict`` on the same images, same machine).
+
+    python benchmarks/serve_load.py --data ../shared/data/nih-cxr14/benchmark/images --clients 4 --studies 40
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from radsight.io import expand_inputs, load_image
+from radsight.pipeline import Predictor
+
+TOKEN = "load-test"
+
+
+def _client(url: str, files: list[Path], latencies: list[float], errors: list[str]) -> None:
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+    for path in files:
+        start = time.perf_counter()
+        try:
+            r = http.post("/api/studies", files={"file": (path.name, path.read_bytes())})
+            r.raise_for_status()
+            while (s := http.get(f"/api/studies/{r.json()['id']}").json())["status"] in ("queued", "running"):
+                time.sleep(0.02)
+            if s["status"] != "done":
+                errors.append(s["error"])
+                continue
+            latencies.append(time.perf_counter() - start)
+        except httpx.HTTPError as exc:
+            errors.append(str(exc))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--studies", type=int, default=40, help="in all, spread over the clients")
+    parser.add_argument("--workers", type=int, default=1, help="the service's analysis threads")
+    args = parser.parse_args()
+    files = expand_inputs([args.data])[: args.studies]
+    predictor = Predictor()
+    predictor.predict(load_image(files[0]))
+    bare = []
+    for f in files:
+        t = time.perf_counter()
+        predictor.predict(load_image(f))
+        bare.append(time.perf_counter() - t)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", data, "--port", str(port),
+                                   "--token", TOKEN, "--workers", str(args.workers)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                try:
+                    httpx.get(url + "/api/worklist", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            latencies, errors = [], []
+            shares = [files[i::args.clients] for i in range(args.clients)]
+            threads = [threading.Thread(target=_client, args=(url, share, latencies, errors)) for share in shares]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - start
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    lat = sorted(latencies)
+    p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    print(f"{len(files)} studies from {args.data}, {args.clients} clients, {args.workers} worker(s), loopback")
+    print(f"sustained {len(lat) / elapsed:.2f} studies/s; latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
+          f"errors {len(errors)}")
+    print(f"bare analyze (Predictor.predict): median {statistics.median(bare) * 1000:.0f} ms/image; "
+          f"service p50 / bare: {p50 / statistics.median(bare):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The reader's web page in a real browser (Playwright driving Debian's Chromium): worklist order, viewer,
+heatmap toggle, and a screenshot of the result."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import chest_phantom, make_dicom
+
+pytest.importorskip("fastapi", reason="needs radsight[serve]")
+uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
+httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
+playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright (radsight[test])")
+
+from radsight.service.app import Settings, create_app  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture()
+def server(tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium (scripts/test.sh installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_worklist_and_viewer_in_chromium(server, tmp_path):
+    api = httpx.Client(base_url=server, headers={"Authorization": "Bearer t"}, timeout=30)
+    png = io.BytesIO()
+    Image.fromarray((chest_phantom(seed=9) * 255).astype(np.uint8)).save(png, format="PNG")
+    ids = [api.post("/api/studies", files={"file": ("a.dcm", make_dicom(tmp_path / "a.dcm").read_bytes())}).json()["id"],
+           api.post("/api/studies", files={"file": ("b.png", png.getvalue())}).json()["id"]]
+    deadline = time.time() + 60
+    while time.time() < deadline and any(api.get(f"/api/studies/{i}").json()["status"] != "done" for i in ids):
+        time.sleep(0.2)
+    order = [r["id"] for r in api.get("/api/worklist").json()["studies"]]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server)
+        page.wait_for_selector("#worklist tbody tr:nth-child(2)")
+        assert page.eval_on_selector_all("#worklist tbody tr", "rows => rows.map(r => r.dataset.id)") == order
+        assert "Not for diagnostic use" in page.inner_text("header")
+        page.click(f"#worklist tbody tr[data-id='{order[0]}']")
+        page.wait_for_selector("#findings tbody tr:nth-child(14)")
+        toggles = page.query_selector_all("input.heat")
+        if toggles:
+            toggles[0].check()
+        page.fill("#width", "180")
+        page.dispatch_event("#width", "input")
+        assert "triage" in page.inner_text("#summary")
+        shot = tmp_path / "viewer.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    picture = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert picture.std() > 20  # a drawn radiograph and tables, not a blank page
+    if os.environ.get("RADSIGHT_SCREENSHOT_DIR"):
+        shutil.copy(shot, os.environ["RADSIGHT_SCREENSHOT_DIR"])

@@ -1,0 +1,76 @@
+"""radsight serve with a real Orthanc (Debian's orthanc + orthanc-dicomweb) on loopback: a radiograph stored
+in the PACS is found, analyzed, and its SR and overlay come back into the same study over STOW-RS."""
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conftest import make_dicom
+
+pytest.importorskip("fastapi", reason="needs radsight[serve]")
+hd = pytest.importorskip("highdicom", reason="needs radsight[serve]")
+httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from radsight.service.app import Settings, create_app  # noqa: E402
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "orthanc.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def orthanc(tmp_path):
+    if shutil.which("Orthanc") is None and shutil.which("apt-get") is None:
+        pytest.skip("needs Debian's orthanc and orthanc-dicomweb (scripts/orthanc.sh installs them)")
+    port = _free_port()
+    started = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "orthanc"), str(port), str(_free_port())],
+                             capture_output=True, text=True, timeout=600)
+    if started.returncode != 0:
+        pytest.skip(f"Orthanc could not be started here: {started.stderr.strip()[-300:]}")
+    pid = int(started.stdout.split()[-1])
+    yield f"http://127.0.0.1:{port}"
+    subprocess.run(["kill", str(pid)], check=False)
+
+
+def test_study_sent_to_orthanc_comes_back_with_sr_and_overlay(orthanc, tmp_path):
+    source = make_dicom(tmp_path / "cxr.dcm")
+    pacs = httpx.Client(base_url=orthanc, timeout=30)
+    stored = pacs.post("/instances", content=source.read_bytes()).json()
+    settings = Settings(data_dir=tmp_path / "data", token="t", orthanc_url=orthanc, poll_interval=0.3)
+    with TestClient(create_app(settings)) as client:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            series = pacs.get(f"/studies/{stored['ParentStudy']}/series", params={"expand": True}).json()
+            if {s["MainDicomTags"].get("Modality") for s in series} >= {"SR", "OT"}:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"no SR and overlay in Orthanc after 90 s; worklist: {client.get('/api/worklist').json()}")
+        time.sleep(1.0)  # more polls: radsight must not queue its own SR and overlay
+        rows = client.get("/api/worklist").json()["studies"]
+    assert len(rows) == 1 and rows[0]["status"] == "done"
+    by_modality = {s["MainDicomTags"]["Modality"]: s for s in series}
+    sr_bytes = pacs.get(f"/instances/{by_modality['SR']['Instances'][0]}/file").content
+    sr = hd.sr.srread(io.BytesIO(sr_bytes))
+    original = pydicom.dcmread(source)
+    assert sr.StudyInstanceUID == original.StudyInstanceUID and sr.VerificationFlag == "UNVERIFIED"
+    assert "NOT FOR DIAGNOSTIC USE" in sr.SeriesDescription
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == original.SOPInstanceUID
+    groups = sr.content.get_image_measurement_groups() + sr.content.get_planar_roi_measurement_groups()
+    assert len(groups) == 14  # one per NIH finding
+    sc = pydicom.dcmread(io.BytesIO(pacs.get(f"/instances/{by_modality['OT']['Instances'][0]}/file").content))
+    assert sc.SamplesPerPixel == 3 and sc.StudyInstanceUID == original.StudyInstanceUID
