@@ -111,9 +111,11 @@ def test_models_list_shows_installed_and_pullable(tmp_path, monkeypatch):
 def test_models_pull_offline_fails_fast_with_a_hint(tmp_path, monkeypatch):
     import time
 
+    from dataclasses import replace
+
     from radsight.models import catalog
     entry = catalog.CATALOG["xrv-densenet121-res224-nih"]  # an unresolvable host, also where there is network
-    monkeypatch.setitem(catalog.CATALOG, entry.name, catalog.replace(entry, url="https://radsight.invalid/nih.pt"))
+    monkeypatch.setitem(catalog.CATALOG, entry.name, replace(entry, url="https://radsight.invalid/nih.pt"))
     start = time.perf_counter()
     result = runner.invoke(app, ["models", "pull", "xrv-densenet121-res224-nih", "--cache-dir", str(tmp_path)])
     assert result.exit_code == 2

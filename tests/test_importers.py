@@ -70,11 +70,12 @@ def _radsight_probs(model, path: str) -> dict[str, float]:
     return {f.name: f.probability for f in prediction.findings}
 
 
-def _save_at_publisher_path(cache, entry: catalog.Published, obj) -> str:
+def _save_at_publisher_path(cache, entry: catalog.Published, obj):
+    """Where the publisher's loader looks for the file, given ``cache_dir``."""
     cache.mkdir(exist_ok=True)
     path = cache / entry.url.rsplit("/", 1)[1]
     torch.save(obj, path)
-    return str(path)
+    return path
 
 
 def test_torchxrayvision_densenet_matches_its_own_forward(images, tmp_path, monkeypatch):
@@ -86,7 +87,7 @@ def test_torchxrayvision_densenet_matches_its_own_forward(images, tmp_path, monk
     file = _save_at_publisher_path(tmp_path / "xrv", entry, net)  # a whole pickled model, as published
 
     publisher = xrv.models.DenseNet(weights="densenet121-res224-nih", cache_dir=str(tmp_path / "xrv"))
-    cfg = import_file("xrv-densenet", tmp_path / "xrv" / file.rsplit("/", 1)[1], entry.name)
+    cfg = import_file("xrv-densenet", file, entry.name)
     assert cfg.labels == entry.labels[:14] and cfg.thresholds == entry.operating_points()
     spread = []
     for path in images:
@@ -114,7 +115,7 @@ def test_torchxrayvision_resnet_matches_its_own_forward(images, tmp_path, monkey
     file = _save_at_publisher_path(tmp_path / "xrv", entry, net.state_dict())  # published as a state dict
     publisher = xrv.models.ResNet(weights="resnet50-res512-all", cache_dir=str(tmp_path / "xrv"), apply_sigmoid=True)
     publisher.op_threshs = None
-    cfg = import_file("xrv-resnet", tmp_path / "xrv" / file.rsplit("/", 1)[1], entry.name)
+    cfg = import_file("xrv-resnet", file, entry.name)
     assert cfg.labels == catalog.XRV_LABELS
     for path in few:
         ours = _radsight_probs(entry.name, path)

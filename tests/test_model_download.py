@@ -5,6 +5,7 @@ import hashlib
 import re
 import socket
 import threading
+from dataclasses import replace
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -95,7 +96,7 @@ def test_offline_fails_fast_and_leaves_nothing(tmp_path):
 def test_pull_offline_says_how_to_import_by_hand(tmp_path, monkeypatch):
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path))
     entry = catalog.CATALOG["xrv-densenet121-res224-nih"]
-    monkeypatch.setitem(catalog.CATALOG, entry.name, catalog.replace(entry, url="http://radsight.invalid/w.pt"))
+    monkeypatch.setitem(catalog.CATALOG, entry.name, replace(entry, url="http://radsight.invalid/w.pt"))
     with pytest.raises(Offline, match="radsight models import xrv-densenet FILE --name xrv-densenet121-res224-nih"):
         pull.pull(entry.name)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
@@ -103,7 +104,7 @@ def test_pull_offline_says_how_to_import_by_hand(tmp_path, monkeypatch):
 
 def test_pull_records_the_first_digest_and_refuses_a_changed_file(server, tmp_path, monkeypatch):
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path))
-    entry = catalog.replace(catalog.CATALOG["xrv-densenet121-res224-nih"], url=server)
+    entry = replace(catalog.CATALOG["xrv-densenet121-res224-nih"], url=server)
     monkeypatch.setitem(catalog.CATALOG, entry.name, entry)
     monkeypatch.setattr(pull, "import_file", lambda *a, **k: "converted")
     assert pull.pull(entry.name) == "converted"

@@ -45,18 +45,22 @@ class Radiograph:
 
     ``pixels`` is float32, shape (rows, cols), values in [0, 1], displayed as MONOCHROME2
     (0 = black = no attenuation, e.g. air in the lungs), after modality and VOI transforms.
-    ``stored`` (DICOM only) is the stored values over 2**BitsStored - 1, MONOCHROME2, without
-    modality or VOI transforms: the pixels some publishers' models were trained on.
+    ``stored_values`` (DICOM only) is the pixel data as decoded, before any transform: scaled on demand by
+    :meth:`model_pixels` for the models trained on it.
     """
 
     pixels: np.ndarray
     source: str
     meta: ImageMeta = field(default_factory=ImageMeta)
-    stored: np.ndarray | None = field(default=None, repr=False)
+    stored_values: np.ndarray | None = field(default=None, repr=False)
 
     def model_pixels(self, kind: str) -> np.ndarray:
-        """``display`` pixels, or ``stored`` ones where the file has them (a PNG's values are both)."""
-        return self.stored if kind == "stored" and self.stored is not None else self.pixels
+        """``display`` pixels, or ``stored`` ones: stored values over 2**BitsStored - 1, MONOCHROME2, without
+        modality or VOI transforms (torchxrayvision's reader). A PNG's values are both."""
+        if kind != "stored" or self.stored_values is None:
+            return self.pixels
+        stored = (self.stored_values / np.float32(2 ** self.meta.bits_stored - 1)).astype(np.float32)
+        return 1.0 - stored if self.meta.photometric == "MONOCHROME1" else stored
 
     @property
     def height(self) -> int:

@@ -23,7 +23,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _write_png(image: Image.Image, path: Path) -> None:
+def write_png(image: Image.Image, path: Path) -> None:
     _atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESSION))
 
 
@@ -38,14 +38,14 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str) ->
         heat = p.heatmaps.get(finding.name)
         if heat is not None:
             finding.heatmap = f"{stem}.heatmap.{finding.name}.png"
-            _write_png(Image.fromarray(np.round(heat * 255).astype(np.uint8), mode="L"), out_dir / finding.heatmap)
+            write_png(Image.fromarray(np.round(heat * 255).astype(np.uint8), mode="L"), out_dir / finding.heatmap)
     if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
         p.anatomy.mask = f"{stem}.lungs.png"
         grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
         grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
-        _write_png(grey, out_dir / p.anatomy.mask)
+        write_png(grey, out_dir / p.anatomy.mask)
     p.overlay = f"{stem}.overlay.png"
-    _write_png(render_overlay(image, p), out_dir / p.overlay)
+    write_png(render_overlay(image, p), out_dir / p.overlay)
     json_path = out_dir / f"{stem}.json"
     text = json.dumps(prediction_document(p), indent=2)
     _atomic_write(json_path, lambda t: t.write_text(text + "\n"))

@@ -50,11 +50,10 @@ def _read(path: Path, force: bool) -> Radiograph:
     except Exception as exc:  # any decoder failure is a property of this file: report it, keep the batch going
         raise InputError(source, f"pixel data cannot be decoded ({meta.transfer_syntax}): {exc}") from exc
     pixels, meta.windowing = _to_display(raw, ds)
-    stored = (raw / np.float32(2 ** meta.bits_stored - 1)).astype(np.float32)
     if meta.photometric == "MONOCHROME1":
-        pixels, stored = 1.0 - pixels, 1.0 - stored
+        pixels = 1.0 - pixels
     check_contrast(source, pixels)
-    return Radiograph(pixels=pixels, source=source, meta=meta, stored=stored)
+    return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw)
 
 
 def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:

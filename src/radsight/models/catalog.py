@@ -8,7 +8,7 @@ model's config and the ONNX file it became is verified on every load.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from radsight.core import FINDINGS
 from radsight.preprocess import InputSpec
@@ -109,5 +109,3 @@ FORMAT_DEFAULTS: dict[str, Published] = {
     "xrv-resnet": CATALOG["xrv-resnet50-res512-all"],
     "chexnet": CATALOG["chexnet-arnoweng"],
 }
-
-__all__ = ["CATALOG", "FORMAT_DEFAULTS", "Published", "replace"]

@@ -14,7 +14,7 @@ from radsight.core import InputError
 from radsight.io import load_image
 from radsight.pipeline import Predictor
 from radsight.render import render_overlay
-from radsight.report import prediction_document, write_outputs
+from radsight.report import prediction_document, write_outputs, write_png
 from radsight.service.db import Study, StudyStore
 
 log = logging.getLogger("radsight.service")
@@ -85,12 +85,12 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     prediction = predictor.predict(image)
     out = results_dir(data_dir, study_id)
     write_outputs(image, prediction, out, "study")
-    _write_display(image.pixels, out / "image.png")
+    write_png(_display(image.pixels), out / "image.png")
     document = prediction_document(prediction)
     document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
     if image.meta.modality is not None:  # DICOM in, DICOM out
         from radsight.service.dicom_out import overlay_capture, structured_report
-        ds = pydicom.dcmread(source)
+        ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
         results = [structured_report(ds, prediction),
                    overlay_capture(ds, np.asarray(render_overlay(image, prediction).convert("RGB")),
                                    prediction.model.name)]
@@ -102,10 +102,8 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     return document
 
 
-def _write_display(pixels: np.ndarray, path: Path) -> None:
+def _display(pixels: np.ndarray) -> Image.Image:
     im = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
     if max(im.size) > DISPLAY_LONGEST:
         im.thumbnail((DISPLAY_LONGEST, DISPLAY_LONGEST), Image.Resampling.LANCZOS)
-    tmp = path.with_suffix(".tmp.png")
-    im.save(tmp)
-    tmp.replace(path)
+    return im
