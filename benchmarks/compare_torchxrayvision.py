@@ -4,14 +4,18 @@ The weights are random (the published files cannot be downloaded here; speed doe
 values), saved in torchxrayvision's own format and imported with ``radsight models import``.
 
 - torchxrayvision: ``xrv.utils.load_image`` + ``XRayCenterCrop`` + ``XRayResizer(224)`` + ``model(x)``
-  under ``torch.no_grad()``: read + preprocess + forward, nothing else.
-- radsight: read + preprocess + forward + thresholds + CAM heatmaps and boxes for every positive finding
-  + triage (``Predictor.predict``), with ``--anatomy`` also the lung U-Net, lung fields and CTR, and with
-  ``--outputs`` also the JSON, overlay and heatmap PNGs (``radsight analyze``).
+  under ``torch.no_grad()``, one image after another: read + preprocess + forward, nothing else.
+- radsight, two ways, each doing read + preprocess + forward + thresholds + CAM heatmaps and boxes for every
+  positive finding + triage (``Predictor.predict``); with ``--anatomy`` also the lung U-Net, lung fields and
+  CTR, and with ``--outputs`` also the JSON, overlay and heatmap PNGs (``radsight analyze``):
+  - one image at a time on every core (latency of a single study);
+  - the folder, as ``radsight analyze`` runs it: one file a core at once (per-image time = wall / images).
 
 Each side runs in its own process (idle OpenMP/BLAS threads of one would otherwise spin against the
-other); radsight's process never imports torch, as in deployment. Prints per-image medians, the ratio torchxrayvision / radsight (above 1: radsight is faster) and the
-largest probability difference between the two. Needs radsight[train,parity].
+other); radsight's process never imports torch, as in deployment. The sides take turns over ``--rounds``
+passes, so a machine that speeds up or slows down during the run affects both. Prints per-image times, the
+ratios torchxrayvision / radsight (above 1: radsight is faster) and the largest probability difference.
+Needs radsight[train,parity].
 
     python benchmarks/compare_torchxrayvision.py --data ../shared/data/nih-cxr14/benchmark/images --limit 100
 """
@@ -23,52 +27,76 @@ import os
 import statistics
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 
+MODEL = "xrv-densenet121-res224-all"
 
-def _timed(fn, items) -> tuple[list[float], list]:
-    fn(items[0])  # warm-up
-    times, results = [], []
+
+def _timed(fn, items) -> tuple[list[float], float, list]:
+    """Per-item seconds, wall seconds, results."""
+    times, results, start = [], [], time.perf_counter()
     for item in items:
         t = time.perf_counter()
         results.append(fn(item))
         times.append(time.perf_counter() - t)
-    return times, results
+    return times, time.perf_counter() - start, results
 
 
-def _publisher(weights: str, files: list[Path]) -> tuple[list[float], list[dict]]:
+@lru_cache(maxsize=1)
+def _xrv_model(weights: str):
+    import torch
+    return torch.load(weights, map_location="cpu", weights_only=False).eval()
+
+
+def _publisher(weights: str, files: list[Path]) -> tuple[list[float], float, list[dict]]:
     import torch
     import torchxrayvision as xrv
-    net = torch.load(weights, map_location="cpu", weights_only=False).eval()
+    net = _xrv_model(weights)
 
     def run(path: Path) -> dict:
         img = xrv.datasets.XRayResizer(224)(xrv.datasets.XRayCenterCrop()(xrv.utils.load_image(str(path))))
         with torch.no_grad():
             return dict(zip(net.targets, net(torch.from_numpy(img)[None])[0].tolist()))
+    run(files[0])  # warm-up
     return _timed(run, files)
 
 
-def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool) -> tuple[list[float], list[dict], float]:
+@lru_cache(maxsize=2)
+def _predictor(home: str, anatomy: bool, threads: int):
     os.environ["RADSIGHT_HOME"] = home
+    from radsight.pipeline import Predictor
+    return Predictor(MODEL, lung_model="radsight-lung-unet" if anatomy else None, threads=threads)
+
+
+def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool) -> dict:
     from radsight.io import load_image
-    from radsight.pipeline import Predictor, analyze_files
-    predictor = Predictor("xrv-densenet121-res224-all", lung_model="radsight-lung-unet" if anatomy else None)
-    times, predictions = _timed(lambda f: predictor.predict(load_image(f)), files)
+    from radsight.pipeline import analyze_files, default_workers, ordered_map
+    single = _predictor(home, anatomy, 0)
+    single.predict(load_image(files[0]))  # warm-up
+    times, _, predictions = _timed(lambda f: single.predict(load_image(f)), files)
+
+    workers = default_workers(len(files))
+    folder = _predictor(home, anatomy, 1 if workers > 1 else 0)
+    start = time.perf_counter()
     if outputs:
-        times, t = [], time.perf_counter()
-        for _ in analyze_files(files, Path(home) / "out", predictor):
-            now = time.perf_counter()
-            times.append(now - t)
-            t = now
-    probs = [{f.name: f.probability for f in p.findings} for p in predictions]
-    return times, probs, statistics.mean(len(p.heatmaps) for p in predictions)
+        with tempfile.TemporaryDirectory() as out:
+            for _ in analyze_files(files, Path(out), folder, workers):
+                pass
+    else:
+        for _ in ordered_map(lambda f: folder.predict(load_image(f)), files, workers):
+            pass
+    return {"times": times, "folder_wall": time.perf_counter() - start, "workers": workers,
+            "probs": [{f.name: f.probability for f in p.findings} for p in predictions],
+            "heatmaps": statistics.mean(len(p.heatmaps) for p in predictions)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of radiographs (PNG or DICOM)")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=1, help="pass over the images this many times")
+    parser.add_argument("--repeat", type=int, default=1, help="pass over the images this many times a round")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each side takes")
     parser.add_argument("--anatomy", action="store_true", help="radsight also segments the lungs (CTR)")
     parser.add_argument("--outputs", action="store_true", help="radsight also writes JSON, overlay and PNGs")
     args = parser.parse_args()
@@ -77,19 +105,28 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no images under {args.data}")
     spawn = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
-        with spawn.Pool(1) as pool:
-            weights = pool.apply(_save_and_import, (tmp,))
-            theirs_t, theirs = pool.apply(_publisher, (weights, files))
-        with spawn.Pool(1) as pool:  # a fresh process: no torch imported
-            ours_t, ours, heatmaps = pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs))
-    diff = max(abs(p[name] - q[name]) for p, q in zip(ours, theirs) for name in p)
+    theirs_t, theirs_wall, ours_t, ours_wall = [], 0.0, [], 0.0
+    with tempfile.TemporaryDirectory() as tmp, spawn.Pool(1) as publisher, spawn.Pool(1) as ours_pool:
+        weights = publisher.apply(_save_and_import, (tmp,))
+        for _ in range(args.rounds):
+            times, wall, theirs = publisher.apply(_publisher, (weights, files))
+            theirs_t, theirs_wall = theirs_t + times, theirs_wall + wall
+            ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs))
+            ours_t, ours_wall = ours_t + ours["times"], ours_wall + ours["folder_wall"]
+    diff = max(abs(p[name] - q[name]) for p, q in zip(ours["probs"], theirs) for name in p)
+    n = len(files) * args.rounds
     a, b = statistics.median(theirs_t), statistics.median(ours_t)
+    a_folder, b_folder = theirs_wall / n, ours_wall / n
     what = "predict" + (" + anatomy" if args.anatomy else "") + (" + file outputs" if args.outputs else "")
-    print(f"images: {len(files)} from {args.data}; each side in its own process on {os.cpu_count()} cores")
-    print(f"torchxrayvision read+preprocess+forward: median {a * 1000:.1f} ms/image")
-    print(f"radsight {what} (heatmaps+boxes for {heatmaps:.1f} findings/image): median {b * 1000:.1f} ms/image")
-    print(f"ratio torchxrayvision / radsight: {a / b:.2f}x")
+    print(f"images: {len(files)} from {args.data}, {args.rounds} rounds; each side in its own process "
+          f"on {os.cpu_count()} cores")
+    print(f"radsight does: {what}, with CAM heatmaps and boxes for {ours['heatmaps']:.1f} findings/image")
+    print(f"torchxrayvision read+preprocess+forward, one image after another: median {a * 1000:.1f} ms/image, "
+          f"wall/images {a_folder * 1000:.1f} ms")
+    print(f"radsight, one image at a time (every core): median {b * 1000:.1f} ms/image; "
+          f"ratio torchxrayvision / radsight {a / b:.2f}x")
+    print(f"radsight over the folder ({ours['workers']} files at once, as radsight analyze): wall/images "
+          f"{b_folder * 1000:.1f} ms; ratio torchxrayvision / radsight {a_folder / b_folder:.2f}x")
     print(f"max |probability difference|: {diff:.2e} (random weights, mostly saturated; "
           f"tests/test_importers.py checks parity on spread-out probabilities)")
 
@@ -103,7 +140,7 @@ def _save_and_import(home: str) -> str:
     torch.manual_seed(0)
     path = Path(home) / "xrv.pt"
     torch.save(xrv.models.DenseNet(apply_sigmoid=True).eval(), path)
-    import_file("xrv-densenet", path, "xrv-densenet121-res224-all")
+    import_file("xrv-densenet", path, MODEL)
     return str(path)
 
 

@@ -9,7 +9,7 @@ from conftest import make_dicom
 from radsight.core import FINDINGS, InputError
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.models.store import ChecksumMismatch, get_model
-from radsight.pipeline import Predictor, analyze_files
+from radsight.pipeline import Predictor, analyze_files, ordered_map
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,37 @@ def test_analyze_files_writes_outputs_and_survives_bad_files(predictor, tmp_path
     assert overlay.mode == "RGB" and overlay.height >= 300
     text = json.dumps(doc)
     assert "SECRET-ID-123" not in text and "Test^Patient" not in text
+
+
+def test_files_analyzed_at_once_give_the_same_outputs_in_order(tiny_model, tmp_path, phantom):
+    inputs = []
+    for i in range(5):
+        (tmp_path / "in" / f"{i}").mkdir(parents=True)
+        inputs.append(make_dicom(tmp_path / "in" / f"{i}" / "x.dcm", np.clip(phantom + 0.02 * i, 0, 1)))
+    inputs.insert(2, tmp_path / "in" / "broken.dcm")
+    inputs[2].write_bytes(b"not a dicom" * 20)
+    runs = {}
+    for workers in (1, 3):
+        predictor = Predictor(str(tiny_model), threads=1 if workers > 1 else 0)
+        runs[workers] = list(analyze_files(inputs, tmp_path / f"out{workers}", predictor, workers))
+    names = {w: [o.json_path.name if o.json_path else None for o in runs[w]] for w in runs}
+    assert [o.path for o in runs[3]] == inputs
+    assert names[1] == names[3] == ["x.json", "x-2.json", None, "x-3.json", "x-4.json", "x-5.json"]
+    for one, many in zip(runs[1], runs[3]):
+        if one.prediction is not None:
+            expected = [f.probability for f in one.prediction.findings]
+            assert [f.probability for f in many.prediction.findings] == pytest.approx(expected, abs=1e-6)
+
+
+def test_ordered_map_keeps_order_and_raises_what_a_worker_raised():
+    assert list(ordered_map(lambda x: x * x, range(20), workers=3)) == [x * x for x in range(20)]
+
+    def fail_on_7(x):
+        if x == 7:
+            raise RuntimeError("seven")
+        return x
+    with pytest.raises(RuntimeError, match="seven"):
+        list(ordered_map(fail_on_7, range(20), workers=2))
 
 
 def test_lossless_compression_gives_the_same_prediction(predictor, tmp_path, phantom):

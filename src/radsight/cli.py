@@ -79,11 +79,11 @@ def _example_path() -> Path:
     return Path(found)
 
 
-def _predictor(model: str, lung_model: str | None = None):
+def _predictor(model: str, lung_model: str | None = None, threads: int = 0):
     from radsight.models.store import ChecksumMismatch, ModelNotFound
     from radsight.pipeline import Predictor
     try:
-        return Predictor(model, lung_model=lung_model)
+        return Predictor(model, lung_model=lung_model, threads=threads)
     except (ModelNotFound, ChecksumMismatch, ValueError) as exc:
         raise _fail(str(exc))
 
@@ -98,6 +98,8 @@ def analyze(
     lung_model: str = typer.Option("radsight-lung-unet", help="lung segmentation model for lung fields and CTR"),
     anatomy: bool = typer.Option(True, help="segment the lungs and measure the cardiothoracic ratio"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
+    workers: Optional[int] = typer.Option(None, min=1, help="files analyzed at once (default: one a CPU core); "
+                                          "each then runs single-threaded, a single file uses every core"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -105,18 +107,19 @@ def analyze(
     from rich.console import Console
     from rich.progress import Progress
 
-    from radsight.pipeline import analyze_files, expand_inputs
+    from radsight.pipeline import analyze_files, default_workers, expand_inputs
 
     files = expand_inputs(list(paths or []) + ([_example_path()] if example else []))
     if not files:
         raise _fail("no input: give files or folders, or --example")
-    predictor = _predictor(model, lung_model if anatomy else None)
+    workers = min(workers or default_workers(len(files)), len(files))
+    predictor = _predictor(model, lung_model if anatomy else None, threads=1 if workers > 1 else 0)
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed, rows = [], 0, []
     start = time.perf_counter()
     with Progress(console=err, transient=True, disable=len(files) <= 3) as progress:
         task = progress.add_task("analyzing", total=len(files))
-        for outcome in analyze_files(files, out, predictor):
+        for outcome in analyze_files(files, out, predictor, workers):
             progress.advance(task)
             if outcome.error is not None:
                 failed += 1

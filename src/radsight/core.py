@@ -39,6 +39,14 @@ class ImageMeta:
     windowing: str | None = None  # how pixel values were mapped to [0, 1]
 
 
+def affine_float32(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``values * scale + offset`` as one new float32 array (films are large: no float64 temporaries)."""
+    out = values.astype(np.float32)  # stored values (< 2**24) are exact in float32
+    out *= np.float32(scale)
+    out += np.float32(offset)
+    return out
+
+
 @dataclass
 class Radiograph:
     """One radiograph under radsight's pixel contract.
@@ -59,8 +67,10 @@ class Radiograph:
         modality or VOI transforms (torchxrayvision's reader). A PNG's values are both."""
         if kind != "stored" or self.stored_values is None:
             return self.pixels
-        stored = (self.stored_values / np.float32(2 ** self.meta.bits_stored - 1)).astype(np.float32)
-        return 1.0 - stored if self.meta.photometric == "MONOCHROME1" else stored
+        top = float(2 ** self.meta.bits_stored - 1)
+        if self.meta.photometric == "MONOCHROME1":
+            return affine_float32(self.stored_values, -1.0 / top, 1.0)
+        return affine_float32(self.stored_values, 1.0 / top, 0.0)
 
     @property
     def height(self) -> int:

@@ -6,10 +6,13 @@ image I/O -> lung model (anatomy, CTR, thorax crop) -> pixel contract -> classif
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -29,6 +32,7 @@ from radsight.triage import priority, threshold_scaled
 
 ANATOMY_GRID = 512  # lung outlines are measured on a grid this long: finer than heatmaps need
 Crop = tuple[int, int, int, int]  # x, y, width, height in original pixels
+T, R = TypeVar("T"), TypeVar("R")
 
 
 class ThoraxCropper:
@@ -168,18 +172,45 @@ class Outcome:
     error: InputError | None = None
 
 
-def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor) -> Iterator[Outcome]:
-    """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on."""
+def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, workers: int = 1) -> Iterator[Outcome]:
+    """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on.
+
+    Outcomes come in input order. With ``workers`` > 1, that many files are analyzed at once on threads
+    sharing ``predictor``; give it ``threads=1`` so the threads do not oversubscribe the cores.
+    """
     stems: set[str] = set()
-    for path in paths:
+    jobs = [(path, _unique_stem(path, stems)) for path in paths]  # a file's name never depends on its neighbours
+
+    def one(job: tuple[Path, str]) -> Outcome:
+        path, stem = job
         try:
             image = load_image(path)
             prediction = predictor.predict(image)
         except InputError as exc:
-            yield Outcome(path, error=exc)
-            continue
-        stem = _unique_stem(path, stems)
-        yield Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
+            return Outcome(path, error=exc)
+        return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
+    return ordered_map(one, jobs, workers)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, results in order, at most twice ``workers`` items in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="radsight") as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def default_workers(files: int) -> int:
+    """Files analyzed at once: one a core, no more than there are files."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(files, cores))
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -192,4 +223,5 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return candidate
 
 
-__all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "expand_inputs", "score_manifest"]
+__all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "default_workers", "expand_inputs", "ordered_map",
+           "score_manifest"]

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+from scipy import sparse
 
 PIXELS = ("display", "stored")
 CROPS = ("none", "center")
@@ -59,26 +60,23 @@ def resize_8bit(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
 
 
-def resize_skimage(x: np.ndarray, size: int) -> np.ndarray:
-    """``skimage.transform.resize(x, (size, size))`` with its defaults: Gaussian anti-aliasing (sigma
-    ``(factor - 1) / 2``, zero padding), then linear zoom on the pixel grid (zero outside).
+def resize_skimage(x: np.ndarray, size: int, pad: float = 0.0) -> np.ndarray:
+    """``skimage.transform.resize(x, (size, size), mode="constant", cval=pad)``: Gaussian anti-aliasing
+    (sigma ``(factor - 1) / 2``), then linear zoom on the pixel grid, ``pad`` outside the image.
 
-    Both steps are linear and separable, so they are one ``(size, n)`` matrix per axis, applied as two
-    matrix products: the same numbers as SciPy's filter-then-zoom, several times faster on large films.
+    Both steps are linear and separable, so they are one sparse ``(size, n)`` matrix per axis (a few taps a
+    row), applied as two sparse products: the same numbers as SciPy's filter-then-zoom, several times faster.
+    The padding adds ``pad`` times the weight each output pixel puts outside the image.
     """
     rows, cols = _resize_matrix(x.shape[0], size), _resize_matrix(x.shape[1], size)
-    with _blas().limit(limits=1, user_api="blas"):  # idle BLAS threads would spin against ONNX Runtime's
-        return (rows @ x.astype(np.float32, copy=False)) @ cols.T
-
-
-@lru_cache(maxsize=1)
-def _blas():
-    from threadpoolctl import ThreadpoolController
-    return ThreadpoolController()
+    out = np.asarray((cols @ (rows @ x.astype(np.float32, copy=False)).T).T)
+    if pad:
+        out += np.float32(pad) * (1.0 - np.outer(rows.sum(axis=1), cols.sum(axis=1))).astype(np.float32)
+    return out
 
 
 @lru_cache(maxsize=16)
-def _resize_matrix(n: int, size: int) -> np.ndarray:
+def _resize_matrix(n: int, size: int) -> sparse.csr_matrix:
     factor = n / size
     sigma = max(0.0, (factor - 1) / 2)
     radius = int(4.0 * sigma + 0.5)  # scipy.ndimage.gaussian_filter's default truncate=4
@@ -92,7 +90,7 @@ def _resize_matrix(n: int, size: int) -> np.ndarray:
             if 0 <= tap < n and weight > 0:  # outside the image the value is 0
                 lo, hi = max(0, tap - radius), min(n, tap + radius + 1)
                 out[o, lo:hi] += weight * kernel[lo - tap + radius:hi - tap + radius]
-    return out.astype(np.float32)
+    return sparse.csr_matrix(out.astype(np.float32))
 
 
 def center_square(height: int, width: int) -> tuple[int, int, int, int]:
@@ -101,17 +99,21 @@ def center_square(height: int, width: int) -> tuple[int, int, int, int]:
     return width // 2 - side // 2, height // 2 - side // 2, side, side
 
 
+def _per_channel(value: float | Sequence[float], channels: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, np.float32), (channels,))
+
+
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """(H, W) in [0, 1] -> (channels, H, W) standardised, per channel where mean/std are per channel."""
-    mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (spec.channels,))[:, None, None]
-    std = np.broadcast_to(np.asarray(spec.std, np.float32), (spec.channels,))[:, None, None]
+    mean = _per_channel(spec.mean, spec.channels)[:, None, None]
+    std = _per_channel(spec.std, spec.channels)[:, None, None]
     return (pixels.astype(np.float32)[None] - mean) / std
 
 
 def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """(H, W) in [0, 1], already cropped -> the model's (channels, S, S) input."""
-    if spec.resample == "skimage":  # skimage pads with 0 in the publisher's normalised units: normalise first
-        x = normalise(pixels, spec)
-        return np.stack([resize_skimage(channel, spec.size) for channel in x])
+    if spec.resample == "skimage":  # skimage pads with 0 in the publisher's normalised units: the mean in ours
+        means, stds = _per_channel(spec.mean, spec.channels), _per_channel(spec.std, spec.channels)
+        return np.stack([(resize_skimage(pixels, spec.size, pad=m) - m) / s for m, s in zip(means, stds)])
     small = resize_8bit(pixels, spec.size) if spec.resample == "pillow-8bit" else resize(pixels, spec.size, spec.size)
     return normalise(small, spec)

@@ -27,22 +27,31 @@ def heatmap_boxes(heat: np.ndarray, image_height: int, image_width: int, probabi
     probability times the region's peak heat.
     """
     sy, sx = image_height / heat.shape[0], image_width / heat.shape[1]
-    boxes = [Box(x=cols.start * sx, y=rows.start * sy, width=(cols.stop - cols.start) * sx,
-                 height=(rows.stop - rows.start) * sy, score=float(probability * peak))
-             for (rows, cols), peak in _regions(heat, np.ones(heat.shape, bool), cfg.threshold, cfg)]
+    boxes = [Box(x=x0 * sx, y=y0 * sy, width=(x1 - x0) * sx, height=(y1 - y0) * sy, score=float(probability * peak))
+             for (y0, x0, y1, x1), peak in _regions(heat, heat >= cfg.threshold, cfg.threshold, cfg, heat.size)]
     boxes.sort(key=lambda b: b.score, reverse=True)
     return boxes[:cfg.max_boxes]
 
 
-def _regions(heat: np.ndarray, within: np.ndarray, level: float, cfg: BoxConfig) -> list[tuple[tuple, float]]:
-    labels, count = ndimage.label((heat >= level) & within)
+def _regions(heat: np.ndarray, mask: np.ndarray, level: float, cfg: BoxConfig, grid_area: int,
+             top: int = 0, left: int = 0) -> list[tuple[tuple[int, int, int, int], float]]:
+    """(y0, x0, y1, x1) on the grid and peak heat of each region of ``mask``; ``heat`` and ``mask`` may be a
+    window of the grid whose corner is (``top``, ``left``): only the window around the mask is labelled."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return []
+    window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    heat, mask, top, left = heat[window], mask[window], top + rows[0], left + cols[0]
+    labels, _ = ndimage.label(mask)
     found = []
-    for index, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
-        region = labels == index
-        if region.sum() < cfg.min_area * heat.size:
+    for index, (r, c) in enumerate(ndimage.find_objects(labels), start=1):
+        region = labels[r, c] == index
+        if region.sum() < cfg.min_area * grid_area:
             continue
-        if (rows.stop - rows.start) * (cols.stop - cols.start) <= cfg.max_area * heat.size:
-            found.append(((rows, cols), float(heat[region].max())))
+        inner, y0, x0 = heat[r, c], int(top + r.start), int(left + c.start)
+        if (r.stop - r.start) * (c.stop - c.start) <= cfg.max_area * grid_area:
+            found.append(((y0, x0, int(top + r.stop), int(left + c.stop)), float(inner[region].max())))
         elif level + cfg.step < 1.0:
-            found.extend(_regions(heat, region, level + cfg.step, cfg))
+            higher = level + cfg.step
+            found.extend(_regions(inner, region & (inner >= higher), higher, cfg, grid_area, y0, x0))
     return found

@@ -11,7 +11,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi
 
 from radsight.core import ImageMeta, InputError, Radiograph
-from radsight.io.limits import check_contrast, check_geometry, normalise_range
+from radsight.io.limits import affine_clip, check_contrast, check_geometry, normalise_range
 
 RADIOGRAPHY_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"", "CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
@@ -132,11 +132,10 @@ def _window(ds: pydicom.Dataset) -> tuple[float, float, str] | None:
 
 def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
     """PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3.1 (SIGMOID), output in [0, 1]."""
-    x = values.astype(np.float64)
     if function == "SIGMOID":
-        return (1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-4.0 * (values.astype(np.float64) - center) / width))).astype(np.float32)
     if function == "LINEAR":
         center, width = center - 0.5, width - 1.0
     if width <= 0:  # LINEAR with width 1 is a hard threshold
-        return (x > center).astype(np.float32)
-    return np.clip((x - center) / width + 0.5, 0.0, 1.0).astype(np.float32)
+        return (values > center).astype(np.float32)
+    return affine_clip(values, 1.0 / width, 0.5 - center / width)

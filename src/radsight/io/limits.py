@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radsight.core import InputError
+from radsight.core import InputError, affine_float32
 
 MAX_FILE_BYTES = 1 << 30  # 1 GiB
 MAX_PIXELS = 50_000_000  # larger than any chest detector (43 cm at 0.1 mm is ~18.5 MP)
@@ -33,5 +33,10 @@ def normalise_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Linearly map [low, high] to [0, 1] as float32, clipping outside."""
     if high <= low:
         return np.zeros(values.shape, np.float32)
-    out = (values.astype(np.float64) - low) / (high - low)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return affine_clip(values, 1.0 / (high - low), -low / (high - low))
+
+
+def affine_clip(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``clip(values * scale + offset, 0, 1)`` as float32."""
+    out = affine_float32(values, scale, offset)
+    return np.clip(out, 0.0, 1.0, out=out)

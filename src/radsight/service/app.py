@@ -44,7 +44,8 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.token:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     store = StudyStore(settings.data_dir / "radsight.sqlite")
-    predictor = Predictor(settings.model, lung_model=settings.lung_model)
+    threads = 1 if settings.workers > 1 else 0  # several workers: one core each
+    predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads)
     orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
     workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
 
