@@ -113,6 +113,9 @@ def main() -> None:
             theirs_t, theirs_wall = theirs_t + times, theirs_wall + wall
             ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs))
             ours_t, ours_wall = ours_t + ours["times"], ours_wall + ours["folder_wall"]
+        for pool in (publisher, ours_pool):  # let the workers exit on their own rather than be terminated
+            pool.close()
+            pool.join()
     diff = max(abs(p[name] - q[name]) for p, q in zip(ours["probs"], theirs) for name in p)
     n = len(files) * args.rounds
     a, b = statistics.median(theirs_t), statistics.median(ours_t)

@@ -37,21 +37,28 @@ def _regions(heat: np.ndarray, mask: np.ndarray, level: float, cfg: BoxConfig, g
              top: int = 0, left: int = 0) -> list[tuple[tuple[int, int, int, int], float]]:
     """(y0, x0, y1, x1) on the grid and peak heat of each region of ``mask``; ``heat`` and ``mask`` may be a
     window of the grid whose corner is (``top``, ``left``): only the window around the mask is labelled."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    window = _bounds(mask)
+    if window is None:
         return []
-    window = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-    heat, mask, top, left = heat[window], mask[window], top + rows[0], left + cols[0]
-    labels, _ = ndimage.label(mask)
+    heat, mask = heat[window], mask[window]
+    top, left = top + window[0].start, left + window[1].start
+    labels, count = ndimage.label(mask)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
     found = []
-    for index, (r, c) in enumerate(ndimage.find_objects(labels), start=1):
-        region = labels[r, c] == index
-        if region.sum() < cfg.min_area * grid_area:
-            continue
-        inner, y0, x0 = heat[r, c], int(top + r.start), int(left + c.start)
+    for index in np.flatnonzero(sizes[1:] >= cfg.min_area * grid_area) + 1:  # label order, as before
+        r, c = _bounds(labels == index)
+        region, inner, y0, x0 = labels[r, c] == index, heat[r, c], top + r.start, left + c.start
         if (r.stop - r.start) * (c.stop - c.start) <= cfg.max_area * grid_area:
-            found.append(((y0, x0, int(top + r.stop), int(left + c.stop)), float(inner[region].max())))
+            found.append(((y0, x0, top + r.stop, left + c.stop), float(inner[region].max())))
         elif level + cfg.step < 1.0:
             higher = level + cfg.step
             found.extend(_regions(inner, region & (inner >= higher), higher, cfg, grid_area, y0, x0))
     return found
+
+
+def _bounds(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest window holding every True of ``mask``; None when there is none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
