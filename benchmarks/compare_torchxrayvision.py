@@ -14,7 +14,8 @@ values), saved in torchxrayvision's own format and imported with ``radsight mode
 Each side runs in its own process (idle OpenMP/BLAS threads of one would otherwise spin against the
 other); radsight's process never imports torch, as in deployment. The sides take turns over ``--rounds``
 passes, so a machine that speeds up or slows down during the run affects both. Prints per-image times, the
-ratios torchxrayvision / radsight (above 1: radsight is faster) and the largest probability difference.
+ratios torchxrayvision / radsight of each round and their median (above 1: radsight is faster), and the
+largest probability difference.
 Needs radsight[train,parity].
 
     python benchmarks/compare_torchxrayvision.py --data ../shared/data/nih-cxr14/benchmark/images --limit 100
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder of radiographs (PNG or DICOM)")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=1, help="pass over the images this many times a round")
-    parser.add_argument("--rounds", type=int, default=3, help="turns each side takes")
+    parser.add_argument("--rounds", type=int, default=5, help="turns each side takes")
     parser.add_argument("--anatomy", action="store_true", help="radsight also segments the lungs (CTR)")
     parser.add_argument("--outputs", action="store_true", help="radsight also writes JSON, overlay and PNGs")
     args = parser.parse_args()
@@ -105,33 +106,37 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no images under {args.data}")
     spawn = mp.get_context("spawn")
-    theirs_t, theirs_wall, ours_t, ours_wall = [], 0.0, [], 0.0
+    rounds = []  # per round: torchxrayvision median, its wall/images, radsight median, radsight folder wall/images
     with tempfile.TemporaryDirectory() as tmp, spawn.Pool(1) as publisher, spawn.Pool(1) as ours_pool:
         weights = publisher.apply(_save_and_import, (tmp,))
         for _ in range(args.rounds):
             times, wall, theirs = publisher.apply(_publisher, (weights, files))
-            theirs_t, theirs_wall = theirs_t + times, theirs_wall + wall
             ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs))
-            ours_t, ours_wall = ours_t + ours["times"], ours_wall + ours["folder_wall"]
+            rounds.append((statistics.median(times), wall / len(files), statistics.median(ours["times"]),
+                           ours["folder_wall"] / len(files)))
         for pool in (publisher, ours_pool):  # let the workers exit on their own rather than be terminated
             pool.close()
             pool.join()
     diff = max(abs(p[name] - q[name]) for p, q in zip(ours["probs"], theirs) for name in p)
-    n = len(files) * args.rounds
-    a, b = statistics.median(theirs_t), statistics.median(ours_t)
-    a_folder, b_folder = theirs_wall / n, ours_wall / n
+    a, a_wall, b, b_wall = (statistics.median(r[i] for r in rounds) for i in range(4))
+    single, folder = [r[0] / r[2] for r in rounds], [r[1] / r[3] for r in rounds]
     what = "predict" + (" + anatomy" if args.anatomy else "") + (" + file outputs" if args.outputs else "")
     print(f"images: {len(files)} from {args.data}, {args.rounds} rounds; each side in its own process "
-          f"on {os.cpu_count()} cores")
+          f"on {os.cpu_count()} cores; medians over rounds")
     print(f"radsight does: {what}, with CAM heatmaps and boxes for {ours['heatmaps']:.1f} findings/image")
     print(f"torchxrayvision read+preprocess+forward, one image after another: median {a * 1000:.1f} ms/image, "
-          f"wall/images {a_folder * 1000:.1f} ms")
-    print(f"radsight, one image at a time (every core): median {b * 1000:.1f} ms/image; "
-          f"ratio torchxrayvision / radsight {a / b:.2f}x")
-    print(f"radsight over the folder ({ours['workers']} files at once, as radsight analyze): wall/images "
-          f"{b_folder * 1000:.1f} ms; ratio torchxrayvision / radsight {a_folder / b_folder:.2f}x")
+          f"wall/images {a_wall * 1000:.1f} ms")
+    print(f"radsight, one image at a time (every core): median {b * 1000:.1f} ms/image")
+    print(f"radsight over the folder ({ours['workers']} files at once, as radsight analyze): "
+          f"wall/images {b_wall * 1000:.1f} ms")
+    print(f"ratio torchxrayvision / radsight, one image at a time: {_ratios(single)}")
+    print(f"ratio torchxrayvision / radsight, per-image time over the folder: {_ratios(folder)}")
     print(f"max |probability difference|: {diff:.2e} (random weights, mostly saturated; "
           f"tests/test_importers.py checks parity on spread-out probabilities)")
+
+
+def _ratios(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f}x (rounds: {', '.join(f'{v:.2f}' for v in values)})"
 
 
 def _save_and_import(home: str) -> str:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from radsight.anatomy import (cardiothoracic_ratio, energy_inside, label_lungs, lung_fields, outline,
+from radsight.anatomy import (cardiothoracic_ratio, energy_inside, fill_holes, label_lungs, lung_fields, outline,
                               thorax_region)
 from radsight.segmentation import dice, hausdorff, iou
 
@@ -105,3 +106,16 @@ def test_shipped_lung_model_calls_non_chest_images_implausible(kind):
     pixels = xx * 0.8 + 0.1 if kind == "gradient" else ((np.floor(yy * 6) + np.floor(xx * 6)) % 2) * 0.8 + 0.1
     anatomy, _ = ThoraxCropper().anatomy(Radiograph(pixels=pixels.astype(np.float32), source=kind))
     assert not anatomy.plausible and anatomy.reason and anatomy.ctr is None and anatomy.lungs == []
+
+
+def test_fill_holes_in_a_window_equals_scipy():
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        mask = ndimage.gaussian_filter(rng.random((60, 75)), 2) > 0.5 if trial % 2 else rng.random((50, 50)) > 0.4
+        labels, count = ndimage.label(mask)
+        if count == 0:
+            continue
+        largest = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        region = labels == largest
+        filled = fill_holes(region, ndimage.find_objects(labels)[largest - 1])
+        assert (filled == ndimage.binary_fill_holes(region)).all()

@@ -38,7 +38,8 @@ def label_lungs(prob: np.ndarray, limits: LungLimits = LungLimits()) -> tuple[np
         return out, f"{'no lung field' if count == 0 else 'only one lung field'} found"
     sizes = ndimage.sum_labels(binary, regions, np.arange(1, count + 1))
     two = np.argsort(sizes)[::-1][:2] + 1
-    masks = [ndimage.binary_fill_holes(regions == k) for k in two]
+    windows = ndimage.find_objects(regions)
+    masks = [fill_holes(regions == k, windows[k - 1]) for k in two]
     masks.sort(key=lambda m: np.argwhere(m)[:, 1].mean())  # image-left first: the patient's right lung
     out[masks[0]], out[masks[1]] = RIGHT, LEFT
     width = prob.shape[1]
@@ -55,6 +56,19 @@ def label_lungs(prob: np.ndarray, limits: LungLimits = LungLimits()) -> tuple[np
     if not centre_right < width / 2 < centre_left:
         return out, "the two regions do not lie on either side of the midline"
     return out, None
+
+
+def fill_holes(mask: np.ndarray, window: tuple[slice, slice]) -> np.ndarray:
+    """``ndimage.binary_fill_holes(mask)`` for a mask lying inside ``window``: only the window is searched.
+
+    Around the window everything is background, so background touching the window's edge is outside; the
+    rest of the window's background is holes.
+    """
+    background, _ = ndimage.label(~np.pad(mask[window], 1))
+    outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    filled = mask.copy()
+    filled[window] = ~np.isin(background[1:-1, 1:-1], outside)
+    return filled
 
 
 def lung_fields(labels: np.ndarray, height: int, width: int,

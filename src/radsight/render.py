@@ -29,16 +29,7 @@ def render_overlay(image: Radiograph, prediction: Prediction) -> Image.Image:
     longest = max(image.height, image.width)
     scale = min(max(1.0, OVERLAY_SHORTEST / longest), OVERLAY_LONGEST / longest)
     h, w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
-    gray = np.round(resize(image.pixels, h, w) * 255).astype(np.uint8)
-    picture = Image.fromarray(gray, mode="L").convert("RGB")
-    for finding in prediction.positives:
-        heat = prediction.heatmaps.get(finding.name)
-        if heat is None:
-            continue
-        alpha = 0.6 * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1)
-        mask = Image.fromarray(np.round(alpha * 255).astype(np.uint8), mode="L").resize((w, h), Image.Resampling.BILINEAR)
-        tint = Image.new("RGB", (w, h), PALETTE.get(finding.name, OTHER_COLOUR))
-        picture = Image.composite(tint, picture, mask)
+    picture = Image.fromarray(_tinted(resize(image.pixels, h, w), prediction), mode="RGB")
     canvas = Image.new("RGB", (w + PANEL_WIDTH, max(h, 520)), (16, 16, 20))
     canvas.paste(picture, (0, 0))
     draw = ImageDraw.Draw(canvas)
@@ -55,6 +46,28 @@ def render_overlay(image: Radiograph, prediction: Prediction) -> Image.Image:
         _draw_anatomy(draw, prediction.anatomy, scale, w)
     _draw_panel(draw, w + 16, prediction)
     return canvas
+
+
+def _tinted(gray: np.ndarray, prediction: Prediction) -> np.ndarray:
+    """The radiograph (h, w) in [0, 1] with each positive finding's heatmap laid over it in its colour.
+
+    Laying tints one over another is ``picture * transmittance + colour``. Both terms are smooth, so they are
+    formed on the heatmap grid and scaled up once, instead of blending every heatmap at full size.
+    """
+    layers = [(prediction.heatmaps[f.name], PALETTE.get(f.name, OTHER_COLOUR))
+              for f in prediction.positives if f.name in prediction.heatmaps]
+    rgb = np.repeat(gray[..., None] * 255.0, 3, axis=2)
+    if layers:
+        transmittance = np.ones(layers[0][0].shape, np.float32)
+        colour = np.zeros((*layers[0][0].shape, 3), np.float32)
+        for heat, tint in layers:
+            alpha = (0.6 * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1))[..., None]
+            colour = colour * (1 - alpha) + alpha * np.asarray(tint, np.float32)
+            transmittance *= 1 - alpha[..., 0]
+        h, w = gray.shape
+        colour = np.stack([resize(channel, h, w) for channel in colour.transpose(2, 0, 1)], axis=-1)
+        rgb = rgb * resize(transmittance, h, w)[..., None] + colour
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
 LUNG_COLOUR, THORAX_COLOUR, HEART_COLOUR = (0, 220, 255), (255, 255, 255), (255, 140, 0)
