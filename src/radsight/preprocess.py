@@ -61,8 +61,8 @@ def resize_8bit(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_skimage(x: np.ndarray, size: int, pad: float = 0.0) -> np.ndarray:
-    """``skimage.transform.resize(x, (size, size), mode="constant", cval=pad)``: Gaussian anti-aliasing
-    (sigma ``(factor - 1) / 2``), then linear zoom on the pixel grid, ``pad`` outside the image.
+    """``skimage.transform.resize(x, (size, size), mode="constant", cval=pad, preserve_range=True)``:
+    Gaussian anti-aliasing (sigma ``(factor - 1) / 2``), then linear zoom on the pixel grid, ``pad`` outside.
 
     Both steps are linear and separable, so they are one sparse ``(size, n)`` matrix per axis (a few taps a
     row), applied as two sparse products: the same numbers as SciPy's filter-then-zoom, several times faster.
