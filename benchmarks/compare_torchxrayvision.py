@@ -72,13 +72,13 @@ def _predictor(home: str, anatomy: bool, threads: int):
 
 def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool) -> dict:
     from radsight.io import load_image
-    from radsight.pipeline import analyze_files, default_workers, ordered_map
+    from radsight.pipeline import analyze_files, default_workers, ordered_map, threads_per_worker
     single = _predictor(home, anatomy, 0)
     single.predict(load_image(files[0]))  # warm-up
     times, _, predictions = _timed(lambda f: single.predict(load_image(f)), files)
 
     workers = default_workers(len(files))
-    folder = _predictor(home, anatomy, 1 if workers > 1 else 0)
+    folder = _predictor(home, anatomy, threads_per_worker(workers))
     start = time.perf_counter()
     if outputs:
         with tempfile.TemporaryDirectory() as out:

@@ -9,7 +9,7 @@ from conftest import make_dicom
 from radsight.core import FINDINGS, InputError
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.models.store import ChecksumMismatch, get_model
-from radsight.pipeline import Predictor, analyze_files, ordered_map
+from radsight.pipeline import Predictor, analyze_files, ordered_map, threads_per_worker
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_files_analyzed_at_once_give_the_same_outputs_in_order(tiny_model, tmp_p
     inputs[2].write_bytes(b"not a dicom" * 20)
     runs = {}
     for workers in (1, 3):
-        predictor = Predictor(str(tiny_model), threads=1 if workers > 1 else 0)
+        predictor = Predictor(str(tiny_model), threads=threads_per_worker(workers))
         runs[workers] = list(analyze_files(inputs, tmp_path / f"out{workers}", predictor, workers))
     names = {w: [o.json_path.name if o.json_path else None for o in runs[w]] for w in runs}
     assert [o.path for o in runs[3]] == inputs
@@ -100,6 +100,13 @@ def test_files_analyzed_at_once_give_the_same_outputs_in_order(tiny_model, tmp_p
         if one.prediction is not None:
             expected = [f.probability for f in one.prediction.findings]
             assert [f.probability for f in many.prediction.findings] == pytest.approx(expected, abs=1e-6)
+
+
+def test_concurrent_files_share_the_cores_out(monkeypatch):
+    import radsight.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "cpu_cores", lambda: 16)
+    assert pipeline.default_workers(3) == 3 and pipeline.default_workers(100) == 16
+    assert [threads_per_worker(w) for w in (1, 3, 16, 32)] == [0, 5, 1, 1]  # 0: ONNX Runtime takes every core
 
 
 def test_ordered_map_keeps_order_and_raises_what_a_worker_raised():

@@ -98,8 +98,8 @@ def analyze(
     lung_model: str = typer.Option("radsight-lung-unet", help="lung segmentation model for lung fields and CTR"),
     anatomy: bool = typer.Option(True, help="segment the lungs and measure the cardiothoracic ratio"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
-    workers: Optional[int] = typer.Option(None, min=1, help="files analyzed at once (default: one a CPU core); "
-                                          "each then runs single-threaded, a single file uses every core"),
+    workers: Optional[int] = typer.Option(None, min=1, help="files analyzed at once (default: one a CPU core, "
+                                          "at most one a file); they share the cores out"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -107,13 +107,13 @@ def analyze(
     from rich.console import Console
     from rich.progress import Progress
 
-    from radsight.pipeline import analyze_files, default_workers, expand_inputs
+    from radsight.pipeline import analyze_files, default_workers, expand_inputs, threads_per_worker
 
     files = expand_inputs(list(paths or []) + ([_example_path()] if example else []))
     if not files:
         raise _fail("no input: give files or folders, or --example")
     workers = min(workers or default_workers(len(files)), len(files))
-    predictor = _predictor(model, lung_model if anatomy else None, threads=1 if workers > 1 else 0)
+    predictor = _predictor(model, lung_model if anatomy else None, threads=threads_per_worker(workers))
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed, rows = [], 0, []
     start = time.perf_counter()

@@ -176,7 +176,7 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
     """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on.
 
     Outcomes come in input order. With ``workers`` > 1, that many files are analyzed at once on threads
-    sharing ``predictor``; give it ``threads=1`` so the threads do not oversubscribe the cores.
+    sharing ``predictor``; give it ``threads=threads_per_worker(workers)`` so they share the cores out.
     """
     stems: set[str] = set()
     jobs = [(path, _unique_stem(path, stems)) for path in paths]  # a file's name never depends on its neighbours
@@ -207,10 +207,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
             yield pending.popleft().result()
 
 
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(files: int) -> int:
     """Files analyzed at once: one a core, no more than there are files."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(files, cores))
+    return max(1, min(files, cpu_cores()))
+
+
+def threads_per_worker(workers: int) -> int:
+    """ONNX Runtime threads for each of ``workers`` concurrent analyses: the cores shared out (0: all of them)."""
+    return 0 if workers <= 1 else max(1, cpu_cores() // workers)
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -224,4 +232,4 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 __all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "default_workers", "expand_inputs", "ordered_map",
-           "score_manifest"]
+           "score_manifest", "threads_per_worker"]

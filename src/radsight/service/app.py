@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from radsight.core import InputError
 from radsight.io import load_image
-from radsight.pipeline import Predictor
+from radsight.pipeline import Predictor, threads_per_worker
 from radsight.service.db import StudyStore
 from radsight.service.pacs import Orthanc, Poller, split_multipart
 from radsight.service.worker import Workers, results_dir, upload_path
@@ -44,8 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.token:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     store = StudyStore(settings.data_dir / "radsight.sqlite")
-    threads = 1 if settings.workers > 1 else 0  # several workers: one core each
-    predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads)
+    predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads_per_worker(settings.workers))
     orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
     workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
 
