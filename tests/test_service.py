@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import io
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,6 +17,7 @@ from conftest import chest_phantom, make_dicom
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 pytest.importorskip("highdicom", reason="needs radsight[serve]")
+import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from radsight.service.app import Settings, create_app  # noqa: E402
@@ -124,3 +129,63 @@ def test_interrupted_study_resumes_once_after_restart(tmp_path):
         rows = client.get("/api/worklist").json()["studies"]
         assert [r["id"] for r in rows] == [study_id]
         assert client.app.state.store.get(study_id).attempts == 2
+
+
+def _start_server(data_dir, log_path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
+                               "--port", str(port), "--token", TOKEN], stdout=log_path.open("ab"),
+                              stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert server.poll() is None, f"server exited: {log_path.read_text()[-2000:]}"
+        try:
+            httpx.get(url + "/api/worklist", timeout=1)
+            return server, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")
+
+
+def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
+    """A real SIGKILL, not a simulated one: studies queued or running when the process dies are all analyzed
+    after a restart, each once more at most, and the job store survives."""
+    data, log = tmp_path / "data", tmp_path / "server.log"
+    server, url = _start_server(data, log)
+    try:
+        http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
+        ids = [http.post("/api/studies", files={"file": (f"{i}.png", _png(chest_phantom(seed=i)), "image/png")}
+                         ).json()["id"] for i in range(8)]
+        deadline = time.time() + 120
+        while time.time() < deadline:  # kill once some, not all, are done: the queue is mid-way
+            statuses = [http.get(f"/api/studies/{i}").json()["status"] for i in ids]
+            if "done" in statuses:
+                break
+            time.sleep(0.02)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert statuses.count("done") < len(ids), "every study finished before the kill; the test proves nothing"
+    server, url = _start_server(data, log)
+    try:
+        http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
+        deadline = time.time() + 120
+        while time.time() < deadline and any(http.get(f"/api/studies/{i}").json()["status"] in ("queued", "running")
+                                             for i in ids):
+            time.sleep(0.1)
+        final = {i: http.get(f"/api/studies/{i}").json() for i in ids}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert all(s["status"] == "done" for s in final.values()), final
+    assert all(len(s["result"]["findings"]) == 14 for s in final.values())
+    store = StudyStore(data / "radsight.sqlite")
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    attempts = [store.get(i).attempts for i in ids]
+    assert set(attempts) <= {1, 2} and attempts.count(2) <= 1  # one worker: only the study it held is run again
