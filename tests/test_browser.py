@@ -57,7 +57,13 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(server)
+        page.fill("#token", "wrong")  # reads need a reader session: the page asks for the token
+        page.click("#signin button")
+        page.wait_for_selector("#signin-error:has-text('wrong token')")
+        page.fill("#token", "t")
+        page.click("#signin button")
         page.wait_for_selector("#worklist tbody tr:nth-child(2)")
+        assert page.is_hidden("#signin") and page.input_value("#token") == ""
         assert page.eval_on_selector_all("#worklist tbody tr", "rows => rows.map(r => r.dataset.id)") == order
         assert "Not for diagnostic use" in page.inner_text("header")
         page.click(f"#worklist tbody tr[data-id='{order[0]}']")

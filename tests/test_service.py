@@ -32,6 +32,11 @@ def _settings(tmp_path, **kw) -> Settings:
     return Settings(data_dir=tmp_path / "data", token=TOKEN, **kw)
 
 
+def _sign_in(client) -> None:
+    """The web page's reader session: reads then carry its cookie; writes still need the bearer token."""
+    assert client.post("/api/session", json={"token": TOKEN}).status_code == 204
+
+
 def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray((pixels * 255).astype(np.uint8)).save(buffer, format="PNG")
@@ -53,6 +58,7 @@ def _wait(client, ids, timeout=60) -> dict:
 def test_upload_analyze_and_read_back(tmp_path):
     dcm = make_dicom(tmp_path / "a.dcm")
     with TestClient(create_app(_settings(tmp_path))) as client:
+        _sign_in(client)
         r1 = client.post("/api/studies", files={"file": ("a.dcm", dcm.read_bytes(), "application/dicom")}, headers=AUTH)
         r2 = client.post("/api/studies", files={"file": ("b.png", _png(chest_phantom(seed=5)), "image/png")},
                          headers=AUTH)
@@ -85,6 +91,7 @@ def test_upload_analyze_and_read_back(tmp_path):
 def test_writes_need_the_token_and_bad_requests_get_clear_4xx(tmp_path):
     ct = make_dicom(tmp_path / "ct.dcm", modality="CT")
     with TestClient(create_app(_settings(tmp_path, max_upload_bytes=200_000))) as client:
+        _sign_in(client)
         files = {"file": ("x.png", _png(chest_phantom()), "image/png")}
         assert client.post("/api/studies", files=files).status_code == 401
         assert client.post("/api/studies", files=files, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -104,11 +111,29 @@ def test_writes_need_the_token_and_bad_requests_get_clear_4xx(tmp_path):
         assert "access-control-allow-origin" not in client.get("/api/worklist", headers={"Origin": "http://x"}).headers
 
 
+def test_reads_need_the_token_or_a_reader_session_and_writes_never_take_the_cookie(tmp_path):
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        assert client.get("/api/worklist").status_code == 401
+        assert client.get("/api/studies/nope/files/image.png").status_code == 401
+        assert client.get("/api/worklist", headers=AUTH).status_code == 200
+        assert client.get("/api/model").status_code == 200 and client.get("/").status_code == 200  # no patient data
+        assert client.post("/api/session", json={"token": "wrong"}).status_code == 401
+        r = client.post("/api/session", json={"token": TOKEN})
+        cookie = r.headers["set-cookie"].lower()
+        assert r.status_code == 204 and "httponly" in cookie and "samesite=strict" in cookie and TOKEN not in cookie
+        assert client.get("/api/worklist").status_code == 200
+        files = {"file": ("x.png", _png(chest_phantom()), "image/png")}
+        assert client.post("/api/studies", files=files).status_code == 401  # the cookie alone cannot write
+        assert client.delete("/api/session").status_code == 204
+        assert client.get("/api/worklist").status_code == 401
+
+
 def test_stow_rs_queues_each_part(tmp_path):
     good = pydicom.dcmread(make_dicom(tmp_path / "g.dcm"))
     ct = pydicom.dcmread(make_dicom(tmp_path / "c.dcm", modality="CT"))
     body, content_type = stow_body([good, ct])
     with TestClient(create_app(_settings(tmp_path))) as client:
+        _sign_in(client)
         r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
         assert r.status_code == 200
         assert len(r.json()["ids"]) == 1 and "modality CT" in r.json()["failed"][0]["error"]
@@ -118,6 +143,7 @@ def test_stow_rs_queues_each_part(tmp_path):
 def test_interrupted_study_resumes_once_after_restart(tmp_path):
     settings = _settings(tmp_path)
     with TestClient(create_app(settings)) as client:
+        _sign_in(client)
         app_store: StudyStore = client.app.state.store
         client.app.state.workers.stop()  # as if the server died before analyzing
         r = client.post("/api/studies", files={"file": ("a.png", _png(chest_phantom()), "image/png")}, headers=AUTH)
@@ -125,6 +151,7 @@ def test_interrupted_study_resumes_once_after_restart(tmp_path):
         assert app_store.claim().id == study_id  # a worker took it ... and the process was killed
         assert app_store.get(study_id).status == "running"
     with TestClient(create_app(settings)) as client:  # restart
+        _sign_in(client)
         assert _wait(client, [study_id])[study_id]["status"] == "done"
         rows = client.get("/api/worklist").json()["studies"]
         assert [r["id"] for r in rows] == [study_id]

@@ -1,7 +1,6 @@
 """The FastAPI application: REST API, STOW-RS, the reader's web page."""
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import tempfile
@@ -9,15 +8,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from radsight.core import InputError
 from radsight.io import load_image
 from radsight.pipeline import Predictor, threads_per_worker
+from radsight.service.access import Access
 from radsight.service.db import StudyStore
 from radsight.service.pacs import Orthanc, Poller, split_multipart
 from radsight.service.worker import Workers, results_dir, upload_path
@@ -25,6 +25,10 @@ from radsight.service.worker import Workers, results_dir, upload_path
 STATIC = Path(__file__).parent / "static"
 RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "sr.dcm", "overlay.dcm"}
 log = logging.getLogger("radsight.service")
+
+
+class SignIn(BaseModel):
+    token: str
 
 
 @dataclass
@@ -86,11 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    bearer = HTTPBearer(auto_error=False)
-
-    def writer(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), settings.token.encode()):
-            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    access = Access(settings.token)
+    writer, reader = Depends(access.writer), Depends(access.reader)
 
     async def read_limited(stream, limit: int) -> bytes:
         chunks, size = [], 0
@@ -110,14 +111,14 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
         return study_id
 
-    @app.post("/api/studies", status_code=202, dependencies=[Depends(writer)])
+    @app.post("/api/studies", status_code=202, dependencies=[writer])
     async def post_study(file: UploadFile) -> dict:
         """Queue a DICOM, PNG or JPEG radiograph (multipart field ``file``)."""
         data = await read_limited(_chunks(file), settings.max_upload_bytes)
         study_id = await queue_bytes(data, os.path.basename(file.filename or "upload"), "upload")
         return {"id": study_id, "status": "queued"}
 
-    @app.post("/dicom-web/studies", dependencies=[Depends(writer)])
+    @app.post("/dicom-web/studies", dependencies=[writer])
     async def stow(request: Request) -> dict:
         """STOW-RS: ``multipart/related; type="application/dicom"``, one radiograph per part."""
         content_type = request.headers.get("content-type", "")
@@ -138,11 +139,20 @@ def create_app(settings: Settings) -> FastAPI:
                 failed.append({"part": i + 1, "error": exc.detail})
         return {"ids": stored, "failed": failed}
 
-    @app.get("/api/studies/{study_id}")
+    @app.post("/api/session", status_code=204)
+    def sign_in(body: SignIn, request: Request, response: Response) -> None:
+        """The web page's reader session: a cookie that lets this browser read (not write) until it closes."""
+        access.open_session(body.token, response, secure=request.url.scheme == "https")
+
+    @app.delete("/api/session", status_code=204)
+    def sign_out(response: Response) -> None:
+        access.close_session(response)
+
+    @app.get("/api/studies/{study_id}", dependencies=[reader])
     def get_study(study_id: str) -> dict:
         return _known(store, study_id).public()
 
-    @app.get("/api/studies/{study_id}/files/{name}")
+    @app.get("/api/studies/{study_id}/files/{name}", dependencies=[reader])
     def get_file(study_id: str, name: str) -> FileResponse:
         _known(store, study_id)
         allowed = name in RESULT_FILES or (name.startswith("study.heatmap.") and name.endswith(".png")
@@ -152,7 +162,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, f"no file {name!r} for this study")
         return FileResponse(path)
 
-    @app.get("/api/worklist")
+    @app.get("/api/worklist", dependencies=[reader])
     def worklist() -> dict:
         return {"studies": [_row(s) for s in store.worklist()], "counts": store.counts()}
 

@@ -3,11 +3,24 @@
 const $ = (id) => document.getElementById(id);
 let current = null, pixels = null, heatmaps = {};
 
+const SIGN_IN = "sign in";
+
 async function json(url) {
-  const r = await fetch(url);
+  const r = await fetch(url);  // reads carry the reader session cookie
+  if (r.status === 401) { $("signin").hidden = false; throw new Error(SIGN_IN); }
   if (!r.ok) throw new Error(`${url}: ${r.status}`);
   return r.json();
 }
+
+// The token is sent once, for a session cookie; the page does not keep it.
+$("signin").onsubmit = async (event) => {
+  event.preventDefault();
+  const r = await fetch("/api/session", {method: "POST", headers: {"Content-Type": "application/json"},
+                                         body: JSON.stringify({token: $("token").value})});
+  $("token").value = "";
+  $("signin-error").textContent = r.ok ? "" : "wrong token";
+  if (r.ok) { $("signin").hidden = true; refresh(); }
+};
 
 function pct(p) { return p == null ? "" : (100 * p).toFixed(1) + "%"; }
 
@@ -84,7 +97,7 @@ async function open(id) {
     `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}. ${r.disclaimer}`;
   current_result = r;
   render();
-  refreshWorklist();
+  refresh();
 }
 
 let current_result = null;
@@ -131,5 +144,8 @@ function render() {
 for (const id of ["width", "level", "zoom", "show-boxes", "show-lungs"]) $(id).addEventListener("input", render);
 $("reset").onclick = () => { $("width").value = 255; $("level").value = 128; $("zoom").value = 1; render(); };
 json("/api/model").then((m) => { $("model").textContent = `${m.name} ${m.version}`; });
-refreshWorklist();
-setInterval(refreshWorklist, 2000);
+function refresh() {
+  refreshWorklist().catch((e) => { if (e.message !== SIGN_IN) console.error(e); });
+}
+refresh();
+setInterval(refresh, 2000);
