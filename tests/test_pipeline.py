@@ -118,6 +118,11 @@ def test_ordered_map_keeps_order_and_raises_what_a_worker_raised():
         return x
     with pytest.raises(RuntimeError, match="seven"):
         list(ordered_map(fail_on_7, range(20), workers=2))
+    started = []
+    results = ordered_map(lambda x: started.append(x) or x, range(100), workers=2)
+    assert next(results) == 0
+    results.close()  # the consumer stops: what was queued but not started is dropped
+    assert len(started) < 100
 
 
 def test_lossless_compression_gives_the_same_prediction(predictor, tmp_path, phantom):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -197,14 +197,16 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     if workers <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="radsight") as pool:
-        pending: deque[Future[R]] = deque()
+    pool, pending = ThreadPoolExecutor(workers, thread_name_prefix="radsight"), deque()
+    try:
         for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # an error, Ctrl-C or a consumer that stops early: files not yet started are not analyzed
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def cpu_cores() -> int:
