@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -162,9 +163,9 @@ def _start_server(data_dir, log_path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
-                               "--port", str(port), "--token", TOKEN], stdout=log_path.open("ab"),
-                              stderr=subprocess.STDOUT)
+    with log_path.open("ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
+                                   "--port", str(port), "--token", TOKEN], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -212,7 +213,8 @@ def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
         server.wait(timeout=30)
     assert all(s["status"] == "done" for s in final.values()), final
     assert all(len(s["result"]["findings"]) == 14 for s in final.values())
+    with sqlite3.connect(data / "radsight.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store = StudyStore(data / "radsight.sqlite")
-    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     attempts = [store.get(i).attempts for i in ids]
     assert set(attempts) <= {1, 2} and attempts.count(2) <= 1  # one worker: only the study it held is run again
