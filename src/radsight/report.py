@@ -31,8 +31,11 @@ def prediction_document(p: Prediction) -> dict:
     return {"schema_version": SCHEMA_VERSION, **p.to_dict(), "disclaimer": DISCLAIMER}
 
 
-def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str) -> Path:
-    """Write ``stem.json``, ``stem.overlay.png`` and ``stem.heatmap.<Finding>.png``; return the JSON path."""
+def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
+                  overlay: Image.Image | None = None) -> Path:
+    """Write ``stem.json``, ``stem.overlay.png`` and ``stem.heatmap.<Finding>.png``; return the JSON path.
+
+    ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for finding in p.positives:
         heat = p.heatmaps.get(finding.name)
@@ -45,7 +48,7 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str) ->
         grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
         write_png(grey, out_dir / p.anatomy.mask)
     p.overlay = f"{stem}.overlay.png"
-    write_png(render_overlay(image, p), out_dir / p.overlay)
+    write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / p.overlay)
     json_path = out_dir / f"{stem}.json"
     text = json.dumps(prediction_document(p), indent=2)
     _atomic_write(json_path, lambda t: t.write_text(text + "\n"))

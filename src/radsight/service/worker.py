@@ -84,7 +84,8 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     image = load_image(source)
     prediction = predictor.predict(image)
     out = results_dir(data_dir, study_id)
-    write_outputs(image, prediction, out, "study")
+    overlay = render_overlay(image, prediction)  # drawn once: the overlay PNG and, for DICOM, the SC
+    write_outputs(image, prediction, out, "study", overlay)
     write_png(_display(image.pixels), out / "image.png")
     document = prediction_document(prediction)
     document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
@@ -92,8 +93,7 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
         from radsight.service.dicom_out import overlay_capture, structured_report
         ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
         results = [structured_report(ds, prediction),
-                   overlay_capture(ds, np.asarray(render_overlay(image, prediction).convert("RGB")),
-                                   prediction.model.name)]
+                   overlay_capture(ds, np.asarray(overlay), prediction.model.name)]
         for name, dataset in zip(("sr.dcm", "overlay.dcm"), results):
             dataset.save_as(out / name, enforce_file_format=True)
         document["dicom_results"] = ["sr.dcm", "overlay.dcm"]
