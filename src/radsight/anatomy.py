@@ -40,7 +40,9 @@ def label_lungs(prob: np.ndarray, limits: LungLimits = LungLimits()) -> tuple[np
     two = np.argsort(sizes)[::-1][:2] + 1
     windows = ndimage.find_objects(regions)
     masks = [fill_holes(regions == k, windows[k - 1]) for k in two]
-    masks.sort(key=lambda m: np.argwhere(m)[:, 1].mean())  # image-left first: the patient's right lung
+    centres = [float(np.argwhere(m)[:, 1].mean()) for m in masks]
+    if centres[0] > centres[1]:  # image-left first: the patient's right lung
+        masks, centres = masks[::-1], centres[::-1]
     out[masks[0]], out[masks[1]] = RIGHT, LEFT
     width = prob.shape[1]
     for side, mask in zip(("right", "left"), masks):
@@ -51,9 +53,7 @@ def label_lungs(prob: np.ndarray, limits: LungLimits = LungLimits()) -> tuple[np
                          f"(plausible: {limits.min_share:.0%}-{limits.max_share:.0%})")
         if (rows[-1] - rows[0] + 1) / prob.shape[0] < limits.min_height:
             return out, f"{side} lung is only {(rows[-1] - rows[0] + 1) / prob.shape[0]:.0%} of the image high"
-    centre_right = np.argwhere(masks[0])[:, 1].mean()
-    centre_left = np.argwhere(masks[1])[:, 1].mean()
-    if not centre_right < width / 2 < centre_left:
+    if not centres[0] < width / 2 < centres[1]:
         return out, "the two regions do not lie on either side of the midline"
     return out, None
 

@@ -52,13 +52,10 @@ class ThoraxCropper:
             anatomy.ctr = cardiothoracic_ratio(labels, image.height, image.width, image.meta.view_position)
         return anatomy, labels
 
-    def crop(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None) -> tuple[np.ndarray, Crop | None]:
-        """The thorax's pixels and where they lie; the whole image when the lungs are not plausible."""
+    def box(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None) -> Crop | None:
+        """Where the thorax lies; None (the whole image) when the lungs are not plausible."""
         anatomy, labels = found or self.anatomy(image)
-        if not anatomy.plausible:
-            return image.pixels, None
-        x, y, w, h = thorax_box(labels, image.height, image.width)
-        return image.pixels[y:y + h, x:x + w], (x, y, w, h)
+        return thorax_box(labels, image.height, image.width) if anatomy.plausible else None
 
 
 class Predictor:
@@ -75,14 +72,12 @@ class Predictor:
                          ) -> tuple[np.ndarray, Crop | None]:
         """The model input (C, S, S) under the pixel contract, and the crop it was taken from, if any."""
         spec = self.cfg.input
-        pixels, crop = image.model_pixels(spec.pixels), None
+        crop = None
         if spec.region == "thorax":
-            pixels, crop = self.lungs.crop(image, found)
+            crop = self.lungs.box(image, found)
         elif spec.crop == "center":
             crop = center_square(image.height, image.width)
-            x, y, w, h = crop
-            pixels = pixels[y:y + h, x:x + w]
-        return to_model_input(pixels, spec), crop
+        return to_model_input(cut(image.model_pixels(spec.pixels), crop), spec), crop
 
     def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
@@ -120,6 +115,14 @@ class Predictor:
         return Prediction(source=image.source, width=image.width, height=image.height,
                           model=ModelRef(cfg.name, cfg.version), triage=triage, findings=findings,
                           meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None)
+
+
+def cut(pixels: np.ndarray, crop: Crop | None) -> np.ndarray:
+    """The pixels inside ``crop`` (all of them when it is None)."""
+    if crop is None:
+        return pixels
+    x, y, w, h = crop
+    return pixels[y:y + h, x:x + w]
 
 
 def _full_heatmap(cam: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph) -> np.ndarray:

@@ -51,7 +51,7 @@ def _read(path: Path, force: bool) -> Radiograph:
         raise InputError(source, f"pixel data cannot be decoded ({meta.transfer_syntax}): {exc}") from exc
     pixels, meta.windowing = _to_display(raw, ds)
     if meta.photometric == "MONOCHROME1":
-        pixels = 1.0 - pixels
+        np.subtract(1.0, pixels, out=pixels)  # a fresh array: invert in place, no second film-sized copy
     check_contrast(source, pixels)
     return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw)
 

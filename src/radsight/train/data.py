@@ -11,7 +11,7 @@ from rich.progress import track
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
 from radsight.io import load_image
-from radsight.pipeline import ThoraxCropper
+from radsight.pipeline import ThoraxCropper, cut
 from radsight.preprocess import InputSpec, resize
 
 
@@ -29,7 +29,7 @@ def load_split(manifest: Manifest, spec: InputSpec, cropper: ThoraxCropper | Non
         except InputError as exc:
             print(f"skipped: {exc}")
             continue
-        pixels = cropper.crop(image)[0] if cropper else image.pixels
+        pixels = cut(image.model_pixels(spec.pixels), cropper.box(image) if cropper else None)
         images.append(resize(pixels, spec.size, spec.size))
         keep.append(i)
     if not images:
