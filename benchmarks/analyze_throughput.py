@@ -16,7 +16,6 @@ from pathlib import Path
 
 from radsight.io import expand_inputs, load_image
 from radsight.pipeline import Predictor, analyze_files
-from radsight.preprocess import to_model_input
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
     bare = []
     for f in files:
         t = time.perf_counter()
-        predictor.model(to_model_input(load_image(f).pixels, predictor.cfg.input)[None])
+        predictor.model(predictor.classifier_input(load_image(f))[0][None])
         bare.append(time.perf_counter() - t)
 
     full = []

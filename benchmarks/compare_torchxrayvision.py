@@ -72,7 +72,8 @@ def _predictor(home: str, anatomy: bool, threads: int):
 
 def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool) -> dict:
     from radsight.io import load_image
-    from radsight.pipeline import analyze_files, default_workers, ordered_map, threads_per_worker
+    from radsight.concurrency import default_workers, ordered_map, threads_per_worker
+    from radsight.pipeline import analyze_files
     single = _predictor(home, anatomy, 0)
     single.predict(load_image(files[0]))  # warm-up
     times, _, predictions = _timed(lambda f: single.predict(load_image(f)), files)

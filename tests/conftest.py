@@ -88,11 +88,11 @@ def tiny_model(tmp_path_factory) -> Path:
     from radsight.models.store import sha256_file
     from radsight.preprocess import InputSpec
     from radsight.train.export import export_onnx
-    from radsight.train.nets import build
+    from radsight.train.registry import build
 
     torch.manual_seed(0)
     labels = [*FINDINGS, TRIAGE_LABEL]
-    net = build("densenet-small", len(labels), growth_rate=4, block_config=(1, 1, 1, 1), num_init_features=8)
+    net = build("densenet-small", num_classes=len(labels), growth_rate=4, block_config=(1, 1, 1, 1), num_init_features=8)
     out = tmp_path_factory.mktemp("tiny_model")
     spec = InputSpec(size=64)
     export_onnx(net, spec, out / "model.onnx")

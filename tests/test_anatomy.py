@@ -101,10 +101,10 @@ def test_outline_closes_on_the_border():
 @pytest.mark.parametrize("kind", ["gradient", "checkerboard"])
 def test_shipped_lung_model_calls_non_chest_images_implausible(kind):
     from radsight.core import Radiograph
-    from radsight.pipeline import ThoraxCropper
+    from radsight.lung_model import LungModel
     yy, xx = np.mgrid[0:300, 0:300] / 300.0
     pixels = xx * 0.8 + 0.1 if kind == "gradient" else ((np.floor(yy * 6) + np.floor(xx * 6)) % 2) * 0.8 + 0.1
-    anatomy, _ = ThoraxCropper().anatomy(Radiograph(pixels=pixels.astype(np.float32), source=kind))
+    anatomy = LungModel().segment(Radiograph(pixels=pixels.astype(np.float32), source=kind)).anatomy
     assert not anatomy.plausible and anatomy.reason and anatomy.ctr is None and anatomy.lungs == []
 
 

@@ -9,7 +9,8 @@ from conftest import make_dicom
 from radsight.core import FINDINGS, InputError
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.models.store import ChecksumMismatch, get_model
-from radsight.pipeline import Predictor, analyze_files, ordered_map, threads_per_worker
+from radsight.concurrency import ordered_map, threads_per_worker
+from radsight.pipeline import Predictor, analyze_files
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_analyze_files_writes_outputs_and_survives_bad_files(predictor, tmp_path
     outcomes = list(analyze_files([good, bad, same_name], tmp_path / "out", predictor))
     assert [o.error is None for o in outcomes] == [True, False, True]
     assert isinstance(outcomes[1].error, InputError) and "bad.dcm" in str(outcomes[1].error)
-    assert {o.json_path.name for o in outcomes if o.json_path} == {"good.json", "good-2.json"}
+    assert {o.files.json for o in outcomes if o.files} == {"good.json", "good-2.json"}
     doc = json.loads((tmp_path / "out" / "good.json").read_text())
     assert set(doc) >= {"source", "width", "height", "model", "triage", "findings", "image", "overlay", "disclaimer"}
     assert doc["model"] == {"name": "tiny-test", "version": "0.0.1"}
@@ -93,7 +94,7 @@ def test_files_analyzed_at_once_give_the_same_outputs_in_order(tiny_model, tmp_p
     for workers in (1, 3):
         predictor = Predictor(str(tiny_model), threads=threads_per_worker(workers))
         runs[workers] = list(analyze_files(inputs, tmp_path / f"out{workers}", predictor, workers))
-    names = {w: [o.json_path.name if o.json_path else None for o in runs[w]] for w in runs}
+    names = {w: [o.files.json if o.files else None for o in runs[w]] for w in runs}
     assert [o.path for o in runs[3]] == inputs
     assert names[1] == names[3] == ["x.json", "x-2.json", None, "x-3.json", "x-4.json", "x-5.json"]
     for one, many in zip(runs[1], runs[3]):
@@ -103,9 +104,9 @@ def test_files_analyzed_at_once_give_the_same_outputs_in_order(tiny_model, tmp_p
 
 
 def test_concurrent_files_share_the_cores_out(monkeypatch):
-    import radsight.pipeline as pipeline
-    monkeypatch.setattr(pipeline, "cpu_cores", lambda: 16)
-    assert pipeline.default_workers(3) == 3 and pipeline.default_workers(100) == 16
+    import radsight.concurrency as concurrency
+    monkeypatch.setattr(concurrency, "cpu_cores", lambda: 16)
+    assert concurrency.default_workers(3) == 3 and concurrency.default_workers(100) == 16
     assert [threads_per_worker(w) for w in (1, 3, 16, 32)] == [0, 5, 1, 1]  # 0: ONNX Runtime takes every core
 
 
@@ -207,7 +208,7 @@ def test_thorax_models_need_a_lung_model(tiny_model, tmp_path):
 def test_lung_mask_png_is_written(tiny_model, tmp_path, phantom):
     predictor = thorax_predictor(tiny_model, tmp_path, "image")
     [outcome] = analyze_files([make_dicom(tmp_path / "a.dcm", phantom)], tmp_path / "out", predictor)
-    doc = json.loads(outcome.json_path.read_text())
+    doc = json.loads((tmp_path / "out" / outcome.files.json).read_text())
     mask = np.asarray(Image.open(tmp_path / "out" / doc["anatomy"]["mask"]))
     assert mask.shape == (320, 288) and set(np.unique(mask)) == {0, 127, 254}
     assert mask[160, 100] == 127 and mask[160, 190] == 254  # patient's right lung on the image's left

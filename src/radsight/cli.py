@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, DEFAULT_MODEL
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use.")
 
@@ -17,25 +19,40 @@ def _root() -> None:
 
 @app.command()
 def train(
-    manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="CSV: image, patient_id, split, 14 labels"),
+    manifest: Path = typer.Option(..., exists=True, dir_okay=False,
+                                  help="CSV: image, patient_id, split, 14 labels (bone-suppression: image, target, "
+                                       "patient_id, split)"),
     images: Path = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
-    task: str = typer.Option("classification", help="classification | lung-segmentation"),
+    task: str = typer.Option("classification", help="classification | abnormal (binary pretraining) | "
+                                                    "lung-segmentation | bone-suppression"),
     masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="lung-segmentation: mask folder"),
+    targets: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                           help="bone-suppression: soft-tissue images (default: targets/ beside "
+                                                "--images)"),
+    stages: str = typer.Option("128:400,256:800,512:800", help="bone-suppression: size:steps, low resolution first"),
+    kind: Optional[str] = typer.Option(None, help="bone-suppression: train on rows of this kind only (bse-jsrt)"),
     holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out for evaluation"),
     val: str = typer.Option("", help="lung-segmentation: comma-separated images that choose the checkpoint"),
     iterations: int = typer.Option(800, help="lung-segmentation: optimisation steps"),
     region: str = typer.Option("image", help="classification: image | thorax (crop to the lungs first)"),
-    architecture: str = typer.Option("densenet-small"),
+    sources: str = typer.Option("original", help="classification: input channels, some of original, lung_masked, "
+                                                 "bone_suppressed"),
+    bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="classification: the model for bone_suppressed"),
+    init_from: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                             help="classification: start from this checkpoint (e.g. --task abnormal)"),
+    architecture: str = typer.Option("densenet-small", help="classification: a registered architecture"),
     input_size: Optional[int] = typer.Option(None, help="default 64 (classification), 256 (lung-segmentation)"),
     epochs: int = typer.Option(40),
-    batch_size: Optional[int] = typer.Option(None, help="default 32 (classification), 8 (lung-segmentation)"),
+    batch_size: Optional[int] = typer.Option(None, help="default 32 (classification), 8 (lung-segmentation), "
+                                                        "4 (bone-suppression)"),
     lr: float = typer.Option(1e-3),
     seed: int = typer.Option(0),
     threads: int = typer.Option(0, help="torch CPU threads (0: default)"),
-    stop_after: Optional[int] = typer.Option(None, help="stop after this many epochs; re-run to resume"),
+    stop_after: Optional[int] = typer.Option(None, help="stop after this many epochs (steps for bone-suppression); "
+                                                        "re-run to resume"),
 ) -> None:
-    """Train a classifier or a lung segmenter (needs radsight[train]). Resumes when OUT holds a checkpoint."""
+    """Train a classifier, a lung segmenter or a bone suppression GAN (needs radsight\\[train]). Resumes from OUT."""
     if task == "lung-segmentation":
         from radsight.train.seg import SegTrainConfig, train_segmentation
         if masks is None:
@@ -47,17 +64,32 @@ def train(
                              stop_after=stop_after)
         typer.echo(f"chosen checkpoint: {train_segmentation(seg)}")
         return
-    if task != "classification":
+    if task == "bone-suppression":
+        from radsight.train.bone import BoneTrainConfig, train_bone_suppression
+        bone = BoneTrainConfig(manifest=str(manifest), images=str(images), out=str(out),
+                               targets=str(targets) if targets else None, stages=stages, kind=kind,
+                               batch_size=batch_size or 4, seed=seed, threads=threads, stop_after=stop_after)
+        try:
+            typer.echo(f"chosen checkpoint: {train_bone_suppression(bone)}")
+        except ValueError as exc:
+            raise _fail(str(exc))
+        return
+    if task not in ("classification", "abnormal"):
         raise _fail(f"unknown task {task!r}")
     from radsight.train.loop import TrainConfig
     from radsight.train.loop import train as run_training
 
-    cfg = TrainConfig(manifest=str(manifest), images=str(images), out=str(out), architecture=architecture,
-                      input_size=input_size or 64, epochs=epochs, batch_size=batch_size or 32, lr=lr, seed=seed,
-                      threads=threads, stop_after=stop_after, region=region)
-    best = run_training(cfg)
+    try:
+        cfg = TrainConfig(manifest=str(manifest), images=str(images), out=str(out), architecture=architecture,
+                          input_size=input_size or 64, epochs=epochs, batch_size=batch_size or 32, lr=lr, seed=seed,
+                          threads=threads, stop_after=stop_after, region=region,
+                          sources=tuple(s.strip() for s in sources.split(",") if s.strip()), bone_model=bone_model,
+                          task="abnormal" if task == "abnormal" else "findings",
+                          init_from=str(init_from) if init_from else None)
+        best = run_training(cfg)
+    except (KeyError, ValueError) as exc:
+        raise _fail(str(exc).strip("'\""))
     typer.echo(f"best checkpoint: {best}")
-
 
 
 EXAMPLE_FILE = "RG1_UNCR.dcm"
@@ -79,11 +111,22 @@ def _example_path() -> Path:
     return Path(found)
 
 
-def _predictor(model: str, lung_model: str | None = None, threads: int = 0):
+def _bone_model(name: str | None) -> str | None:
+    """The bone model asked for, else the shipped one when it is installed, else none."""
+    if name is not None:
+        return name
+    from radsight.models.store import ModelNotFound, get_model
+    try:
+        return get_model(DEFAULT_BONE_MODEL).name
+    except ModelNotFound:
+        return None
+
+
+def _predictor(model: str, lung_model: str | None = None, threads: int = 0, bone_model: str | None = None):
     from radsight.models.store import ChecksumMismatch, ModelNotFound
     from radsight.pipeline import Predictor
     try:
-        return Predictor(model, lung_model=lung_model, threads=threads)
+        return Predictor(model, lung_model=lung_model, threads=threads, bone_model=bone_model)
     except (ModelNotFound, ChecksumMismatch, ValueError) as exc:
         raise _fail(str(exc))
 
@@ -92,11 +135,14 @@ def _predictor(model: str, lung_model: str | None = None, threads: int = 0):
 def analyze(
     paths: list[Path] = typer.Argument(None, help="DICOM, PNG or JPEG files, or folders of them"),
     out: Path = typer.Option(Path("radsight-out"), help="folder for the JSON, overlay and heatmap files"),
-    model: str = typer.Option("radsight-nih64-demo", help="registered model name or model folder"),
+    model: str = typer.Option(DEFAULT_MODEL, help="registered model name or model folder"),
     example: bool = typer.Option(False, "--example", help="analyze pydicom-data's real chest CR (RG1_UNCR.dcm)"),
     save_predictions: Optional[Path] = typer.Option(None, help="also write all probabilities to this CSV"),
-    lung_model: str = typer.Option("radsight-lung-unet", help="lung segmentation model for lung fields and CTR"),
+    lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung segmentation model for lung fields and CTR"),
     anatomy: bool = typer.Option(True, help="segment the lungs and measure the cardiothoracic ratio"),
+    bone_model: Optional[str] = typer.Option(None, help=f"bone suppression model for the soft-tissue and bone views "
+                                             f"(default: {DEFAULT_BONE_MODEL} when installed)"),
+    bone_views: bool = typer.Option(True, help="write the soft-tissue and bone views when a bone model is there"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
     workers: Optional[int] = typer.Option(None, min=1, help="files analyzed at once (default: one a CPU core, "
                                           "at most one a file); they share the cores out"),
@@ -107,13 +153,15 @@ def analyze(
     from rich.console import Console
     from rich.progress import Progress
 
-    from radsight.pipeline import analyze_files, default_workers, expand_inputs, threads_per_worker
+    from radsight.concurrency import default_workers, threads_per_worker
+    from radsight.pipeline import analyze_files, expand_inputs
 
     files = expand_inputs(list(paths or []) + ([_example_path()] if example else []))
     if not files:
         raise _fail("no input: give files or folders, or --example")
     workers = min(workers or default_workers(len(files)), len(files))
-    predictor = _predictor(model, lung_model if anatomy else None, threads=threads_per_worker(workers))
+    predictor = _predictor(model, lung_model if anatomy else None, threads_per_worker(workers),
+                           _bone_model(bone_model) if bone_views else None)
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed, rows = [], 0, []
     start = time.perf_counter()
@@ -133,7 +181,7 @@ def analyze(
                 a = p.anatomy
                 ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
             rows.append(f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
-                        f"findings: {names}{ctr}  -> {outcome.json_path}")
+                        f"findings: {names}{ctr}  -> {out / outcome.files.json}")
     seconds = time.perf_counter() - start
     if not quiet:
         for row in rows:
@@ -158,7 +206,7 @@ def export(
     license: str = typer.Option("MIT"),
     training_data: str = typer.Option(""),
 ) -> None:
-    """Export a checkpoint to an ONNX model folder (needs radsight[train])."""
+    """Export a checkpoint to an ONNX model folder (needs radsight\\[train])."""
     from radsight.train.export import export_checkpoint
     cfg = export_checkpoint(checkpoint, out, name, version, license, training_data)
     typer.echo(f"wrote {cfg.weights_path} (sha256 {cfg.sha256[:16]}...) and {out / 'config.json'}")
@@ -172,7 +220,7 @@ def calibrate(
     split: str = typer.Option("val", help="manifest split to calibrate on (never 'benchmark')"),
     prior_split: str = typer.Option("train", help="split whose label prevalence backs up labels with few positives"),
     target_sensitivity: Optional[float] = typer.Option(None, help="instead of Youden's J"),
-    lung_model: str = typer.Option("radsight-lung-unet", help="lung model, for models that read the thorax"),
+    lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung model, for models that read the thorax"),
 ) -> None:
     """Choose operating thresholds on a validation split and store them in the model's config."""
     import numpy as np
@@ -209,7 +257,7 @@ def calibrate(
 
 @app.command()
 def evaluate(
-    manifest: Path = typer.Option(..., exists=True, dir_okay=False),
+    manifest: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="labelled images (or --bone-pairs)"),
     images: Path = typer.Option(..., exists=True, file_okay=False),
     out: Path = typer.Option(..., help="folder for metrics.json and report.md"),
     model: Optional[str] = typer.Option(None, help="registered model name or folder"),
@@ -219,11 +267,28 @@ def evaluate(
     bootstrap: int = typer.Option(1000, help="patient bootstrap resamples"),
     masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                          help="reference lung masks: evaluate the lung model (Dice, IoU, Hausdorff)"),
-    lung_model: str = typer.Option("radsight-lung-unet", help="lung segmentation model"),
+    lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung segmentation model"),
     subset: str = typer.Option("", help="comma-separated image names to evaluate (e.g. held-out pairs)"),
+    bone_pairs: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                              help="paired manifest: evaluate a bone suppression model (PSNR, SSIM, "
+                                                   "MS-SSIM against the identity baseline)"),
+    targets: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                           help="with --bone-pairs: soft-tissue images (default: targets/ beside "
+                                                "--images)"),
+    bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="with --bone-pairs: the model to evaluate"),
 ) -> None:
     """Classification: AUROC with patient-bootstrap 95% CIs, operating points, triage, calibration, localization,
     CTR and CAM-in-thorax, and a paired comparison. With --masks: lung segmentation Dice, IoU and Hausdorff."""
+    if bone_pairs is not None:
+        from radsight.evaluate_bone import run_bone_evaluation
+        from radsight.models.store import ModelNotFound
+        try:
+            run_bone_evaluation(bone_pairs, images, targets, out, bone_model, lung_model, split or "test", bootstrap)
+        except (ModelNotFound, ValueError) as exc:
+            raise _fail(str(exc))
+        return
+    if manifest is None:
+        raise _fail("--manifest is required (or --bone-pairs)")
     if masks is not None:
         from radsight.evaluate_seg import run_segmentation_evaluation
         try:
@@ -243,14 +308,14 @@ def serve(
     token: Optional[str] = typer.Option(None, envvar="RADSIGHT_API_TOKEN", help="bearer token for writes"),
     host: str = typer.Option("127.0.0.1", help="listen address (loopback by default)"),
     port: int = typer.Option(8000),
-    model: str = typer.Option("radsight-nih64-demo"),
-    lung_model: str = typer.Option("radsight-lung-unet"),
+    model: str = typer.Option(DEFAULT_MODEL),
+    lung_model: str = typer.Option(DEFAULT_LUNG_MODEL),
     workers: int = typer.Option(1, help="analysis threads"),
     max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
     orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
     cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
 ) -> None:
-    """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight[serve])."""
+    """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
 
     import uvicorn
@@ -288,7 +353,7 @@ def models_list() -> None:
 def models_pull(name: str = typer.Argument(..., help="a published model, as `radsight models list` names it"),
                 cache_dir: Optional[Path] = typer.Option(None, help="store root (default $RADSIGHT_HOME or "
                                                                      "~/.cache/radsight)")) -> None:
-    """Download the publisher's weights (resumable, sha256-checked) and convert them (needs radsight[train])."""
+    """Download the publisher's weights (resumable, sha256-checked) and convert them (needs radsight\\[train])."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from radsight.models.pull import pull
@@ -306,7 +371,7 @@ def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-den
                   name: str = typer.Option(..., help="name to register; a published name takes its labels, "
                                                      "thresholds and input contract"),
                   cache_dir: Optional[Path] = typer.Option(None, help="store root")) -> None:
-    """Convert a checkpoint file you already have (needs radsight[train])."""
+    """Convert a checkpoint file you already have (needs radsight\\[train])."""
     from radsight.models.pull import import_file
     _use_cache_dir(cache_dir)
     cfg = _models_call(import_file, fmt, file, name)

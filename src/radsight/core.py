@@ -99,7 +99,6 @@ class Finding:
     threshold: float
     positive: bool
     boxes: list[Box] = field(default_factory=list)
-    heatmap: str | None = None  # file name of the heatmap PNG, when one was written
 
 
 @dataclass
@@ -140,7 +139,6 @@ class Anatomy:
     reason: str | None = None  # why the segmentation is implausible
     lungs: list[LungField] = field(default_factory=list)
     ctr: CardiothoracicRatio | None = None
-    mask: str | None = None  # file name of the lung mask PNG, when one was written
 
 
 @dataclass
@@ -152,11 +150,12 @@ class Prediction:
     triage: Triage
     findings: list[Finding]
     meta: ImageMeta = field(default_factory=ImageMeta)
-    overlay: str | None = None
     anatomy: Anatomy | None = None
     classifier_crop: list[int] | None = None  # x, y, width, height the classifier read, when not the whole image
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # name -> (h, w) in [0, 1]
     lung_mask: np.ndarray | None = field(default=None, repr=False)  # (h, w) uint8: 0 none, 1 right, 2 left
+    views: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # derived views at the image's size
+    views_model: ModelRef | None = None  # the model that made ``views``
 
     def finding(self, name: str) -> Finding:
         for f in self.findings:
@@ -169,8 +168,8 @@ class Prediction:
         return [f for f in self.findings if f.positive]
 
     def to_dict(self) -> dict[str, Any]:
-        """The documented JSON document."""
-        out = asdict(replace(self, heatmaps={}, lung_mask=None))  # arrays are written as files, not inlined
-        del out["heatmaps"], out["lung_mask"]
+        """The documented JSON document, less the names of files written beside it (see ``report``)."""
+        out = asdict(replace(self, heatmaps={}, lung_mask=None, views={}))  # arrays are written as files
+        del out["heatmaps"], out["lung_mask"], out["views"], out["views_model"]
         out["image"] = out.pop("meta")
         return out

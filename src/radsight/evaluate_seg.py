@@ -13,7 +13,7 @@ from rich.table import Table
 
 from radsight.anatomy import outline
 from radsight.io import load_image
-from radsight.pipeline import ThoraxCropper
+from radsight.lung_model import LungModel
 from radsight.preprocess import resize
 from radsight.segmentation import dice, hausdorff, iou, read_mask
 
@@ -27,12 +27,13 @@ def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: 
         if missing:
             raise ValueError(f"not in the manifest: {', '.join(sorted(missing))}")
         names = [n for n in names if n in subset]
-    lungs = ThoraxCropper(lung_model)
+    lungs = LungModel(lung_model)
     out.mkdir(parents=True, exist_ok=True)
     per_image = {}
     for name in names:
         image = load_image(images / name)
-        anatomy, labels = lungs.anatomy(image)
+        found = lungs.segment(image)
+        anatomy, labels = found.anatomy, found.labels
         predicted = resize((labels > 0).astype(np.float32), image.height, image.width) > 0.5
         truth = read_mask(masks / name, image.height, image.width) > 0.5
         per_image[name] = {"dice": dice(predicted, truth), "iou": iou(predicted, truth),

@@ -1,97 +1,79 @@
 """The predictor: the one module that knows every stage.
 
-image I/O -> lung model (anatomy, CTR, thorax crop) -> pixel contract -> classifier -> operating thresholds
--> CAM -> boxes -> triage -> outputs.
+image I/O -> lung model (anatomy, CTR, thorax crop, lung-masked view) -> bone model (soft-tissue and bone views)
+-> pixel contract -> classifier -> operating thresholds -> CAM -> boxes -> triage -> outputs.
 """
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
-from radsight.anatomy import cardiothoracic_ratio, label_lungs, lung_fields, thorax_box
-from radsight.core import Anatomy, Finding, InputError, ModelRef, Prediction, Radiograph, Triage
+from radsight.bone_model import BoneModel
+from radsight.concurrency import default_workers, ordered_map, threads_per_worker
+from radsight.core import Finding, InputError, ModelRef, Prediction, Radiograph, Triage
 from radsight.data.manifest import Manifest
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.explain.cam import cam_heatmap, working_size
 from radsight.io import expand_inputs, load_image
+from radsight.inputs import InputBuilder
+from radsight.lung_model import LungModel
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
-from radsight.preprocess import center_square, resize, to_model_input
-from radsight.report import write_outputs
-from radsight.runtime import Classifier, Segmenter
+from radsight.preprocess import Crop
+from radsight.report import OutputFiles, write_outputs
+from radsight.runtime import Classifier
 from radsight.triage import priority, threshold_scaled
 
 
-ANATOMY_GRID = 512  # lung outlines are measured on a grid this long: finer than heatmaps need
-Crop = tuple[int, int, int, int]  # x, y, width, height in original pixels
-T, R = TypeVar("T"), TypeVar("R")
-
-
-class ThoraxCropper:
-    """The lung model: anatomy for the reader, and the thorax crop for models whose input region is "thorax"."""
-
-    def __init__(self, lung_model: str | ModelConfig = DEFAULT_LUNG_MODEL, threads: int = 0):
-        self.cfg = lung_model if isinstance(lung_model, ModelConfig) else get_model(lung_model)
-        self.segmenter = Segmenter(self.cfg, threads=threads)
-
-    def anatomy(self, image: Radiograph) -> tuple[Anatomy, np.ndarray]:
-        """Lung fields and CTR, and the lung labels on the anatomy grid (0 none, 1 right, 2 left)."""
-        prob = self.segmenter(to_model_input(image.pixels, self.cfg.input)[None])[0, 0].astype(np.float32)
-        labels, reason = label_lungs(resize(prob, *working_size(image.height, image.width, ANATOMY_GRID)))
-        anatomy = Anatomy(model=ModelRef(self.cfg.name, self.cfg.version), plausible=reason is None, reason=reason)
-        if reason is None:
-            anatomy.lungs = lung_fields(labels, image.height, image.width, image.meta.pixel_spacing_mm)
-            anatomy.ctr = cardiothoracic_ratio(labels, image.height, image.width, image.meta.view_position)
-        return anatomy, labels
-
-    def box(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None) -> Crop | None:
-        """Where the thorax lies; None (the whole image) when the lungs are not plausible."""
-        anatomy, labels = found or self.anatomy(image)
-        return thorax_box(labels, image.height, image.width) if anatomy.plausible else None
-
-
 class Predictor:
+    """A classifier with the models that make its inputs and the reader's views.
+
+    ``bone_model``: a bone suppression model whose soft-tissue and bone views are added to each prediction
+    (a classifier that reads the ``bone_suppressed`` source uses the one its config names when none is given).
+    """
+
     def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0,
-                 lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL):
+                 lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
+                 bone_model: str | ModelConfig | None = None):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads=threads)
         self.boxes = boxes
-        self.lungs = ThoraxCropper(lung_model, threads) if lung_model is not None else None
-        if self.cfg.input.region == "thorax" and self.lungs is None:
-            raise ValueError(f"model {self.cfg.name} reads the thorax region and needs a lung model")
+        self.inputs = InputBuilder(self.cfg.input, self.cfg.name, self.cfg.source_models, lung_model, bone_model,
+                                   threads)
 
-    def classifier_input(self, image: Radiograph, found: tuple[Anatomy, np.ndarray] | None = None
-                         ) -> tuple[np.ndarray, Crop | None]:
+    @property
+    def lungs(self) -> LungModel | None:
+        return self.inputs.lungs
+
+    @property
+    def bone(self) -> BoneModel | None:
+        return self.inputs.bone
+
+    def classifier_input(self, image: Radiograph) -> tuple[np.ndarray, Crop | None]:
         """The model input (C, S, S) under the pixel contract, and the crop it was taken from, if any."""
-        spec = self.cfg.input
-        crop = None
-        if spec.region == "thorax":
-            crop = self.lungs.box(image, found)
-        elif spec.crop == "center":
-            crop = center_square(image.height, image.width)
-        return to_model_input(cut(image.model_pixels(spec.pixels), crop), spec), crop
+        built = self.inputs.build(image)
+        return built.x, built.crop
 
     def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
-        found = self.lungs.anatomy(image) if self.lungs else None
-        x, crop = self.classifier_input(image, found)
-        probs, cams = self.model(x[None])
-        prediction = self._assemble(image, probs[0], cams[0], explain, crop)
-        if found is not None:
-            prediction.anatomy, prediction.lung_mask = found
+        built = self.inputs.build(image, anatomy=True)
+        out = self.model(built.x[None])
+        prediction = self._assemble(image, out["probabilities"][0], out["cams"][0], explain, built.crop)
+        if built.lungs is not None:
+            prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
+        if built.bone is not None:
+            prediction.views = {"soft_tissue": built.bone.soft_tissue, "bone": built.bone.bone}
+            prediction.views_model = ModelRef(self.bone.cfg.name, self.bone.cfg.version)
         return prediction
 
     def scores(self, images: list[Radiograph]) -> np.ndarray:
         """Probabilities (N, labels) for a batch, without explanations."""
-        return self.model(np.stack([self.classifier_input(im)[0] for im in images]))[0]
+        return self.model(np.stack([self.classifier_input(im)[0] for im in images]))["probabilities"]
 
     def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray, explain: Collection[str],
                   crop: Crop | None) -> Prediction:
@@ -115,14 +97,6 @@ class Predictor:
         return Prediction(source=image.source, width=image.width, height=image.height,
                           model=ModelRef(cfg.name, cfg.version), triage=triage, findings=findings,
                           meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None)
-
-
-def cut(pixels: np.ndarray, crop: Crop | None) -> np.ndarray:
-    """The pixels inside ``crop`` (all of them when it is None)."""
-    if crop is None:
-        return pixels
-    x, y, w, h = crop
-    return pixels[y:y + h, x:x + w]
 
 
 def _full_heatmap(cam: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph) -> np.ndarray:
@@ -171,7 +145,7 @@ def analyze(path: str | os.PathLike, model: str = DEFAULT_MODEL) -> Prediction:
 class Outcome:
     path: Path
     prediction: Prediction | None = None
-    json_path: Path | None = None
+    files: OutputFiles | None = None
     error: InputError | None = None
 
 
@@ -193,37 +167,6 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
             return Outcome(path, error=exc)
         return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
     return ordered_map(one, jobs, workers)
-
-
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, results in order, at most twice ``workers`` items in flight."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    pool, pending = ThreadPoolExecutor(workers, thread_name_prefix="radsight"), deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:  # an error, Ctrl-C or a consumer that stops early: files not yet started are not analyzed
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def cpu_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def default_workers(files: int) -> int:
-    """Files analyzed at once: one a core, no more than there are files."""
-    return max(1, min(files, cpu_cores()))
-
-
-def threads_per_worker(workers: int) -> int:
-    """ONNX Runtime threads for each of ``workers`` concurrent analyses: the cores shared out (0: all of them)."""
-    return 0 if workers <= 1 else max(1, cpu_cores() // workers)
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:

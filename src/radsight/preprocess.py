@@ -10,10 +10,14 @@ Imported models keep their publisher's contract, which an :class:`InputSpec` rec
 them), a centre crop to a square, and the publisher's resampling (``skimage``: Gaussian anti-aliasing
 then linear zoom, as ``skimage.transform.resize``; ``pillow-8bit``: Pillow bilinear on 8-bit pixels, as
 torchvision's ``Resize`` on a PNG).
+
+A model may read several **sources**, one a channel: ``original`` (the radiograph), ``lung_masked`` (the
+radiograph with everything outside the lung fields set to black) and ``bone_suppressed`` (soft tissue).
+:func:`prepare` is the one entry point: the pipeline, the lung and bone models and training all call it.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,6 +25,10 @@ import numpy as np
 from PIL import Image
 from scipy import sparse
 
+from radsight.core import Radiograph
+
+Crop = tuple[int, int, int, int]  # x, y, width, height in original pixels
+SOURCES = ("original", "lung_masked", "bone_suppressed")
 PIXELS = ("display", "stored")
 CROPS = ("none", "center")
 RESAMPLERS = ("pillow", "pillow-8bit", "skimage")
@@ -36,8 +44,15 @@ class InputSpec:
     pixels: str = "display"  # or "stored"
     crop: str = "none"  # or "center": the largest centred square
     resample: str = "pillow"  # or "pillow-8bit", "skimage"
+    sources: tuple[str, ...] = ("original",)  # one a channel; a single source is repeated to every channel
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        unknown = [s for s in self.sources if s not in SOURCES]
+        if unknown or not self.sources:
+            raise ValueError(f"input spec: sources must be some of {', '.join(SOURCES)}; got {list(self.sources)}")
+        if len(self.sources) not in (1, self.channels):
+            raise ValueError(f"input spec: {len(self.sources)} sources for {self.channels} channels")
         for value, allowed in ((self.pixels, PIXELS), (self.crop, CROPS), (self.resample, RESAMPLERS)):
             if value not in allowed:
                 raise ValueError(f"input spec: {value!r} is not one of {', '.join(allowed)}")
@@ -103,17 +118,66 @@ def _per_channel(value: float | Sequence[float], channels: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, np.float32), (channels,))
 
 
-def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(H, W) in [0, 1] -> (channels, H, W) standardised, per channel where mean/std are per channel."""
-    mean = _per_channel(spec.mean, spec.channels)[:, None, None]
-    std = _per_channel(spec.std, spec.channels)[:, None, None]
-    return (pixels.astype(np.float32)[None] - mean) / std
+def normalise(planes: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(sources, H, W) in [0, 1] -> (channels, H, W) standardised, per channel where mean/std are per channel;
+    a single source is repeated to every channel."""
+    means, stds = channel_stats(spec)
+    return (planes.astype(np.float32) - means[:, None, None]) / stds[:, None, None]
 
 
-def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """(H, W) in [0, 1], already cropped -> the model's (channels, S, S) input."""
+def channel_stats(spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per channel (channels,)."""
+    return _per_channel(spec.mean, spec.channels), _per_channel(spec.std, spec.channels)
+
+
+def to_model_input(planes: Sequence[np.ndarray], spec: InputSpec, normalised: bool = True) -> np.ndarray:
+    """Cropped (H, W) planes in [0, 1], one a source -> the model's (channels, S, S) input, or with
+    ``normalised=False`` the resized planes in [0, 1] (sources, S, S), for training to augment first."""
     if spec.resample == "skimage":  # skimage pads with 0 in the publisher's normalised units: the mean in ours
-        means, stds = _per_channel(spec.mean, spec.channels), _per_channel(spec.std, spec.channels)
-        return np.stack([(resize_skimage(pixels, spec.size, pad=m) - m) / s for m, s in zip(means, stds)])
-    small = resize_8bit(pixels, spec.size) if spec.resample == "pillow-8bit" else resize(pixels, spec.size, spec.size)
-    return normalise(small, spec)
+        if not normalised:
+            raise ValueError("skimage-resampled inputs are only prepared normalised")
+        means, stds = channel_stats(spec)
+        return np.stack([(resize_skimage(planes[c % len(planes)], spec.size, pad=m) - m) / s
+                         for c, (m, s) in enumerate(zip(means, stds))])
+    resizer = (lambda p: resize_8bit(p, spec.size)) if spec.resample == "pillow-8bit" else \
+        (lambda p: resize(p, spec.size, spec.size))
+    small = np.stack([resizer(p) for p in planes])
+    return normalise(small, spec) if normalised else small
+
+
+def region(image: Radiograph, spec: InputSpec, box: Crop | None = None) -> Crop | None:
+    """The crop a model reads: ``box`` (the thorax, from the lung model) for thorax models, the centred square
+    for centre-cropping ones, else None (the whole image)."""
+    if spec.region == "thorax":
+        return box
+    if spec.crop == "center":
+        return center_square(image.height, image.width)
+    return None
+
+
+def cut(pixels: np.ndarray, crop: Crop | None) -> np.ndarray:
+    """The pixels inside ``crop`` (all of them when it is None)."""
+    if crop is None:
+        return pixels
+    x, y, w, h = crop
+    return pixels[y:y + h, x:x + w]
+
+
+def prepare(image: Radiograph, spec: InputSpec, box: Crop | None = None,
+            views: Mapping[str, np.ndarray] | None = None, normalised: bool = True) -> tuple[np.ndarray, Crop | None]:
+    """The model input for ``image`` under ``spec``'s pixel contract, and the crop it was read from.
+
+    ``box``: the thorax for models whose region is "thorax" (None: the lungs were not found, whole image).
+    ``views``: derived views at the image's size, by source name, for models that read them.
+    """
+    crop = region(image, spec, box)
+    planes = []
+    for source in spec.sources:
+        if source == "original":
+            pixels = image.model_pixels(spec.pixels)
+        elif views is not None and source in views:
+            pixels = views[source]
+        else:
+            raise ValueError(f"the model reads the {source} view, which was not built for {image.source}")
+        planes.append(cut(pixels, crop))
+    return to_model_input(planes, spec, normalised), crop

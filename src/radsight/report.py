@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from radsight.core import Prediction, Radiograph
 from radsight.render import render_overlay
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: "views" (soft-tissue and bone images)
 PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
@@ -27,29 +28,59 @@ def write_png(image: Image.Image, path: Path) -> None:
     _atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESSION))
 
 
-def prediction_document(p: Prediction) -> dict:
-    return {"schema_version": SCHEMA_VERSION, **p.to_dict(), "disclaimer": DISCLAIMER}
+@dataclass
+class OutputFiles:
+    """The names of the files written for one image, relative to its output folder."""
+
+    json: str
+    overlay: str | None = None
+    heatmaps: dict[str, str] = field(default_factory=dict)  # finding -> file
+    mask: str | None = None
+    views: dict[str, str] = field(default_factory=dict)  # view name -> file
+
+
+def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict:
+    """The JSON document: the prediction, and the files written beside it when ``files`` is given."""
+    files = files or OutputFiles(json="")
+    doc = {"schema_version": SCHEMA_VERSION, **p.to_dict()}
+    for finding in doc["findings"]:
+        finding["heatmap"] = files.heatmaps.get(finding["name"])
+    if doc["anatomy"] is not None:
+        doc["anatomy"]["mask"] = files.mask
+    model = None if p.views_model is None else {"name": p.views_model.name, "version": p.views_model.version}
+    doc["views"] = [{"name": name, "file": files.views.get(name), "model": model} for name in p.views]
+    doc["overlay"] = files.overlay
+    doc["disclaimer"] = DISCLAIMER
+    return doc
+
+
+def grey_png(values: np.ndarray) -> Image.Image:
+    """(H, W) in [0, 1] -> an 8-bit greyscale image."""
+    return Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8), mode="L")
 
 
 def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
-                  overlay: Image.Image | None = None) -> Path:
-    """Write ``stem.json``, ``stem.overlay.png`` and ``stem.heatmap.<Finding>.png``; return the JSON path.
+                  overlay: Image.Image | None = None) -> OutputFiles:
+    """Write ``stem.json``, ``stem.overlay.png``, ``stem.heatmap.<Finding>.png``, ``stem.lungs.png`` and
+    ``stem.<view>.png``; return the names written.
 
     ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    files = OutputFiles(json=f"{stem}.json", overlay=f"{stem}.overlay.png")
     for finding in p.positives:
         heat = p.heatmaps.get(finding.name)
         if heat is not None:
-            finding.heatmap = f"{stem}.heatmap.{finding.name}.png"
-            write_png(Image.fromarray(np.round(heat * 255).astype(np.uint8), mode="L"), out_dir / finding.heatmap)
+            files.heatmaps[finding.name] = f"{stem}.heatmap.{finding.name}.png"
+            write_png(grey_png(heat), out_dir / files.heatmaps[finding.name])
     if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
-        p.anatomy.mask = f"{stem}.lungs.png"
+        files.mask = f"{stem}.lungs.png"
         grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
         grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
-        write_png(grey, out_dir / p.anatomy.mask)
-    p.overlay = f"{stem}.overlay.png"
-    write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / p.overlay)
-    json_path = out_dir / f"{stem}.json"
-    text = json.dumps(prediction_document(p), indent=2)
-    _atomic_write(json_path, lambda t: t.write_text(text + "\n"))
-    return json_path
+        write_png(grey, out_dir / files.mask)
+    for name, view in p.views.items():
+        files.views[name] = f"{stem}.{name}.png"
+        write_png(grey_png(view), out_dir / files.views[name])
+    write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / files.overlay)
+    text = json.dumps(prediction_document(p, files), indent=2)
+    _atomic_write(out_dir / files.json, lambda t: t.write_text(text + "\n"))
+    return files

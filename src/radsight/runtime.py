@@ -14,7 +14,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class OnnxModel:
-    """An ONNX session over ``image`` (N, C, S, S) whose outputs are those the config names."""
+    """An ONNX session over ``image`` (N, C, S, S); :meth:`run` returns the outputs the config names, by name."""
 
     spin = True  # idle intra-op threads keep polling for work: quicker hand-offs, but they hold their cores
 
@@ -30,16 +30,18 @@ class OnnxModel:
         if not set(cfg.outputs) <= set(found):
             raise ValueError(f"model {cfg.name}: expected outputs {', '.join(cfg.outputs)}; found {', '.join(found)}")
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(list(self.cfg.outputs), {"image": batch.astype(np.float32, copy=False)})
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        names = list(self.cfg.outputs)
+        return dict(zip(names, self.session.run(names, {"image": batch.astype(np.float32, copy=False)})))
 
 
 class Classifier(OnnxModel):
-    """Probabilities (N, L) and class activation maps (N, L, h, w)."""
+    """``probabilities`` (N, L) from ``logits``, and every other output as it is (``cams``: (N, L, h, w))."""
 
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, cams = self.run(batch)
-        return sigmoid(logits.astype(np.float64)), cams
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        out = self.run(batch)
+        out["probabilities"] = sigmoid(out.pop("logits").astype(np.float64))
+        return out
 
 
 class Segmenter(OnnxModel):
@@ -48,4 +50,16 @@ class Segmenter(OnnxModel):
     spin = False  # it runs beside a classifier, whose threads its spinning ones slowed 1.4x
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return sigmoid(self.run(batch)[0].astype(np.float64))
+        return sigmoid(self.run(batch)["mask_logits"].astype(np.float64))
+
+
+class BoneSuppressor(OnnxModel):
+    """The bone image (N, 1, S, S) in display grey units: radsight's models output ``bone``; imported ones that
+    output ``soft_tissue`` give it as their input minus their output."""
+
+    spin = False
+
+    def __call__(self, batch: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """``batch``: the normalised input; ``pixels``: the same input in [0, 1] (N, 1, S, S)."""
+        out = self.run(batch)
+        return out["bone"] if "bone" in out else pixels - out["soft_tissue"]

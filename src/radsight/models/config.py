@@ -9,6 +9,7 @@ from radsight.preprocess import InputSpec
 
 TRIAGE_LABEL = "Abnormal"
 SEGMENTATION = "lung-segmentation"
+BONE_SUPPRESSION = "bone-suppression"
 
 
 @dataclass
@@ -20,7 +21,7 @@ class ModelConfig:
     input: InputSpec
     thresholds: dict[str, float] = field(default_factory=dict)  # operating points, per label
     threshold_methods: dict[str, str] = field(default_factory=dict)  # how each was chosen
-    task: str = "classification"  # or "lung-segmentation"
+    task: str = "classification"  # or "lung-segmentation", "bone-suppression"
     outputs: list[str] = field(default_factory=lambda: ["logits", "cams"])  # ONNX outputs, in this order
     weights: str = "model.onnx"  # file name beside config.json
     sha256: str = ""
@@ -30,6 +31,7 @@ class ModelConfig:
     intended_use: str = "Research and demonstration only; not for diagnostic use."
     provenance: dict = field(default_factory=dict)  # imported models: format, publisher's URL, source sha256
     metrics: dict = field(default_factory=dict)  # measured figures worth listing (e.g. mean AUROC and where)
+    source_models: dict[str, str] = field(default_factory=dict)  # input source -> the model that makes it
     directory: Path | None = field(default=None, compare=False, repr=False)
 
     @property

@@ -10,6 +10,7 @@ from radsight.models.config import ModelConfig
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "radsight-nih64-demo"
 DEFAULT_LUNG_MODEL = "radsight-lung-unet"
+DEFAULT_BONE_MODEL = "radsight-bone-gan"
 
 
 class ModelNotFound(LookupError):

@@ -16,7 +16,9 @@ from pydantic import BaseModel
 
 from radsight.core import InputError
 from radsight.io import load_image
-from radsight.pipeline import Predictor, threads_per_worker
+from radsight.concurrency import threads_per_worker
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL
+from radsight.pipeline import Predictor
 from radsight.service.access import Access
 from radsight.service.db import StudyStore
 from radsight.service.pacs import Orthanc, Poller, split_multipart
@@ -35,8 +37,8 @@ class SignIn(BaseModel):
 class Settings:
     data_dir: Path
     token: str
-    model: str = "radsight-nih64-demo"
-    lung_model: str | None = "radsight-lung-unet"
+    model: str = DEFAULT_MODEL
+    lung_model: str | None = DEFAULT_LUNG_MODEL
     workers: int = 1
     max_upload_bytes: int = 256 * 1024 * 1024
     orthanc_url: str | None = None

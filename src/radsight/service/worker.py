@@ -85,9 +85,9 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     prediction = predictor.predict(image)
     out = results_dir(data_dir, study_id)
     overlay = render_overlay(image, prediction)  # drawn once: the overlay PNG and, for DICOM, the SC
-    write_outputs(image, prediction, out, "study", overlay)
+    files = write_outputs(image, prediction, out, "study", overlay)
     write_png(_display(image.pixels), out / "image.png")
-    document = prediction_document(prediction)
+    document = prediction_document(prediction, files)
     document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
     if image.meta.modality is not None:  # DICOM in, DICOM out
         from radsight.service.dicom_out import overlay_capture, structured_report

@@ -1,7 +1,11 @@
 """Training tensors from a manifest, read through the same I/O and pixel contract as inference."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,17 +15,23 @@ from rich.progress import track
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
 from radsight.io import load_image
-from radsight.pipeline import ThoraxCropper, cut
-from radsight.preprocess import InputSpec, resize
+from radsight.inputs import InputBuilder
+from radsight.preprocess import InputSpec, channel_stats
 
 
-def load_split(manifest: Manifest, spec: InputSpec, cropper: ThoraxCropper | None = None
+def load_split(manifest: Manifest, builder: InputBuilder, cache: Path | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images resized to the model input, in [0, 1] (N, 1, S, S); targets (N, findings + 1), NaN unknown.
+    """Model inputs in [0, 1] before normalisation (N, sources, S, S); targets (N, findings + 1), NaN unknown.
 
-    The last target column is "any finding" (the triage output). With a ``cropper``, each image is first
-    cropped to its thorax exactly as the predictor does at inference.
+    Each image goes through ``builder`` exactly as the predictor's input does at inference (thorax crop,
+    lung-masked and bone-suppressed views). The last target column is "any finding" (the triage output).
+    With ``cache``, the inputs are stored there once and read back by later runs on the same rows and models.
     """
+    key = _cache_key(manifest, builder)
+    if cache is not None and cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        if stored.get("key") == key:
+            return stored["x"], stored["y"]
     images, keep = [], []
     for i in track(range(len(manifest)), description=f"reading {len(manifest)} images", transient=True):
         try:
@@ -29,13 +39,23 @@ def load_split(manifest: Manifest, spec: InputSpec, cropper: ThoraxCropper | Non
         except InputError as exc:
             print(f"skipped: {exc}")
             continue
-        pixels = cut(image.model_pixels(spec.pixels), cropper.box(image) if cropper else None)
-        images.append(resize(pixels, spec.size, spec.size))
+        images.append(builder.build(image, normalised=False).x)
         keep.append(i)
     if not images:
         raise ValueError(f"no readable images under {manifest.root}")
     targets = np.concatenate([manifest.labels, manifest.abnormal()[:, None]], axis=1)[keep]
-    return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(targets)
+    x, y = torch.from_numpy(np.stack(images)), torch.from_numpy(targets)
+    if cache is not None:
+        tmp = cache.with_suffix(".tmp")
+        torch.save({"key": key, "x": x, "y": y}, tmp)
+        tmp.replace(cache)
+    return x, y
+
+
+def _cache_key(manifest: Manifest, builder: InputBuilder) -> str:
+    models = [m.cfg.sha256 or m.cfg.name for m in (builder.lungs, builder.bone) if m is not None]
+    text = json.dumps([manifest.images, str(manifest.root), asdict(builder.spec), models], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _uniform(n: int, gen: torch.Generator, low: float, high: float) -> torch.Tensor:
@@ -72,5 +92,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def normalise_batch(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Torch twin of :func:`radsight.preprocess.normalise` for batches already on the model grid."""
-    return ((x - spec.mean) / spec.std).repeat(1, spec.channels, 1, 1)
+    """:func:`radsight.preprocess.normalise` for torch batches (N, sources, S, S) already on the model grid."""
+    means, stds = (torch.from_numpy(v.copy()).view(1, -1, 1, 1) for v in channel_stats(spec))
+    return (x - means.to(x.device)) / stds.to(x.device)

@@ -5,24 +5,19 @@ from pathlib import Path
 
 import torch
 
-from radsight.models.config import SEGMENTATION, ModelConfig
+from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, ModelConfig
 from radsight.models.store import sha256_file
 from radsight.preprocess import InputSpec
-from radsight.train.nets import DenseNet, DenseNetConfig, WithCams
-from radsight.train.unet import UNet
+from radsight.train.nets import WithCams
+from radsight.train.registry import from_checkpoint
 
 OPSET = 18
 
 
-def load_checkpoint(path: Path) -> tuple[DenseNet, dict]:
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    """The network a checkpoint holds (its registered architecture, its weights) and the checkpoint."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    return _densenet(state), state
-
-
-def _densenet(state: dict) -> DenseNet:
-    net = DenseNet(DenseNetConfig(**{**state["net_config"], "block_config": tuple(state["net_config"]["block_config"])}))
-    net.load_state_dict(state["model"])
-    return net.eval()
+    return from_checkpoint(state), state
 
 
 def export_onnx(net: torch.nn.Module, spec: InputSpec, path: Path, outputs: list[int] | None = None) -> None:
@@ -54,21 +49,24 @@ def _strip_debug_info(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+# What each task's network returns, by ONNX output name.
+TASK_OUTPUTS = {SEGMENTATION: ["mask_logits"], BONE_SUPPRESSION: ["bone"]}
+
+
 def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, license: str,
                       training_data: str) -> ModelConfig:
     """Write ``out/model.onnx`` and ``out/config.json``; a classifier's thresholds are unset (calibrate next)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    net, state = load_checkpoint(checkpoint)
     spec = InputSpec(**state["input"])
-    if "base_width" in state:  # a lung segmentation checkpoint
-        net = UNet(in_chans=spec.channels, num_classes=len(state["labels"]), base=state["base_width"])
-        net.load_state_dict(state["model"])
-        export_module(net, spec, out / "model.onnx", ["mask_logits"])
-        fields = {"architecture": f"unet-{state['base_width']}", "task": SEGMENTATION, "outputs": ["mask_logits"]}
+    task = state.get("task", "classification")
+    if task in TASK_OUTPUTS:
+        export_module(net, spec, out / "model.onnx", TASK_OUTPUTS[task])
+        fields = {"task": task, "outputs": TASK_OUTPUTS[task]}
     else:
-        export_onnx(_densenet(state), spec, out / "model.onnx")
-        fields = {"architecture": state["architecture"]}
-    cfg = ModelConfig(name=name, version=version, labels=list(state["labels"]), input=spec,
-                      sha256=sha256_file(out / "model.onnx"), license=license, training_data=training_data,
-                      directory=out, **fields)
+        export_onnx(net, spec, out / "model.onnx")
+        fields = {"source_models": dict(state.get("source_models", {}))}
+    cfg = ModelConfig(name=name, version=version, architecture=state["architecture"], labels=list(state["labels"]),
+                      input=spec, sha256=sha256_file(out / "model.onnx"), license=license,
+                      training_data=training_data, directory=out, **fields)
     cfg.save(out)
     return cfg

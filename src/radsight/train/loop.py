@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,11 @@ from radsight.core import FINDINGS
 from radsight.data.manifest import read_manifest
 from radsight.metrics import mean_auroc
 from radsight.models.config import TRIAGE_LABEL
-from radsight.pipeline import ThoraxCropper
+from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL
+from radsight.inputs import InputBuilder
 from radsight.preprocess import InputSpec
 from radsight.train.data import augment, load_split, normalise_batch
-from radsight.train.nets import DenseNet, build
+from radsight.train.registry import build, checkpoint_fields
 
 
 @dataclass
@@ -36,12 +37,25 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     stop_after: int | None = None  # stop (resumably) once this many epochs are done
     region: str = "image"  # or "thorax": train on the lungs' bounding box, found by lung_model
-    lung_model: str = "radsight-lung-unet"
-    labels: list[str] = field(default_factory=lambda: [*FINDINGS, TRIAGE_LABEL])
+    sources: tuple[str, ...] = ("original",)  # input channels: original, lung_masked, bone_suppressed
+    lung_model: str = DEFAULT_LUNG_MODEL
+    bone_model: str = DEFAULT_BONE_MODEL
+    task: str = "findings"  # or "abnormal": binary pretraining, normal vs any finding
+    init_from: str | None = None  # a checkpoint whose weights start this run (a head of another shape is not)
+
+    @property
+    def labels(self) -> list[str]:
+        return [TRIAGE_LABEL] if self.task == "abnormal" else [*FINDINGS, TRIAGE_LABEL]
 
     @property
     def spec(self) -> InputSpec:
-        return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=1, region=self.region)
+        return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=len(self.sources), region=self.region,
+                         sources=tuple(self.sources))
+
+    @property
+    def source_models(self) -> dict[str, str]:
+        return {source: model for source, model in (("lung_masked", self.lung_model),
+                                                     ("bone_suppressed", self.bone_model)) if source in self.sources}
 
 
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -57,7 +71,7 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def predict(net: DenseNet, x: torch.Tensor, spec: InputSpec, batch_size: int = 128) -> np.ndarray:
+def predict(net: torch.nn.Module, x: torch.Tensor, spec: InputSpec, batch_size: int = 128) -> np.ndarray:
     net.eval()
     out = [torch.sigmoid(net(normalise_batch(x[i:i + batch_size], spec))) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()
@@ -72,12 +86,17 @@ def train(cfg: TrainConfig) -> Path:
     out = start_run(cfg)
     manifest = read_manifest(Path(cfg.manifest), Path(cfg.images))
     spec = cfg.spec
-    cropper = ThoraxCropper(cfg.lung_model) if cfg.region == "thorax" else None
-    x_train, y_train = load_split(manifest.select("train"), spec, cropper)
-    x_val, y_val = load_split(manifest.select("val"), spec, cropper)
-    print(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split)")
+    builder = InputBuilder(spec, f"trained in {cfg.out}", cfg.source_models,
+                           cfg.lung_model if cfg.region == "thorax" or "lung_masked" in spec.sources else None)
+    columns = _target_columns(cfg)
+    x_train, y_train = load_split(manifest.select("train"), builder, out / "inputs-train.pt")
+    x_val, y_val = load_split(manifest.select("val"), builder, out / "inputs-val.pt")
+    y_train, y_val = y_train[:, columns], y_val[:, columns]
+    print(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split); inputs {', '.join(spec.sources)}")
 
     net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
+    if cfg.init_from and not (out / "last.pt").exists():
+        print(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -105,14 +124,15 @@ def train(cfg: TrainConfig) -> Path:
                 opt.step()
                 sched.step()
                 losses.append(loss.item())
-            val_auc = mean_auroc(y_val.numpy()[:, :len(FINDINGS)], predict(net, x_val, spec)[:, :len(FINDINGS)])
+            scored = slice(0, len(FINDINGS)) if cfg.task == "findings" else slice(0, 1)
+            val_auc = mean_auroc(y_val.numpy()[:, scored], predict(net, x_val, spec)[:, scored])
             history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_auroc": val_auc})
             progress.console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {np.mean(losses):.4f}  "
                                    f"val mean AUROC {val_auc:.3f}")
             state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": max(best, val_auc), "history": history,
-                     "architecture": cfg.architecture, "net_config": net.cfg.to_dict(), "labels": cfg.labels,
-                     "input": asdict(spec)}
+                     **checkpoint_fields(net), "labels": cfg.labels, "input": asdict(spec),
+                     "source_models": cfg.source_models}
             if val_auc > best:
                 best = val_auc
                 atomic_save(state, out / "best.pt")
@@ -120,6 +140,24 @@ def train(cfg: TrainConfig) -> Path:
             progress.advance(task)
     (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     return out / "best.pt"
+
+
+def _target_columns(cfg: TrainConfig) -> list[int]:
+    """Columns of load_split's targets (14 findings, then any finding) that the task trains on."""
+    return [len(FINDINGS)] if cfg.task == "abnormal" else list(range(len(FINDINGS) + 1))
+
+
+def init_weights(net: torch.nn.Module, checkpoint: Path) -> str:
+    """Copy every tensor of ``checkpoint`` whose name and shape match ``net``'s; say what was left out."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    own = net.state_dict()
+    taken = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
+    if not taken:
+        raise ValueError(f"{checkpoint}: no tensor matches this architecture")
+    net.load_state_dict(taken, strict=False)
+    skipped = sorted(set(own) - set(taken))
+    return f"{len(taken)} tensors taken" + (f", {len(skipped)} left at their initial values ({', '.join(skipped[:4])})"
+                                           if skipped else "")
 
 
 def start_run(cfg) -> Path:

@@ -1,9 +1,11 @@
-"""DenseNet-BC with torchvision's state-dict layout, and a small-input variant.
+"""DenseNet-BC with torchvision's state-dict layout, a small-input variant and a 512-px variant.
 
 Key names follow torchvision (``features.denseblock1.denselayer1.norm1.weight``,
 ``classifier.weight``), so CheXNet-style checkpoints load without renaming. The ``small`` stem
 (3x3 conv, stride 1, no max-pool) keeps an 8x8 final feature map for 64-px inputs, which is what
-class activation maps are drawn from.
+class activation maps are drawn from. The ``strided`` stem (the seed system's 512-px model: a 3x3
+stride-2 convolution and a stride-2 max-pool in front of the dense blocks) brings 512-px inputs to the
+first dense block at 128x128 with a quarter of the 7x7 stem's multiply-adds.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radsight.train.registry import register
+
 
 @dataclass(frozen=True)
 class DenseNetConfig:
@@ -20,7 +24,7 @@ class DenseNetConfig:
     block_config: tuple[int, ...] = (6, 12, 24, 16)
     num_init_features: int = 64
     bn_size: int = 4
-    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "small": 3x3/1 conv
+    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "small": 3x3/1 conv; "strided": 3x3/2 + pool
     in_chans: int = 3
     num_classes: int = 14
     drop_rate: float = 0.0
@@ -29,11 +33,12 @@ class DenseNetConfig:
         return asdict(self)
 
 
-ARCHITECTURES: dict[str, DenseNetConfig] = {
+VARIANTS: dict[str, DenseNetConfig] = {
     "densenet121": DenseNetConfig(),
     "densenet-small": DenseNetConfig(
         growth_rate=12, block_config=(4, 8, 12, 8), num_init_features=24, stem="small", in_chans=1
     ),
+    "densenet121-512": DenseNetConfig(stem="strided"),
 }
 
 
@@ -81,10 +86,15 @@ class DenseNet(nn.Module):
     def __init__(self, cfg: DenseNetConfig):
         super().__init__()
         self.cfg = cfg
+        self.arch_kwargs = cfg.to_dict()
         if cfg.stem == "imagenet":
             stem = [("conv0", nn.Conv2d(cfg.in_chans, cfg.num_init_features, 7, 2, 3, bias=False)),
                     ("norm0", nn.BatchNorm2d(cfg.num_init_features)), ("relu0", nn.ReLU(inplace=True)),
                     ("pool0", nn.MaxPool2d(3, 2, 1))]
+        elif cfg.stem == "strided":
+            stem = [("conv0", nn.Conv2d(cfg.in_chans, cfg.num_init_features, 3, 2, 1, bias=False)),
+                    ("norm0", nn.BatchNorm2d(cfg.num_init_features)), ("relu0", nn.ReLU(inplace=True)),
+                    ("pool0", nn.MaxPool2d(2, 2))]
         elif cfg.stem == "small":
             stem = [("conv0", nn.Conv2d(cfg.in_chans, cfg.num_init_features, 3, 1, 1, bias=False)),
                     ("norm0", nn.BatchNorm2d(cfg.num_init_features)), ("relu0", nn.ReLU(inplace=True))]
@@ -147,8 +157,12 @@ class WithCams(nn.Module):
         return logits, cams
 
 
-def build(architecture: str, num_classes: int, **overrides) -> DenseNet:
-    if architecture not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
-    cfg = ARCHITECTURES[architecture]
-    return DenseNet(DenseNetConfig(**{**cfg.to_dict(), "num_classes": num_classes, **overrides}))
+def _register(variant: str) -> None:
+    @register(variant)
+    def make(**overrides) -> DenseNet:
+        fields = {**VARIANTS[variant].to_dict(), **overrides}
+        return DenseNet(DenseNetConfig(**{**fields, "block_config": tuple(fields["block_config"])}))
+
+
+for _variant in VARIANTS:
+    _register(_variant)

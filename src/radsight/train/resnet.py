@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from radsight.train.registry import register
+
 
 class Bottleneck(nn.Module):
     expansion = 4
@@ -29,9 +31,11 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(y)) + identity)
 
 
+@register("resnet50")
 class ResNet(nn.Module):
     def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3):
         super().__init__()
+        self.arch_kwargs = {"layers": tuple(layers), "num_classes": num_classes, "in_chans": in_chans}
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from radsight.io import load_image
-from radsight.preprocess import InputSpec, resize
+from radsight.models.config import SEGMENTATION
+from radsight.preprocess import InputSpec, prepare, resize
 from radsight.segmentation import dice, read_mask
 from radsight.train.data import normalise_batch, photometric, random_affine, warp
 from radsight.train.loop import atomic_save, resume, start_run
-from radsight.train.unet import UNet
+from radsight.train.registry import build, checkpoint_fields
 
 
 @dataclass
@@ -44,7 +45,7 @@ class SegTrainConfig:
 
 def load_pairs(cfg: SegTrainConfig, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     size = cfg.input_size
-    images = [resize(load_image(Path(cfg.images) / n).pixels, size, size) for n in names]
+    images = [prepare(load_image(Path(cfg.images) / n), cfg.spec, normalised=False)[0][0] for n in names]
     masks = [read_mask(Path(cfg.masks) / n, size, size) for n in names]
     return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(masks)[:, None])
 
@@ -64,7 +65,7 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
     x, y = load_pairs(cfg, train_names)
     print(f"training on {len(train_names)} pairs; validation: {', '.join(cfg.val) or 'none'}; "
           f"held out: {', '.join(cfg.holdout) or 'none'}")
-    net = UNet(in_chans=1, num_classes=1, base=cfg.base_width)
+    net = build("unet", in_chans=1, num_classes=1, base=cfg.base_width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1)
     last = out / "last.pt"
@@ -93,7 +94,7 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
                 val = float(np.mean(list(mask_dice(net, cfg, cfg.val).values()))) if cfg.val else float("nan")
                 progress.console.print(f"iteration {it + 1}/{cfg.iterations}  loss {loss.item():.4f}  val Dice {val:.4f}")
                 state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "iteration": it + 1, "base_width": cfg.base_width, "input": asdict(cfg.spec),
+                         "iteration": it + 1, **checkpoint_fields(net), "task": SEGMENTATION, "input": asdict(cfg.spec),
                          "labels": ["lung"], "val_dice": val, "best": max(best, val)}
                 if val > best:
                     best = val
@@ -110,14 +111,14 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
 
 
 @torch.no_grad()
-def mask_dice(net: UNet, cfg: SegTrainConfig, names: list[str]) -> dict[str, float]:
+def mask_dice(net: torch.nn.Module, cfg: SegTrainConfig, names: list[str]) -> dict[str, float]:
     """Dice of the raw thresholded output against each named image's mask, at the mask's resolution."""
     was_training = net.training
     net.eval()
     scores = {}
     for name in names:
         image = load_image(Path(cfg.images) / name)
-        x = torch.tensor(resize(image.pixels, cfg.input_size, cfg.input_size))[None, None]
+        x = torch.from_numpy(prepare(image, cfg.spec, normalised=False)[0])[None]
         prob = torch.sigmoid(net(normalise_batch(x, cfg.spec)))[0, 0].numpy()
         truth = read_mask(Path(cfg.masks) / name, image.height, image.width) > 0.5
         scores[name] = dice(resize(prob, image.height, image.width) > 0.5, truth)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radsight.train.registry import register
+
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -13,11 +15,13 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+@register("unet")
 class UNet(nn.Module):
     """Encoder-decoder with skip connections; ``forward`` returns one logit map per class at input size."""
 
     def __init__(self, in_chans: int = 1, num_classes: int = 1, base: int = 16, depth: int = 4):
         super().__init__()
+        self.arch_kwargs = {"in_chans": in_chans, "num_classes": num_classes, "base": base, "depth": depth}
         widths = [base * 2 ** i for i in range(depth + 1)]
         self.down = nn.ModuleList([_double_conv(in_chans, widths[0])] +
                                   [_double_conv(widths[i], widths[i + 1]) for i in range(depth)])

@@ -1,0 +1,67 @@
+"""Full-reference image quality on images in [0, 1] (NumPy/SciPy, no torch): PSNR, SSIM and MS-SSIM,
+over the whole image or inside a mask (e.g. the lung fields).
+
+SSIM follows Wang et al. 2004 (Gaussian window sigma 1.5, 11 taps, K1 0.01, K2 0.03, data range 1);
+MS-SSIM Wang et al. 2003 (5 scales, 2x2 mean downsampling, their exponents).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+C1, C2 = 0.01 ** 2, 0.03 ** 2
+MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _mean_in(values: np.ndarray, mask: np.ndarray | None) -> float:
+    if mask is None:
+        return float(values.mean())
+    inside = mask.astype(bool)
+    if not inside.any():
+        raise ValueError("the mask is empty")
+    return float(values[inside].mean())
+
+
+def psnr(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    mse = _mean_in((pred.astype(np.float64) - ref.astype(np.float64)) ** 2, mask)
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def _ssim_maps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The luminance and contrast-structure maps."""
+    blur = lambda x: ndimage.gaussian_filter(x, 1.5, truncate=3.5, mode="reflect")  # noqa: E731
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    luminance = (2 * mu_a * mu_b + C1) / (mu_a ** 2 + mu_b ** 2 + C1)
+    contrast_structure = (2 * cov + C2) / (var_a + var_b + C2)
+    return luminance, contrast_structure
+
+
+def ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    luminance, cs = _ssim_maps(pred, ref)
+    return _mean_in(luminance * cs, mask)
+
+
+def _half(x: np.ndarray) -> np.ndarray:
+    h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+    return x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+
+def ms_ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Needs sides of at least 2**4 * 11 px; a mask is averaged down with the image (inside: > 0.5)."""
+    if min(pred.shape) < 2 ** (len(MS_WEIGHTS) - 1) * 11:
+        raise ValueError(f"MS-SSIM needs images of at least {2 ** (len(MS_WEIGHTS) - 1) * 11} px a side")
+    a, b = pred.astype(np.float64), ref.astype(np.float64)
+    m = None if mask is None else mask.astype(np.float64)
+    score = 1.0
+    for level, weight in enumerate(MS_WEIGHTS):
+        inside = None if m is None else m > 0.5
+        luminance, cs = _ssim_maps(a, b)
+        last = level == len(MS_WEIGHTS) - 1
+        value = _mean_in(luminance * cs if last else cs, inside)
+        score *= max(value, 0.0) ** weight
+        a, b = _half(a), _half(b)
+        m = None if m is None else _half(m)
+    return float(score)
