@@ -116,3 +116,19 @@ def corpus_file(name: str) -> str:
     if path is None:
         pytest.skip(f"pydicom-data lacks {name}")
     return path
+
+
+def bone_pair(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic (radiograph, soft tissue) pair in [0, 1]: a smooth soft-tissue field, and the same field with
+    bright curved rib-like bands inside the lungs added (the bone signal, a few grey levels to 0.08)."""
+    rng = np.random.default_rng(seed)
+    soft = chest_phantom(size, size, seed=seed).astype(np.float64)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    lungs = np.zeros((size, size), bool)
+    for cx in (0.3, 0.7):
+        lungs |= ((xx - cx) / 0.17) ** 2 + ((yy - 0.5) / 0.33) ** 2 < 1
+    phase, spacing = rng.uniform(0, 1), rng.uniform(0.09, 0.12)
+    curve = yy + 0.15 * (xx - 0.5) ** 2  # ribs bow downwards towards the sides
+    ribs = np.clip(np.cos(2 * np.pi * (curve / spacing + phase)) - 0.3, 0, None) / 0.7
+    bone = rng.uniform(0.05, 0.08) * ribs * lungs
+    return np.clip(soft + bone, 0, 1).astype(np.float32), soft.astype(np.float32)

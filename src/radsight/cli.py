@@ -366,7 +366,7 @@ def models_pull(name: str = typer.Argument(..., help="a published model, as `rad
 
 
 @models_app.command("import")
-def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-densenet | xrv-resnet | chexnet"),
+def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-densenet | xrv-resnet | chexnet | gusarev-bone"),
                   file: Path = typer.Argument(..., exists=True, dir_okay=False),
                   name: str = typer.Option(..., help="name to register; a published name takes its labels, "
                                                      "thresholds and input contract"),

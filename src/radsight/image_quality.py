@@ -50,16 +50,19 @@ def _half(x: np.ndarray) -> np.ndarray:
 
 
 def ms_ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Needs sides of at least 2**4 * 11 px; a mask is averaged down with the image (inside: > 0.5)."""
-    if min(pred.shape) < 2 ** (len(MS_WEIGHTS) - 1) * 11:
-        raise ValueError(f"MS-SSIM needs images of at least {2 ** (len(MS_WEIGHTS) - 1) * 11} px a side")
+    """Five scales from 176 px a side; smaller images use the scales that fit (each at least 11 px), with the
+    exponents rescaled to sum to 1. A mask is averaged down with the image (inside: > 0.5)."""
+    levels = min(len(MS_WEIGHTS), int(np.log2(min(pred.shape) / 11)) + 1)
+    if levels < 1:
+        raise ValueError("MS-SSIM needs images of at least 11 px a side")
+    weights = np.asarray(MS_WEIGHTS[:levels]) / sum(MS_WEIGHTS[:levels])
     a, b = pred.astype(np.float64), ref.astype(np.float64)
     m = None if mask is None else mask.astype(np.float64)
     score = 1.0
-    for level, weight in enumerate(MS_WEIGHTS):
+    for level, weight in enumerate(weights):
         inside = None if m is None else m > 0.5
         luminance, cs = _ssim_maps(a, b)
-        last = level == len(MS_WEIGHTS) - 1
+        last = level == levels - 1
         value = _mean_in(luminance * cs if last else cs, inside)
         score *= max(value, 0.0) ** weight
         a, b = _half(a), _half(b)

@@ -103,9 +103,19 @@ CATALOG: dict[str, Published] = {p.name: p for p in [
               reference="Rajpurkar et al., CheXNet (arXiv:1711.05225); reproduction by arnoweng/CheXNet"),
 ]}
 
+# Bone suppression weights of the Gusarev et al. 2017 autoencoder, as public BSE-JSRT code trains and saves them
+# (a state dict, often with DataParallel's ``module.`` prefix): 256-px greyscale in [0, 1] in, soft tissue out.
+GUSAREV_BONE = Published(
+    name="gusarev-bone-autoencoder", format="gusarev-bone", url="", labels=["soft_tissue"], thresholds=[],
+    input=InputSpec(size=256, mean=0.0, std=1.0, channels=1, resample="pillow-8bit"),
+    architecture="gusarev-autoencoder", training_data="JSRT and BSE-JSRT, as the publisher trained it",
+    license="the publisher's; JSRT and BSE-JSRT are for research and education",
+    reference="Gusarev et al., Deep learning models for bone suppression in chest radiographs, CIBCB 2017")
+
 # What a hand-imported file of each format is, unless the user names a catalog entry.
 FORMAT_DEFAULTS: dict[str, Published] = {
     "xrv-densenet": CATALOG["xrv-densenet121-res224-all"],
     "xrv-resnet": CATALOG["xrv-resnet50-res512-all"],
     "chexnet": CATALOG["chexnet-arnoweng"],
+    "gusarev-bone": GUSAREV_BONE,
 }

@@ -12,7 +12,8 @@ def _metrics(metrics: dict) -> str:
 
 def _installed_row(cfg: ModelConfig) -> str:
     return (f"{cfg.name}  [installed: {cfg.directory}]\n"
-            f"    {cfg.architecture}, input {cfg.input.size}px ({cfg.input.pixels} pixels, {cfg.input.resample}), "
+            f"    {cfg.task}: {cfg.architecture}, input {cfg.input.size}px ({' + '.join(cfg.input.sources)}; "
+            f"{cfg.input.pixels} pixels, {cfg.input.resample}), "
             f"{len(cfg.labels)} outputs: {', '.join(cfg.labels)}\n"
             f"    trained on: {cfg.training_data or 'unknown'}; licence: {cfg.license or 'unknown'}; "
             f"metrics: {_metrics(cfg.metrics)}")

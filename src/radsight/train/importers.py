@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from radsight.models.catalog import FORMAT_DEFAULTS, Published
-from radsight.models.config import ModelConfig
+from radsight.models.config import BONE_SUPPRESSION, ModelConfig
 from radsight.models.store import sha256_file
-from radsight.train.export import export_onnx
+from radsight.train.bone_nets import GusarevAutoencoder
+from radsight.train.export import export_module, export_onnx
 from radsight.train.nets import DenseNet, DenseNetConfig
 from radsight.train.resnet import ResNet
 
@@ -104,10 +105,12 @@ def canonical_key(key: str) -> str:
 
 
 def build_network(fmt: str, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    head = state.get("fc.weight" if fmt == "xrv-resnet" else "classifier.weight")
+    head = state.get({"xrv-resnet": "fc.weight", "gusarev-bone": "enc1.weight"}.get(fmt, "classifier.weight"))
     if head is None:
         raise ImportFailed(f"format {fmt}: the checkpoint has no classifier layer; is it a {fmt} file?")
-    if fmt == "xrv-resnet":
+    if fmt == "gusarev-bone":
+        net = GusarevAutoencoder(in_chans=head.shape[1], width=head.shape[0])
+    elif fmt == "xrv-resnet":
         net = ResNet(num_classes=head.shape[0], in_chans=state["conv1.weight"].shape[1])
     elif fmt in ("xrv-densenet", "chexnet"):
         stem = state.get("features.conv0.weight")
@@ -139,6 +142,11 @@ def import_checkpoint(fmt: str, file: Path, out: Path, name: str, published: Pub
     if published is None:
         raise ImportFailed(f"unknown format {fmt!r}; known: {', '.join(FORMAT_DEFAULTS)}")
     net = build_network(fmt, read_state_dict(file))
+    provenance = {"format": fmt, "publisher_entry": published.name, "url": published.url,
+                  "reference": published.reference, "source_file": file.name,
+                  "source_sha256": source_sha256 or sha256_file(file)}
+    if fmt == "gusarev-bone":
+        return _import_image_model(net, published, out, name, provenance)
     n_out = net.head.out_features
     if n_out != len(published.labels):
         raise ImportFailed(f"{file}: {n_out} outputs, but {published.name} has {len(published.labels)} labels")
@@ -154,27 +162,38 @@ def import_checkpoint(fmt: str, file: Path, out: Path, name: str, published: Pub
                       input=spec, thresholds=thresholds, threshold_methods=methods,
                       sha256=sha256_file(out / "model.onnx"), license=published.license,
                       training_data=published.training_data, model_card="",
-                      provenance={"format": fmt, "publisher_entry": published.name, "url": published.url,
-                                  "reference": published.reference, "source_file": file.name,
-                                  "source_sha256": source_sha256 or sha256_file(file)},
-                      metrics=published.metrics, directory=out)
+                      provenance=provenance, metrics=published.metrics, directory=out)
     cfg.save(out)
     return cfg
 
 
-def _check_export(net: torch.nn.Module, keep: list[int], spec, path: Path) -> None:
-    """The ONNX file must reproduce the network's logits; refuse to register it otherwise."""
+def _import_image_model(net: torch.nn.Module, published: Published, out: Path, name: str,
+                        provenance: dict) -> ModelConfig:
+    """An image-to-image bone suppression network: ONNX output ``soft_tissue``, checked against torch."""
+    spec = published.input
+    export_module(net, spec, out / "model.onnx", ["soft_tissue"])
+    _check_export(net, None, spec, out / "model.onnx", "soft_tissue")
+    cfg = ModelConfig(name=name, version=IMPORT_VERSION, architecture=published.architecture, labels=["soft_tissue"],
+                      input=spec, task=BONE_SUPPRESSION, outputs=["soft_tissue"],
+                      sha256=sha256_file(out / "model.onnx"), license=published.license,
+                      training_data=published.training_data, model_card="", provenance=provenance, directory=out)
+    cfg.save(out)
+    return cfg
+
+
+def _check_export(net: torch.nn.Module, keep: list[int] | None, spec, path: Path, output: str = "logits") -> None:
+    """The ONNX file must reproduce the network's output (``keep``: those columns); refuse to register it otherwise."""
     import onnxruntime as ort
 
     x = torch.randn(2, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = net(x)[:, keep].numpy()
+        expected = net(x) if keep is None else net(x)[:, keep]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"image": x.numpy()})[0]
-    err = float(np.max(np.abs(got - expected)))
-    if not math.isfinite(err) or err > 1e-3 * max(1.0, float(np.abs(expected).max())):
+    got = session.run([output], {"image": x.numpy()})[0]
+    err = float(np.max(np.abs(got - expected.numpy())))
+    if not math.isfinite(err) or err > 1e-3 * max(1.0, float(np.abs(expected.numpy()).max())):
         path.unlink()
-        raise ImportFailed(f"ONNX export differs from the network (max |logit difference| {err:.2e})")
+        raise ImportFailed(f"ONNX export differs from the network (max |{output} difference| {err:.2e})")
 
 
 __all__ = ["ImportFailed", "build_network", "canonical_key", "import_checkpoint", "read_state_dict"]
