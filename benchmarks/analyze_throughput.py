@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from radsight.io import expand_inputs, load_image
+from radsight.models.store import DEFAULT_MODEL
 from radsight.pipeline import Predictor, analyze_files
 
 
@@ -22,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of radiographs (DICOM/PNG/JPEG)")
     parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--model", default="radsight-nih64-demo")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.limit]
     if not files:

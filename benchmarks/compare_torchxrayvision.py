@@ -66,8 +66,9 @@ def _publisher(weights: str, files: list[Path]) -> tuple[list[float], float, lis
 @lru_cache(maxsize=2)
 def _predictor(home: str, anatomy: bool, threads: int):
     os.environ["RADSIGHT_HOME"] = home
+    from radsight.models.store import DEFAULT_LUNG_MODEL
     from radsight.pipeline import Predictor
-    return Predictor(MODEL, lung_model="radsight-lung-unet" if anatomy else None, threads=threads)
+    return Predictor(MODEL, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads)
 
 
 def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool) -> dict:

@@ -118,6 +118,25 @@ def corpus_file(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_bone_model(tmp_path_factory) -> Path:
+    """A random-weight bone generator exported as a bone suppression model folder (a small, visible bone image)."""
+    torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]")
+    from dataclasses import asdict
+
+    from radsight.models.config import BONE_SUPPRESSION
+    from radsight.preprocess import InputSpec
+    from radsight.train.export import export_checkpoint
+    from radsight.train.registry import build, checkpoint_fields
+    root = tmp_path_factory.mktemp("bone")
+    torch.manual_seed(0)
+    net = build("bone-generator", base=4, depth=2)
+    torch.nn.init.normal_(net.head.weight, 0, 0.01)  # not the identity: the view must differ from the radiograph
+    torch.save({"model": net.state_dict(), **checkpoint_fields(net), "task": BONE_SUPPRESSION, "labels": ["bone"],
+                "input": asdict(InputSpec(size=64))}, root / "bone.pt")
+    return export_checkpoint(root / "bone.pt", root / "tiny-bone", "tiny-bone", "0", "test", "random").directory
+
+
 def bone_pair(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic (radiograph, soft tissue) pair in [0, 1]: a smooth soft-tissue field, and the same field with
     bright curved rib-like bands inside the lungs added (the bone signal, a few grey levels to 0.08)."""

@@ -48,7 +48,7 @@ def trained(pair_set, tmp_path_factory):
 def test_training_lowers_l1_and_raises_ssim_on_held_out_pairs(pair_set, trained):
     from radsight.data.pairs import read_pairs, select
     cfg, best = trained
-    x, y = load_pairs(select(read_pairs(pair_set / "manifest.csv", pair_set / "images"), "test"), SIZE)
+    x, y, _ = load_pairs(select(read_pairs(pair_set / "manifest.csv", pair_set / "images"), "test"), SIZE)
     net, _ = load_checkpoint(best)
     soft = suppress(net, x, cfg.spec).numpy()[:, 0]
     identity, target = x.numpy()[:, 0], y.numpy()[:, 0]
@@ -196,3 +196,12 @@ def test_classifier_that_reads_a_missing_bone_model_refuses_to_load(tiny_model, 
     result = CliRunner().invoke(app, ["analyze", str(dicom), "--model", str(folder), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "radsight-bone-missing" in result.output
     assert "Traceback" not in result.output
+
+
+def test_stages_never_go_above_the_films_resolution_and_bad_stages_are_refused():
+    cfg = BoneTrainConfig(manifest="m", images="i", out="o", stages="128:3,512:2", native=200)
+    assert cfg.schedule == [(128, 3), (192, 2)] and cfg.size == 192
+    with pytest.raises(ValueError, match="multiples of 16"):
+        BoneTrainConfig(manifest="m", images="i", out="o", stages="100:3").schedule
+    with pytest.raises(ValueError, match="size:steps"):
+        BoneTrainConfig(manifest="m", images="i", out="o", stages="128-3").schedule

@@ -26,13 +26,13 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture()
-def server(tmp_path):
+def server(tmp_path, tiny_bone_model):
     if not os.path.exists(CHROMIUM):
         pytest.skip("needs Debian's chromium (scripts/test.sh installs it)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(Settings(data_dir=tmp_path / "data", token="t"))
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t", bone_model=str(tiny_bone_model)))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -71,6 +71,14 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         toggles = page.query_selector_all("input.heat")
         if toggles:
             toggles[0].check()
+        assert page.eval_on_selector_all("#view option", "o => o.map(x => x.value)") == ["radiograph", "soft_tissue",
+                                                                                        "bone"]
+        canvas = "c => c.toDataURL()"
+        before = page.eval_on_selector("#image", canvas)
+        page.select_option("#view", "bone")
+        assert page.eval_on_selector("#image", canvas) != before  # the bone view replaces the radiograph
+        page.select_option("#view", "radiograph")
+        assert page.eval_on_selector("#image", canvas) == before
         page.fill("#width", "180")
         page.dispatch_event("#width", "input")
         assert "triage" in page.inner_text("#summary")

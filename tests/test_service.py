@@ -89,6 +89,27 @@ def test_upload_analyze_and_read_back(tmp_path):
         assert client.get("/").status_code == 200 and "Not for diagnostic use" in client.get("/").text
 
 
+def test_bone_views_are_served_and_stored_as_derived_secondary_captures(tmp_path, tiny_bone_model):
+    dcm = make_dicom(tmp_path / "a.dcm", chest_phantom(200, 180))
+    with TestClient(create_app(_settings(tmp_path, bone_model=str(tiny_bone_model)))) as client:
+        _sign_in(client)
+        r = client.post("/api/studies", files={"file": ("a.dcm", dcm.read_bytes(), "application/dicom")}, headers=AUTH)
+        study_id = r.json()["id"]
+        result = _wait(client, [study_id])[study_id]["result"]
+        assert [v["name"] for v in result["views"]] == ["soft_tissue", "bone"]
+        assert result["dicom_results"] == ["sr.dcm", "overlay.dcm", "soft_tissue.dcm", "bone.dcm"]
+        for view in result["views"]:
+            png = client.get(f"/api/studies/{study_id}/files/{view['file']}")
+            assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (180, 200)
+        source = pydicom.dcmread(dcm)
+        for name in ("soft_tissue.dcm", "bone.dcm"):
+            sc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{study_id}/files/{name}").content))
+            assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.PatientID == source.PatientID
+            assert sc.PhotometricInterpretation == "MONOCHROME2" and sc.pixel_array.shape == (200, 180)
+            assert list(sc.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+            assert "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
+
+
 def test_writes_need_the_token_and_bad_requests_get_clear_4xx(tmp_path):
     ct = make_dicom(tmp_path / "ct.dcm", modality="CT")
     with TestClient(create_app(_settings(tmp_path, max_upload_bytes=200_000))) as client:

@@ -33,8 +33,8 @@ def tiny_set(tmp_path_factory):
 
 
 def config(tiny_set, out, **kw):
-    return TrainConfig(manifest=str(tiny_set / "manifest.csv"), images=str(tiny_set / "images"), out=str(out),
-                       epochs=2, batch_size=8, threads=1, **kw)
+    return TrainConfig(**{"manifest": str(tiny_set / "manifest.csv"), "images": str(tiny_set / "images"),
+                          "out": str(out), "epochs": 2, "batch_size": 8, "threads": 1, **kw})
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_set, tmp_path):
@@ -114,3 +114,35 @@ def test_segmentation_trains_resumes_and_exports(mask_set, tmp_path):
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert list(metrics["per_image"]) == ["4.png"] and 0 <= metrics["mean"]["dice"] <= 1
     assert (tmp_path / "ev" / "4.seg.png").is_file()
+
+
+def test_enhanced_inputs_train_export_and_predict(tiny_set, tiny_bone_model, tmp_path):
+    from radsight.io import load_image
+    from radsight.pipeline import Predictor
+    sources = ("original", "lung_masked", "bone_suppressed")
+    cfg = config(tiny_set, tmp_path / "run", sources=sources, bone_model=str(tiny_bone_model), epochs=1)
+    best = train(cfg)
+    assert (tmp_path / "run" / "inputs-train.pt").is_file()  # views built once, then cached
+    x = torch.load(tmp_path / "run" / "inputs-train.pt", weights_only=True)["x"]
+    assert x.shape[1:] == (3, 64, 64) and not torch.equal(x[:, 0], x[:, 2])
+    assert (x[:, 1] <= x[:, 0] + 1e-6).all() and (x[:, 1] == 0).any()  # lung-masked: black outside the lungs
+    model = export_checkpoint(best, tmp_path / "model", "enhanced", "0", "test", "synthetic")
+    assert model.input.sources == sources and model.input.channels == 3
+    assert model.source_models == {"lung_masked": "radsight-lung-unet", "bone_suppressed": str(tiny_bone_model)}
+    p = Predictor(str(tmp_path / "model")).predict(load_image(tiny_set / "images" / "000.png"))
+    assert len(p.findings) == 14 and set(p.views) == {"soft_tissue", "bone"}
+
+
+def test_binary_pretraining_then_findings_from_it(tiny_set, tmp_path):
+    from radsight.models.config import TRIAGE_LABEL
+    from radsight.train.loop import init_weights
+    from radsight.train.registry import build
+    best = train(config(tiny_set, tmp_path / "abnormal", task="abnormal", epochs=1))
+    state = torch.load(best, weights_only=False)
+    assert state["labels"] == [TRIAGE_LABEL] and state["model"]["classifier.weight"].shape[0] == 1
+    net = build("densenet-small", num_classes=15, in_chans=1)
+    report = init_weights(net, best)
+    assert "left at their initial values (classifier.bias, classifier.weight)" in report
+    torch.testing.assert_close(net.state_dict()["features.conv0.weight"], state["model"]["features.conv0.weight"])
+    findings = train(config(tiny_set, tmp_path / "findings", init_from=str(best), epochs=1))
+    assert torch.load(findings, weights_only=False)["labels"][-1] == TRIAGE_LABEL

@@ -30,7 +30,7 @@ def train(
     targets: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                            help="bone-suppression: soft-tissue images (default: targets/ beside "
                                                 "--images)"),
-    stages: str = typer.Option("128:400,256:800,512:800", help="bone-suppression: size:steps, low resolution first"),
+    stages: str = typer.Option("128:200,256:400,512:400", help="bone-suppression: size:steps, low resolution first"),
     kind: Optional[str] = typer.Option(None, help="bone-suppression: train on rows of this kind only (bse-jsrt)"),
     holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out for evaluation"),
     val: str = typer.Option("", help="lung-segmentation: comma-separated images that choose the checkpoint"),
@@ -310,6 +310,9 @@ def serve(
     port: int = typer.Option(8000),
     model: str = typer.Option(DEFAULT_MODEL),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL),
+    bone_model: Optional[str] = typer.Option(None, help=f"bone suppression model (default: {DEFAULT_BONE_MODEL} "
+                                             f"when installed)"),
+    bone_views: bool = typer.Option(True, help="soft-tissue and bone views when a bone model is there"),
     workers: int = typer.Option(1, help="analysis threads"),
     max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
     orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
@@ -324,7 +327,8 @@ def serve(
     if not token:
         raise _fail("an API token is required: --token or RADSIGHT_API_TOKEN")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model, workers=workers,
+    settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model,
+                        bone_model=_bone_model(bone_model) if bone_views else None, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         cors_origins=list(cors_origin))
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)

@@ -25,7 +25,8 @@ from radsight.service.pacs import Orthanc, Poller, split_multipart
 from radsight.service.worker import Workers, results_dir, upload_path
 
 STATIC = Path(__file__).parent / "static"
-RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "sr.dcm", "overlay.dcm"}
+RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "study.soft_tissue.png", "study.bone.png",
+                "sr.dcm", "overlay.dcm", "soft_tissue.dcm", "bone.dcm"}
 log = logging.getLogger("radsight.service")
 
 
@@ -39,6 +40,7 @@ class Settings:
     token: str
     model: str = DEFAULT_MODEL
     lung_model: str | None = DEFAULT_LUNG_MODEL
+    bone_model: str | None = None  # soft-tissue and bone views, stored as derived Secondary Captures
     workers: int = 1
     max_upload_bytes: int = 256 * 1024 * 1024
     orthanc_url: str | None = None
@@ -50,7 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.token:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     store = StudyStore(settings.data_dir / "radsight.sqlite")
-    predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads_per_worker(settings.workers))
+    predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads_per_worker(settings.workers),
+                          bone_model=settings.bone_model)
     orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
     workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
 

@@ -70,14 +70,35 @@ def structured_report(source: pydicom.Dataset, p: Prediction) -> pydicom.Dataset
     return sr
 
 
+def _capture(source: pydicom.Dataset, pixels: np.ndarray, photometric: hd.PhotometricInterpretationValues,
+             bits: int, series_number: int, model: str) -> hd.sc.SCImage:
+    return hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=np.ascontiguousarray(pixels), photometric_interpretation=photometric,
+        bits_allocated=bits, coordinate_system=hd.CoordinateSystemNames.PATIENT, series_instance_uid=generate_uid(),
+        series_number=series_number, sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
+        patient_orientation=("L", "F"), contributing_equipment=_equipment(model))
+
+
 def overlay_capture(source: pydicom.Dataset, overlay_rgb: np.ndarray, model: str) -> pydicom.Dataset:
     """The overlay (findings, boxes, lung contours) as an RGB Secondary Capture in the radiograph's study."""
-    sc = hd.sc.SCImage.from_ref_dataset(
-        ref_dataset=source, pixel_array=np.ascontiguousarray(overlay_rgb, dtype=np.uint8),
-        photometric_interpretation=hd.PhotometricInterpretationValues.RGB, bits_allocated=8,
-        coordinate_system=hd.CoordinateSystemNames.PATIENT, series_instance_uid=generate_uid(), series_number=9902,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
-        patient_orientation=("L", "F"), contributing_equipment=_equipment(model))
+    sc = _capture(source, overlay_rgb.astype(np.uint8), hd.PhotometricInterpretationValues.RGB, 8, 9902, model)
     sc.SeriesDescription = NOT_FOR_DIAGNOSIS
     sc.BurnedInAnnotation = "YES"
+    return sc
+
+
+# Derived views: series number and description.
+VIEW_SERIES = {"soft_tissue": (9903, "soft tissue (bone suppressed)"), "bone": (9904, "bone (subtracted)")}
+
+
+def view_capture(source: pydicom.Dataset, view: str, pixels: np.ndarray, model: str) -> pydicom.Dataset:
+    """A derived view (soft tissue, bone) in [0, 1] at the radiograph's size, as a 12-bit MONOCHROME2 Secondary
+    Capture in the radiograph's study, marked derived and not for diagnostic use."""
+    number, description = VIEW_SERIES[view]
+    stored = np.round(np.clip(pixels, 0, 1) * 4095).astype(np.uint16)
+    sc = _capture(source, stored, hd.PhotometricInterpretationValues.MONOCHROME2, 16, number, model)
+    sc.SeriesDescription = f"radsight {description} - NOT FOR DIAGNOSTIC USE"
+    sc.ImageType = ["DERIVED", "SECONDARY", "BONE_SUPPRESSION" if view == "soft_tissue" else "BONE"]
+    sc.DerivationDescription = f"{description} by {model}; computed image, not acquired"
+    sc.BurnedInAnnotation = "NO"
     return sc

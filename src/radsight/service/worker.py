@@ -90,13 +90,16 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     document = prediction_document(prediction, files)
     document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
     if image.meta.modality is not None:  # DICOM in, DICOM out
-        from radsight.service.dicom_out import overlay_capture, structured_report
+        from radsight.service.dicom_out import overlay_capture, structured_report, view_capture
         ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
-        results = [structured_report(ds, prediction),
-                   overlay_capture(ds, np.asarray(overlay), prediction.model.name)]
-        for name, dataset in zip(("sr.dcm", "overlay.dcm"), results):
+        named = {"sr.dcm": structured_report(ds, prediction),
+                 "overlay.dcm": overlay_capture(ds, np.asarray(overlay), prediction.model.name)}
+        for view, pixels in prediction.views.items():
+            named[f"{view}.dcm"] = view_capture(ds, view, pixels, prediction.views_model.name)
+        for name, dataset in named.items():
             dataset.save_as(out / name, enforce_file_format=True)
-        document["dicom_results"] = ["sr.dcm", "overlay.dcm"]
+        results = list(named.values())
+        document["dicom_results"] = list(named)
         if deliver is not None:
             deliver(source, results)
     return document

@@ -35,7 +35,8 @@ class BoneTrainConfig:
     images: str
     out: str
     targets: str | None = None  # default: ``targets`` beside ``images``
-    stages: str = "128:400,256:800,512:800"  # size:steps, in order; sizes above ``crop`` train on random crops
+    stages: str = "128:200,256:400,512:400"  # size:steps, in order; sizes above ``crop`` train on random crops;
+    # sizes above the training films' own resolution are lowered to it (the exported size is the last stage's)
     crop: int = 256
     base_width: int = 16
     disc_width: int = 32
@@ -51,9 +52,18 @@ class BoneTrainConfig:
     stop_after: int | None = None  # stop (resumably) after this many steps in all
     kind: str | None = None  # train only on rows of this kind (e.g. bse-jsrt)
 
+    native: int | None = None  # the training films' longest side, once known: no stage goes above it
+
     @property
     def schedule(self) -> list[tuple[int, int]]:
-        return [(int(s), int(n)) for s, n in (part.split(":") for part in self.stages.split(","))]
+        try:
+            stages = [(int(s), int(n)) for s, n in (part.split(":") for part in self.stages.split(","))]
+        except ValueError:
+            raise ValueError(f"stages {self.stages!r}: expected size:steps[,size:steps...]") from None
+        if any(size < 16 or size % 16 or steps < 1 for size, steps in stages):
+            raise ValueError(f"stages {self.stages!r}: sizes must be multiples of 16 and steps positive")
+        top = max(16, self.native // 16 * 16) if self.native else None
+        return [(min(size, top) if top else size, steps) for size, steps in stages]
 
     @property
     def size(self) -> int:
@@ -65,19 +75,21 @@ class BoneTrainConfig:
         return InputSpec(size=self.size, mean=0.5, std=0.25, channels=1)
 
 
-def load_pairs(pairs: list[Pair], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Radiographs and targets under the pixel contract, resized to ``size`` (N, 1, size, size) in [0, 1]."""
-    xs, ys = [], []
+def load_pairs(pairs: list[Pair], size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Radiographs and targets under the pixel contract, resized to ``size`` (N, 1, size, size) in [0, 1], and
+    the films' longest side."""
+    xs, ys, native = [], [], 0
     for pair in pairs:
         image, target = load_image(pair.image), load_image(pair.target)
         if (image.height, image.width) != (target.height, target.width):
             raise ValueError(f"{pair.image.name}: image {image.width}x{image.height} and target "
                              f"{target.width}x{target.height} differ in size")
+        native = max(native, image.height, image.width)
         xs.append(resize(image.pixels, size, size))
         ys.append(resize(target.pixels, size, size))
     if not xs:
         raise ValueError("no pairs to load")
-    return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+    return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None]), native
 
 
 def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -137,11 +149,15 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
     out = start_run(cfg)
     pairs = read_pairs(Path(cfg.manifest), Path(cfg.images), Path(cfg.targets) if cfg.targets else None)
     pairs = select(pairs, kind=cfg.kind) if cfg.kind else pairs
-    x, y = load_pairs(select(pairs, "train"), max(s for s, _ in cfg.schedule))
+    x, y, cfg.native = load_pairs(select(pairs, "train"), max(s for s, _ in cfg.schedule))
+    top = max(s for s, _ in cfg.schedule)
+    if x.shape[-1] != top:  # the films are smaller than the largest stage asked for
+        x, y = (F.interpolate(t, size=(top, top), mode="bilinear", antialias=True, align_corners=False) for t in (x, y))
     val = select(pairs, "val")
-    xv, yv = load_pairs(val, cfg.size) if val else (None, None)
+    xv, yv, _ = load_pairs(val, cfg.size) if val else (None, None, 0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"train {len(x)} pairs, val {len(val)} pairs; stages {cfg.stages}; device {device}")
+    print(f"train {len(x)} pairs, val {len(val)} pairs; stages "
+          f"{','.join(f'{s}:{n}' for s, n in cfg.schedule)}; device {device}")
 
     gen_net = build("bone-generator", in_chans=1, base=cfg.base_width).to(device)
     disc = build("patch-discriminator", in_chans=2, base=cfg.disc_width).to(device)

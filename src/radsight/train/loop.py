@@ -133,7 +133,7 @@ def train(cfg: TrainConfig) -> Path:
                      "epoch": epoch, "best": max(best, val_auc), "history": history,
                      **checkpoint_fields(net), "labels": cfg.labels, "input": asdict(spec),
                      "source_models": cfg.source_models}
-            if val_auc > best:
+            if not val_auc <= best:  # NaN (a val split without both classes): keep the latest
                 best = val_auc
                 atomic_save(state, out / "best.pt")
             atomic_save(state, last)

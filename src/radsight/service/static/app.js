@@ -1,7 +1,8 @@
 // radsight reader: worklist in reading order, viewer with window/level, zoom, heatmaps, boxes and lung contours.
 "use strict";
 const $ = (id) => document.getElementById(id);
-let current = null, pixels = null, heatmaps = {};
+let current = null, pixels = null, heatmaps = {}, views = {};
+const VIEW_NAMES = { radiograph: "radiograph", soft_tissue: "soft tissue (bone suppressed)", bone: "bone" };
 
 const SIGN_IN = "sign in";
 
@@ -72,9 +73,11 @@ async function open(id) {
   const img = await loadImage(base + "image.png");
   const canvas = $("image"), marks = $("marks");
   canvas.width = marks.width = img.width; canvas.height = marks.height = img.height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(img, 0, 0);
-  pixels = ctx.getImageData(0, 0, img.width, img.height);
+  views = { radiograph: img };
+  for (const v of r.views || []) if (v.file) views[v.name] = await loadImage(base + v.file);
+  $("view").replaceChildren(...Object.keys(views).map((name) => new Option(VIEW_NAMES[name] || name, name)));
+  $("view-choice").hidden = Object.keys(views).length < 2;
+  showView("radiograph");
   heatmaps = {};
   for (const f of r.findings.filter((f) => f.heatmap)) heatmaps[f.name] = colour(await loadImage(base + f.heatmap));
   const body = $("findings").tBodies[0];
@@ -101,6 +104,13 @@ async function open(id) {
 }
 
 let current_result = null;
+
+// The chosen view (radiograph, soft tissue, bone) becomes the pixels that window/level act on.
+function showView(name) {
+  const canvas = $("image"), ctx = canvas.getContext("2d");
+  ctx.drawImage(views[name], 0, 0, canvas.width, canvas.height);
+  pixels = ctx.getImageData(0, 0, canvas.width, canvas.height);
+}
 
 function render() {
   if (!pixels || !current_result) return;
@@ -142,6 +152,7 @@ function render() {
 }
 
 for (const id of ["width", "level", "zoom", "show-boxes", "show-lungs"]) $(id).addEventListener("input", render);
+$("view").addEventListener("change", () => { showView($("view").value); render(); });
 $("reset").onclick = () => { $("width").value = 255; $("level").value = 128; $("zoom").value = 1; render(); };
 json("/api/model").then((m) => { $("model").textContent = `${m.name} ${m.version}`; });
 function refresh() {
