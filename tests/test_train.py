@@ -146,3 +146,18 @@ def test_binary_pretraining_then_findings_from_it(tiny_set, tmp_path):
     torch.testing.assert_close(net.state_dict()["features.conv0.weight"], state["model"]["features.conv0.weight"])
     findings = train(config(tiny_set, tmp_path / "findings", init_from=str(best), epochs=1))
     assert torch.load(findings, weights_only=False)["labels"][-1] == TRIAGE_LABEL
+
+
+def test_training_errors_are_one_line(tiny_set, tmp_path):
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    common = ["train", "--manifest", str(tiny_set / "manifest.csv"), "--images", str(tiny_set / "images"),
+              "--out", str(tmp_path / "run"), "--epochs", "1"]
+    for extra, says in ((["--init-from", str(garbage)], "not a readable checkpoint"),
+                        (["--sources", "original,bones"], "sources must be"),
+                        (["--architecture", "densenet-huge"], "unknown architecture")):
+        result = CliRunner().invoke(app, common + extra)
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output

@@ -260,7 +260,7 @@ def evaluate(
     manifest: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="labelled images (or --bone-pairs)"),
     images: Path = typer.Option(..., exists=True, file_okay=False),
     out: Path = typer.Option(..., help="folder for metrics.json and report.md"),
-    model: Optional[str] = typer.Option(None, help="registered model name or folder"),
+    model: Optional[str] = typer.Option(None, help=f"registered model name or folder (default: {DEFAULT_MODEL})"),
     predictions: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="evaluate a predictions CSV"),
     reference: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="a peer's predictions CSV"),
     split: Optional[str] = typer.Option(None, help="only rows of this split"),
@@ -297,8 +297,10 @@ def evaluate(
             raise _fail(str(exc))
         return
     from radsight.evaluate_cmd import run_evaluation
-    if (model is None) == (predictions is None):
-        raise _fail("give exactly one of --model or --predictions")
+    if model is not None and predictions is not None:
+        raise _fail("give one of --model or --predictions, not both")
+    if predictions is None:
+        model = model or DEFAULT_MODEL
     run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap)
 
 

@@ -1,8 +1,9 @@
 """Full-reference image quality on images in [0, 1] (NumPy/SciPy, no torch): PSNR, SSIM and MS-SSIM,
 over the whole image or inside a mask (e.g. the lung fields).
 
-SSIM follows Wang et al. 2004 (Gaussian window sigma 1.5, 11 taps, K1 0.01, K2 0.03, data range 1);
-MS-SSIM Wang et al. 2003 (5 scales, 2x2 mean downsampling, their exponents).
+SSIM follows Wang et al. 2004 (Gaussian window sigma 1.5, 11 taps, K1 0.01, K2 0.03, data range 1), averaged
+away from the 5-px border the window does not fit, as scikit-image does; MS-SSIM Wang et al. 2003 (5 scales,
+2x2 mean downsampling, their exponents).
 """
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import numpy as np
 from scipy import ndimage
 
 C1, C2 = 0.01 ** 2, 0.03 ** 2
+BORDER = 5  # half the 11-tap window
 MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _inner(values: np.ndarray) -> np.ndarray:
+    return values[BORDER:-BORDER, BORDER:-BORDER] if min(values.shape) > 2 * BORDER else values
 
 
 def _mean_in(values: np.ndarray, mask: np.ndarray | None) -> float:
@@ -41,7 +47,7 @@ def _ssim_maps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -> float:
     luminance, cs = _ssim_maps(pred, ref)
-    return _mean_in(luminance * cs, mask)
+    return _mean_in(_inner(luminance * cs), None if mask is None else _inner(mask))
 
 
 def _half(x: np.ndarray) -> np.ndarray:
@@ -63,7 +69,7 @@ def ms_ssim(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None) -
         inside = None if m is None else m > 0.5
         luminance, cs = _ssim_maps(a, b)
         last = level == levels - 1
-        value = _mean_in(luminance * cs if last else cs, inside)
+        value = _mean_in(_inner(luminance * cs if last else cs), None if inside is None else _inner(inside))
         score *= max(value, 0.0) ** weight
         a, b = _half(a), _half(b)
         m = None if m is None else _half(m)

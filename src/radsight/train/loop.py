@@ -149,7 +149,12 @@ def _target_columns(cfg: TrainConfig) -> list[int]:
 
 def init_weights(net: torch.nn.Module, checkpoint: Path) -> str:
     """Copy every tensor of ``checkpoint`` whose name and shape match ``net``'s; say what was left out."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as exc:  # not a torch file, truncated...: one line naming the file
+        raise ValueError(f"{checkpoint}: not a readable checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{checkpoint}: not a radsight checkpoint (no 'model' weights)")
     own = net.state_dict()
     taken = {k: v for k, v in state["model"].items() if k in own and own[k].shape == v.shape}
     if not taken:
