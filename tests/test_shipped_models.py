@@ -32,3 +32,14 @@ def test_lung_model_held_out_dice_matches_its_card(tmp_path):
                                     "radsight-lung-unet", held_out)
     assert m["mean"]["dice"] == pytest.approx(0.9111, abs=5e-4)  # MODEL_CARD.md
     assert all(v["plausible"] for v in m["per_image"].values())
+
+
+def test_bone_model_beats_the_identity_on_held_out_bse_jsrt_cases(tmp_path):
+    from radsight.evaluate_bone import run_bone_evaluation
+    root = shared("bone-suppression")
+    m = run_bone_evaluation(root / "manifest.csv", root / "images", None, tmp_path, "radsight-bone-gan",
+                            "radsight-lung-unet", "test", bootstrap=200)
+    psnr = m["summary"]["bse-jsrt"]["psnr_image"]
+    assert psnr["model"]["mean"] == pytest.approx(41.633, abs=5e-3)  # MODEL_CARD.md
+    assert psnr["identity"]["mean"] == pytest.approx(37.441, abs=5e-3)
+    assert psnr["difference"]["ci"][0] > 0

@@ -181,7 +181,8 @@ def analyze(
                 a = p.anatomy
                 ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
             rows.append(f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
-                        f"findings: {names}{ctr}  -> {out / outcome.files.json}")
+                        f"findings: {names}{ctr}{'  views: ' + ', '.join(p.views) if p.views else ''}  "
+                        f"-> {out / outcome.files.json}")
     seconds = time.perf_counter() - start
     if not quiet:
         for row in rows:
