@@ -187,10 +187,10 @@ def test_classifier_that_reads_a_missing_bone_model_refuses_to_load(tiny_model, 
     folder = tmp_path / "enhanced"
     shutil.copytree(tiny_model, folder)
     cfg = ModelConfig.load(folder)
-    cfg.input = type(cfg.input)(**{**cfg.input.__dict__, "channels": 2, "sources": ("original", "bone_suppressed")})
+    cfg.input = type(cfg.input)(**{**cfg.input.__dict__, "sources": ("bone_suppressed",)})
     cfg.source_models = {"bone_suppressed": "radsight-bone-missing"}
     cfg.save(folder)
-    with pytest.raises(ValueError, match="needs bone model radsight-bone-missing"):
+    with pytest.raises(ValueError, match="bone model radsight-bone-missing .* not installed"):
         Predictor(str(folder))
     dicom = make_dicom(tmp_path / "a.dcm")
     result = CliRunner().invoke(app, ["analyze", str(dicom), "--model", str(folder), "--out", str(tmp_path / "o")])
@@ -205,3 +205,33 @@ def test_stages_never_go_above_the_films_resolution_and_bad_stages_are_refused()
         BoneTrainConfig(manifest="m", images="i", out="o", stages="100:3").schedule
     with pytest.raises(ValueError, match="size:steps"):
         BoneTrainConfig(manifest="m", images="i", out="o", stages="128-3").schedule
+
+
+def test_a_config_that_misstates_the_networks_input_is_refused_at_load(tiny_model, tmp_path):
+    import shutil
+
+    from radsight.models.config import ModelConfig
+    from radsight.pipeline import Predictor
+    folder = tmp_path / "wrong"
+    shutil.copytree(tiny_model, folder)
+    cfg = ModelConfig.load(folder)
+    cfg.input = type(cfg.input)(**{**cfg.input.__dict__, "channels": 2})
+    cfg.save(folder)
+    with pytest.raises(ValueError, match="the network reads"):
+        Predictor(str(folder))
+
+
+def test_a_classifier_reads_only_the_bone_model_it_was_trained_with(tiny_model, tiny_bone_model, tmp_path):
+    import shutil
+
+    from radsight.models.config import ModelConfig
+    from radsight.pipeline import Predictor
+    folder = tmp_path / "enhanced"
+    shutil.copytree(tiny_model, folder)
+    cfg = ModelConfig.load(folder)
+    cfg.source_models = {"bone_suppressed": str(tiny_bone_model)}
+    cfg.input = type(cfg.input)(**{**cfg.input.__dict__, "sources": ("bone_suppressed",)})
+    cfg.save(folder)
+    assert Predictor(str(folder), bone_views=True).bone.cfg.name == "tiny-bone"  # not the shipped default
+    with pytest.raises(ValueError, match="reads the bone_suppressed view of"):
+        Predictor(str(folder), bone_model="radsight-bone-gan")

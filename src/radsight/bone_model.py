@@ -18,7 +18,7 @@ from radsight.runtime import BoneSuppressor
 
 @dataclass
 class BoneViews:
-    soft_tissue: np.ndarray  # (H, W) in [0, 1]: the film without ribs and clavicles
+    soft_tissue: np.ndarray  # (H, W) in [0, 1]: the film with bone suppressed (as the model's training data did)
     bone: np.ndarray  # (H, W) in [0, 1]: what was removed, stretched for display (0.5 = nothing removed)
     bone_grey: np.ndarray  # (H, W): what was removed, in the film's grey units
 

@@ -111,22 +111,12 @@ def _example_path() -> Path:
     return Path(found)
 
 
-def _bone_model(name: str | None) -> str | None:
-    """The bone model asked for, else the shipped one when it is installed, else none."""
-    if name is not None:
-        return name
-    from radsight.models.store import ModelNotFound, get_model
-    try:
-        return get_model(DEFAULT_BONE_MODEL).name
-    except ModelNotFound:
-        return None
-
-
-def _predictor(model: str, lung_model: str | None = None, threads: int = 0, bone_model: str | None = None):
+def _predictor(model: str, lung_model: str | None = None, threads: int = 0, bone_model: str | None = None,
+               bone_views: bool = False):
     from radsight.models.store import ChecksumMismatch, ModelNotFound
     from radsight.pipeline import Predictor
     try:
-        return Predictor(model, lung_model=lung_model, threads=threads, bone_model=bone_model)
+        return Predictor(model, lung_model=lung_model, threads=threads, bone_model=bone_model, bone_views=bone_views)
     except (ModelNotFound, ChecksumMismatch, ValueError) as exc:
         raise _fail(str(exc))
 
@@ -161,7 +151,7 @@ def analyze(
         raise _fail("no input: give files or folders, or --example")
     workers = min(workers or default_workers(len(files)), len(files))
     predictor = _predictor(model, lung_model if anatomy else None, threads_per_worker(workers),
-                           _bone_model(bone_model) if bone_views else None)
+                           bone_model if bone_views else None, bone_views)
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed, rows = [], 0, []
     start = time.perf_counter()
@@ -331,7 +321,7 @@ def serve(
         raise _fail("an API token is required: --token or RADSIGHT_API_TOKEN")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model,
-                        bone_model=_bone_model(bone_model) if bone_views else None, workers=workers,
+                        bone_model=bone_model if bone_views else None, bone_views=bone_views, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         cors_origins=list(cors_origin))
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)

@@ -10,7 +10,7 @@ from radsight.bone_model import BoneModel, BoneViews
 from radsight.core import Radiograph
 from radsight.lung_model import LungModel, LungResult, lung_masked
 from radsight.models.config import ModelConfig
-from radsight.models.store import DEFAULT_LUNG_MODEL, ModelNotFound
+from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, ModelNotFound, get_model
 from radsight.preprocess import Crop, InputSpec, prepare
 
 
@@ -24,24 +24,33 @@ class Inputs:
 
 class InputBuilder:
     """``lung_model``/``bone_model``: names, configs or None. A spec that reads a view whose model is missing
-    refuses to build with one line that names the model; no channel is ever filled with zeros."""
+    refuses to build with one line that names the model; no channel is ever filled with zeros.
+
+    The bone model: the one ``source_models`` names when the spec reads ``bone_suppressed`` (its input must come
+    from the model it was trained with), else ``bone_model``, else with ``bone_views`` the shipped one when it is
+    installed, else none."""
 
     def __init__(self, spec: InputSpec, owner: str, source_models: dict[str, str] | None = None,
                  lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
-                 bone_model: str | ModelConfig | None = None, threads: int = 0):
+                 bone_model: str | ModelConfig | None = None, threads: int = 0, bone_views: bool = False):
         self.spec, source_models = spec, source_models or {}
         if self.needs_lungs and lung_model is None:
             raise ValueError(f"model {owner} reads the thorax or the lung-masked view and needs a lung model "
                              f"({source_models.get('lung_masked', DEFAULT_LUNG_MODEL)})")
         self.lungs = LungModel(lung_model, threads) if lung_model is not None else None
-        if "bone_suppressed" in spec.sources and bone_model is None:
-            bone_model = source_models.get("bone_suppressed")
-            if bone_model is None:
+        if "bone_suppressed" in spec.sources:
+            required = source_models.get("bone_suppressed")
+            if required is None:
                 raise ValueError(f"model {owner} reads the bone_suppressed view but names no bone model")
+            if isinstance(bone_model, str) and bone_model != required:
+                raise ValueError(f"model {owner} reads the bone_suppressed view of {required}, not of {bone_model}")
+            bone_model = required if isinstance(bone_model, str) or bone_model is None else bone_model
+        elif bone_model is None and bone_views:
+            bone_model = installed(DEFAULT_BONE_MODEL)
         try:
             self.bone = BoneModel(bone_model, threads) if bone_model is not None else None
         except ModelNotFound as exc:
-            raise ValueError(f"model {owner} needs bone model {bone_model}, which is not installed ({exc})") from exc
+            raise ValueError(f"bone model {bone_model} (for model {owner}) is not installed: {exc}") from exc
 
     @property
     def needs_lungs(self) -> bool:
@@ -59,3 +68,11 @@ class InputBuilder:
         box = self.lungs.box(image, found) if self.spec.region == "thorax" else None
         x, crop = prepare(image, self.spec, box, views, normalised)
         return Inputs(x, crop, found, bone)
+
+
+def installed(name: str) -> str | None:
+    """``name`` when that model is registered, else None."""
+    try:
+        return get_model(name).name
+    except ModelNotFound:
+        return None

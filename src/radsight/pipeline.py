@@ -33,18 +33,19 @@ from radsight.triage import priority, threshold_scaled
 class Predictor:
     """A classifier with the models that make its inputs and the reader's views.
 
-    ``bone_model``: a bone suppression model whose soft-tissue and bone views are added to each prediction
-    (a classifier that reads the ``bone_suppressed`` source uses the one its config names when none is given).
+    ``bone_model``: a bone suppression model whose soft-tissue and bone views are added to each prediction;
+    ``bone_views``: the shipped one when none is given and it is installed. A classifier that reads the
+    ``bone_suppressed`` source always uses the bone model its config names.
     """
 
     def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0,
                  lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
-                 bone_model: str | ModelConfig | None = None):
+                 bone_model: str | ModelConfig | None = None, bone_views: bool = False):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads=threads)
         self.boxes = boxes
         self.inputs = InputBuilder(self.cfg.input, self.cfg.name, self.cfg.source_models, lung_model, bone_model,
-                                   threads)
+                                   threads, bone_views)
 
     @property
     def lungs(self) -> LungModel | None:

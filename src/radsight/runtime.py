@@ -26,6 +26,10 @@ class OnnxModel:
         if not self.spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(verify(cfg)), options, providers=["CPUExecutionProvider"])
+        expected = [cfg.input.channels, cfg.input.size, cfg.input.size]
+        shape = next((i.shape for i in self.session.get_inputs() if i.name == "image"), None)
+        if shape is None or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
+            raise ValueError(f"model {cfg.name}: the network reads {shape}, its config says (N, {', '.join(map(str, expected))})")
         found = [o.name for o in self.session.get_outputs()]
         if not set(cfg.outputs) <= set(found):
             raise ValueError(f"model {cfg.name}: expected outputs {', '.join(cfg.outputs)}; found {', '.join(found)}")

@@ -41,6 +41,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     lung_model: str | None = DEFAULT_LUNG_MODEL
     bone_model: str | None = None  # soft-tissue and bone views, stored as derived Secondary Captures
+    bone_views: bool = False  # the shipped bone model's views when bone_model is None
     workers: int = 1
     max_upload_bytes: int = 256 * 1024 * 1024
     orthanc_url: str | None = None
@@ -53,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     store = StudyStore(settings.data_dir / "radsight.sqlite")
     predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads_per_worker(settings.workers),
-                          bone_model=settings.bone_model)
+                          bone_model=settings.bone_model, bone_views=settings.bone_views)
     orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
     workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
 
