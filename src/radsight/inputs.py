@@ -44,7 +44,8 @@ class InputBuilder:
                 raise ValueError(f"model {owner} reads the bone_suppressed view but names no bone model")
             if isinstance(bone_model, str) and bone_model != required:
                 raise ValueError(f"model {owner} reads the bone_suppressed view of {required}, not of {bone_model}")
-            bone_model = required if isinstance(bone_model, str) or bone_model is None else bone_model
+            if not isinstance(bone_model, ModelConfig):  # a config given by a caller is taken as it is
+                bone_model = required
         elif bone_model is None and bone_views:
             bone_model = installed(DEFAULT_BONE_MODEL)
         try:

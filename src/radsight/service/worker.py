@@ -14,7 +14,7 @@ from radsight.core import InputError
 from radsight.io import load_image
 from radsight.pipeline import Predictor
 from radsight.render import render_overlay
-from radsight.report import prediction_document, write_outputs, write_png
+from radsight.report import grey_png, prediction_document, write_outputs, write_png
 from radsight.service.db import Study, StudyStore
 
 log = logging.getLogger("radsight.service")
@@ -106,7 +106,7 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
 
 
 def _display(pixels: np.ndarray) -> Image.Image:
-    im = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    im = grey_png(pixels)
     if max(im.size) > DISPLAY_LONGEST:
         im.thumbnail((DISPLAY_LONGEST, DISPLAY_LONGEST), Image.Resampling.LANCZOS)
     return im
