@@ -83,6 +83,14 @@ def summarise(rows: list[dict], n: int = 1000) -> dict:
     return out
 
 
+def _summary_rows(summary: dict):
+    """(metric, region, figures) for each measured metric of one kind's summary."""
+    for key, figures in summary.items():
+        if key != "images":
+            metric, region = key.rsplit("_", 1)
+            yield metric, region, figures
+
+
 def _side_by_side(radiograph: np.ndarray, soft: np.ndarray, target: np.ndarray) -> Image.Image:
     """Radiograph | model's soft tissue | reference soft tissue | |model - reference| x 10."""
     error = np.clip(np.abs(soft - target) * 10, 0, 1)
@@ -96,10 +104,7 @@ def report_markdown(m: dict) -> str:
     for kind, summary in m["summary"].items():
         lines += [f"## {kind} ({summary['images']} images)", "",
                   "| metric | region | model | identity | model - identity |", "|---|---|---|---|---|"]
-        for key, v in summary.items():
-            if key == "images":
-                continue
-            metric, region = key.rsplit("_", 1)
+        for metric, region, v in _summary_rows(summary):
             cells = [f"{v[n]['mean']:.4f} [{v[n]['ci'][0]:.4f}, {v[n]['ci'][1]:.4f}]"
                      for n in ("model", "identity", "difference")]
             lines.append(f"| {metric} | {region} | " + " | ".join(cells) + " |")
@@ -113,10 +118,8 @@ def _print(m: dict) -> None:
         table = Table(title=f"{m['bone_model']} on {summary['images']} {kind} pairs ({m['split']})")
         for col in ("metric", "region", "model", "identity", "model - identity (95% CI)"):
             table.add_column(col)
-        for key, v in summary.items():
-            if key != "images":
-                metric, region = key.rsplit("_", 1)
-                d = v["difference"]
-                table.add_row(metric, region, f"{v['model']['mean']:.4f}", f"{v['identity']['mean']:.4f}",
-                              f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
+        for metric, region, v in _summary_rows(summary):
+            d = v["difference"]
+            table.add_row(metric, region, f"{v['model']['mean']:.4f}", f"{v['identity']['mean']:.4f}",
+                          f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
         console.print(table)
