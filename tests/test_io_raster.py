@@ -22,13 +22,20 @@ def test_8bit_png(tmp_path, phantom):
     np.testing.assert_allclose(image.pixels, np.round(phantom * 255) / 255, atol=1e-6)
 
 
-def test_16bit_png_matches_its_8bit_version(tmp_path, phantom):
-    eight = load_image(save_png(tmp_path / "a.png", np.round(phantom * 255).astype(np.uint8)))
-    sixteen = load_image(save_png(tmp_path / "b.png", np.round(phantom * 4095).astype(np.uint16)))
-    assert sixteen.meta.bits_stored == 16
-    stretched = (eight.pixels - eight.pixels.min()) / (eight.pixels.max() - eight.pixels.min())
-    step = 1 / 255 / (eight.pixels.max() - eight.pixels.min())  # one 8-bit step after stretching
-    np.testing.assert_allclose(sixteen.pixels, stretched, atol=step + 1e-3)
+def test_16bit_png_of_an_8bit_film_reads_the_same(tmp_path, phantom):
+    gray = np.round(phantom * 255).astype(np.uint8)
+    eight = load_image(save_png(tmp_path / "a.png", gray))
+    sixteen = load_image(save_png(tmp_path / "b.png", gray.astype(np.uint16) * 257))
+    assert sixteen.meta.windowing == "full scale of 16 bits" and eight.meta.windowing == "full scale of 8 bits"
+    np.testing.assert_allclose(sixteen.pixels, eight.pixels, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_16bit_png_holding_fewer_bits_reads_at_their_full_scale(tmp_path, phantom, bits):
+    top = 2 ** bits - 1
+    image = load_image(save_png(tmp_path / "b.png", np.round(phantom * top).astype(np.uint16)))
+    assert image.meta.bits_stored == bits
+    np.testing.assert_allclose(image.pixels, np.round(phantom * top) / top, atol=1e-6)
 
 
 def test_gray_stored_as_rgb_is_accepted_and_colour_refused(tmp_path, phantom):

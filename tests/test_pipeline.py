@@ -134,6 +134,15 @@ def test_lossless_compression_gives_the_same_prediction(predictor, tmp_path, pha
     assert [f.probability for f in a.findings] == [f.probability for f in b.findings]
 
 
+def test_a_film_saved_at_8_and_16_bits_gives_the_same_probabilities(predictor, tmp_path, phantom):
+    from radsight.io import load_image
+    gray = np.round(phantom * 255).astype(np.uint8)
+    Image.fromarray(gray).save(tmp_path / "eight.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    a, b = (predictor.predict(load_image(tmp_path / name)) for name in ("eight.png", "sixteen.png"))
+    np.testing.assert_allclose([f.probability for f in a.findings], [f.probability for f in b.findings], atol=1e-6)
+
+
 def test_tampered_weights_are_refused(tiny_model, tmp_path):
     import shutil
     copy = tmp_path / "model"
