@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from radsight.anatomy import (cardiothoracic_ratio, energy_inside, fill_holes, label_lungs, lung_fields, outline,
-                              thorax_region)
+from radsight.anatomy import (EvidenceRegions, cardiothoracic_ratio, energy_inside, fill_holes, heart_region,
+                              label_lungs, lung_fields, outline, thorax_region)
+from radsight.explain.boxes import heatmap_boxes
 from radsight.segmentation import dice, hausdorff, iou
 
 
@@ -79,6 +80,26 @@ def test_thorax_region_and_energy():
     heat = np.zeros((200, 200))
     heat[120, 100] = heat[5, 5] = 1
     assert energy_inside(heat, region) == 0.5
+
+
+def test_heart_region_lies_between_the_lungs_below_the_hila():
+    labels, _ = label_lungs(two_lungs())
+    heart = heart_region(labels, dilate=0.0)
+    assert heart[150, 100] and not heart[50, 100]  # the heart's rows start 35% down the lungs
+    assert not heart[150, 30] and not heart[150, 150] and not heart[10, 100]
+
+
+def test_heat_outside_the_region_makes_no_box():
+    labels, _ = label_lungs(two_lungs())
+    regions = EvidenceRegions(labels, (100, 100))
+    heat = np.zeros((100, 100), np.float32)
+    heat[2:10, 85:98] = 1.0  # a corner marker
+    heat[40:60, 20:35] = 0.8  # inside the right lung
+    inside = heatmap_boxes(heat, 400, 400, 0.5, region=regions("Effusion"))
+    assert len(inside) == 1 and inside[0].x >= 40 and inside[0].y >= 80
+    assert len(heatmap_boxes(heat, 400, 400, 0.5)) == 2  # without a region the marker makes a box
+    assert heatmap_boxes(heat, 400, 400, 0.5, region=regions("Cardiomegaly")) == []  # not at the heart
+    assert regions("Effusion") is regions("Mass")  # made once
 
 
 def test_overlap_metrics():

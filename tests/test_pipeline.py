@@ -28,6 +28,8 @@ def test_prediction_fields_and_thresholds(predictor, tmp_path, phantom):
     assert [f.name for f in p.positives] == ["Effusion"]
     assert p.heatmaps["Effusion"].max() <= 1 and p.heatmaps["Effusion"].min() >= 0
     assert p.triage.priority in ("urgent", "high", "routine")
+    urgent = p.triage.urgent  # the fixture has no urgent operating point: the flag is withheld, and why
+    assert [c.finding for c in urgent] == ["Pneumothorax"] and not urgent[0].flagged and urgent[0].withheld
 
 
 def test_boxes_lie_inside_the_original_image(predictor, tmp_path):

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from radsight.core import CardiothoracicRatio, LungField
+from radsight.preprocess import resize
 
 RIGHT, LEFT = 1, 2
 
@@ -132,8 +133,44 @@ def thorax_region(labels: np.ndarray, dilate: float = 0.03) -> np.ndarray:
     left_edge = np.where(lungs, cols, labels.shape[1]).min(axis=1)
     right_edge = np.where(lungs, cols, -1).max(axis=1)
     region = (cols[None, :] >= left_edge[:, None]) & (cols[None, :] <= right_edge[:, None])
+    radius = round(dilate * max(labels.shape))
+    return ndimage.binary_dilation(region, iterations=radius) if radius > 0 else region
+
+
+def heart_region(labels: np.ndarray, limits: LungLimits = LungLimits(), dilate: float = 0.03) -> np.ndarray:
+    """Between the lungs from the heart's top row (``heart_from`` of their joint height) to their bases, dilated
+    by ``dilate`` of the grid's longest side: where the heart and its borders lie on a frontal film."""
+    lungs = labels > 0
+    rows = np.flatnonzero(lungs.any(axis=1))
+    if rows.size == 0:
+        return np.zeros(labels.shape, bool)
+    gap = thorax_region(labels, dilate=0.0) & ~lungs
+    gap[: rows[0] + int(limits.heart_from * (rows[-1] - rows[0]))] = False
     radius = max(1, round(dilate * max(labels.shape)))
-    return ndimage.binary_dilation(region, iterations=radius)
+    return ndimage.binary_dilation(gap, iterations=radius)
+
+
+# Where a finding's evidence must lie for a box to be drawn: the heart for Cardiomegaly, else the thorax.
+EVIDENCE_REGIONS = {"Cardiomegaly": "heart"}
+
+
+class EvidenceRegions:
+    """Each finding's region on a heatmap grid, from plausible lung labels; each region is made once."""
+
+    def __init__(self, labels: np.ndarray, grid: tuple[int, int]):
+        self.labels, self.grid, self._made = labels, grid, {}
+
+    def __call__(self, finding: str) -> np.ndarray:
+        name = EVIDENCE_REGIONS.get(finding, "thorax")
+        if name not in self._made:
+            region = heart_region(self.labels) if name == "heart" else thorax_region(self.labels)
+            self._made[name] = on_grid(region, self.grid)
+        return self._made[name]
+
+
+def on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """A mask resampled to another grid."""
+    return resize(mask.astype(np.float32), *grid) > 0.5
 
 
 def energy_inside(heat: np.ndarray, region: np.ndarray) -> float:

@@ -6,6 +6,7 @@ import numpy as np
 from radsight.data.manifest import Manifest
 from radsight.metrics import prevalence_threshold, sensitivity_threshold, youden_threshold
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
+from radsight.triage import URGENT_FINDINGS, UrgentPolicy, urgent_point
 
 MIN_POSITIVES = 3  # fewer known positives (or negatives) than this: Youden's J is noise
 
@@ -42,6 +43,13 @@ def choose_thresholds(cfg: ModelConfig, y: np.ndarray, scores: np.ndarray, prior
             thresholds[label], method = 0.5, "default"
         methods[label] = f"{method} (n_pos={n_pos}, n_neg={n_neg})"
     return thresholds, methods
+
+
+def choose_urgent_points(cfg: ModelConfig, y: np.ndarray, scores: np.ndarray,
+                         policy: UrgentPolicy) -> dict[str, dict]:
+    """Each urgent finding's own operating point, for the policy's target specificity, on the same split."""
+    return {label: urgent_point(y[:, j], scores[:, j], policy)
+            for j, label in enumerate(cfg.labels) if label in URGENT_FINDINGS}
 
 
 def check_not_benchmark(manifest: Manifest) -> None:

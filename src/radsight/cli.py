@@ -211,12 +211,18 @@ def calibrate(
     split: str = typer.Option("val", help="manifest split to calibrate on (never 'benchmark')"),
     prior_split: str = typer.Option("train", help="split whose label prevalence backs up labels with few positives"),
     target_sensitivity: Optional[float] = typer.Option(None, help="instead of Youden's J"),
+    urgent_specificity: float = typer.Option(0.95, help="specificity of the urgent findings' own operating points"),
+    urgent_min_auroc: float = typer.Option(0.80, help="an urgent finding validated below this AUROC never makes a "
+                                                      "study urgent"),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung model, for models that read the thorax"),
 ) -> None:
-    """Choose operating thresholds on a validation split and store them in the model's config."""
+    """Choose operating thresholds (and the urgent findings' own points) on a validation split; store them in the
+    model's config."""
     import numpy as np
 
-    from radsight.calibration import BenchmarkSplitError, check_not_benchmark, choose_thresholds, label_matrix
+    from radsight.calibration import (BenchmarkSplitError, check_not_benchmark, choose_thresholds,
+                                      choose_urgent_points, label_matrix)
+    from radsight.triage import UrgentPolicy, describe_point
     from radsight.data.manifest import read_manifest
     from radsight.models.store import sha256_file
     from radsight.pipeline import score_manifest
@@ -237,12 +243,17 @@ def calibrate(
     ok = ~np.isnan(scores).any(axis=1)
     prior_rows = full.select(prior_split) if prior_split in full.splits else full
     prior = np.nanmean(label_matrix(prior_rows, cfg.labels), axis=0)
-    cfg.thresholds, cfg.threshold_methods = choose_thresholds(
-        cfg, label_matrix(rows, cfg.labels)[ok], scores[ok], prior, target_sensitivity)
+    y = label_matrix(rows, cfg.labels)[ok]
+    cfg.thresholds, cfg.threshold_methods = choose_thresholds(cfg, y, scores[ok], prior, target_sensitivity)
+    policy = UrgentPolicy(**{**cfg.urgent_policy, "target_specificity": urgent_specificity,
+                             "min_auroc": urgent_min_auroc})
+    cfg.urgent, cfg.urgent_policy = choose_urgent_points(cfg, y, scores[ok], policy), policy.to_dict()
     cfg.sha256 = sha256_file(cfg.weights_path)
     cfg.save(cfg.directory)
     for label in cfg.labels:
         typer.echo(f"{label:20s} {cfg.thresholds[label]:.4f}  {cfg.threshold_methods[label]}")
+    for label, point in cfg.urgent.items():
+        typer.echo(describe_point(label, point, policy))
     typer.echo(f"thresholds from {int(ok.sum())} images of split {split!r} written to {cfg.directory / 'config.json'}")
 
 

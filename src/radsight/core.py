@@ -102,10 +102,21 @@ class Finding:
 
 
 @dataclass
+class UrgentCheck:
+    """One finding that can make a study urgent, checked at its own high-specificity operating point."""
+
+    finding: str
+    threshold: float | None  # the urgent operating point; None when the model has none
+    flagged: bool
+    withheld: str | None = None  # why this finding cannot make a study urgent with this model
+
+
+@dataclass
 class Triage:
     abnormal_probability: float
     threshold: float
     priority: str  # "urgent" | "high" | "routine"
+    urgent: list[UrgentCheck] = field(default_factory=list)
 
 
 @dataclass

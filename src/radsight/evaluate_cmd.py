@@ -13,11 +13,12 @@ from radsight.calibration import label_matrix
 from radsight.core import FINDINGS
 from radsight.data.manifest import Manifest, read_manifest
 from radsight.data.predictions import read_predictions, write_predictions
-from radsight.evaluation import Bootstrap, evaluate_scores
-from radsight.anatomy import energy_inside, thorax_region
+from radsight.evaluation import Bootstrap, evaluate_scores, urgent_summary
+from radsight.anatomy import energy_inside, on_grid, thorax_region
 from radsight.localization import IOU_THRESHOLDS, localization_summary, pointing_hit
 from radsight.metrics import reliability
 from radsight.models.config import TRIAGE_LABEL
+from radsight.triage import UrgentPolicy
 from radsight import plots
 
 
@@ -58,6 +59,9 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
         metrics["reference_calibration"] = {f: reliability(y_f[:, j], ref[:, j]) for j, f in enumerate(findings)
                                             if metrics["per_label"][f]["n"] and not np.isnan(ref[:, j]).all()}
     if predictor is not None:
+        cfg = predictor.cfg
+        metrics["urgent"] = urgent_summary(labels, y, scores, thresholds, cfg.urgent,
+                                           UrgentPolicy.from_dict(cfg.urgent_policy), boot)
         metrics.update(explanation_pass(predictor, manifest, y, labels, boot))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,6 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
     the dilated thorax, where low shares mean the model looks at borders, tubes or text)."""
     from radsight.core import InputError
     from radsight.io import load_image
-    from radsight.preprocess import resize
     findings, with_anatomy = predictor.cfg.findings, predictor.lungs is not None
     truths = manifest.boxes or [{}] * len(manifest)
     cases: list[dict] = []
@@ -116,7 +119,7 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
             if p.anatomy.ctr is not None:
                 ctr[i] = p.anatomy.ctr.value
             grid = next(iter(p.heatmaps.values())).shape
-            region = resize(thorax_region(p.lung_mask).astype(np.float32), *grid) > 0.5
+            region = on_grid(thorax_region(p.lung_mask), grid)
             for f in findings:
                 energy[f].append(energy_inside(p.heatmaps[f], region))
     out: dict = {}
@@ -181,6 +184,8 @@ def report_markdown(m: dict) -> str:
                       f"sensitivity {_fmt(op.get('sensitivity'), op.get('sensitivity_ci'))}, "
                       f"specificity {_fmt(op.get('specificity'), op.get('specificity_ci'))} "
                       f"at threshold {_fmt(op.get('threshold'))} ({t['positives']} abnormal of {t['n']})."]
+    if m.get("urgent"):
+        lines += ["", *_urgent_markdown(m["urgent"])]
     if m.get("localization"):
         ts = [f"{t:.1f}" for t in IOU_THRESHOLDS]
         lines += ["", "**Localization** against radiologists' boxes (share of boxes found):", "",
@@ -204,6 +209,27 @@ def report_markdown(m: dict) -> str:
         lines += [f"| {f} | {_fmt(v)} |" for f, v in a["cam_energy_in_thorax"].items()]
     lines += ["", "Plots: " + ", ".join(f"[{k}]({v})" for k, v in m.get("plots", {}).items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _urgent_markdown(u: dict) -> list[str]:
+    lines = [f"**Urgent flags**: {_fmt(u['urgent_per_100_studies'])} studies in 100 flagged urgent "
+             f"({u['studies']} studies). Policy: operating point for specificity "
+             f"{u['policy']['target_specificity']:g} on the validation split; withheld below validated AUROC "
+             f"{u['policy']['min_auroc']:g} or specificity {u['policy']['min_specificity']:g}, or with fewer than "
+             f"{u['policy']['min_positives']} validation positives.", ""]
+    for name, e in u["findings"].items():
+        state = f"withheld ({e['withheld']})" if e["withheld"] else "in force"
+        line = f"- {name}: {state}."
+        op = e.get("operating_point")
+        if op:
+            line += (f" At its urgent point (p ≥ {op['threshold']:.3f}) on this set: sensitivity "
+                     f"{_fmt(op['sensitivity'], op.get('sensitivity_ci'))}, specificity "
+                     f"{_fmt(op['specificity'], op.get('specificity_ci'))}, PPV {_fmt(op['ppv'], op.get('ppv_ci'))}; "
+                     f"{e['flags_per_100_if_in_force']:.1f} flags in 100 studies if it were in force.")
+        if "flags_per_100_at_ordinary_threshold" in e:
+            line += (f" Its ordinary threshold would flag {e['flags_per_100_at_ordinary_threshold']:.1f} in 100.")
+        lines.append(line)
+    return lines
 
 
 def _print_table(m: dict) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from radsight.metrics import auroc, weighted_auroc
+from radsight.triage import URGENT_FINDINGS, UrgentPolicy, withheld_reason
 
 
 @dataclass
@@ -96,3 +97,28 @@ def evaluate_scores(labels: list[str], y: np.ndarray, s: np.ndarray, thresholds:
         out["mean_difference"] = out["mean_auroc"] - ref_mean
         out["mean_difference_ci"] = _ci(list(diff_means))
     return out
+
+
+def urgent_summary(labels: list[str], y: np.ndarray, s: np.ndarray, thresholds: dict[str, float],
+                   points: dict[str, dict], policy: UrgentPolicy, boot: Bootstrap) -> dict:
+    """How often studies are flagged urgent, and each urgent finding's sensitivity and specificity at its urgent
+    operating point on this set (measured even where the flag is withheld, to show why it is)."""
+    scored = ~np.isnan(s).any(axis=1)
+    urgent = np.zeros(len(s), bool)
+    findings = {}
+    for label in (f for f in URGENT_FINDINGS if f in labels):
+        j, point = labels.index(label), points.get(label)
+        reason = withheld_reason(point, policy)
+        entry: dict = {"withheld": reason, "validation": point}
+        if label in thresholds:
+            entry["flags_per_100_at_ordinary_threshold"] = 100.0 * float(np.mean(s[scored, j] >= thresholds[label]))
+        if point and point.get("threshold") is not None:
+            flagged = s[:, j] >= point["threshold"]
+            entry["operating_point"] = operating_point(y[:, j], s[:, j], point["threshold"], boot.weights())
+            entry["flags_per_100_if_in_force"] = 100.0 * float(np.mean(flagged[scored]))
+            if reason is None:
+                urgent |= flagged
+        findings[label] = entry
+    return {"policy": policy.to_dict(), "studies": int(scored.sum()),
+            "urgent_per_100_studies": 100.0 * float(np.mean(urgent[scored])) if scored.any() else None,
+            "findings": findings}

@@ -57,6 +57,13 @@ def sensitivity_threshold(y: np.ndarray, s: np.ndarray, target: float) -> float:
     return float(min(thresholds[int(np.argmax(tpr >= target))], 1.0))
 
 
+def specificity_threshold(y: np.ndarray, s: np.ndarray, target: float) -> float:
+    """The lowest threshold whose specificity still reaches ``target`` (the most sensitive such point)."""
+    y, s = _known(y, s)
+    fpr, _, thresholds = roc_curve(y, s, drop_intermediate=False)
+    return float(min(thresholds[int(np.flatnonzero(fpr <= 1.0 - target)[-1])], 1.0))
+
+
 def prevalence_threshold(s: np.ndarray, prevalence: float) -> float:
     """The threshold that flags a ``prevalence`` share of these scores as positive."""
     return float(np.quantile(s, 1.0 - prevalence))

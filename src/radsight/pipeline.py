@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radsight.anatomy import EvidenceRegions
 from radsight.bone_model import BoneModel
 from radsight.concurrency import default_workers, ordered_map, threads_per_worker
 from radsight.core import Finding, InputError, ModelRef, Prediction, Radiograph, Triage
@@ -27,7 +28,7 @@ from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
 from radsight.preprocess import Crop
 from radsight.report import OutputFiles, write_outputs
 from radsight.runtime import Classifier
-from radsight.triage import priority, threshold_scaled
+from radsight.triage import UrgentPolicy, priority, threshold_scaled, urgent_checks
 
 
 class Predictor:
@@ -64,7 +65,8 @@ class Predictor:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
         built = self.inputs.build(image, anatomy=True)
         out = self.model(built.x[None])
-        prediction = self._assemble(image, out["probabilities"][0], out["cams"][0], explain, built.crop)
+        lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
+        prediction = self._assemble(image, out["probabilities"][0], out["cams"][0], explain, built.crop, lungs)
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
         if built.bone is not None:
@@ -77,24 +79,28 @@ class Predictor:
         return self.model(np.stack([self.classifier_input(im)[0] for im in images]))["probabilities"]
 
     def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray, explain: Collection[str],
-                  crop: Crop | None) -> Prediction:
+                  crop: Crop | None, lungs: np.ndarray | None) -> Prediction:
+        """``lungs``: plausible lung labels on the anatomy grid; boxes then lie inside each finding's region."""
         cfg, index = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}
         findings, heatmaps = [], {}
         grid = working_size(image.height, image.width)
+        regions = EvidenceRegions(lungs, grid) if lungs is not None else None
         for name in cfg.findings:
             p, threshold = float(probs[index[name]]), cfg.threshold(name)
             finding = Finding(name=name, probability=p, threshold=threshold, positive=p >= threshold)
             if finding.positive or name in explain:
                 heat = _full_heatmap(cams[index[name]], grid, crop, image)
                 heatmaps[name] = heat
-                finding.boxes = heatmap_boxes(heat, image.height, image.width, p, self.boxes)
+                region = regions(name) if regions else None
+                finding.boxes = heatmap_boxes(heat, image.height, image.width, p, self.boxes, region)
             findings.append(finding)
         if TRIAGE_LABEL in index:
             abnormal, triage_threshold = float(probs[index[TRIAGE_LABEL]]), cfg.threshold(TRIAGE_LABEL)
         else:  # no triage output: the finding furthest past its own threshold, on a scale where each is 0.5
             abnormal, triage_threshold = max(threshold_scaled(f.probability, f.threshold) for f in findings), 0.5
+        urgent = urgent_checks(findings, cfg.urgent, UrgentPolicy.from_dict(cfg.urgent_policy))
         triage = Triage(abnormal_probability=abnormal, threshold=triage_threshold,
-                        priority=priority(abnormal, triage_threshold, findings))
+                        priority=priority(abnormal, triage_threshold, urgent), urgent=urgent)
         return Prediction(source=image.source, width=image.width, height=image.height,
                           model=ModelRef(cfg.name, cfg.version), triage=triage, findings=findings,
                           meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None)

@@ -12,7 +12,7 @@ from PIL import Image
 from radsight.core import Prediction, Radiograph
 from radsight.render import render_overlay
 
-SCHEMA_VERSION = "1.1"  # 1.1: "views" (soft-tissue and bone images)
+SCHEMA_VERSION = "1.2"  # 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"
 PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")

@@ -19,13 +19,16 @@ class BoxConfig:
 
 
 def heatmap_boxes(heat: np.ndarray, image_height: int, image_width: int, probability: float,
-                  cfg: BoxConfig = BoxConfig()) -> list[Box]:
+                  cfg: BoxConfig = BoxConfig(), region: np.ndarray | None = None) -> list[Box]:
     """Boxes in the original image's pixel coordinates, best first.
 
     ``heat`` is a [0, 1] heatmap on any grid with the image's aspect. A region whose box would cover more
     than ``max_area`` of the image is split by thresholding it higher. A box's score is the finding's
-    probability times the region's peak heat.
+    probability times the region's peak heat. ``region`` (a mask on the heat grid): where the finding's
+    evidence can lie, e.g. the thorax; heat outside it makes no box and no box reaches outside it.
     """
+    if region is not None:
+        heat = np.where(region, heat, np.float32(0))
     sy, sx = image_height / heat.shape[0], image_width / heat.shape[1]
     boxes = [Box(x=x0 * sx, y=y0 * sy, width=(x1 - x0) * sx, height=(y1 - y0) * sy, score=float(probability * peak))
              for (y0, x0, y1, x1), peak in _regions(heat, heat >= cfg.threshold, cfg.threshold, cfg, heat.size)]

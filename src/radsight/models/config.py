@@ -21,6 +21,8 @@ class ModelConfig:
     input: InputSpec
     thresholds: dict[str, float] = field(default_factory=dict)  # operating points, per label
     threshold_methods: dict[str, str] = field(default_factory=dict)  # how each was chosen
+    urgent: dict[str, dict] = field(default_factory=dict)  # urgent findings' own operating points (triage.py)
+    urgent_policy: dict = field(default_factory=dict)  # the bars an urgent point must pass; empty: the defaults
     task: str = "classification"  # or "lung-segmentation", "bone-suppression"
     outputs: list[str] = field(default_factory=lambda: ["logits", "cams"])  # ONNX outputs, in this order
     weights: str = "model.onnx"  # file name beside config.json
