@@ -47,7 +47,8 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
     api = httpx.Client(base_url=server, headers={"Authorization": "Bearer t"}, timeout=30)
     png = io.BytesIO()
     Image.fromarray((chest_phantom(seed=9) * 255).astype(np.uint8)).save(png, format="PNG")
-    ids = [api.post("/api/studies", files={"file": ("a.dcm", make_dicom(tmp_path / "a.dcm").read_bytes())}).json()["id"],
+    large = make_dicom(tmp_path / "a.dcm", chest_phantom(1955, 1841))  # the example CR's size
+    ids = [api.post("/api/studies", files={"file": ("a.dcm", large.read_bytes())}).json()["id"],
            api.post("/api/studies", files={"file": ("b.png", png.getvalue())}).json()["id"]]
     deadline = time.time() + 60
     while time.time() < deadline and any(api.get(f"/api/studies/{i}").json()["status"] != "done" for i in ids):
@@ -66,11 +67,27 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         assert page.is_hidden("#signin") and page.input_value("#token") == ""
         assert page.eval_on_selector_all("#worklist tbody tr", "rows => rows.map(r => r.dataset.id)") == order
         assert "Not for diagnostic use" in page.inner_text("header")
-        page.click(f"#worklist tbody tr[data-id='{order[0]}']")
+        rows = {r["id"]: r for r in page.eval_on_selector_all(
+            "#worklist tbody tr", "rows => rows.map(r => ({id: r.dataset.id, study: r.cells[3].textContent}))")}
+        assert rows[ids[0]]["study"] == "acc. ACC1 · 2026-01-01 · PA" and rows[ids[1]]["study"] == "b.png"
+        page.click(f"#worklist tbody tr[data-id='{ids[0]}']")
         page.wait_for_selector("#findings tbody tr:nth-child(14)")
+        film, stage = (page.eval_on_selector(sel, "e => { const r = e.getBoundingClientRect(); "
+                                                   "return [r.left, r.top, r.right, r.bottom]; }")
+                       for sel in ("#image", "#stage"))
+        assert film[2] <= stage[2] + 1 and film[3] <= stage[3] + 1  # opens fitted: the whole film is visible
+        assert max(film[2] - film[0], film[3] - film[1]) >= 0.9 * min(stage[2] - stage[0], stage[3] - stage[1])
         toggles = page.query_selector_all("input.heat")
         if toggles:
+            page.uncheck("#show-boxes")
+            page.uncheck("#show-lungs")
             toggles[0].check()
+            alpha = page.eval_on_selector("#marks", "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, "
+                                                    "c.height).data; let m = 0; for (let i = 3; i < d.length; i += 4) "
+                                                    "m = Math.max(m, d[i]); return m; }")
+            assert 0 < alpha <= round(0.45 * 255) + 1  # the map's opacity leaves the film readable
+            page.check("#show-boxes")
+            page.check("#show-lungs")
         assert page.eval_on_selector_all("#view option", "o => o.map(x => x.value)") == ["radiograph", "soft_tissue",
                                                                                         "bone"]
         canvas = "c => c.toDataURL()"

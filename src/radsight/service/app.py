@@ -223,5 +223,6 @@ def _row(s) -> dict:
     triage = (s.result or {}).get("triage") or {}
     positives = [f["name"] for f in (s.result or {}).get("findings", []) if f.get("positive")]
     return {"id": s.id, "status": s.status, "received_at": s.received_at, "filename": s.filename,
+            "origin": s.origin, "study": (s.result or {}).get("study"),
             "priority": triage.get("priority"), "abnormal_probability": triage.get("abnormal_probability"),
             "positives": positives, "error": s.error}

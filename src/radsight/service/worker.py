@@ -92,6 +92,7 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     if image.meta.modality is not None:  # DICOM in, DICOM out
         from radsight.service.dicom_out import overlay_capture, structured_report, view_capture
         ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
+        document["study"] = study_descriptors(ds, image.meta.view_position)
         named = {"sr.dcm": structured_report(ds, prediction),
                  "overlay.dcm": overlay_capture(ds, np.asarray(overlay), prediction.model.name)}
         for view, pixels in prediction.views.items():
@@ -103,6 +104,14 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
         if deliver is not None:
             deliver(source, results)
     return document
+
+
+def study_descriptors(ds: pydicom.Dataset, view: str | None) -> dict:
+    """What tells a reader which study a worklist row is: accession number, study date (ISO) and view."""
+    date = str(ds.get("StudyDate", "") or "")
+    iso = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else (date or None)
+    return {"accession_number": str(ds.get("AccessionNumber", "") or "") or None, "study_date": iso,
+            "view_position": view}
 
 
 def _display(pixels: np.ndarray) -> Image.Image:

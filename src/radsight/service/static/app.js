@@ -25,6 +25,20 @@ $("signin").onsubmit = async (event) => {
 
 function pct(p) { return p == null ? "" : (100 * p).toFixed(1) + "%"; }
 
+// Which study a row is: for DICOM its accession number, study date and view; for an upload, its file name.
+function studyLabel(s) {
+  const d = s.study || {};
+  const parts = [d.accession_number && `acc. ${d.accession_number}`, d.study_date, d.view_position];
+  return parts.some(Boolean) ? parts.filter(Boolean).join(" · ") : s.filename;
+}
+
+// Arrival: the time today, else the date and time.
+function arrival(seconds) {
+  const t = new Date(seconds * 1000), now = new Date();
+  const time = t.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+  return t.toDateString() === now.toDateString() ? time : `${t.toLocaleDateString()} ${time}`;
+}
+
 async function refreshWorklist() {
   const data = await json("/api/worklist");
   const body = $("worklist").tBodies[0];
@@ -32,15 +46,17 @@ async function refreshWorklist() {
     const tr = document.createElement("tr");
     tr.dataset.id = s.id;
     tr.className = s.id === current ? "selected" : "";
-    const cells = [i + 1, s.priority || "", pct(s.abnormal_probability), s.error ? `failed: ${s.error}` : s.status,
-                   (s.positives || []).join(", ")];
+    const cells = [i + 1, s.priority || "", pct(s.abnormal_probability), studyLabel(s), arrival(s.received_at),
+                   s.error ? `failed: ${s.error}` : s.status, (s.positives || []).join(", ")];
     cells.forEach((c, j) => { const td = tr.insertCell(); td.textContent = c; if (j === 1) td.className = c; });
     tr.onclick = () => open(s.id);
     return tr;
   }));
 }
 
-// A grey heatmap -> red-to-yellow, transparent where cold.
+// A grey heatmap -> only its hot part tinted: transparent below HEAT_FLOOR of its maximum, then red to yellow
+// with opacity rising to the slider's value at the maximum, so the film stays readable under it.
+const HEAT_FLOOR = 0.6;
 function colour(img) {
   const c = document.createElement("canvas");
   c.width = img.width; c.height = img.height;
@@ -48,8 +64,8 @@ function colour(img) {
   ctx.drawImage(img, 0, 0);
   const d = ctx.getImageData(0, 0, c.width, c.height);
   for (let i = 0; i < d.data.length; i += 4) {
-    const v = d.data[i];
-    d.data[i] = 255; d.data[i + 1] = v; d.data[i + 2] = 0; d.data[i + 3] = v < 64 ? 0 : Math.round(0.6 * v);
+    const t = Math.max(0, (d.data[i] / 255 - HEAT_FLOOR) / (1 - HEAT_FLOOR));
+    d.data[i] = 255; d.data[i + 1] = Math.round(80 + 175 * t); d.data[i + 2] = 0; d.data[i + 3] = Math.round(255 * t);
   }
   ctx.putImageData(d, 0, 0);
   return c;
@@ -73,6 +89,7 @@ async function open(id) {
   const img = await loadImage(base + "image.png");
   const canvas = $("image"), marks = $("marks");
   canvas.width = marks.width = img.width; canvas.height = marks.height = img.height;
+  $("zoom").value = 1;  // opens fitted: the whole film in the viewport
   views = { radiograph: img };
   for (const v of r.views || []) if (v.file) views[v.name] = await loadImage(base + v.file);
   $("view").replaceChildren(...Object.keys(views).map((name) => new Option(VIEW_NAMES[name] || name, name)));
@@ -96,8 +113,9 @@ async function open(id) {
     return tr;
   }));
   const t = r.triage;
+  const withheld = (t.urgent || []).filter((u) => u.withheld).map((u) => ` No urgent flag for ${u.finding}: ${u.withheld}.`);
   $("summary").textContent = `triage ${t.priority}: abnormal ${pct(t.abnormal_probability)} ` +
-    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}. ${r.disclaimer}`;
+    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}.${withheld.join("")} ${r.disclaimer}`;
   current_result = r;
   render();
   refresh();
@@ -126,9 +144,11 @@ function render() {
   const m = $("marks").getContext("2d"), r = current_result;
   const sx = canvas.width / r.width, sy = canvas.height / r.height;
   m.clearRect(0, 0, canvas.width, canvas.height);
+  m.globalAlpha = +$("opacity").value;
   for (const cb of document.querySelectorAll("input.heat:checked")) {
     m.drawImage(heatmaps[cb.dataset.finding], 0, 0, canvas.width, canvas.height);
   }
+  m.globalAlpha = 1;
   m.lineWidth = Math.max(2, canvas.width / 400);
   if ($("show-boxes").checked) {
     for (const f of r.findings.filter((f) => f.positive)) {
@@ -147,13 +167,25 @@ function render() {
       m.closePath(); m.stroke();
     }
   }
-  const z = +$("zoom").value;
-  for (const c of [canvas, $("marks")]) c.style.transform = `scale(${z})`;
+  fit();
 }
 
-for (const id of ["width", "level", "zoom", "show-boxes", "show-lungs"]) $(id).addEventListener("input", render);
+// Zoom 1 fits the whole film in the viewport; the canvases' CSS size follows, so the stage scrolls when zoomed in.
+function fit() {
+  const canvas = $("image"), stage = $("stage");
+  const scale = Math.min(stage.clientWidth / canvas.width, stage.clientHeight / canvas.height) * +$("zoom").value;
+  for (const c of [canvas, $("marks")]) {
+    c.style.width = `${Math.round(canvas.width * scale)}px`; c.style.height = `${Math.round(canvas.height * scale)}px`;
+  }
+}
+
+for (const id of ["width", "level", "show-boxes", "show-lungs", "opacity"]) $(id).addEventListener("input", render);
+$("zoom").addEventListener("input", fit);
+window.addEventListener("resize", () => { if (current_result) fit(); });
 $("view").addEventListener("change", () => { showView($("view").value); render(); });
-$("reset").onclick = () => { $("width").value = 255; $("level").value = 128; $("zoom").value = 1; render(); };
+$("reset").onclick = () => {
+  $("width").value = 255; $("level").value = 128; $("zoom").value = 1; $("opacity").value = 0.45; render();
+};
 json("/api/model").then((m) => { $("model").textContent = `${m.name} ${m.version}`; });
 function refresh() {
   refreshWorklist().catch((e) => { if (e.message !== SIGN_IN) console.error(e); });
