@@ -51,6 +51,27 @@ def test_nothing_analyzable_exits_non_zero(tmp_path, tiny_model):
     assert "not a DICOM, PNG or JPEG" in result.output
 
 
+def test_a_folder_without_images_says_so(tmp_path):
+    (tmp_path / "notes.txt").write_text("no image")
+    result = runner.invoke(app, ["analyze", str(tmp_path)])
+    assert result.exit_code == 1 and f"no DICOM, PNG or JPEG files in {tmp_path}" in result.output
+
+
+def test_version():
+    from radsight import __version__
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"radsight {__version__}"
+
+
+def test_piped_batch_prints_a_line_an_image_and_nothing_on_stderr(tmp_path, phantom, tiny_model):
+    paths = [str(make_dicom(tmp_path / f"{i}.dcm", phantom)) for i in range(4)]  # > 3: a bar on a terminal
+    run = subprocess.run([sys.executable, "-m", "radsight.cli", "analyze", *paths, "--out", str(tmp_path / "o"),
+                          "--model", str(tiny_model), "--workers", "1"], capture_output=True, text=True, check=True)
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert len(lines) == 5 and all(line.startswith(path) for line, path in zip(lines, paths))
+
+
 def test_unknown_model_is_a_clear_error(tmp_path, phantom):
     result = runner.invoke(app, ["analyze", str(make_dicom(tmp_path / "a.dcm", phantom)), "--model", "nope"])
     assert result.exit_code == 2 and "no model named 'nope'" in result.output

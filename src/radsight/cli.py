@@ -12,8 +12,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use.")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from radsight import __version__
+        typer.echo(f"radsight {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     """radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use."""
 
 
@@ -146,16 +154,20 @@ def analyze(
     from radsight.concurrency import default_workers, threads_per_worker
     from radsight.pipeline import analyze_files, expand_inputs
 
-    files = expand_inputs(list(paths or []) + ([_example_path()] if example else []))
-    if not files:
+    given = list(paths or []) + ([_example_path()] if example else [])
+    if not given:
         raise _fail("no input: give files or folders, or --example")
+    files = expand_inputs(given)
+    if not files:
+        raise _fail(f"no DICOM, PNG or JPEG files in {', '.join(map(str, given))}", code=1)
     workers = min(workers or default_workers(len(files)), len(files))
     predictor = _predictor(model, lung_model if anatomy else None, threads_per_worker(workers),
                            bone_model if bone_views else None, bone_views)
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    done, failed, rows = [], 0, []
+    done, failed = [], 0
     start = time.perf_counter()
-    with Progress(console=err, transient=True, disable=len(files) <= 3) as progress:
+    # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
+    with Progress(console=err, transient=True, disable=len(files) <= 3 or not err.is_terminal) as progress:
         task = progress.add_task("analyzing", total=len(files))
         for outcome in analyze_files(files, out, predictor, workers):
             progress.advance(task)
@@ -164,19 +176,9 @@ def analyze(
                 err.print(f"error: {outcome.error}", markup=False, highlight=False)
                 continue
             done.append(outcome)
-            p = outcome.prediction
-            names = ", ".join(f"{f.name} {f.probability:.2f}" for f in p.positives) or "none above threshold"
-            ctr = ""
-            if p.anatomy is not None:
-                a = p.anatomy
-                ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
-            rows.append(f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
-                        f"findings: {names}{ctr}{'  views: ' + ', '.join(p.views) if p.views else ''}  "
-                        f"-> {out / outcome.files.json}")
+            if not quiet:
+                console.print(_summary_line(outcome, out), markup=False, highlight=False)
     seconds = time.perf_counter() - start
-    if not quiet:
-        for row in rows:
-            console.print(row, markup=False, highlight=False)
     if save_predictions and done:
         from radsight.data.predictions import write_predictions
         probs = [[f.probability for f in o.prediction.findings] for o in done]
@@ -186,6 +188,18 @@ def analyze(
                   f"{failed} failed; outputs in {out}", markup=False, highlight=False)
     if not done:
         raise typer.Exit(1)
+
+
+def _summary_line(outcome, out: Path) -> str:
+    p = outcome.prediction
+    names = ", ".join(f"{f.name} {f.probability:.2f}" for f in p.positives) or "none above threshold"
+    ctr = ""
+    if p.anatomy is not None:
+        a = p.anatomy
+        ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
+    return (f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
+            f"findings: {names}{ctr}{'  views: ' + ', '.join(p.views) if p.views else ''}  "
+            f"-> {out / outcome.files.json}")
 
 
 @app.command()
@@ -216,8 +230,10 @@ def calibrate(
                                                       "study urgent"),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung model, for models that read the thorax"),
 ) -> None:
-    """Choose operating thresholds (and the urgent findings' own points) on a validation split; store them in the
-    model's config."""
+    """Choose operating thresholds on a validation split and store them in the model's config.
+
+    Each finding gets Youden's J (or a sensitivity target); urgent findings also get their own high-specificity
+    operating point, withheld from triage below the config's bars."""
     import numpy as np
 
     from radsight.calibration import (BenchmarkSplitError, check_not_benchmark, choose_thresholds,
@@ -279,8 +295,11 @@ def evaluate(
                                                 "--images)"),
     bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="with --bone-pairs: the model to evaluate"),
 ) -> None:
-    """Classification: AUROC with patient-bootstrap 95% CIs, operating points, triage, calibration, localization,
-    CTR and CAM-in-thorax, and a paired comparison. With --masks: lung segmentation Dice, IoU and Hausdorff."""
+    """Measure a model on labelled images it did not train on.
+
+    Classification: AUROC with patient-bootstrap 95% CIs, operating points, urgent flags, triage, calibration,
+    localization, CTR and CAM-in-thorax, and a paired comparison with a reference. With --masks: lung segmentation
+    Dice, IoU and Hausdorff. With --bone-pairs: bone suppression PSNR, SSIM and MS-SSIM."""
     if bone_pairs is not None:
         from radsight.evaluate_bone import run_bone_evaluation
         from radsight.models.store import ModelNotFound
