@@ -3,7 +3,7 @@ from PIL import Image, ImageDraw
 
 from radsight.core import (FINDINGS, Anatomy, Box, CardiothoracicRatio, Finding, ImageMeta, ModelRef, Prediction,
                            Radiograph, Triage, UrgentCheck)
-from radsight.render import MAX_MAPS, PANEL_WIDTH, _anatomy_line, _font, render_overlay, shown_maps, wrap
+from radsight.render import MAX_MAPS, PANEL_WIDTH, _anatomy_line, _font, fitted, render_overlay, shown_maps, wrap
 
 
 def crowded_prediction(size: int = 256) -> tuple[Radiograph, Prediction]:
@@ -30,6 +30,8 @@ def test_only_the_strongest_maps_are_drawn_and_every_text_fits_the_panel():
     lines = wrap(draw, "a " * 50 + "x" * 200, _font(12), 200)
     assert all(draw.textlength(line, font=_font(12)) <= 200 for line in lines) and len(lines) > 2
     assert PANEL_WIDTH > 200
+    name = fitted(draw, "Enlarged Cardiomediastinum and more", _font(14), 170)
+    assert name.endswith("…") and draw.textlength(name, font=_font(14)) <= 170
 
 
 def test_an_unknown_view_reads_view_unknown():

@@ -145,7 +145,7 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
             draw.rectangle([x, y + 3, x + 10, y + 13], fill=colour)
         elif f.positive:
             draw.rectangle([x, y + 3, x + 10, y + 13], outline=colour)
-        draw.text((x + 16, y), f.name.replace("_", " "), fill=colour, font=body)
+        draw.text((x + 16, y), fitted(draw, f.name.replace("_", " "), body, 170), fill=colour, font=body)
         draw.text((x + 190, y), f"{f.probability:.2f}   {f.threshold:.2f}", fill=colour, font=body)
         y += 20
     y += 8
@@ -179,6 +179,15 @@ def wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
             word = word[:-1]
         lines.append(word)
     return lines
+
+
+def fitted(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: float) -> str:
+    """``text``, cut and ended with an ellipsis when it is wider than ``width``."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
 
 
 def _anatomy_line(a: Anatomy, view: str | None) -> str:
