@@ -43,6 +43,7 @@ def train(
     holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out for evaluation"),
     val: str = typer.Option("", help="lung-segmentation: comma-separated images that choose the checkpoint"),
     iterations: int = typer.Option(800, help="lung-segmentation: optimisation steps"),
+    checkpoint_every: int = typer.Option(50, help="lung-segmentation: steps between validation and checkpoints"),
     region: str = typer.Option("image", help="classification: image | thorax (crop to the lungs first)"),
     sources: str = typer.Option("original", help="classification: input channels, some of original, lung_masked, "
                                                  "bone_suppressed"),
@@ -68,7 +69,8 @@ def train(
         seg = SegTrainConfig(manifest=str(manifest), images=str(images), masks=str(masks), out=str(out),
                              holdout=[h for h in holdout.split(",") if h], val=[v for v in val.split(",") if v],
                              input_size=input_size or 256,
-                             iterations=iterations, batch_size=batch_size or 8, seed=seed, threads=threads,
+                             iterations=iterations, checkpoint_every=checkpoint_every,
+                             batch_size=batch_size or 8, seed=seed, threads=threads,
                              stop_after=stop_after)
         typer.echo(f"chosen checkpoint: {train_segmentation(seg)}")
         return

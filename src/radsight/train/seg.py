@@ -22,7 +22,11 @@ from radsight.train.registry import build, checkpoint_fields
 
 @dataclass
 class SegTrainConfig:
-    manifest: str  # CSV with an ``image`` column; masks share the image's file name
+    """``manifest``: CSV with an ``image`` column, and optionally ``mask`` (the mask's file name; default the
+    image's) and ``split``. With a ``split`` column and no ``holdout``/``val`` lists, rows of split ``train``
+    train, rows of ``val`` choose the checkpoint and other rows are never read."""
+
+    manifest: str
     images: str
     masks: str
     out: str
@@ -43,11 +47,38 @@ class SegTrainConfig:
         return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=1)
 
 
-def load_pairs(cfg: SegTrainConfig, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class MaskRows:
+    """Manifest rows: image name -> its mask's name, and the names that train, choose and are held out."""
+
+    mask_of: dict[str, str]
+    train: list[str]
+    val: list[str]
+    holdout: list[str]
+
+
+def mask_rows(cfg: SegTrainConfig) -> MaskRows:
+    with open(cfg.manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    mask_of = {r["image"]: r.get("mask") or r["image"] for r in rows}
+    if "split" in (rows[0] if rows else {}) and not cfg.val and not cfg.holdout:
+        by = {s: [r["image"] for r in rows if r["split"] == s] for s in ("train", "val")}
+        return MaskRows(mask_of, by["train"], by["val"], [])
+    kept = set(cfg.holdout) | set(cfg.val)
+    return MaskRows(mask_of, [r["image"] for r in rows if r["image"] not in kept], list(cfg.val), list(cfg.holdout))
+
+
+def load_pairs(cfg: SegTrainConfig, names: list[str], mask_of: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
     size = cfg.input_size
-    images = [prepare(load_image(Path(cfg.images) / n), cfg.spec, normalised=False)[0][0] for n in names]
-    masks = [read_mask(Path(cfg.masks) / n, size, size) for n in names]
-    return torch.from_numpy(np.stack(images)[:, None]), torch.from_numpy(np.stack(masks)[:, None])
+    images = np.zeros((len(names), 1, size, size), np.float32)
+    masks = np.zeros_like(images)
+    with Progress(transient=True) as progress:
+        task = progress.add_task("reading pairs", total=len(names))
+        for i, n in enumerate(names):
+            images[i, 0] = prepare(load_image(Path(cfg.images) / n), cfg.spec, normalised=False)[0][0]
+            masks[i, 0] = read_mask(Path(cfg.masks) / mask_of[n], size, size)
+            progress.advance(task)
+    return torch.from_numpy(images), torch.from_numpy(masks)
 
 
 def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -59,12 +90,10 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def train_segmentation(cfg: SegTrainConfig) -> Path:
     out = start_run(cfg)
-    with open(cfg.manifest, newline="") as fh:
-        names = [row["image"] for row in csv.DictReader(fh)]
-    train_names = [n for n in names if n not in set(cfg.holdout) | set(cfg.val)]
-    x, y = load_pairs(cfg, train_names)
-    print(f"training on {len(train_names)} pairs; validation: {', '.join(cfg.val) or 'none'}; "
-          f"held out: {', '.join(cfg.holdout) or 'none'}")
+    rows = mask_rows(cfg)
+    x, y = load_pairs(cfg, rows.train, rows.mask_of)
+    print(f"training on {len(rows.train)} pairs; {len(rows.val)} choose the checkpoint; "
+          f"{len(rows.holdout)} held out")
     net = build("unet", in_chans=1, num_classes=1, base=cfg.base_width)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1)
@@ -91,7 +120,8 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
             sched.step()
             progress.advance(task)
             if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == stop:
-                val = float(np.mean(list(mask_dice(net, cfg, cfg.val).values()))) if cfg.val else float("nan")
+                val = float(np.mean(list(mask_dice(net, cfg, rows.val, rows.mask_of).values()))) \
+                    if rows.val else float("nan")
                 progress.console.print(f"iteration {it + 1}/{cfg.iterations}  loss {loss.item():.4f}  val Dice {val:.4f}")
                 state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "iteration": it + 1, **checkpoint_fields(net), "task": SEGMENTATION, "input": asdict(cfg.spec),
@@ -100,10 +130,10 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
                     best = val
                     atomic_save(state, out / "best.pt")
                 atomic_save(state, last)
-    chosen = out / "best.pt" if cfg.val else last
-    if cfg.holdout and stop == cfg.iterations:
+    chosen = out / "best.pt" if rows.val else last
+    if rows.holdout and stop == cfg.iterations:
         net.load_state_dict(torch.load(chosen, map_location="cpu", weights_only=False)["model"])
-        scores = mask_dice(net, cfg, cfg.holdout)
+        scores = mask_dice(net, cfg, rows.holdout, rows.mask_of)
         (out / "holdout_dice.json").write_text(json.dumps(scores, indent=2) + "\n")
         print(f"held-out Dice of {chosen.name} (at mask resolution): "
               + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -111,7 +141,8 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
 
 
 @torch.no_grad()
-def mask_dice(net: torch.nn.Module, cfg: SegTrainConfig, names: list[str]) -> dict[str, float]:
+def mask_dice(net: torch.nn.Module, cfg: SegTrainConfig, names: list[str],
+              mask_of: dict[str, str]) -> dict[str, float]:
     """Dice of the raw thresholded output against each named image's mask, at the mask's resolution."""
     was_training = net.training
     net.eval()
@@ -120,7 +151,7 @@ def mask_dice(net: torch.nn.Module, cfg: SegTrainConfig, names: list[str]) -> di
         image = load_image(Path(cfg.images) / name)
         x = torch.from_numpy(prepare(image, cfg.spec, normalised=False)[0])[None]
         prob = torch.sigmoid(net(normalise_batch(x, cfg.spec)))[0, 0].numpy()
-        truth = read_mask(Path(cfg.masks) / name, image.height, image.width) > 0.5
+        truth = read_mask(Path(cfg.masks) / mask_of[name], image.height, image.width) > 0.5
         scores[name] = dice(resize(prob, image.height, image.width) > 0.5, truth)
     net.train(was_training)
     return scores
