@@ -116,6 +116,39 @@ def test_segmentation_trains_resumes_and_exports(mask_set, tmp_path):
     assert (tmp_path / "ev" / "4.seg.png").is_file()
 
 
+def test_segmentation_reads_mask_names_and_splits_from_the_manifest(mask_set, tmp_path):
+    """Masks named in a ``mask`` column (not the image's name); splits choose what trains and what measures."""
+    import shutil
+
+    from radsight.train.seg import SegTrainConfig, mask_rows, train_segmentation
+    masks = tmp_path / "renamed"
+    masks.mkdir()
+    splits = ["train", "train", "train", "val", "test"]
+    for i in range(5):
+        shutil.copy(mask_set / "masks" / f"{i}.png", masks / f"mask-{i}.png")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image,mask,source,split\n" + "".join(f"{i}.png,mask-{i}.png,phantom,{s}\n"
+                                                               for i, s in enumerate(splits)))
+    cfg = SegTrainConfig(manifest=str(manifest), images=str(mask_set / "images"), masks=str(masks),
+                         out=str(tmp_path / "seg"), input_size=64, base_width=4, iterations=2, batch_size=2,
+                         threads=1, checkpoint_every=2)
+    rows = mask_rows(cfg)
+    assert (rows.train, rows.val, rows.holdout) == (["0.png", "1.png", "2.png"], ["3.png"], [])
+    assert rows.mask_of["4.png"] == "mask-4.png"
+    best = train_segmentation(cfg)
+    model = export_checkpoint(best, tmp_path / "model", "lungs", "0", "test", "phantoms")
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    result = CliRunner().invoke(app, ["evaluate", "--masks", str(masks), "--manifest", str(manifest), "--images",
+                                      str(mask_set / "images"), "--lung-model", str(model.directory), "--split", "test",
+                                      "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    import json
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(metrics["per_image"]) == ["4.png"] and metrics["by_source"]["phantom"]["images"] == 1
+
+
 def test_enhanced_inputs_train_export_and_predict(tiny_set, tiny_bone_model, tmp_path):
     from radsight.io import load_image
     from radsight.pipeline import Predictor

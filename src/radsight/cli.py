@@ -315,7 +315,8 @@ def evaluate(
     if masks is not None:
         from radsight.evaluate_seg import run_segmentation_evaluation
         try:
-            run_segmentation_evaluation(manifest, images, masks, out, lung_model, [s for s in subset.split(",") if s])
+            run_segmentation_evaluation(manifest, images, masks, out, lung_model, [s for s in subset.split(",") if s],
+                                        split)
         except ValueError as exc:
             raise _fail(str(exc))
         return

@@ -18,10 +18,20 @@ from radsight.preprocess import resize
 from radsight.segmentation import dice, hausdorff, iou, read_mask
 
 
+MAX_LISTED = 30  # more images than this: the report lists the worst ones only
+OVERLAYS = 20  # overlays are drawn for this many images, the lowest Dice first
+
+
 def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: Path, lung_model: str,
-                                subset: list[str] | None) -> dict:
+                                subset: list[str] | None, split: str | None = None) -> dict:
+    """Each image against its reference mask (the manifest's ``mask`` column, else the image's own name)."""
     with open(manifest, newline="") as fh:
-        names = [row["image"] for row in csv.DictReader(fh)]
+        rows = [row for row in csv.DictReader(fh) if split is None or row.get("split") == split]
+    if not rows:
+        raise ValueError(f"no rows{f' of split {split!r}' if split else ''} in {manifest}")
+    names = [row["image"] for row in rows]
+    mask_of = {row["image"]: row.get("mask") or row["image"] for row in rows}
+    source_of = {row["image"]: row.get("source") for row in rows}
     if subset:
         missing = set(subset) - set(names)
         if missing:
@@ -35,20 +45,27 @@ def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: 
         found = lungs.segment(image)
         anatomy, labels = found.anatomy, found.labels
         predicted = resize((labels > 0).astype(np.float32), image.height, image.width) > 0.5
-        truth = read_mask(masks / name, image.height, image.width) > 0.5
+        truth = read_mask(masks / mask_of[name], image.height, image.width) > 0.5
         per_image[name] = {"dice": dice(predicted, truth), "iou": iou(predicted, truth),
                            "hausdorff_px": hausdorff(predicted, truth), "plausible": anatomy.plausible,
-                           "reason": anatomy.reason, "overlay": f"{Path(name).stem}.seg.png"}
+                           "reason": anatomy.reason, "source": source_of[name], "size": [image.width, image.height]}
+    for name in sorted(per_image, key=lambda n: per_image[n]["dice"])[:OVERLAYS]:
+        image = load_image(images / name)
+        truth = read_mask(masks / mask_of[name], image.height, image.width) > 0.5
+        labels = lungs.segment(image).labels
+        predicted = resize((labels > 0).astype(np.float32), image.height, image.width) > 0.5
+        per_image[name]["overlay"] = f"{Path(name).stem}.seg.png"
         _overlay(image.pixels, truth, predicted).save(out / per_image[name]["overlay"])
-    metrics = {"lung_model": lungs.cfg.name, "manifest": str(manifest), "images": len(per_image),
-               "per_image": per_image,
-               "mean": {k: float(np.mean([v[k] for v in per_image.values()])) for k in ("dice", "iou", "hausdorff_px")}}
+    metrics = {"lung_model": lungs.cfg.name, "manifest": str(manifest), "split": split, "images": len(per_image),
+               "per_image": per_image, "mean": _summary(per_image.values()),
+               "by_source": {src: _summary([v for v in per_image.values() if v["source"] == src])
+                             for src in sorted({v["source"] for v in per_image.values() if v["source"]})}}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "report.md").write_text(_report(metrics))
     table = Table(title=f"{metrics['lung_model']} on {len(per_image)} images")
     for col in ("image", "Dice", "IoU", "Hausdorff (px)", "plausible"):
         table.add_column(col)
-    for name, v in [*per_image.items(), ("mean", {**metrics["mean"], "plausible": ""})]:
+    for name, v in [*_listed(per_image), ("mean", {**metrics["mean"], "plausible": ""})]:
         table.add_row(name, f"{v['dice']:.4f}", f"{v['iou']:.4f}", f"{v['hausdorff_px']:.1f}", str(v["plausible"]))
     Console(soft_wrap=True).print(table)
     return metrics
@@ -66,11 +83,32 @@ def _overlay(pixels: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> Im
     return picture
 
 
+def _summary(values) -> dict:
+    values = list(values)
+    out = {k: float(np.mean([v[k] for v in values])) for k in ("dice", "iou", "hausdorff_px")}
+    dices = np.asarray([v["dice"] for v in values])
+    out.update(images=len(values), median_dice=float(np.median(dices)), dice_p05=float(np.percentile(dices, 5)),
+               below_0_9=int((dices < 0.9).sum()), plausible=float(np.mean([v["plausible"] for v in values])))
+    return out
+
+
+def _listed(per_image: dict) -> list[tuple[str, dict]]:
+    """Every image, or the MAX_LISTED with the lowest Dice."""
+    items = list(per_image.items())
+    return items if len(items) <= MAX_LISTED else sorted(items, key=lambda kv: kv[1]["dice"])[:MAX_LISTED]
+
+
 def _report(m: dict) -> str:
-    lines = [f"# Lung segmentation: {m['lung_model']}", "", f"{m['images']} images from `{m['manifest']}`.", "",
-             "| image | Dice | IoU | Hausdorff (px) | plausible |", "|---|---:|---:|---:|---|"]
-    for name, v in m["per_image"].items():
+    split = f" (split {m['split']})" if m.get("split") else ""
+    lines = [f"# Lung segmentation: {m['lung_model']}", "", f"{m['images']} images from `{m['manifest']}`{split}.", "",
+             "| set | images | mean Dice | median Dice | 5th pct. Dice | Dice < 0.9 | mean IoU | mean Hausdorff (px) "
+             "| plausible |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, v in [("all", m["mean"]), *m["by_source"].items()]:
+        lines.append(f"| {name} | {v['images']} | {v['dice']:.4f} | {v['median_dice']:.4f} | {v['dice_p05']:.4f} | "
+                     f"{v['below_0_9']} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']:.1%} |")
+    listed = _listed(m["per_image"])
+    lines += ["", "Per image" + (f" (the {len(listed)} lowest Dice)" if len(listed) < m["images"] else "") + ":", "",
+              "| image | Dice | IoU | Hausdorff (px) | plausible |", "|---|---:|---:|---:|---|"]
+    for name, v in listed:
         lines.append(f"| {name} | {v['dice']:.4f} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']} |")
-    mean = m["mean"]
-    lines.append(f"| **mean** | **{mean['dice']:.4f}** | **{mean['iou']:.4f}** | **{mean['hausdorff_px']:.1f}** | |")
     return "\n".join(lines) + "\n"
