@@ -62,7 +62,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", data, "--port", str(port),
+        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
                                    "--token", TOKEN, "--workers", str(args.workers)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         url = f"http://127.0.0.1:{port}"

@@ -32,7 +32,8 @@ def server(tmp_path, tiny_bone_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(Settings(data_dir=tmp_path / "data", token="t", bone_model=str(tiny_bone_model)))
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t", bone_model=str(tiny_bone_model),
+                              allow_ood=True))  # phantoms, not films
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -48,7 +48,8 @@ def test_study_sent_to_orthanc_comes_back_with_sr_and_overlay(orthanc, tmp_path)
     source = make_dicom(tmp_path / "cxr.dcm")
     pacs = httpx.Client(base_url=orthanc, timeout=30)
     stored = pacs.post("/instances", content=source.read_bytes()).json()
-    settings = Settings(data_dir=tmp_path / "data", token="t", orthanc_url=orthanc, poll_interval=0.3)
+    settings = Settings(data_dir=tmp_path / "data", token="t", orthanc_url=orthanc, poll_interval=0.3,
+                        allow_ood=True)  # a phantom, not a film
     with TestClient(create_app(settings), headers={"Authorization": "Bearer t"}) as client:
         deadline = time.time() + 90
         while time.time() < deadline:

@@ -30,7 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _settings(tmp_path, **kw) -> Settings:
-    return Settings(data_dir=tmp_path / "data", token=TOKEN, **kw)
+    return Settings(data_dir=tmp_path / "data", token=TOKEN, **{"allow_ood": True, **kw})  # phantoms, not films
 
 
 def _sign_in(client) -> None:
@@ -186,7 +186,7 @@ def _start_server(data_dir, log_path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     with log_path.open("ab") as log:
         server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
-                                   "--port", str(port), "--token", TOKEN], stdout=log, stderr=subprocess.STDOUT)
+                                   "--port", str(port), "--token", TOKEN, "--allow-ood"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:

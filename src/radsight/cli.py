@@ -143,6 +143,8 @@ def analyze(
     bone_model: Optional[str] = typer.Option(None, help=f"bone suppression model for the soft-tissue and bone views "
                                              f"(default: {DEFAULT_BONE_MODEL} when installed)"),
     bone_views: bool = typer.Option(True, help="write the soft-tissue and bone views when a bone model is there"),
+    allow_ood: bool = typer.Option(False, "--allow-ood", help="analyze images the out-of-distribution gate refuses "
+                                                              "(their results say so)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
     workers: Optional[int] = typer.Option(None, min=1, help="files analyzed at once (default: one a CPU core, "
                                           "at most one a file); they share the cores out"),
@@ -171,7 +173,7 @@ def analyze(
     # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
     with Progress(console=err, transient=True, disable=len(files) <= 3 or not err.is_terminal) as progress:
         task = progress.add_task("analyzing", total=len(files))
-        for outcome in analyze_files(files, out, predictor, workers):
+        for outcome in analyze_files(files, out, predictor, workers, allow_ood):
             progress.advance(task)
             if outcome.error is not None:
                 failed += 1
@@ -199,7 +201,8 @@ def _summary_line(outcome, out: Path) -> str:
     if p.anatomy is not None:
         a = p.anatomy
         ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
-    return (f"{outcome.path}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
+    ood = "  OUT OF DISTRIBUTION" if p.ood is not None and not p.ood.in_distribution else ""
+    return (f"{outcome.path}{ood}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
             f"findings: {names}{ctr}{'  views: ' + ', '.join(p.views) if p.views else ''}  "
             f"-> {out / outcome.files.json}")
 
@@ -275,10 +278,36 @@ def calibrate(
     typer.echo(f"thresholds from {int(ok.sum())} images of split {split!r} written to {cfg.directory / 'config.json'}")
 
 
+@app.command("fit-ood")
+def fit_ood(
+    model: str = typer.Option(..., help="registered model name or model folder (its config.json is updated)"),
+    fit: list[str] = typer.Option(..., help="CSV[#split] of chest radiographs to fit on (repeatable; never the "
+                                            "benchmark)"),
+    held: list[str] = typer.Option(..., help="CSV[#split] of held-out chest radiographs that set the threshold"),
+    refuse_rate: float = typer.Option(0.005, help="share of the held-out radiographs the threshold refuses"),
+    lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung model, for models that read the thorax"),
+) -> None:
+    """Fit a model's out-of-distribution gate and store it beside the model.
+
+    Mahalanobis distances of the classifier's pooled features, a thumbnail and image statistics to the fitting
+    radiographs; the threshold refuses REFUSE_RATE of the held-out ones (needs scikit-learn)."""
+    from radsight.ood_cmd import run_fit
+    if any("benchmark" in s for s in fit + held):
+        raise _fail("refusing to fit on images marked as benchmark: they are for measuring only")
+    predictor = _predictor(model, lung_model)
+    try:
+        ood = run_fit(predictor, fit, held, refuse_rate)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc))
+    typer.echo(f"gate fitted on {ood['fitted_images']} images; threshold {ood['threshold']:.3f} refuses "
+               f"{ood['held_out_refused']:.1%} of {ood['held_out_images']} held-out radiographs; "
+               f"written to {predictor.cfg.directory / ood['file']}")
+
+
 @app.command()
 def evaluate(
     manifest: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="labelled images (or --bone-pairs)"),
-    images: Path = typer.Option(..., exists=True, file_okay=False),
+    images: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="the manifest's images"),
     out: Path = typer.Option(..., help="folder for metrics.json and report.md"),
     model: Optional[str] = typer.Option(None, help=f"registered model name or folder (default: {DEFAULT_MODEL})"),
     predictions: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="evaluate a predictions CSV"),
@@ -296,12 +325,23 @@ def evaluate(
                                            help="with --bone-pairs: soft-tissue images (default: targets/ beside "
                                                 "--images)"),
     bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="with --bone-pairs: the model to evaluate"),
+    ood_test: list[str] = typer.Option([], help="CSV[#split] (repeatable): measure the out-of-distribution gate "
+                                                "on frontal radiographs and other images (see fit-ood)"),
 ) -> None:
     """Measure a model on labelled images it did not train on.
 
     Classification: AUROC with patient-bootstrap 95% CIs, operating points, urgent flags, triage, calibration,
     localization, CTR and CAM-in-thorax, and a paired comparison with a reference. With --masks: lung segmentation
     Dice, IoU and Hausdorff. With --bone-pairs: bone suppression PSNR, SSIM and MS-SSIM."""
+    if ood_test:
+        from radsight.ood_cmd import run_ood_evaluation
+        try:
+            run_ood_evaluation(_predictor(model or DEFAULT_MODEL, lung_model), ood_test, out)
+        except (OSError, ValueError) as exc:
+            raise _fail(str(exc))
+        return
+    if images is None:
+        raise _fail("--images is required (except with --ood-test)")
     if bone_pairs is not None:
         from radsight.evaluate_bone import run_bone_evaluation
         from radsight.models.store import ModelNotFound
@@ -311,7 +351,7 @@ def evaluate(
             raise _fail(str(exc))
         return
     if manifest is None:
-        raise _fail("--manifest is required (or --bone-pairs)")
+        raise _fail("--manifest is required (or --bone-pairs, --ood-test)")
     if masks is not None:
         from radsight.evaluate_seg import run_segmentation_evaluation
         try:
@@ -343,6 +383,8 @@ def serve(
     max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
     orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
     cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
+    allow_ood: bool = typer.Option(False, "--allow-ood", help="queue images the out-of-distribution gate refuses "
+                                                              "(default: answer 422)"),
 ) -> None:
     """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
@@ -356,7 +398,7 @@ def serve(
     settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model,
                         bone_model=bone_model if bone_views else None, bone_views=bone_views, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
-                        cors_origins=list(cors_origin))
+                        cors_origins=list(cors_origin), allow_ood=allow_ood)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
 
 

@@ -112,6 +112,15 @@ class UrgentCheck:
 
 
 @dataclass
+class OodCheck:
+    """How far an image lies from the chest radiographs the model was fitted on (``radsight.ood``)."""
+
+    score: float
+    threshold: float
+    in_distribution: bool
+
+
+@dataclass
 class Triage:
     abnormal_probability: float
     threshold: float
@@ -167,6 +176,7 @@ class Prediction:
     lung_mask: np.ndarray | None = field(default=None, repr=False)  # (h, w) uint8: 0 none, 1 right, 2 left
     views: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # derived views at the image's size
     views_model: ModelRef | None = None  # the model that made ``views``
+    ood: OodCheck | None = None  # None when the model has no out-of-distribution gate
 
     def finding(self, name: str) -> Finding:
         for f in self.findings:

@@ -16,7 +16,7 @@ import numpy as np
 from radsight.anatomy import EvidenceRegions
 from radsight.bone_model import BoneModel
 from radsight.concurrency import default_workers, ordered_map, threads_per_worker
-from radsight.core import Finding, InputError, ModelRef, Prediction, Radiograph, Triage
+from radsight.core import Finding, InputError, ModelRef, OodCheck, Prediction, Radiograph, Triage
 from radsight.data.manifest import Manifest
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.explain.cam import cam_heatmap, working_size
@@ -25,6 +25,7 @@ from radsight.inputs import InputBuilder
 from radsight.lung_model import LungModel
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
+from radsight.ood import describe, load_gate
 from radsight.preprocess import Crop
 from radsight.report import OutputFiles, write_outputs
 from radsight.runtime import Classifier
@@ -47,6 +48,7 @@ class Predictor:
         self.boxes = boxes
         self.inputs = InputBuilder(self.cfg.input, self.cfg.name, self.cfg.source_models, lung_model, bone_model,
                                    threads, bone_views)
+        self.gate = load_gate(self.cfg)
 
     @property
     def lungs(self) -> LungModel | None:
@@ -61,12 +63,29 @@ class Predictor:
         built = self.inputs.build(image)
         return built.x, built.crop
 
+    def ood(self, image: Radiograph) -> OodCheck | None:
+        """The out-of-distribution check alone (one classifier pass); None when the model has no gate."""
+        if self.gate is None:
+            return None
+        return self._check(image, self.model(self.inputs.build(image).x[None]))
+
+    def admit(self, image: Radiograph) -> None:
+        """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows."""
+        check = self.ood(image)
+        if check is not None and not check.in_distribution:
+            raise InputError(image.source, ood_reason(check))
+
+    def _check(self, image: Radiograph, out: dict[str, np.ndarray]) -> OodCheck | None:
+        return self.gate.check({"classifier": out["features"], **describe(image)}) if self.gate else None
+
     def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
-        """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``."""
+        """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``;
+        the out-of-distribution check (``prediction.ood``) when the model has a gate."""
         built = self.inputs.build(image, anatomy=True)
         out = self.model(built.x[None])
         lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
         prediction = self._assemble(image, out["probabilities"][0], out["cams"][0], explain, built.crop, lungs)
+        prediction.ood = self._check(image, out)
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
         if built.bone is not None:
@@ -143,9 +162,23 @@ def _predictor(model: str) -> Predictor:
     return Predictor(model)
 
 
-def analyze(path: str | os.PathLike, model: str = DEFAULT_MODEL) -> Prediction:
-    """Analyze one DICOM, PNG or JPEG file. Raises :class:`InputError` for input that cannot be analyzed."""
-    return _predictor(model).predict(load_image(path))
+def ood_reason(check: OodCheck) -> str:
+    return (f"not like the frontal chest radiographs this model knows (out-of-distribution score {check.score:.2f} "
+            f"> {check.threshold:.2f})")
+
+
+def analyze(path: str | os.PathLike, model: str = DEFAULT_MODEL, allow_ood: bool = False) -> Prediction:
+    """Analyze one DICOM, PNG or JPEG file. Raises :class:`InputError` for input that cannot be analyzed, and for
+    an image the out-of-distribution gate refuses unless ``allow_ood`` (then ``prediction.ood`` says so)."""
+    prediction = _predictor(model).predict(load_image(path))
+    if not allow_ood:
+        _refuse_ood(prediction)
+    return prediction
+
+
+def _refuse_ood(prediction: Prediction) -> None:
+    if prediction.ood is not None and not prediction.ood.in_distribution:
+        raise InputError(prediction.source, ood_reason(prediction.ood))
 
 
 @dataclass
@@ -156,8 +189,10 @@ class Outcome:
     error: InputError | None = None
 
 
-def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, workers: int = 1) -> Iterator[Outcome]:
-    """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on.
+def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, workers: int = 1,
+                  allow_ood: bool = False) -> Iterator[Outcome]:
+    """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on. A file the
+    out-of-distribution gate refuses is an error outcome too, unless ``allow_ood``.
 
     Outcomes come in input order. With ``workers`` > 1, that many files are analyzed at once on threads
     sharing ``predictor``; give it ``threads=threads_per_worker(workers)`` so they share the cores out.
@@ -170,6 +205,8 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
         try:
             image = load_image(path)
             prediction = predictor.predict(image)
+            if not allow_ood:
+                _refuse_ood(prediction)
         except InputError as exc:
             return Outcome(path, error=exc)
         return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))

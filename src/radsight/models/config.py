@@ -34,6 +34,7 @@ class ModelConfig:
     provenance: dict = field(default_factory=dict)  # imported models: format, publisher's URL, source sha256
     metrics: dict = field(default_factory=dict)  # measured figures worth listing (e.g. mean AUROC and where)
     source_models: dict[str, str] = field(default_factory=dict)  # input source -> the model that makes it
+    ood: dict = field(default_factory=dict)  # the out-of-distribution gate: file, sha256, threshold, how it was fitted
     directory: Path | None = field(default=None, compare=False, repr=False)
 
     @property

@@ -47,6 +47,7 @@ class Settings:
     orthanc_url: str | None = None
     poll_interval: float = 2.0
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
+    allow_ood: bool = False  # queue images the out-of-distribution gate refuses (their results say so)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -63,7 +64,9 @@ def create_app(settings: Settings) -> FastAPI:
         with tempfile.NamedTemporaryFile(dir=settings.data_dir, delete=False) as tmp:
             tmp.write(data)
         try:
-            load_image(Path(tmp.name))
+            image = load_image(Path(tmp.name))  # unreadable: InputError
+            if not settings.allow_ood:
+                predictor.admit(image)  # out-of-distribution: InputError
             study_id = store.add(filename, origin, orthanc_id)
             if study_id is not None:
                 dest = upload_path(settings.data_dir, study_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, ModelConfig
@@ -20,9 +21,38 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     return from_checkpoint(state), state
 
 
+CLASSIFIER_OUTPUTS = ["logits", "cams", "features"]
+
+
 def export_onnx(net: torch.nn.Module, spec: InputSpec, path: Path, outputs: list[int] | None = None) -> None:
-    """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w), for the ``outputs`` rows of its head."""
+    """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w), for the ``outputs`` rows of its head, and
+    ``features`` (N, K): the pooled features the head reads (the out-of-distribution gate's input)."""
     export_module(WithCams(net.eval(), outputs), spec, path, ["logits", "cams"])
+    add_features_output(path)
+
+
+def add_features_output(path: Path) -> None:
+    """Add ``features``, the spatial mean of the feature map the CAMs are made from, to a classifier's graph.
+
+    Works on any graph whose ``cams`` output is an Einsum of the feature map and the head's weights, as
+    :func:`export_onnx` writes them; a graph that has ``features`` already is left as it is."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(o.name == "features" for o in graph.output):
+        return
+    source = next((n for n in graph.node if "cams" in n.output and n.op_type == "Einsum"), None)
+    if source is None:
+        raise ValueError(f"{path}: no Einsum makes the 'cams' output; cannot add 'features'")
+    feature_map = source.input[0]
+    graph.initializer.append(numpy_helper.from_array(np.asarray([2, 3], np.int64), "features_axes"))
+    graph.node.append(helper.make_node("ReduceMean", [feature_map, "features_axes"], ["features"], keepdims=0))
+    graph.output.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", None]))
+    onnx.checker.check_model(model)
+    tmp = path.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
 
 
 def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_names: list[str]) -> None:
@@ -64,7 +94,7 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, lice
         fields = {"task": task, "outputs": TASK_OUTPUTS[task]}
     else:
         export_onnx(net, spec, out / "model.onnx")
-        fields = {"source_models": dict(state.get("source_models", {}))}
+        fields = {"source_models": dict(state.get("source_models", {})), "outputs": CLASSIFIER_OUTPUTS}
     cfg = ModelConfig(name=name, version=version, architecture=state["architecture"], labels=list(state["labels"]),
                       input=spec, sha256=sha256_file(out / "model.onnx"), license=license,
                       training_data=training_data, directory=out, **fields)

@@ -1,0 +1,124 @@
+"""The out-of-distribution gate: fitted on chest images, it refuses what is not one, with a reason, everywhere."""
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from conftest import chest_phantom
+from radsight.cli import app
+from radsight.core import InputError, Radiograph
+from radsight.ood import OodGate, describe, fit_gate
+
+runner = CliRunner()
+
+
+def test_gate_admits_its_kind_and_refuses_others_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    inliers = {"classifier": rng.normal(0, 1, (300, 8)), "thumbnail": rng.normal(0, 1, (300, 16)),
+               "image": rng.normal(0, 1, (300, 4))}
+    held = {k: rng.normal(0, 1, (200, v.shape[1])) for k, v in inliers.items()}
+    gate, scores = fit_gate(inliers, held, refuse_rate=0.01)
+    assert np.mean(scores > gate.threshold) <= 0.01
+    far = {k: v[:1] + 10.0 for k, v in held.items()}
+    assert not gate.check(far).in_distribution and gate.check({k: v[:1] * 0 for k, v in held.items()}).in_distribution
+    gate.save(tmp_path / "ood.npz")
+    again = OodGate.load(tmp_path / "ood.npz")
+    np.testing.assert_allclose(again.scores(held), gate.scores(held))
+
+
+def test_describe_is_finite_for_flat_and_tiny_images():
+    flat = Radiograph(np.full((80, 80), 0.3, np.float32), "flat")
+    assert all(np.isfinite(v).all() for v in describe(flat).values())
+
+
+def drawing(path):
+    im = Image.new("L", (300, 300), 90)
+    draw = ImageDraw.Draw(im)
+    draw.ellipse([40, 60, 140, 240], fill=200)
+    draw.ellipse([160, 60, 260, 240], fill=200)
+    im.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gated_model(tiny_model, tmp_path_factory):
+    """The tiny model with a gate fitted on chest phantoms."""
+    root = tmp_path_factory.mktemp("gated")
+    (root / "images").mkdir()
+    rows = []
+    for i in range(40):
+        Image.fromarray((chest_phantom(200, 180, seed=i) * 255).astype(np.uint8)).save(root / "images" / f"{i}.png")
+        rows.append(f"{i}.png,{'train' if i < 30 else 'val'}")
+    (root / "manifest.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
+    model = root / "model"
+    shutil.copytree(tiny_model, model)
+    from radsight.models.config import ModelConfig
+    from radsight.train.export import CLASSIFIER_OUTPUTS
+    cfg = ModelConfig.load(model)
+    cfg.outputs = CLASSIFIER_OUTPUTS
+    cfg.save(model)
+    result = runner.invoke(app, ["fit-ood", "--model", str(model), "--fit", f"{root / 'manifest.csv'}#train",
+                                 "--held", f"{root / 'manifest.csv'}#val", "--refuse-rate", "0"])
+    assert result.exit_code == 0, result.output
+    return model, root
+
+
+def test_cli_refuses_a_drawing_with_a_reason_unless_allowed(gated_model, tmp_path):
+    model, root = gated_model
+    folder = tmp_path / "in"
+    folder.mkdir()
+    drawing(folder / "drawing.png")
+    shutil.copy(root / "images" / "35.png", folder / "chest.png")  # a held-out phantom: admitted
+    result = runner.invoke(app, ["analyze", str(folder), "--model", str(model), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "drawing.png: not like the frontal chest radiographs this model knows" in result.output
+    assert (tmp_path / "o" / "chest.json").is_file() and not (tmp_path / "o" / "drawing.json").exists()
+    allowed = runner.invoke(app, ["analyze", str(folder / "drawing.png"), "--model", str(model), "--allow-ood",
+                                  "--out", str(tmp_path / "a")])
+    assert allowed.exit_code == 0 and "OUT OF DISTRIBUTION" in allowed.output
+    import json
+    doc = json.loads((tmp_path / "a" / "drawing.json").read_text())
+    assert doc["ood"]["in_distribution"] is False and doc["ood"]["score"] > doc["ood"]["threshold"]
+
+
+def test_python_api_raises_for_out_of_distribution(gated_model, tmp_path):
+    import radsight
+    model, _ = gated_model
+    with pytest.raises(InputError, match="out-of-distribution score"):
+        radsight.analyze(drawing(tmp_path / "d.png"), model=str(model))
+    assert not radsight.analyze(tmp_path / "d.png", model=str(model), allow_ood=True).ood.in_distribution
+
+
+def test_a_tampered_gate_is_refused(gated_model, tmp_path):
+    from radsight.models.store import ChecksumMismatch
+    from radsight.pipeline import Predictor
+    model, _ = gated_model
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    with open(copy / "ood.npz", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ChecksumMismatch):
+        Predictor(str(copy))
+
+
+def test_fit_refuses_the_benchmark(tiny_model):
+    result = runner.invoke(app, ["fit-ood", "--model", str(tiny_model), "--fit", "x/benchmark/manifest.csv",
+                                 "--held", "y.csv"])
+    assert result.exit_code == 2 and "benchmark" in result.output
+
+
+def test_service_answers_422_for_an_out_of_distribution_upload(gated_model, tmp_path):
+    pytest.importorskip("fastapi", reason="needs radsight[serve]")
+    from fastapi.testclient import TestClient
+
+    from radsight.service.app import Settings, create_app
+    model, root = gated_model
+    settings = Settings(data_dir=tmp_path / "data", token="t", model=str(model))
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": "Bearer t"}
+        bad = client.post("/api/studies", headers=auth, files={"file": ("d.png", drawing(tmp_path / "d.png").read_bytes())})
+        assert bad.status_code == 422 and "out-of-distribution score" in bad.json()["detail"]
+        good = client.post("/api/studies", headers=auth, files={"file": ("c.png", (root / "images" / "35.png").read_bytes())})
+        assert good.status_code == 202
