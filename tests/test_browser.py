@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import chest_phantom, make_dicom
+from conftest import chest_phantom, make_dicom, server_unavailable
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
@@ -28,7 +28,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 @pytest.fixture()
 def server(tmp_path, tiny_bone_model):
     if not os.path.exists(CHROMIUM):
-        pytest.skip("needs Debian's chromium (scripts/test.sh installs it)")
+        server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import make_dicom
+from conftest import make_dicom, server_unavailable
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 hd = pytest.importorskip("highdicom", reason="needs radsight[serve]")
@@ -33,12 +33,12 @@ def _free_port() -> int:
 @pytest.fixture()
 def orthanc(tmp_path):
     if shutil.which("Orthanc") is None and shutil.which("apt-get") is None:
-        pytest.skip("needs Debian's orthanc and orthanc-dicomweb (scripts/orthanc.sh installs them)")
+        server_unavailable("needs Debian's orthanc and orthanc-dicomweb (scripts/orthanc.sh installs them)")
     port = _free_port()
     started = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "orthanc"), str(port), str(_free_port())],
                              capture_output=True, text=True, timeout=600)
     if started.returncode != 0:
-        pytest.skip(f"Orthanc could not be started here: {started.stderr.strip()[-300:]}")
+        server_unavailable(f"Orthanc could not be started here: {started.stderr.strip()[-300:]}")
     pid = int(started.stdout.split()[-1])
     yield f"http://127.0.0.1:{port}"
     subprocess.run(["kill", str(pid)], check=False)

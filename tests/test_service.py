@@ -239,3 +239,23 @@ def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
     store = StudyStore(data / "radsight.sqlite")
     attempts = [store.get(i).attempts for i in ids]
     assert set(attempts) <= {1, 2} and attempts.count(2) <= 1  # one worker: only the study it held is run again
+
+
+def test_orthanc_poller_survives_any_error():
+    from radsight.service.pacs import Poller
+
+    class Flaky:
+        calls = 0
+
+        def poll(self, store, save):
+            Flaky.calls += 1
+            raise ValueError("malformed /changes answer") if Flaky.calls == 1 else KeyError("Changes")
+
+    poller = Poller(Flaky(), store=None, save=None, interval=0.01)
+    poller.start()
+    deadline = time.time() + 5
+    while Flaky.calls < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    assert poller.is_alive() and Flaky.calls >= 3
+    poller.stop()
+    poller.join(timeout=5)

@@ -27,6 +27,8 @@ def read_raster(path: Path) -> Radiograph:
             check_geometry(source, im.height, im.width)
             im.load()
             pixels, bits, windowing = _to_gray(source, im)
+    except InputError:
+        raise  # already says what is wrong (size, aspect, colour)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise InputError(source, f"image cannot be read ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt stream

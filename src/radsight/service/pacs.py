@@ -81,15 +81,17 @@ class Poller(threading.Thread):
                  interval: float = 2.0):
         super().__init__(name="radsight-orthanc-poller", daemon=True)
         self.orthanc, self.store, self.save, self.interval = orthanc, store, save, interval
-        self._stop = threading.Event()
+        self._stopping = threading.Event()  # not _stop: Thread has a method of that name
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self.orthanc.poll(self.store, self.save)
             except httpx.HTTPError as exc:
                 log.warning("Orthanc poll failed: %s", exc)
-            self._stop.wait(self.interval)
+            except Exception:  # a malformed answer or a bug: logged in full; the poller must outlive it
+                log.exception("Orthanc poll failed")
+            self._stopping.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
