@@ -35,13 +35,26 @@ def load_image(path: str | os.PathLike) -> Radiograph:
         raise InputError(source, "empty file")
     if size > MAX_FILE_BYTES:
         raise InputError(source, f"file too large ({size:,} bytes; limit {MAX_FILE_BYTES:,})")
-    if _looks_like_dicom(head):
-        return read_dicom(path)
-    if head.startswith(_PNG) or head.startswith(_JPEG):
-        return read_raster(path)
-    if path.suffix.lower() in (".dcm", ".dicom", ".dic"):
-        return read_dicom(path, force=True)  # DICOM without the Part 10 preamble
+    try:
+        if _looks_like_dicom(head):
+            return read_dicom(path)
+        if head.startswith(_PNG) or head.startswith(_JPEG):
+            return read_raster(path)
+        if path.suffix.lower() in (".dcm", ".dicom", ".dic"):
+            return read_dicom(path, force=True)  # DICOM without the Part 10 preamble
+    except InputError:
+        raise
+    except BaseException as exc:  # a malformed file can make any parser or decoder fail, in any way
+        if not file_fault(exc):
+            raise
+        raise InputError(source, f"cannot be read: the file is malformed ({type(exc).__name__}: {exc})") from exc
     raise InputError(source, "not a DICOM, PNG or JPEG file")
+
+
+def file_fault(exc: BaseException) -> bool:
+    """Whether an exception raised while parsing or decoding a file is the file's fault: every ``Exception``, and
+    the panics of decoders written in Rust (``PanicException`` derives from ``BaseException``); not an interrupt."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:

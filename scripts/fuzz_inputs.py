@@ -1,0 +1,77 @@
+"""Long fuzzing runs of radsight's readers: seeded mutants of DICOM, PNG and JPEG files, counted by outcome.
+
+    python scripts/fuzz_inputs.py --cases 50000 [--seed 0] [--time-limit 10] [--memory-gb 8] [--data ../shared/data]
+
+Seeds: small files made here in every supported encoding, pydicom-data's chest CR in three encodings, and (with
+--data) a benchmark PNG. Outcomes: ok, input_error (a clear refusal), crash (any other exception), hang (a read
+past --time-limit seconds). Memory is capped with RLIMIT_AS, so a runaway decoder fails instead of swapping.
+Exit status 1 when anything crashed or hung. Needs pydicom-data (radsight[example]).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import chest_phantom, make_dicom  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless  # noqa: E402
+
+from radsight.io import load_image  # noqa: E402
+from radsight.io.mutate import fuzz  # noqa: E402
+
+
+def originals(root: Path, data: Path | None) -> dict[str, bytes]:
+    from pydicom.data import get_testdata_file
+    pixels = chest_phantom(160, 144)
+    out = {f"{name}.dcm": make_dicom(root / f"{name}.dcm", pixels, transfer_syntax=ts).read_bytes()
+           for name, ts in [("explicit", ExplicitVRLittleEndian), ("j2k", JPEG2000Lossless), ("rle", RLELossless),
+                            ("jls", JPEGLSLossless)]}
+    out["mono1.dcm"] = make_dicom(root / "m1.dcm", pixels, photometric="MONOCHROME1", voi_lut=True).read_bytes()
+    for name, array, fmt in [("a8.png", np.round(pixels * 255).astype(np.uint8), "PNG"),
+                             ("a16.png", np.round(pixels * 4095).astype(np.uint16), "PNG"),
+                             ("a.jpg", np.round(pixels * 255).astype(np.uint8), "JPEG")]:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format=fmt)
+        out[name] = buffer.getvalue()
+    for name in ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_UNCI.dcm"):
+        found = get_testdata_file(name)
+        if found:
+            out[name] = Path(found).read_bytes()
+    if data is not None:
+        bench = sorted((data / "nih-cxr14" / "benchmark" / "images").glob("*.png"))[:1]
+        out.update({p.name: p.read_bytes() for p in bench})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=10.0)
+    parser.add_argument("--memory-gb", type=float, default=8.0)
+    parser.add_argument("--data", type=Path, default=None)
+    args = parser.parse_args()
+    limit = int(args.memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    with tempfile.TemporaryDirectory() as tmp:
+        files = originals(Path(tmp), args.data)
+        start = time.perf_counter()
+        report = fuzz(files, load_image, args.cases, Path(tmp) / "run", args.seed, args.time_limit, keep=50)
+        seconds = time.perf_counter() - start
+    print(f"{args.cases} cases from {len(files)} files (seeds {args.seed}..{args.seed + args.cases - 1}) in "
+          f"{seconds:.0f} s: {report}")
+    for crash in report.crashes:
+        print(crash)
+    return 1 if report.outcomes["crash"] or report.outcomes["hang"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
