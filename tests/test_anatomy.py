@@ -82,6 +82,19 @@ def test_thorax_region_and_energy():
     assert energy_inside(heat, region) == 0.5
 
 
+def test_ctr_is_withheld_with_a_reason_when_the_fields_cannot_trace_the_heart():
+    prob = two_lungs()
+    prob[120:170, 120:180] = 0  # the left base left out (an opacity the mask missed)
+    labels, reason = label_lungs(prob)
+    assert reason is None
+    ctr = cardiothoracic_ratio(labels, 400, 400, "PA")
+    assert ctr.value is None and ctr.enlarged is None and "base ends" in ctr.reason
+    small = two_lungs()
+    small[40:170, 120:160] = 0  # the left field a third of the right's
+    ctr = cardiothoracic_ratio(label_lungs(small)[0], 400, 400, "PA")
+    assert ctr.value is None and "size of the other" in ctr.reason
+
+
 def test_heart_region_lies_between_the_lungs_below_the_hila():
     labels, _ = label_lungs(two_lungs())
     heart = heart_region(labels, dilate=0.0)

@@ -200,7 +200,10 @@ def _summary_line(outcome, out: Path) -> str:
     ctr = ""
     if p.anatomy is not None:
         a = p.anatomy
-        ctr = f"  CTR {a.ctr.value:.2f}" if a.ctr else f"  lungs: {a.reason or 'CTR not measurable'}"
+        if a.ctr is not None and a.ctr.value is not None:
+            ctr = f"  CTR {a.ctr.value:.2f}"
+        else:
+            ctr = f"  lungs: {a.reason or (a.ctr and a.ctr.reason) or 'CTR not measurable'}"
     ood = "  OUT OF DISTRIBUTION" if p.ood is not None and not p.ood.in_distribution else ""
     return (f"{outcome.path}{ood}  triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  "
             f"findings: {names}{ctr}{'  views: ' + ', '.join(p.views) if p.views else ''}  "

@@ -144,12 +144,16 @@ class LungField:
 
 @dataclass
 class CardiothoracicRatio:
-    value: float
-    cardiac_px: float  # maximal horizontal cardiac diameter
-    thoracic_px: float  # maximal internal thoracic diameter
-    cardiac_line: tuple[tuple[float, float], tuple[float, float]]  # endpoints (x, y), original pixels
-    thoracic_line: tuple[tuple[float, float], tuple[float, float]]
-    enlarged: bool | None  # CTR > 0.5 on a PA view; None when the view is not known to be PA
+    """The CTR and how it was measured; when the lung fields cannot be trusted to trace the heart borders,
+    ``value`` and the measurements are None and ``reason`` says why."""
+
+    value: float | None
+    cardiac_px: float | None  # maximal horizontal cardiac diameter
+    thoracic_px: float | None  # maximal internal thoracic diameter
+    cardiac_line: tuple[tuple[float, float], tuple[float, float]] | None  # endpoints (x, y), original pixels
+    thoracic_line: tuple[tuple[float, float], tuple[float, float]] | None
+    enlarged: bool | None  # CTR > 0.5 on a PA view; None when the view is not known to be PA, or no value
+    reason: str | None = None  # why no value is given
 
 
 @dataclass

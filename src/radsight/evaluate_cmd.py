@@ -93,7 +93,7 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
     cases: list[dict] = []
     ctr = np.full(len(manifest), np.nan)
     energy: dict[str, list[float]] = {f: [] for f in findings}
-    implausible = 0
+    implausible, withheld, against_boxes = 0, 0, []
     with Progress(transient=True) as progress:
         task = progress.add_task("explaining", total=len(manifest))
         for i, truth in enumerate(truths):
@@ -116,8 +116,13 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
             if not p.anatomy.plausible:
                 implausible += 1
                 continue
-            if p.anatomy.ctr is not None:
-                ctr[i] = p.anatomy.ctr.value
+            c = p.anatomy.ctr
+            if c is not None and c.value is not None:
+                ctr[i] = c.value
+                against_boxes += [{"image": manifest.images[i], "ctr": c.value, "box_ctr": box[2] / c.thoracic_px}
+                                  for box in truth.get("Cardiomegaly", [])]  # NIH's heart box: a cardiac width
+            elif c is not None:
+                withheld += 1
             grid = next(iter(p.heatmaps.values())).shape
             region = on_grid(thorax_region(p.lung_mask), grid)
             for f in findings:
@@ -126,7 +131,10 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
     if any(truths):
         out["localization"] = localization_summary(cases)
     if with_anatomy:
+        errors = [abs(c["ctr"] - c["box_ctr"]) for c in against_boxes]
         anatomy = {"lung_model": predictor.lungs.cfg.name, "implausible_segmentations": implausible,
+                   "ctr_withheld": withheld, "ctr_against_heart_boxes": {
+                       "images": against_boxes, "mean_absolute_error": float(np.mean(errors)) if errors else None},
                    "cam_energy_in_thorax": {f: float(np.nanmean(v)) if v else None for f, v in energy.items()}}
         if "Cardiomegaly" in labels:
             j = labels.index("Cardiomegaly")
@@ -196,11 +204,17 @@ def report_markdown(m: dict) -> str:
                          + f" | {e['iobb']['0.5']:.2f} | {e['pointing_game']:.2f} |")
     if m.get("anatomy"):
         a = m["anatomy"]
+        boxes = a.get("ctr_against_heart_boxes") or {}
+        if boxes.get("images"):
+            lines += ["", f"**CTR against NIH's heart boxes** (box width over the measured thoracic width, "
+                          f"{len(boxes['images'])} images): mean absolute error {boxes['mean_absolute_error']:.3f}; "
+                      + ", ".join(f"{c['image']} {c['ctr']:.2f} vs {c['box_ctr']:.2f}" for c in boxes["images"]) + "."]
         if "ctr_for_cardiomegaly" in a:
             c = a["ctr_for_cardiomegaly"]
             op = c.get("operating_point") or {}
             lines += ["", f"**Cardiothoracic ratio as a Cardiomegaly score** ({a['lung_model']}; measured on "
-                          f"{c['measured']} images, {a['implausible_segmentations']} implausible segmentations): "
+                          f"{c['measured']} images, {a['implausible_segmentations']} implausible segmentations, "
+                          f"{a.get('ctr_withheld', 0)} withheld by the border check): "
                           f"AUROC {_fmt(c['auroc'], c.get('auroc_ci'))}; at CTR > 0.5 sensitivity "
                           f"{_fmt(op.get('sensitivity'), op.get('sensitivity_ci'))}, specificity "
                           f"{_fmt(op.get('specificity'), op.get('specificity_ci'))} ({c['positives']} positives)."]

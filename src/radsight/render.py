@@ -108,7 +108,7 @@ def _draw_anatomy(draw: ImageDraw.ImageDraw, anatomy: Anatomy, scale: float, w: 
         points = [(x * scale, y * scale) for x, y in lung.polygon]
         if len(points) > 2:
             draw.line(points + points[:1], fill=LUNG_COLOUR, width=width)
-    if anatomy.ctr is not None:
+    if anatomy.ctr is not None and anatomy.ctr.value is not None:
         for line, colour in ((anatomy.ctr.thoracic_line, THORAX_COLOUR), (anatomy.ctr.cardiac_line, HEART_COLOUR)):
             (x0, y0), (x1, y1) = line
             draw.line([(x0 * scale, y0 * scale), (x1 * scale, y1 * scale)], fill=colour, width=width)
@@ -199,6 +199,8 @@ def _anatomy_line(a: Anatomy, view: str | None) -> str:
         return f"Lungs: implausible segmentation ({a.reason})"
     if a.ctr is None:
         return "Lungs: outlined; CTR not measurable"
+    if a.ctr.value is None:
+        return f"Lungs: outlined; no CTR: {a.ctr.reason}"
     if a.ctr.enlarged is not None:
         flag = ", enlarged (> 0.5, PA)" if a.ctr.enlarged else " (PA)"
     else:
