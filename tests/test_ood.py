@@ -122,3 +122,16 @@ def test_service_answers_422_for_an_out_of_distribution_upload(gated_model, tmp_
         assert bad.status_code == 422 and "out-of-distribution score" in bad.json()["detail"]
         good = client.post("/api/studies", headers=auth, files={"file": ("c.png", (root / "images" / "35.png").read_bytes())})
         assert good.status_code == 202
+
+
+def test_shipped_gate_refuses_drawings_and_noise_and_admits_the_example_cr(tmp_path):
+    from conftest import corpus_file
+    from radsight.io import load_image
+    from radsight.pipeline import Predictor
+    predictor = Predictor(lung_model=None)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 65535, (256, 256), dtype=np.uint16)).save(noise)
+    for path in (drawing(tmp_path / "d.png"), noise):
+        with pytest.raises(InputError, match="out-of-distribution score"):
+            predictor.admit(load_image(path))
+    assert predictor.ood(load_image(corpus_file("RG1_UNCR.dcm"))).in_distribution
