@@ -48,7 +48,9 @@ def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: 
         truth = read_mask(masks / mask_of[name], image.height, image.width) > 0.5
         per_image[name] = {"dice": dice(predicted, truth), "iou": iou(predicted, truth),
                            "hausdorff_px": hausdorff(predicted, truth), "plausible": anatomy.plausible,
-                           "reason": anatomy.reason, "source": source_of[name], "size": [image.width, image.height]}
+                           "reason": anatomy.reason, "source": source_of[name], "size": [image.width, image.height],
+                           "ctr": anatomy.ctr.value if anatomy.ctr else None,
+                           "ctr_withheld": anatomy.ctr.reason if anatomy.ctr else None}
     for name in sorted(per_image, key=lambda n: per_image[n]["dice"])[:OVERLAYS]:
         image = load_image(images / name)
         truth = read_mask(masks / mask_of[name], image.height, image.width) > 0.5
@@ -88,7 +90,8 @@ def _summary(values) -> dict:
     out = {k: float(np.mean([v[k] for v in values])) for k in ("dice", "iou", "hausdorff_px")}
     dices = np.asarray([v["dice"] for v in values])
     out.update(images=len(values), median_dice=float(np.median(dices)), dice_p05=float(np.percentile(dices, 5)),
-               below_0_9=int((dices < 0.9).sum()), plausible=float(np.mean([v["plausible"] for v in values])))
+               below_0_9=int((dices < 0.9).sum()), plausible=float(np.mean([v["plausible"] for v in values])),
+               ctr_withheld=int(sum(1 for v in values if v.get("ctr_withheld"))))
     return out
 
 
@@ -102,10 +105,11 @@ def _report(m: dict) -> str:
     split = f" (split {m['split']})" if m.get("split") else ""
     lines = [f"# Lung segmentation: {m['lung_model']}", "", f"{m['images']} images from `{m['manifest']}`{split}.", "",
              "| set | images | mean Dice | median Dice | 5th pct. Dice | Dice < 0.9 | mean IoU | mean Hausdorff (px) "
-             "| plausible |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| plausible | CTR withheld |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, v in [("all", m["mean"]), *m["by_source"].items()]:
         lines.append(f"| {name} | {v['images']} | {v['dice']:.4f} | {v['median_dice']:.4f} | {v['dice_p05']:.4f} | "
-                     f"{v['below_0_9']} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']:.1%} |")
+                     f"{v['below_0_9']} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']:.1%} | "
+                     f"{v['ctr_withheld']} |")
     listed = _listed(m["per_image"])
     lines += ["", "Per image" + (f" (the {len(listed)} lowest Dice)" if len(listed) < m["images"] else "") + ":", "",
               "| image | Dice | IoU | Hausdorff (px) | plausible |", "|---|---:|---:|---:|---|"]
