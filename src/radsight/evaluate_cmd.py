@@ -93,7 +93,7 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
     cases: list[dict] = []
     ctr = np.full(len(manifest), np.nan)
     energy: dict[str, list[float]] = {f: [] for f in findings}
-    implausible, withheld, against_boxes = 0, 0, []
+    implausible, withheld, against_boxes, boxes_outside = 0, 0, [], [0, 0]  # (boxes, mostly outside the thorax)
     with Progress(transient=True) as progress:
         task = progress.add_task("explaining", total=len(manifest))
         for i, truth in enumerate(truths):
@@ -127,13 +127,19 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
             region = on_grid(thorax_region(p.lung_mask), grid)
             for f in findings:
                 energy[f].append(energy_inside(p.heatmaps[f], region))
+            for f in p.positives:
+                for b in f.boxes:
+                    boxes_outside[0] += 1
+                    boxes_outside[1] += _share_inside(b, region, image.height, image.width) < 0.5
     out: dict = {}
     if any(truths):
         out["localization"] = localization_summary(cases)
     if with_anatomy:
         errors = [abs(c["ctr"] - c["box_ctr"]) for c in against_boxes]
         anatomy = {"lung_model": predictor.lungs.cfg.name, "implausible_segmentations": implausible,
-                   "ctr_withheld": withheld, "ctr_against_heart_boxes": {
+                   "ctr_withheld": withheld,
+                   "boxes_of_positives": {"boxes": boxes_outside[0], "mostly_outside_thorax": boxes_outside[1]},
+                   "ctr_against_heart_boxes": {
                        "images": against_boxes, "mean_absolute_error": float(np.mean(errors)) if errors else None},
                    "cam_energy_in_thorax": {f: float(np.nanmean(v)) if v else None for f, v in energy.items()}}
         if "Cardiomegaly" in labels:
@@ -142,6 +148,14 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
             anatomy["ctr_for_cardiomegaly"] = {**ctr_eval, "measured": int(np.isfinite(ctr).sum())}
         out["anatomy"] = anatomy
     return out
+
+
+def _share_inside(box, region: np.ndarray, height: int, width: int) -> float:
+    """The share of a box's area (original pixels) that lies inside ``region`` (a mask on any grid)."""
+    sy, sx = region.shape[0] / height, region.shape[1] / width
+    r0, c0 = int(box.y * sy), int(box.x * sx)
+    r1, c1 = max(r0 + 1, round((box.y + box.height) * sy)), max(c0 + 1, round((box.x + box.width) * sx))
+    return float(region[r0:r1, c0:c1].mean())
 
 
 def _json_default(value):
@@ -218,6 +232,10 @@ def report_markdown(m: dict) -> str:
                           f"AUROC {_fmt(c['auroc'], c.get('auroc_ci'))}; at CTR > 0.5 sensitivity "
                           f"{_fmt(op.get('sensitivity'), op.get('sensitivity_ci'))}, specificity "
                           f"{_fmt(op.get('specificity'), op.get('specificity_ci'))} ({c['positives']} positives)."]
+        if "boxes_of_positives" in a:
+            b = a["boxes_of_positives"]
+            lines += ["", f"**Boxes of positive findings**: {b['mostly_outside_thorax']} of {b['boxes']} lie mostly "
+                          f"(half their area or more) outside the dilated thorax."]
         lines += ["", "**Share of CAM energy inside the dilated thorax** (lungs, mediastinum, heart), mean over images:",
                   "", "| finding | share |", "|---|---:|"]
         lines += [f"| {f} | {_fmt(v)} |" for f, v in a["cam_energy_in_thorax"].items()]
