@@ -10,19 +10,14 @@ Exit status 1 when anything crashed or hung. Needs pydicom-data (radsight[exampl
 from __future__ import annotations
 
 import argparse
-import io
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import chest_phantom, make_dicom  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless  # noqa: E402
+from conftest import fuzz_originals  # noqa: E402
 
 from radsight.io import load_image  # noqa: E402
 from radsight.io.mutate import fuzz  # noqa: E402
@@ -30,17 +25,7 @@ from radsight.io.mutate import fuzz  # noqa: E402
 
 def originals(root: Path, data: Path | None) -> dict[str, bytes]:
     from pydicom.data import get_testdata_file
-    pixels = chest_phantom(160, 144)
-    out = {f"{name}.dcm": make_dicom(root / f"{name}.dcm", pixels, transfer_syntax=ts).read_bytes()
-           for name, ts in [("explicit", ExplicitVRLittleEndian), ("j2k", JPEG2000Lossless), ("rle", RLELossless),
-                            ("jls", JPEGLSLossless)]}
-    out["mono1.dcm"] = make_dicom(root / "m1.dcm", pixels, photometric="MONOCHROME1", voi_lut=True).read_bytes()
-    for name, array, fmt in [("a8.png", np.round(pixels * 255).astype(np.uint8), "PNG"),
-                             ("a16.png", np.round(pixels * 4095).astype(np.uint16), "PNG"),
-                             ("a.jpg", np.round(pixels * 255).astype(np.uint8), "JPEG")]:
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format=fmt)
-        out[name] = buffer.getvalue()
+    out = fuzz_originals(root, 160, 144)
     for name in ("RG1_UNCR.dcm", "RG1_J2KR.dcm", "RG1_UNCI.dcm"):
         found = get_testdata_file(name)
         if found:

@@ -102,6 +102,35 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
+def tampered_copy(model: Path, name: str, dest: Path) -> Path:
+    """A copy of a model folder with one byte appended to its file ``name``."""
+    import shutil
+    shutil.copytree(model, dest)
+    with open(dest / name, "ab") as fh:
+        fh.write(b"\0")
+    return dest
+
+
+def fuzz_originals(root: Path, rows: int = 96, cols: int = 80) -> dict[str, bytes]:
+    """Small valid files in each encoding the readers support: the seeds of mutation fuzzing."""
+    import io
+
+    from PIL import Image
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+    pixels = chest_phantom(rows, cols)
+    out = {f"{name}.dcm": make_dicom(root / f"{name}.dcm", pixels, transfer_syntax=ts).read_bytes()
+           for name, ts in [("explicit", ExplicitVRLittleEndian), ("j2k", JPEG2000Lossless), ("rle", RLELossless),
+                            ("jls", JPEGLSLossless)]}
+    out["mono1.dcm"] = make_dicom(root / "m1.dcm", pixels, photometric="MONOCHROME1", window=(2000, 3000)).read_bytes()
+    for name, array, fmt in [("a8.png", np.round(pixels * 255).astype(np.uint8), "PNG"),
+                             ("a16.png", np.round(pixels * 4095).astype(np.uint16), "PNG"),
+                             ("a.jpg", np.round(pixels * 255).astype(np.uint8), "JPEG")]:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format=fmt)
+        out[name] = buffer.getvalue()
+    return out
+
+
 def server_unavailable(reason: str) -> None:
     """A test server (Orthanc, Chromium) could not be had: the test skips, but under CI=true it fails."""
     if os.environ.get("CI", "").lower() == "true":

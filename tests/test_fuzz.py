@@ -1,33 +1,16 @@
 """Mutated DICOM, PNG and JPEG files (seeded byte flips, truncations, duplicated and zeroed runs in header and
 pixel data) never crash or hang a reader, a batch or the service. Long runs: scripts/fuzz_inputs.py."""
-import io
-
-import numpy as np
 import pytest
-from PIL import Image
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 from typer.testing import CliRunner
 
-from conftest import chest_phantom, make_dicom
+from conftest import fuzz_originals
 from radsight.io import load_image
 from radsight.io.mutate import fuzz, mutate
 
 
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory) -> dict[str, bytes]:
-    """Small valid files in each encoding the readers support."""
-    root, pixels = tmp_path_factory.mktemp("seeds"), chest_phantom(96, 80)
-    out = {f"{name}.dcm": make_dicom(root / f"{name}.dcm", pixels, transfer_syntax=ts).read_bytes()
-           for name, ts in [("explicit", ExplicitVRLittleEndian), ("j2k", JPEG2000Lossless), ("rle", RLELossless),
-                            ("jls", JPEGLSLossless)]}
-    out["mono1.dcm"] = make_dicom(root / "m1.dcm", pixels, photometric="MONOCHROME1", window=(2000, 3000)).read_bytes()
-    for name, array, fmt in [("a8.png", np.round(pixels * 255).astype(np.uint8), "PNG"),
-                             ("a16.png", np.round(pixels * 4095).astype(np.uint16), "PNG"),
-                             ("a.jpg", np.round(pixels * 255).astype(np.uint8), "JPEG")]:
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format=fmt)
-        out[name] = buffer.getvalue()
-    return out
+    return fuzz_originals(tmp_path_factory.mktemp("seeds"))
 
 
 def test_mutations_are_reproducible_and_cover_every_kind(originals):

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from conftest import chest_phantom
+from conftest import chest_phantom, tampered_copy
 from radsight.cli import app
 from radsight.core import InputError, Radiograph
 from radsight.ood import OodGate, describe, fit_gate
@@ -95,12 +95,8 @@ def test_a_tampered_gate_is_refused(gated_model, tmp_path):
     from radsight.models.store import ChecksumMismatch
     from radsight.pipeline import Predictor
     model, _ = gated_model
-    copy = tmp_path / "model"
-    shutil.copytree(model, copy)
-    with open(copy / "ood.npz", "ab") as fh:
-        fh.write(b"\0")
     with pytest.raises(ChecksumMismatch):
-        Predictor(str(copy))
+        Predictor(str(tampered_copy(model, "ood.npz", tmp_path / "model")))
 
 
 def test_fit_refuses_the_benchmark(tiny_model):

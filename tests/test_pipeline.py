@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_dicom
+from conftest import make_dicom, tampered_copy
 from radsight.core import FINDINGS, InputError
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.models.store import ChecksumMismatch, get_model
@@ -146,13 +146,8 @@ def test_a_film_saved_at_8_and_16_bits_gives_the_same_probabilities(predictor, t
 
 
 def test_tampered_weights_are_refused(tiny_model, tmp_path):
-    import shutil
-    copy = tmp_path / "model"
-    shutil.copytree(tiny_model, copy)
-    with open(copy / "model.onnx", "ab") as fh:
-        fh.write(b"\0")
     with pytest.raises(ChecksumMismatch):
-        Predictor(str(copy))
+        Predictor(str(tampered_copy(tiny_model, "model.onnx", tmp_path / "model")))
 
 
 def test_default_model_is_registered_with_its_metadata():
