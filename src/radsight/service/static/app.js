@@ -114,6 +114,9 @@ async function open(id) {
   }));
   const t = r.triage;
   const withheld = (t.urgent || []).filter((u) => u.withheld).map((u) => ` No urgent flag for ${u.finding}: ${u.withheld}.`);
+  if (r.ood && !r.ood.in_distribution) {
+    withheld.unshift(` OUT OF DISTRIBUTION: not like the radiographs this model knows (score ${r.ood.score.toFixed(2)}).`);
+  }
   $("summary").textContent = `triage ${t.priority}: abnormal ${pct(t.abnormal_probability)} ` +
     `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}.${withheld.join("")} ${r.disclaimer}`;
   current_result = r;
