@@ -53,8 +53,8 @@ def main() -> int:
         seconds = time.perf_counter() - start
     print(f"{args.cases} cases from {len(files)} files (seeds {args.seed}..{args.seed + args.cases - 1}) in "
           f"{seconds:.0f} s: {report}")
-    for crash in report.crashes:
-        print(crash)
+    for case in report.crashes + report.hangs:
+        print(case)
     return 1 if report.outcomes["crash"] or report.outcomes["hang"] else 0
 
 

@@ -65,6 +65,7 @@ class Hang(BaseException):
 class FuzzReport:
     outcomes: Counter = field(default_factory=Counter)  # ok, input_error, crash, hang
     crashes: list[str] = field(default_factory=list)  # "seed file mutation: traceback tail", the first few
+    hangs: list[str] = field(default_factory=list)  # "seed file mutation", the first few
 
     def __str__(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
@@ -95,6 +96,8 @@ def fuzz(originals: dict[str, bytes], read: Callable[[Path], object], cases: int
                 outcome = "input_error"
             except Hang:
                 outcome = "hang"
+                if len(report.hangs) < keep:
+                    report.hangs.append(f"seed {case} {name} {mutation}")
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException:  # anything else that escapes the reader is a crash, a Rust panic included
