@@ -20,7 +20,7 @@ from radsight.core import InputError
 from radsight.io import load_image
 from radsight.metrics import auroc
 from radsight.models.store import sha256_file
-from radsight.ood import PARTS, describe, fit_gate
+from radsight.ood import PARTS, fit_gate
 
 FRONTAL = "frontal"
 VIEW_KINDS = {"PA": FRONTAL, "AP": FRONTAL, "L": "lateral", "LL": "lateral", "RL": "lateral"}
@@ -60,8 +60,7 @@ def gate_vectors(predictor, paths: list[Path], label: str) -> tuple[dict[str, np
                 readable.append(False)
                 continue
             readable.append(True)
-            found["classifier"].append(predictor.model(predictor.inputs.build(image).x[None])["features"][0])
-            for name, vector in describe(image).items():
+            for name, vector in predictor.gate_vectors(image).items():
                 found[name].append(vector)
     return {name: np.asarray(v) for name, v in found.items()}, readable
 

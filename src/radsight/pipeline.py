@@ -63,20 +63,21 @@ class Predictor:
         built = self.inputs.build(image)
         return built.x, built.crop
 
+    def gate_vectors(self, image: Radiograph, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """What the out-of-distribution gate scores: the classifier's pooled features (from ``out``, the
+        classifier's outputs for ``image``, or one classifier pass), a thumbnail and image statistics."""
+        out = out if out is not None else self.model(self.inputs.build(image).x[None])
+        return {"classifier": out["features"][0], **describe(image)}
+
     def ood(self, image: Radiograph) -> OodCheck | None:
         """The out-of-distribution check alone (one classifier pass); None when the model has no gate."""
-        if self.gate is None:
-            return None
-        return self._check(image, self.model(self.inputs.build(image).x[None]))
+        return self.gate.check(self.gate_vectors(image)) if self.gate else None
 
     def admit(self, image: Radiograph) -> None:
         """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows."""
         check = self.ood(image)
         if check is not None and not check.in_distribution:
             raise InputError(image.source, ood_reason(check))
-
-    def _check(self, image: Radiograph, out: dict[str, np.ndarray]) -> OodCheck | None:
-        return self.gate.check({"classifier": out["features"], **describe(image)}) if self.gate else None
 
     def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``;
@@ -85,7 +86,7 @@ class Predictor:
         out = self.model(built.x[None])
         lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
         prediction = self._assemble(image, out["probabilities"][0], out["cams"][0], explain, built.crop, lungs)
-        prediction.ood = self._check(image, out)
+        prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
         if built.bone is not None:
