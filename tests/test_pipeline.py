@@ -218,3 +218,11 @@ def test_lung_mask_png_is_written(tiny_model, tmp_path, phantom):
     mask = np.asarray(Image.open(tmp_path / "out" / doc["anatomy"]["mask"]))
     assert mask.shape == (320, 288) and set(np.unique(mask)) == {0, 127, 254}
     assert mask[160, 100] == 127 and mask[160, 190] == 254  # patient's right lung on the image's left
+
+
+def test_a_sliver_of_heat_along_an_edge_makes_no_box():
+    heat = np.zeros((128, 128), np.float32)
+    heat[10:12, 10:110] = 1.0  # two rows: 1.6% of the height, though 1.2% of the area
+    heat[60:90, 40:70] = 0.9
+    boxes = heatmap_boxes(heat, 512, 512, 0.5)
+    assert len(boxes) == 1 and boxes[0].height > 100

@@ -14,6 +14,7 @@ class BoxConfig:
     threshold: float = 0.5  # share of the heatmap's maximum a pixel must reach
     step: float = 0.1  # a region whose box is too wide is re-thresholded this much higher
     min_area: float = 0.005  # smallest region kept, as a share of the image
+    min_side: float = 0.03  # a box thinner than this share of the image's height or width is a sliver along an edge
     max_area: float = 0.6  # a box covering more than this share of the image says nothing about where
     max_boxes: int = 3
 
@@ -31,12 +32,12 @@ def heatmap_boxes(heat: np.ndarray, image_height: int, image_width: int, probabi
         heat = np.where(region, heat, np.float32(0))
     sy, sx = image_height / heat.shape[0], image_width / heat.shape[1]
     boxes = [Box(x=x0 * sx, y=y0 * sy, width=(x1 - x0) * sx, height=(y1 - y0) * sy, score=float(probability * peak))
-             for (y0, x0, y1, x1), peak in _regions(heat, heat >= cfg.threshold, cfg.threshold, cfg, heat.size)]
+             for (y0, x0, y1, x1), peak in _regions(heat, heat >= cfg.threshold, cfg.threshold, cfg, heat.shape)]
     boxes.sort(key=lambda b: b.score, reverse=True)
     return boxes[:cfg.max_boxes]
 
 
-def _regions(heat: np.ndarray, mask: np.ndarray, level: float, cfg: BoxConfig, grid_area: int,
+def _regions(heat: np.ndarray, mask: np.ndarray, level: float, cfg: BoxConfig, grid: tuple[int, int],
              top: int = 0, left: int = 0) -> list[tuple[tuple[int, int, int, int], float]]:
     """(y0, x0, y1, x1) on the grid and peak heat of each region of ``mask``; ``heat`` and ``mask`` may be a
     window of the grid whose corner is (``top``, ``left``): only the window around the mask is labelled."""
@@ -45,17 +46,20 @@ def _regions(heat: np.ndarray, mask: np.ndarray, level: float, cfg: BoxConfig, g
         return []
     heat, mask = heat[window], mask[window]
     top, left = top + window[0].start, left + window[1].start
+    grid_area = grid[0] * grid[1]
     labels, count = ndimage.label(mask)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     found = []
     for index in np.flatnonzero(sizes[1:] >= cfg.min_area * grid_area) + 1:  # label order, as before
         r, c = _bounds(labels == index)
         region, inner, y0, x0 = labels[r, c] == index, heat[r, c], top + r.start, left + c.start
+        if r.stop - r.start < cfg.min_side * grid[0] or c.stop - c.start < cfg.min_side * grid[1]:
+            continue
         if (r.stop - r.start) * (c.stop - c.start) <= cfg.max_area * grid_area:
             found.append(((y0, x0, top + r.stop, left + c.stop), float(inner[region].max())))
         elif level + cfg.step < 1.0:
             higher = level + cfg.step
-            found.extend(_regions(inner, region & (inner >= higher), higher, cfg, grid_area, y0, x0))
+            found.extend(_regions(inner, region & (inner >= higher), higher, cfg, grid, y0, x0))
     return found
 
 
