@@ -87,7 +87,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from radsight.models.config import TRIAGE_LABEL, ModelConfig
     from radsight.models.store import sha256_file
     from radsight.preprocess import InputSpec
-    from radsight.train.export import export_onnx
+    from radsight.train.export import CLASSIFIER_OUTPUTS, export_onnx
     from radsight.train.registry import build
 
     torch.manual_seed(0)
@@ -98,7 +98,8 @@ def tiny_model(tmp_path_factory) -> Path:
     export_onnx(net, spec, out / "model.onnx")
     thresholds = {label: 0.999 for label in labels} | {"Effusion": 0.0, TRIAGE_LABEL: 0.5}
     ModelConfig(name="tiny-test", version="0.0.1", architecture="densenet-small", labels=labels, input=spec,
-                thresholds=thresholds, sha256=sha256_file(out / "model.onnx"), license="test").save(out)
+                thresholds=thresholds, sha256=sha256_file(out / "model.onnx"), license="test",
+                outputs=CLASSIFIER_OUTPUTS).save(out)
     return out
 
 

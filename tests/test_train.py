@@ -58,7 +58,8 @@ def test_export_matches_torch_and_cams_reproduce_logits(tiny_set, tmp_path):
     cfg = export_checkpoint(best, tmp_path / "model", "t", "0", "test", "synthetic")
     net, _ = load_checkpoint(best)
     x = np.random.default_rng(1).standard_normal((5, 1, 64, 64)).astype(np.float32)
-    logits, cams, features = ort.InferenceSession(str(cfg.weights_path)).run(cfg.outputs, {"image": x})
+    out = dict(zip(cfg.outputs, ort.InferenceSession(str(cfg.weights_path)).run(cfg.outputs, {"image": x})))
+    logits, cams, features = out["logits"], out["cams"], out["features"]
     expected = net(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     assert cams.shape == (5, len(cfg.labels), 8, 8)
@@ -66,6 +67,9 @@ def test_export_matches_torch_and_cams_reproduce_logits(tiny_set, tmp_path):
     np.testing.assert_allclose(cams.mean(axis=(2, 3)) + bias, logits, atol=1e-5)
     # ``features`` are what the head reads: the out-of-distribution gate's view of the network
     np.testing.assert_allclose(features @ net.classifier.weight.detach().numpy().T + bias, logits, atol=1e-4)
+    # the closed-form explanations' inputs: the feature map and the head's rows
+    np.testing.assert_allclose(out["feature_map"].mean(axis=(2, 3)), features, atol=1e-6)
+    np.testing.assert_allclose(out["head_weight"], net.classifier.weight.detach().numpy(), atol=0)
 
 
 @pytest.fixture(scope="module")

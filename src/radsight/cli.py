@@ -122,11 +122,12 @@ def _example_path() -> Path:
 
 
 def _predictor(model: str, lung_model: str | None = None, threads: int = 0, bone_model: str | None = None,
-               bone_views: bool = False):
+               bone_views: bool = False, method: str = "cam", layer: str | None = None):
     from radsight.models.store import ChecksumMismatch, ModelNotFound
     from radsight.pipeline import Predictor
     try:
-        return Predictor(model, lung_model=lung_model, threads=threads, bone_model=bone_model, bone_views=bone_views)
+        return Predictor(model, lung_model=lung_model, threads=threads, bone_model=bone_model, bone_views=bone_views,
+                         method=method, layer=layer)
     except (ModelNotFound, ChecksumMismatch, ValueError) as exc:
         raise _fail(str(exc))
 
@@ -148,6 +149,11 @@ def analyze(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
     workers: Optional[int] = typer.Option(None, min=1, help="files analyzed at once (default: one a CPU core, "
                                           "at most one a file); they share the cores out"),
+    explain: str = typer.Option("cam", help="what makes the heatmaps and boxes: cam (default: exact for radsight's "
+                                "models, the fastest), gradcam, gradcam++, guided-gradcam or guided-backprop (the "
+                                "guided ones need radsight\\[train])"),
+    explain_layer: Optional[str] = typer.Option(None, help="explain this graph tensor instead of the last feature "
+                                                "map (gradcam, gradcam++; needs radsight\\[train])"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -166,7 +172,7 @@ def analyze(
         raise _fail(f"no DICOM, PNG or JPEG files in {', '.join(map(str, given))}", code=1)
     workers = min(workers or default_workers(len(files)), len(files))
     predictor = _predictor(model, lung_model if anatomy else None, threads_per_worker(workers),
-                           bone_model if bone_views else None, bone_views)
+                           bone_model if bone_views else None, bone_views, explain, explain_layer)
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed = [], 0
     start = time.perf_counter()

@@ -181,6 +181,8 @@ class Prediction:
     views: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # derived views at the image's size
     views_model: ModelRef | None = None  # the model that made ``views``
     ood: OodCheck | None = None  # None when the model has no out-of-distribution gate
+    explanation: str | None = None  # the method that made ``heatmaps`` and the boxes (radsight.explain.METHODS)
+    alternates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # method -> heatmaps
 
     def finding(self, name: str) -> Finding:
         for f in self.findings:
@@ -194,7 +196,7 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON document, less the names of files written beside it (see ``report``)."""
-        out = asdict(replace(self, heatmaps={}, lung_mask=None, views={}))  # arrays are written as files
-        del out["heatmaps"], out["lung_mask"], out["views"], out["views_model"]
+        out = asdict(replace(self, heatmaps={}, lung_mask=None, views={}, alternates={}))  # arrays: files
+        del out["heatmaps"], out["lung_mask"], out["views"], out["views_model"], out["alternates"]
         out["image"] = out.pop("meta")
         return out

@@ -1,7 +1,8 @@
 """The predictor: the one module that knows every stage.
 
 image I/O -> lung model (anatomy, CTR, thorax crop, lung-masked view) -> bone model (soft-tissue and bone views)
--> pixel contract -> classifier -> operating thresholds -> CAM -> boxes -> triage -> outputs.
+-> pixel contract -> classifier -> operating thresholds -> explanation (CAM, Grad-CAM...) -> boxes -> triage
+-> outputs.
 """
 from __future__ import annotations
 
@@ -12,19 +13,21 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from radsight.anatomy import EvidenceRegions
 from radsight.bone_model import BoneModel
 from radsight.concurrency import default_workers, ordered_map, threads_per_worker
 from radsight.core import Finding, InputError, ModelRef, OodCheck, Prediction, Radiograph, Triage
 from radsight.data.manifest import Manifest
+from radsight.explain import DEFAULT_METHOD, Evidence, Explainer, MissingExtra, Target, get_method
+from radsight.explain.base import working_size
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
-from radsight.explain.cam import cam_heatmap, working_size
 from radsight.io import expand_inputs, load_image
 from radsight.inputs import InputBuilder
 from radsight.lung_model import LungModel
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model, verify
 from radsight.ood import describe, load_gate
 from radsight.preprocess import Crop
 from radsight.report import OutputFiles, write_outputs
@@ -38,17 +41,55 @@ class Predictor:
     ``bone_model``: a bone suppression model whose soft-tissue and bone views are added to each prediction;
     ``bone_views``: the shipped one when none is given and it is installed. A classifier that reads the
     ``bone_suppressed`` source always uses the bone model its config names.
+
+    ``method`` (``radsight.explain.METHODS``) makes the heatmaps and boxes, at the graph tensor ``layer`` (None:
+    the last feature map); ``alternates``: other methods whose heatmaps are added (``prediction.alternates``).
+    Methods that need gradients raise :class:`~radsight.explain.MissingExtra` here when torch is not installed.
     """
 
     def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0,
                  lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
-                 bone_model: str | ModelConfig | None = None, bone_views: bool = False):
+                 bone_model: str | ModelConfig | None = None, bone_views: bool = False,
+                 method: str = DEFAULT_METHOD, layer: str | None = None, alternates: Collection[str] = ()):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads=threads)
         self.boxes = boxes
         self.inputs = InputBuilder(self.cfg.input, self.cfg.name, self.cfg.source_models, lung_model, bone_model,
                                    threads, bone_views)
         self.gate = load_gate(self.cfg)
+        self.method = get_method(method, layer)
+        self.alternates = [get_method(name) for name in alternates if name != method]
+        unread = [name for m in self.explainers if m.layer is None for name in m.reads if name not in self.cfg.outputs]
+        if unread:
+            raise MissingExtra(f"model {self.cfg.name}: its graph has no {', '.join(dict.fromkeys(unread))} output, "
+                               f"which {self.method.title} reads: re-export or re-import it with this radsight")
+        self.graph = None
+        if any(m.needs_torch for m in (self.method, *self.alternates)):
+            from radsight.explain.torch_graph import load_graph  # MissingExtra without radsight[train]
+            self.graph = load_graph(verify(self.cfg))
+            if layer is not None and layer not in self.graph.layers():
+                raise ValueError(f"model {self.cfg.name} has no layer {layer!r}; its layers: "
+                                 f"{', '.join(self.graph.layers())}")
+
+    @property
+    def explainers(self) -> list[Explainer]:
+        return [self.method, *self.alternates]
+
+    def raw_maps(self, x: np.ndarray, out: dict[str, np.ndarray], labels: Collection[str],
+                method: Explainer | None = None) -> dict[str, np.ndarray]:
+        """Raw maps of ``labels`` by ``method`` (default: the predictor's) for one input ``x`` (C, S, S) whose
+        classifier outputs (batch of one, with the method's extra outputs) are ``out``."""
+        method = method or self.method
+        targets = [Target(label, self.cfg.labels.index(label)) for label in labels]
+        if not targets:
+            return {}
+        outputs = {k: v if k == "head_weight" else v[0] for k, v in out.items() if k != "probabilities"}
+        maps = method.maps(Evidence(x, outputs, self.graph), targets)
+        return {t.label: m for t, m in zip(targets, maps)}
+
+    @property
+    def extra_outputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for m in self.explainers for name in m.reads))
 
     @property
     def lungs(self) -> LungModel | None:
@@ -83,9 +124,9 @@ class Predictor:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``;
         the out-of-distribution check (``prediction.ood``) when the model has a gate."""
         built = self.inputs.build(image, anatomy=True)
-        out = self.model(built.x[None])
+        out = self.model(built.x[None], self.extra_outputs)
         lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
-        prediction = self._assemble(image, out["probabilities"][0], out["cams"][0], explain, built.crop, lungs)
+        prediction = self._assemble(image, built.x, out, explain, built.crop, lungs)
         prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
@@ -98,22 +139,24 @@ class Predictor:
         """Probabilities (N, labels) for a batch, without explanations."""
         return self.model(np.stack([self.classifier_input(im)[0] for im in images]))["probabilities"]
 
-    def _assemble(self, image: Radiograph, probs: np.ndarray, cams: np.ndarray, explain: Collection[str],
+    def _assemble(self, image: Radiograph, x: np.ndarray, out: dict[str, np.ndarray], explain: Collection[str],
                   crop: Crop | None, lungs: np.ndarray | None) -> Prediction:
         """``lungs``: plausible lung labels on the anatomy grid; boxes then lie inside each finding's region."""
-        cfg, index = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}
-        findings, heatmaps = [], {}
+        cfg, index, probs = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}, out["probabilities"][0]
+        findings = [Finding(name=name, probability=float(probs[index[name]]), threshold=cfg.threshold(name),
+                            positive=float(probs[index[name]]) >= cfg.threshold(name)) for name in cfg.findings]
+        shown = [f.name for f in findings if f.positive or f.name in explain]
         grid = working_size(image.height, image.width)
+        heatmaps = {name: _full_heatmap(raw, grid, crop, image, self.method)
+                    for name, raw in self.raw_maps(x, out, shown).items()}
+        alternates = {m.name: {name: _full_heatmap(raw, grid, crop, image, m)
+                               for name, raw in self.raw_maps(x, out, shown, m).items()} for m in self.alternates}
         regions = EvidenceRegions(lungs, grid) if lungs is not None else None
-        for name in cfg.findings:
-            p, threshold = float(probs[index[name]]), cfg.threshold(name)
-            finding = Finding(name=name, probability=p, threshold=threshold, positive=p >= threshold)
-            if finding.positive or name in explain:
-                heat = _full_heatmap(cams[index[name]], grid, crop, image)
-                heatmaps[name] = heat
-                region = regions(name) if regions else None
-                finding.boxes = heatmap_boxes(heat, image.height, image.width, p, self.boxes, region)
-            findings.append(finding)
+        for finding in findings:
+            if finding.name in heatmaps:
+                region = regions(finding.name) if regions else None
+                finding.boxes = heatmap_boxes(_box_heat(heatmaps[finding.name], self.method), image.height,
+                                              image.width, finding.probability, self.boxes, region)
         if TRIAGE_LABEL in index:
             abnormal, triage_threshold = float(probs[index[TRIAGE_LABEL]]), cfg.threshold(TRIAGE_LABEL)
         else:  # no triage output: the finding furthest past its own threshold, on a scale where each is 0.5
@@ -123,19 +166,31 @@ class Predictor:
                         priority=priority(abnormal, triage_threshold, urgent), urgent=urgent)
         return Prediction(source=image.source, width=image.width, height=image.height,
                           model=ModelRef(cfg.name, cfg.version), triage=triage, findings=findings,
-                          meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None)
+                          meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None,
+                          explanation=self.method.name, alternates=alternates)
 
 
-def _full_heatmap(cam: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph) -> np.ndarray:
-    """The CAM on the whole image's grid; a CAM of a crop lies inside the crop, zero elsewhere."""
+def _full_heatmap(raw: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph,
+                  method: Explainer) -> np.ndarray:
+    """A method's raw map as a [0, 1] heatmap on the whole image's grid; a map of a crop lies inside the crop,
+    zero elsewhere."""
     if crop is None:
-        return cam_heatmap(cam, *grid)
+        return method.heat(raw, *grid)
     sy, sx = grid[0] / image.height, grid[1] / image.width
     x0, y0 = round(crop[0] * sx), round(crop[1] * sy)
     x1, y1 = max(x0 + 1, round((crop[0] + crop[2]) * sx)), max(y0 + 1, round((crop[1] + crop[3]) * sy))
     heat = np.zeros(grid, np.float32)
-    heat[y0:y1, x0:x1] = cam_heatmap(cam, y1 - y0, x1 - x0)
+    heat[y0:y1, x0:x1] = method.heat(raw, y1 - y0, x1 - x0)
     return heat
+
+
+def _box_heat(heat: np.ndarray, method: Explainer) -> np.ndarray:
+    """The heat boxes are drawn from: pixel-level maps are smoothed to the scale of a finding first."""
+    if not method.box_smoothing:
+        return heat
+    smooth = ndimage.gaussian_filter(heat, method.box_smoothing * max(heat.shape))
+    peak = float(smooth.max())
+    return smooth / peak if peak > 0 else smooth
 
 
 def score_manifest(predictor: Predictor, manifest: Manifest, batch_size: int = 32,

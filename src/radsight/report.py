@@ -12,7 +12,8 @@ from PIL import Image
 from radsight.core import Prediction, Radiograph
 from radsight.render import render_overlay
 
-SCHEMA_VERSION = "1.2"  # 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"
+# 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"; 1.3: "explanation", findings' "heatmaps"
+SCHEMA_VERSION = "1.3"
 PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
@@ -34,7 +35,8 @@ class OutputFiles:
 
     json: str
     overlay: str | None = None
-    heatmaps: dict[str, str] = field(default_factory=dict)  # finding -> file
+    heatmaps: dict[str, str] = field(default_factory=dict)  # finding -> file (the prediction's method)
+    alternates: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> finding -> file
     mask: str | None = None
     views: dict[str, str] = field(default_factory=dict)  # view name -> file
 
@@ -44,7 +46,11 @@ def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict
     files = files or OutputFiles(json="")
     doc = {"schema_version": SCHEMA_VERSION, **p.to_dict()}
     for finding in doc["findings"]:
-        finding["heatmap"] = files.heatmaps.get(finding["name"])
+        name = finding["name"]
+        finding["heatmap"] = files.heatmaps.get(name)
+        finding["heatmaps"] = {p.explanation: finding["heatmap"]} if finding["heatmap"] else {}
+        finding["heatmaps"].update((method, named[name]) for method, named in files.alternates.items()
+                                   if name in named)
     if doc["anatomy"] is not None:
         doc["anatomy"]["mask"] = files.mask
     model = None if p.views_model is None else {"name": p.views_model.name, "version": p.views_model.version}
@@ -54,6 +60,11 @@ def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict
     return doc
 
 
+def method_slug(method: str) -> str:
+    """A method's name as it appears in file names ("gradcam++" -> "gradcampp")."""
+    return method.replace("+", "p")
+
+
 def grey_png(values: np.ndarray) -> Image.Image:
     """(H, W) in [0, 1] -> an 8-bit greyscale image."""
     return Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8), mode="L")
@@ -61,8 +72,8 @@ def grey_png(values: np.ndarray) -> Image.Image:
 
 def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
                   overlay: Image.Image | None = None) -> OutputFiles:
-    """Write ``stem.json``, ``stem.overlay.png``, ``stem.heatmap.<Finding>.png``, ``stem.lungs.png`` and
-    ``stem.<view>.png``; return the names written.
+    """Write ``stem.json``, ``stem.overlay.png``, ``stem.heatmap.<Finding>.png`` (``.<method>.png`` for
+    alternate methods), ``stem.lungs.png`` and ``stem.<view>.png``; return the names written.
 
     ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +83,11 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
         if heat is not None:
             files.heatmaps[finding.name] = f"{stem}.heatmap.{finding.name}.png"
             write_png(grey_png(heat), out_dir / files.heatmaps[finding.name])
+        for method, heatmaps in p.alternates.items():
+            if finding.name in heatmaps:
+                name = f"{stem}.heatmap.{finding.name}.{method_slug(method)}.png"
+                files.alternates.setdefault(method, {})[finding.name] = name
+                write_png(grey_png(heatmaps[finding.name]), out_dir / name)
     if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
         files.mask = f"{stem}.lungs.png"
         grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left

@@ -34,16 +34,34 @@ class OnnxModel:
         if not set(cfg.outputs) <= set(found):
             raise ValueError(f"model {cfg.name}: expected outputs {', '.join(cfg.outputs)}; found {', '.join(found)}")
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        names = list(self.cfg.outputs)
+    def run(self, batch: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The outputs ``names`` (default: those the config lists)."""
+        names = list(self.cfg.outputs) if names is None else names
         return dict(zip(names, self.session.run(names, {"image": batch.astype(np.float32, copy=False)})))
 
 
-class Classifier(OnnxModel):
-    """``probabilities`` (N, L) from ``logits``, and every other output as it is (``cams``: (N, L, h, w))."""
+# Outputs read only by the explanation methods that need them: fetched on request, not on every run.
+EXPLAIN_OUTPUTS = ("feature_map", "head_weight")
 
-    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.run(batch)
+
+class Classifier(OnnxModel):
+    """``probabilities`` (N, L) from ``logits``, and the other outputs as they are (``cams``: (N, L, h, w));
+    ``extra`` names outputs of :data:`EXPLAIN_OUTPUTS` to fetch too (``head_weight`` is fetched once)."""
+
+    def __init__(self, cfg: ModelConfig, threads: int = 0):
+        super().__init__(cfg, threads)
+        self.head_weight: np.ndarray | None = None
+
+    def __call__(self, batch: np.ndarray, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        missing = [name for name in extra if name not in self.cfg.outputs]
+        names = [o for o in self.cfg.outputs if o not in EXPLAIN_OUTPUTS] + [o for o in extra if o not in missing]
+        if "head_weight" in names and self.head_weight is not None:
+            names.remove("head_weight")
+        out = self.run(batch, names)
+        if "head_weight" in out:
+            self.head_weight = out["head_weight"]
+        if "head_weight" in extra and self.head_weight is not None:
+            out["head_weight"] = self.head_weight
         out["probabilities"] = sigmoid(out.pop("logits").astype(np.float64))
         return out
 

@@ -1,24 +1,29 @@
-"""Class activation maps (Zhou et al. 2016) from the exported model's CAM output, no gradients."""
+"""Class activation maps (Zhou et al. 2016) from the exported model's ``cams`` output, no gradients.
+
+For a head of global average pooling and a linear layer, CAM_c = sum_k W[c, k] A_k, and its mean plus the
+bias is the logit exactly: the map accounts for the whole score, signed."""
 from __future__ import annotations
 
 import numpy as np
 
-from radsight.preprocess import resize
+from radsight.explain.base import Evidence, Explainer, Target, rows, scaled_heatmap, working_size
 
-# Heatmaps and boxes live on a grid this long. A CAM is 7x7 or so: 128 cells place a box edge to under 1% of
-# the image (8 px of a 1024-px film, about the spread of radiologists' own boxes) at a quarter of 256's cost.
-HEATMAP_GRID = 128
+__all__ = ["CAM", "cam_heatmap", "working_size"]
+
+
+class CAM(Explainer):
+    name = "cam"
+    title = "CAM"
+    scaling = "range"
+
+    @property
+    def needs_torch(self) -> bool:
+        return False  # the last feature map only; there is no other layer to choose
+
+    def maps(self, evidence: Evidence, targets: list[Target]) -> np.ndarray:
+        return evidence.outputs["cams"][rows(targets)]
 
 
 def cam_heatmap(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """A low-resolution CAM (h, w) -> heatmap (height, width) scaled to [0, 1] by its own range."""
-    cam = cam.astype(np.float32)
-    span = float(cam.max() - cam.min())
-    scaled = (cam - cam.min()) / span if span > 0 else np.zeros_like(cam)
-    return np.clip(resize(scaled, height, width), 0.0, 1.0)
-
-
-def working_size(height: int, width: int, longest: int = HEATMAP_GRID) -> tuple[int, int]:
-    """Heatmaps are computed on a grid no longer than ``longest`` px, with the image's aspect."""
-    scale = min(1.0, longest / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return scaled_heatmap(cam, height, width, "range")

@@ -21,38 +21,53 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     return from_checkpoint(state), state
 
 
-CLASSIFIER_OUTPUTS = ["logits", "cams", "features"]
+CLASSIFIER_OUTPUTS = ["logits", "cams", "features", "feature_map", "head_weight"]
+# Read only by the explanation methods that need them (Grad-CAM++'s closed form); not fetched on every run.
+EXPLAIN_OUTPUTS = ("feature_map", "head_weight")
 
 
 def export_onnx(net: torch.nn.Module, spec: InputSpec, path: Path, outputs: list[int] | None = None) -> None:
     """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w), for the ``outputs`` rows of its head, and
-    ``features`` (N, K): the pooled features the head reads (the out-of-distribution gate's input)."""
+    the outputs :func:`add_feature_outputs` adds."""
     export_module(WithCams(net.eval(), outputs), spec, path, ["logits", "cams"])
-    add_features_output(path)
+    add_feature_outputs(path)
 
 
-def add_features_output(path: Path) -> None:
-    """Add ``features``, the spatial mean of the feature map the CAMs are made from, to a classifier's graph.
+def add_feature_outputs(path: Path) -> list[str]:
+    """Add to a classifier's graph what the out-of-distribution gate and the closed-form explanations read:
+    ``features`` (N, K), the spatial mean of the feature map the CAMs are made from; ``feature_map``
+    (N, K, h, w), that map itself; ``head_weight`` (L, K), the rows of the linear head the CAMs use.
 
     Works on any graph whose ``cams`` output is an Einsum of the feature map and the head's weights, as
-    :func:`export_onnx` writes them; a graph that has ``features`` already is left as it is."""
+    :func:`export_onnx` writes them; outputs the graph has already are left as they are. Returns those added."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     model = onnx.load(str(path))
     graph = model.graph
-    if any(o.name == "features" for o in graph.output):
-        return
+    have = {o.name for o in graph.output}
     source = next((n for n in graph.node if "cams" in n.output and n.op_type == "Einsum"), None)
     if source is None:
-        raise ValueError(f"{path}: no Einsum makes the 'cams' output; cannot add 'features'")
-    feature_map = source.input[0]
-    graph.initializer.append(numpy_helper.from_array(np.asarray([2, 3], np.int64), "features_axes"))
-    graph.node.append(helper.make_node("ReduceMean", [feature_map, "features_axes"], ["features"], keepdims=0))
-    graph.output.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", None]))
+        raise ValueError(f"{path}: no Einsum makes the 'cams' output; cannot add the feature outputs")
+    feature_map, weight = source.input[0], source.input[1]
+    added = [name for name in ("features", "feature_map", "head_weight") if name not in have]
+    if "features" in added:
+        graph.initializer.append(numpy_helper.from_array(np.asarray([2, 3], np.int64), "features_axes"))
+        graph.node.append(helper.make_node("ReduceMean", [feature_map, "features_axes"], ["features"], keepdims=0))
+        graph.output.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", None]))
+    if "feature_map" in added:
+        graph.node.append(helper.make_node("Identity", [feature_map], ["feature_map"]))
+        graph.output.append(helper.make_tensor_value_info("feature_map", TensorProto.FLOAT,
+                                                          ["batch", None, None, None]))
+    if "head_weight" in added:
+        graph.node.append(helper.make_node("Identity", [weight], ["head_weight"]))
+        graph.output.append(helper.make_tensor_value_info("head_weight", TensorProto.FLOAT, [None, None]))
+    if not added:
+        return added
     onnx.checker.check_model(model)
     tmp = path.with_suffix(".tmp")
     onnx.save(model, str(tmp))
     tmp.replace(path)
+    return added
 
 
 def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_names: list[str]) -> None:
