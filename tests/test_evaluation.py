@@ -176,3 +176,44 @@ def test_evaluate_command_with_a_model_writes_report_plots_and_localization(tmp_
 def write_csv(path, rows):
     with open(path, "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
+
+
+def test_evaluate_compares_explanation_methods_and_measures_robustness(tmp_path, tiny_model):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from conftest import chest_phantom
+    from radsight.cli import app
+    from radsight.core import FINDINGS
+    from radsight.explain import METHODS
+    from radsight.robustness import PERTURBATIONS
+    pytest.importorskip("torch", reason="gradient methods and attacks need radsight[train]")
+    rng = np.random.default_rng(1)
+    (tmp_path / "img").mkdir()
+    rows = [["image", "patient_id", "split", *FINDINGS, "bboxes"]]
+    for i in range(12):
+        Image.fromarray(np.round(chest_phantom(96, 96, seed=i) * 255).astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+        rows.append([f"{i}.png", f"p{i}", "test", *[int(v) for v in rng.random(14) < 0.4],
+                     "Effusion:10,20,40,50" if i < 2 else ""])
+    write_csv(tmp_path / "m.csv", rows)
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model), "--manifest", str(tmp_path / "m.csv"),
+                                      "--images", str(tmp_path / "img"), "--out", str(tmp_path / "ev"),
+                                      "--bootstrap", "20", "--explain", "all", "--robustness"])
+    assert result.exit_code == 0, result.output
+    import json
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    e = m["explanation_methods"]
+    assert list(e["methods"]) == list(METHODS) and not e["unavailable"]
+    for entry in e["methods"].values():
+        assert entry["localization"]["overall"]["boxes"] == 2 and entry["ms_per_map"] > 0
+        assert entry["faithfulness"]["maps"] == e["random"]["maps"] > 0
+        assert 0 <= entry["faithfulness"]["deletion_auc"] <= 1
+    r = m["robustness"]
+    assert r["images"] == 12 and set(r["conditions"]) == {
+        "clean", *(f"{a} {eps:g}" for eps in (0.5, 1, 2, 4) for a in ("FGSM", "PGD")), *PERTURBATIONS}
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "**Explanation methods.**" in report and "| Grad-CAM++ |" in report and "| PGD ε=4 |" in report
+    bad = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model), "--manifest", str(tmp_path / "m.csv"),
+                                   "--images", str(tmp_path / "img"), "--out", str(tmp_path / "ev2"),
+                                   "--explain", "cam,nope"])
+    assert bad.exit_code == 2 and "unknown explanation method 'nope'" in bad.output

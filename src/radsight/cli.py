@@ -336,12 +336,17 @@ def evaluate(
     bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="with --bone-pairs: the model to evaluate"),
     ood_test: list[str] = typer.Option([], help="CSV[#split] (repeatable): measure the out-of-distribution gate "
                                                 "on frontal radiographs and other images (see fit-ood)"),
+    explain: Optional[str] = typer.Option(None, help="'all' or methods (cam,gradcam,...): each one's localization, "
+                                          "faithfulness (deletion, insertion) and time"),
+    robustness: bool = typer.Option(False, "--robustness", help="AUROC and triage flips under FGSM/PGD attacks "
+                                    "(needs radsight\\[train]) and under JPEG, noise, contrast and rotation"),
 ) -> None:
     """Measure a model on labelled images it did not train on.
 
     Classification: AUROC with patient-bootstrap 95% CIs, operating points, urgent flags, triage, calibration,
-    localization, CTR and CAM-in-thorax, and a paired comparison with a reference. With --masks: lung segmentation
-    Dice, IoU and Hausdorff. With --bone-pairs: bone suppression PSNR, SSIM and MS-SSIM."""
+    localization, CTR and CAM-in-thorax, and a paired comparison with a reference; with --explain, per explanation
+    method; with --robustness, under attacks and natural changes. With --masks: lung segmentation Dice, IoU and
+    Hausdorff. With --bone-pairs: bone suppression PSNR, SSIM and MS-SSIM."""
     if ood_test:
         from radsight.ood_cmd import run_ood_evaluation
         try:
@@ -374,7 +379,16 @@ def evaluate(
         raise _fail("give one of --model or --predictions, not both")
     if predictions is None:
         model = model or DEFAULT_MODEL
-    run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap)
+    elif explain or robustness:
+        raise _fail("--explain and --robustness need a --model, not --predictions")
+    methods = []
+    if explain:
+        from radsight.evaluate_explain import chosen_methods
+        try:
+            methods = chosen_methods(explain)
+        except ValueError as exc:
+            raise _fail(str(exc))
+    run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap, methods, robustness)
 
 
 @app.command()

@@ -23,7 +23,10 @@ from radsight import plots
 
 
 def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | None, predictions: Path | None,
-                   reference: Path | None, split: str | None, n_boot: int) -> dict:
+                   reference: Path | None, split: str | None, n_boot: int, methods: list[str] = (),
+                   robustness: bool = False) -> dict:
+    """``methods``: explanation methods to compare (:mod:`radsight.evaluate_explain`); ``robustness``: measure
+    under attacks and natural changes (:mod:`radsight.robustness`)."""
     manifest = read_manifest(manifest_path, images)
     if split:
         manifest = manifest.select(split)
@@ -63,6 +66,12 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
         metrics["urgent"] = urgent_summary(labels, y, scores, thresholds, cfg.urgent,
                                            UrgentPolicy.from_dict(cfg.urgent_policy), boot)
         metrics.update(explanation_pass(predictor, manifest, y, labels, boot))
+        if methods:
+            from radsight.evaluate_explain import method_pass
+            metrics["explanation_methods"] = method_pass(predictor, manifest, y, labels, list(methods))
+        if robustness:
+            from radsight.robustness import robustness_pass
+            metrics["robustness"] = robustness_pass(predictor, manifest, y, labels)
 
     out.mkdir(parents=True, exist_ok=True)
     if predictor is not None:  # the scores, in the predictions-CSV layout: a reference for later comparisons
@@ -216,6 +225,12 @@ def report_markdown(m: dict) -> str:
         for name, e in m["localization"].items():
             lines.append(f"| {name} | {e['boxes']} | " + " | ".join(f"{e['iou'][t]:.2f}" for t in ts)
                          + f" | {e['iobb']['0.5']:.2f} | {e['pointing_game']:.2f} |")
+    if m.get("explanation_methods"):
+        from radsight.evaluate_explain import methods_markdown
+        lines += ["", *methods_markdown(m["explanation_methods"])]
+    if m.get("robustness"):
+        from radsight.robustness import robustness_markdown
+        lines += ["", *robustness_markdown(m["robustness"])]
     if m.get("anatomy"):
         a = m["anatomy"]
         boxes = a.get("ctr_against_heart_boxes") or {}

@@ -65,11 +65,18 @@ class Predictor:
                                f"which {self.method.title} reads: re-export or re-import it with this radsight")
         self.graph = None
         if any(m.needs_torch for m in (self.method, *self.alternates)):
-            from radsight.explain.torch_graph import load_graph  # MissingExtra without radsight[train]
-            self.graph = load_graph(verify(self.cfg))
+            self.torch_graph()
             if layer is not None and layer not in self.graph.layers():
                 raise ValueError(f"model {self.cfg.name} has no layer {layer!r}; its layers: "
                                  f"{', '.join(self.graph.layers())}")
+
+    def torch_graph(self):
+        """The classifier's graph run by torch, for gradients (loaded once); :class:`MissingExtra` without
+        ``radsight[train]``."""
+        if self.graph is None:
+            from radsight.explain.torch_graph import load_graph
+            self.graph = load_graph(verify(self.cfg))
+        return self.graph
 
     @property
     def explainers(self) -> list[Explainer]:
@@ -120,13 +127,15 @@ class Predictor:
         if check is not None and not check.in_distribution:
             raise InputError(image.source, ood_reason(check))
 
-    def predict(self, image: Radiograph, explain: Collection[str] = ()) -> Prediction:
-        """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``;
-        the out-of-distribution check (``prediction.ood``) when the model has a gate."""
+    def predict(self, image: Radiograph, explain: Collection[str] = (), method: Explainer | None = None) -> Prediction:
+        """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``, by
+        ``method`` (default: the predictor's); the out-of-distribution check (``prediction.ood``) when the model
+        has a gate."""
+        method = method or self.method
         built = self.inputs.build(image, anatomy=True)
-        out = self.model(built.x[None], self.extra_outputs)
+        out = self.model(built.x[None], tuple(dict.fromkeys((*self.extra_outputs, *method.reads))))
         lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
-        prediction = self._assemble(image, built.x, out, explain, built.crop, lungs)
+        prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
         prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
@@ -140,22 +149,23 @@ class Predictor:
         return self.model(np.stack([self.classifier_input(im)[0] for im in images]))["probabilities"]
 
     def _assemble(self, image: Radiograph, x: np.ndarray, out: dict[str, np.ndarray], explain: Collection[str],
-                  crop: Crop | None, lungs: np.ndarray | None) -> Prediction:
+                  crop: Crop | None, lungs: np.ndarray | None, method: Explainer) -> Prediction:
         """``lungs``: plausible lung labels on the anatomy grid; boxes then lie inside each finding's region."""
         cfg, index, probs = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}, out["probabilities"][0]
         findings = [Finding(name=name, probability=float(probs[index[name]]), threshold=cfg.threshold(name),
                             positive=float(probs[index[name]]) >= cfg.threshold(name)) for name in cfg.findings]
         shown = [f.name for f in findings if f.positive or f.name in explain]
         grid = working_size(image.height, image.width)
-        heatmaps = {name: _full_heatmap(raw, grid, crop, image, self.method)
-                    for name, raw in self.raw_maps(x, out, shown).items()}
+        heatmaps = {name: _full_heatmap(raw, grid, crop, image, method)
+                    for name, raw in self.raw_maps(x, out, shown, method).items()}
         alternates = {m.name: {name: _full_heatmap(raw, grid, crop, image, m)
-                               for name, raw in self.raw_maps(x, out, shown, m).items()} for m in self.alternates}
+                               for name, raw in self.raw_maps(x, out, shown, m).items()}
+                      for m in self.alternates if m.name != method.name}
         regions = EvidenceRegions(lungs, grid) if lungs is not None else None
         for finding in findings:
             if finding.name in heatmaps:
                 region = regions(finding.name) if regions else None
-                finding.boxes = heatmap_boxes(_box_heat(heatmaps[finding.name], self.method), image.height,
+                finding.boxes = heatmap_boxes(_box_heat(heatmaps[finding.name], method), image.height,
                                               image.width, finding.probability, self.boxes, region)
         if TRIAGE_LABEL in index:
             abnormal, triage_threshold = float(probs[index[TRIAGE_LABEL]]), cfg.threshold(TRIAGE_LABEL)
@@ -167,7 +177,7 @@ class Predictor:
         return Prediction(source=image.source, width=image.width, height=image.height,
                           model=ModelRef(cfg.name, cfg.version), triage=triage, findings=findings,
                           meta=image.meta, heatmaps=heatmaps, classifier_crop=list(crop) if crop else None,
-                          explanation=self.method.name, alternates=alternates)
+                          explanation=method.name, alternates=alternates)
 
 
 def _full_heatmap(raw: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph,
