@@ -87,6 +87,12 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
                                                     "c.height).data; let m = 0; for (let i = 3; i < d.length; i += 4) "
                                                     "m = Math.max(m, d[i]); return m; }")
             assert 0 < alpha <= round(0.45 * 255) + 1  # the map's opacity leaves the film readable
+            assert page.eval_on_selector_all("#method option", "o => o.map(x => x.value)") == [
+                "cam", "gradcam", "gradcam++"]  # the result's own method (its boxes) first
+            marks = page.eval_on_selector("#marks", "c => c.toDataURL()")
+            page.select_option("#method", "gradcam++")
+            assert page.eval_on_selector("#marks", "c => c.toDataURL()") != marks  # another method's map
+            page.select_option("#method", "cam")
             page.check("#show-boxes")
             page.check("#show-lungs")
         assert page.eval_on_selector_all("#view option", "o => o.map(x => x.value)") == ["radiograph", "soft_tissue",

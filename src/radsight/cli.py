@@ -408,6 +408,8 @@ def serve(
     cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
     allow_ood: bool = typer.Option(False, "--allow-ood", help="queue images the out-of-distribution gate refuses "
                                                               "(default: answer 422)"),
+    explain: str = typer.Option("cam", help="method of the heatmaps and boxes (see analyze); the viewer can also "
+                                            "show cam, gradcam and gradcam++ maps"),
 ) -> None:
     """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
@@ -421,8 +423,12 @@ def serve(
     settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model,
                         bone_model=bone_model if bone_views else None, bone_views=bone_views, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
-                        cors_origins=list(cors_origin), allow_ood=allow_ood)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+                        cors_origins=list(cors_origin), allow_ood=allow_ood, explain=explain)
+    try:
+        application = create_app(settings)
+    except ValueError as exc:  # an unknown method, one that needs radsight[train], a model it cannot read
+        raise _fail(str(exc))
+    uvicorn.run(application, host=host, port=port, log_level="info", access_log=False)
 
 
 models_app = typer.Typer(no_args_is_help=False, help="Registered models; publishers' weights to pull or import.")

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from radsight.core import InputError
 from radsight.io import load_image
 from radsight.concurrency import threads_per_worker
+from radsight.explain import DEFAULT_METHOD, TORCH_FREE
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL
 from radsight.pipeline import Predictor
 from radsight.service.access import Access
@@ -48,6 +49,7 @@ class Settings:
     poll_interval: float = 2.0
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
     allow_ood: bool = False  # queue images the out-of-distribution gate refuses (their results say so)
+    explain: str = DEFAULT_METHOD  # makes the heatmaps and boxes; the viewer can switch to the torch-free others
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -55,7 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     store = StudyStore(settings.data_dir / "radsight.sqlite")
     predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads_per_worker(settings.workers),
-                          bone_model=settings.bone_model, bone_views=settings.bone_views)
+                          bone_model=settings.bone_model, bone_views=settings.bone_views, method=settings.explain,
+                          alternates=TORCH_FREE)
     orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
     workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
 

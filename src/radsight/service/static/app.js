@@ -3,6 +3,9 @@
 const $ = (id) => document.getElementById(id);
 let current = null, pixels = null, heatmaps = {}, views = {};
 const VIEW_NAMES = { radiograph: "radiograph", soft_tissue: "soft tissue (bone suppressed)", bone: "bone" };
+const METHOD_NAMES = { cam: "CAM", gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", "guided-gradcam": "guided Grad-CAM",
+  "guided-backprop": "guided backpropagation" };
+let maps = {};  // method -> finding -> tinted heatmap
 
 const SIGN_IN = "sign in";
 
@@ -95,8 +98,18 @@ async function open(id) {
   $("view").replaceChildren(...Object.keys(views).map((name) => new Option(VIEW_NAMES[name] || name, name)));
   $("view-choice").hidden = Object.keys(views).length < 2;
   showView("radiograph");
-  heatmaps = {};
-  for (const f of r.findings.filter((f) => f.heatmap)) heatmaps[f.name] = colour(await loadImage(base + f.heatmap));
+  // Every method's heatmaps; the boxes always come from the result's own method (r.explanation).
+  maps = {};
+  const own = r.explanation || "cam";  // results before schema 1.3 were CAM's
+  for (const f of r.findings) {
+    for (const [method, file] of Object.entries(f.heatmaps || (f.heatmap ? { [own]: f.heatmap } : {}))) {
+      (maps[method] ||= {})[f.name] = colour(await loadImage(base + file));
+    }
+  }
+  const methods = Object.keys(maps).sort((a, b) => (b === own) - (a === own));
+  $("method").replaceChildren(...methods.map((m) => new Option((METHOD_NAMES[m] || m) + (m === own ? " (boxes)" : ""), m)));
+  $("method-choice").hidden = methods.length < 2;
+  heatmaps = maps[own] || {};
   const body = $("findings").tBodies[0];
   body.replaceChildren(...r.findings.map((f) => {
     const tr = document.createElement("tr");
@@ -149,7 +162,7 @@ function render() {
   m.clearRect(0, 0, canvas.width, canvas.height);
   m.globalAlpha = +$("opacity").value;
   for (const cb of document.querySelectorAll("input.heat:checked")) {
-    m.drawImage(heatmaps[cb.dataset.finding], 0, 0, canvas.width, canvas.height);
+    if (heatmaps[cb.dataset.finding]) m.drawImage(heatmaps[cb.dataset.finding], 0, 0, canvas.width, canvas.height);
   }
   m.globalAlpha = 1;
   m.lineWidth = Math.max(2, canvas.width / 400);
@@ -186,6 +199,7 @@ for (const id of ["width", "level", "show-boxes", "show-lungs", "opacity"]) $(id
 $("zoom").addEventListener("input", fit);
 window.addEventListener("resize", () => { if (current_result) fit(); });
 $("view").addEventListener("change", () => { showView($("view").value); render(); });
+$("method").addEventListener("change", () => { heatmaps = maps[$("method").value] || {}; render(); });
 $("reset").onclick = () => {
   $("width").value = 255; $("level").value = 128; $("zoom").value = 1; $("opacity").value = 0.45; render();
 };
