@@ -19,20 +19,32 @@ def closed_form(evidence: Evidence, targets: list[Target]) -> tuple[np.ndarray, 
     return a, g
 
 
+# Targets explained in one pass over copies of the input: fewer passes, memory bounded on large inputs.
+TARGETS_A_PASS = 4
+
+
+def in_passes(targets: list[Target]) -> list[list[Target]]:
+    return [targets[i:i + TARGETS_A_PASS] for i in range(0, len(targets), TARGETS_A_PASS)]
+
+
 def autograd(evidence: Evidence, targets: list[Target], layer: str) -> tuple[np.ndarray, np.ndarray]:
-    """A and dy/dA at the graph tensor ``layer``, one backward pass per target."""
+    """A and dy/dA at the graph tensor ``layer``. Each pass runs one copy of the input per target (copy i answers
+    for target i: copies share nothing, so each one's gradient is its own target's)."""
     import torch
 
     from radsight.explain.torch_graph import as_tensor
-    graph = evidence.graph
-    with torch.enable_grad():
-        out = graph(as_tensor(evidence.x)[None], capture=[layer], outputs=["logits"])
-        a = out[layer]
-        if a.dim() != 4:
-            raise ValueError(f"layer {layer} is not a feature map (shape {tuple(a.shape)})")
-        grads = [torch.autograd.grad(t(out["logits"]).sum(), a, retain_graph=i < len(targets) - 1)[0][0]
-                 for i, t in enumerate(targets)]
-    return a[0].detach().numpy(), torch.stack(grads).numpy()
+    activations, grads = None, []
+    for group in in_passes(targets):
+        with torch.enable_grad():
+            x = as_tensor(np.repeat(evidence.x[None], len(group), axis=0))
+            out = evidence.graph(x, capture=[layer], outputs=["logits"])
+            a = out[layer]
+            if a.dim() != 4:
+                raise ValueError(f"layer {layer} is not a feature map (shape {tuple(a.shape)})")
+            score = sum(t(out["logits"][i:i + 1]).sum() for i, t in enumerate(group))
+            grads.append(torch.autograd.grad(score, a)[0].numpy())
+        activations = a[0].detach().numpy()
+    return activations, np.concatenate(grads)
 
 
 class LayerMethod(Explainer):

@@ -11,20 +11,23 @@ import numpy as np
 
 from radsight.explain.base import Evidence, Explainer, Target
 from radsight.explain.gradcam import GradCAM
+from radsight.explain.gradients import in_passes
 from radsight.preprocess import resize
 
 
 def guided_gradients(evidence: Evidence, targets: list[Target]) -> np.ndarray:
-    """(T, C, S, S): the guided input gradient of each target."""
+    """(T, C, S, S): the guided input gradient of each target (one copy of the input per target in a pass)."""
     import torch
 
     from radsight.explain.torch_graph import as_tensor
-    with torch.enable_grad():
-        x = as_tensor(evidence.x)[None].requires_grad_(True)
-        logits = evidence.graph(x, guided=True, outputs=["logits"])["logits"]
-        grads = [torch.autograd.grad(t(logits).sum(), x, retain_graph=i < len(targets) - 1)[0][0]
-                 for i, t in enumerate(targets)]
-    return torch.stack(grads).numpy()
+    grads = []
+    for group in in_passes(targets):
+        with torch.enable_grad():
+            x = as_tensor(np.repeat(evidence.x[None], len(group), axis=0)).requires_grad_(True)
+            logits = evidence.graph(x, guided=True, outputs=["logits"])["logits"]
+            score = sum(t(logits[i:i + 1]).sum() for i, t in enumerate(group))
+            grads.append(torch.autograd.grad(score, x)[0].numpy())
+    return np.concatenate(grads)
 
 
 class GuidedBackprop(Explainer):
