@@ -221,3 +221,43 @@ def test_gradient_methods_hold_no_memory_across_200_images(tiny_model):
     for i in range(200):
         predictor.predict(images[i % 8], explain=["Mass", "Nodule"])
     assert _rss_mb() - before < 25, f"resident set grew {_rss_mb() - before:.1f} MB over 200 images"
+
+
+@pytest.mark.parametrize("method,peer", [("gradcam", "GradCAM"), ("gradcam++", "GradCAMPlusPlus")])
+def test_closed_forms_match_pytorch_grad_cam(tmp_path, method, peer):
+    """The same maps as pytorch-grad-cam (radsight[parity]) computes with hooks and autograd on the torch module,
+    on the feature map's grid (the two differ after: each resizes and rescales its own way)."""
+    grad_cam = pytest.importorskip("pytorch_grad_cam", reason="the peer comes with radsight[parity]")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torch import nn
+
+    from radsight.preprocess import InputSpec
+    from radsight.train.export import export_onnx
+    from radsight.train.registry import build
+    torch.manual_seed(2)
+    net = build("densenet-small", num_classes=4, growth_rate=4, block_config=(2, 2), num_init_features=8).eval()
+    with torch.no_grad():  # gradients well above the 1e-6 the peer adds to Grad-CAM++'s denominators
+        net.classifier.weight.mul_(100)
+    export_onnx(net, InputSpec(size=32), tmp_path / "model.onnx")
+
+    class Peer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features, self.relu, self.head = net.features, nn.ReLU(), net.classifier
+
+        def forward(self, x):
+            return self.head(self.relu(self.features(x)).mean(dim=(2, 3)))
+    peer_net = Peer().eval()
+    x = np.random.default_rng(5).standard_normal((1, 1, 32, 32)).astype(np.float32)
+    names = ["logits", "cams", "feature_map", "head_weight"]
+    out = dict(zip(names, ort.InferenceSession(str(tmp_path / "model.onnx")).run(names, {"image": x})))
+    evidence = Evidence(x[0], {k: v if k == "head_weight" else v[0] for k, v in out.items()})
+    targets = [Target(str(i), i) for i in range(4)]
+    ours = get_method(method).maps(evidence, targets)
+    cam = getattr(grad_cam, peer)(peer_net, [peer_net.relu])
+    batch = torch.from_numpy(np.repeat(x, 4, axis=0))
+    chosen = [ClassifierOutputTarget(i) for i in range(4)]
+    cam(input_tensor=batch, targets=chosen)  # the peer's hooks keep the layer's activations and gradients
+    a, g = (t[0].detach().numpy() for t in (cam.activations_and_grads.activations, cam.activations_and_grads.gradients))
+    theirs = np.maximum(cam.get_cam_image(batch, peer_net.relu, chosen, a, g), 0)  # before its resize and rescale
+    np.testing.assert_allclose(ours, theirs, rtol=5e-3, atol=1e-4 * theirs.max())  # the peer's eps, and no more
