@@ -40,6 +40,22 @@ def test_torch_graph_reproduces_onnx_runtime(tiny_model):
         np.testing.assert_allclose(out[name][0].detach().numpy(), evidence.outputs[name], atol=1e-5)
 
 
+@pytest.mark.parametrize("arch,kwargs", [("resnet50", {"layers": (1, 1, 1, 1)}),
+                                         ("densenet121", {"block_config": (1, 1, 1, 1)})])
+def test_torch_graph_runs_every_exported_architecture(tmp_path, arch, kwargs):
+    """ResNet (max-pool, residual adds, a head cut to some rows: GatherND) and DenseNet-121's stem and pools."""
+    from radsight.preprocess import InputSpec
+    from radsight.train.export import export_onnx
+    from radsight.train.registry import build
+    torch.manual_seed(0)
+    net = build(arch, num_classes=5, in_chans=1, **kwargs).eval()
+    export_onnx(net, InputSpec(size=64), tmp_path / "m.onnx", outputs=[0, 2, 4])
+    x = np.random.default_rng(0).standard_normal((2, 1, 64, 64)).astype(np.float32)
+    (expected,) = ort.InferenceSession(str(tmp_path / "m.onnx")).run(["logits"], {"image": x})
+    got = TorchGraph(tmp_path / "m.onnx")(as_tensor(x))["logits"].detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_closed_forms_equal_autograd(tiny_model, method):
     """At the last feature map of a GAP + linear head the closed form is the autograd result, map for map."""

@@ -166,7 +166,10 @@ def test_chexnet_checkpoint_matches_torchvision(images, tmp_path, monkeypatch):
         assert max(abs(ours[label] - probs[i]) for i, label in enumerate(cfg.labels)) <= TOLERANCE
 
 
-def test_imported_model_heatmaps_lie_in_its_centre_crop(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["cam", "gradcam++", "guided-gradcam"])
+def test_imported_model_heatmaps_lie_in_its_centre_crop(tmp_path, monkeypatch, method):
+    """Every explanation method works on imported models: closed forms from the outputs the import adds,
+    gradients through the imported graph."""
     from radsight.models.pull import import_file
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     net = xrv.models.DenseNet(num_classes=18)
@@ -175,9 +178,10 @@ def test_imported_model_heatmaps_lie_in_its_centre_crop(tmp_path, monkeypatch):
     cfg = import_file("xrv-densenet", path, "any-xrv")
     png = tmp_path / "wide.png"
     Image.fromarray((chest_phantom(300, 420) * 255).astype(np.uint8)).save(png)
-    prediction = Predictor(cfg, lung_model=None).predict(load_image(png), explain=["Effusion", "Lung Opacity"])
+    prediction = Predictor(cfg, lung_model=None, method=method).predict(load_image(png),
+                                                                         explain=["Effusion", "Lung Opacity"])
     heat = prediction.heatmaps["Lung Opacity"]
-    assert {"Effusion", "Lung Opacity"} <= set(prediction.heatmaps)
+    assert {"Effusion", "Lung Opacity"} <= set(prediction.heatmaps) and prediction.explanation == method
     assert prediction.classifier_crop == [60, 0, 300, 300]
     cols = heat.shape[1]
     assert heat[:, : int(cols * 55 / 420)].max() == 0 and heat[:, int(cols * 365 / 420) + 1:].max() == 0

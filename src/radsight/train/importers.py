@@ -21,7 +21,7 @@ from radsight.models.catalog import FORMAT_DEFAULTS, Published
 from radsight.models.config import BONE_SUPPRESSION, ModelConfig
 from radsight.models.store import sha256_file
 from radsight.train.bone_nets import GusarevAutoencoder
-from radsight.train.export import export_module, export_onnx
+from radsight.train.export import CLASSIFIER_OUTPUTS, export_module, export_onnx
 from radsight.train.nets import DenseNet, DenseNetConfig
 from radsight.train.resnet import ResNet
 
@@ -161,7 +161,7 @@ def import_checkpoint(fmt: str, file: Path, out: Path, name: str, published: Pub
     cfg = ModelConfig(name=name, version=IMPORT_VERSION, architecture=published.architecture, labels=labels,
                       input=spec, thresholds=thresholds, threshold_methods=methods,
                       sha256=sha256_file(out / "model.onnx"), license=published.license,
-                      training_data=published.training_data, model_card="",
+                      training_data=published.training_data, model_card="", outputs=CLASSIFIER_OUTPUTS,
                       provenance=provenance, metrics=published.metrics, directory=out)
     cfg.save(out)
     return cfg
