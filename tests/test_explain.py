@@ -137,8 +137,8 @@ def test_every_method_makes_heatmaps_and_boxes_inside_the_image(tiny_model, tmp_
     from radsight.report import write_outputs
     predictor = Predictor(str(tiny_model), lung_model=None, method=method, alternates=TORCH_FREE)
     image = Radiograph(pixels=chest_phantom(), source="phantom.png")
-    p = predictor.predict(image, explain=["Mass"])
-    assert p.explanation == method and set(p.heatmaps) == {"Effusion", "Mass"}
+    p = predictor.predict(image, explain=["Mass", "Abnormal"])  # a finding, and the triage output
+    assert p.explanation == method and set(p.heatmaps) == {"Effusion", "Mass", "Abnormal"}
     for heat in [*p.heatmaps.values(), *(h for m in p.alternates.values() for h in m.values())]:
         assert heat.dtype == np.float32 and 0 <= heat.min() and heat.max() <= 1
     for f in p.findings:
@@ -151,6 +151,7 @@ def test_every_method_makes_heatmaps_and_boxes_inside_the_image(tiny_model, tmp_
     assert effusion["heatmaps"][method] == effusion["heatmap"]
     assert set(effusion["heatmaps"]) == {method, *TORCH_FREE}
     assert all((tmp_path / f).is_file() for f in effusion["heatmaps"].values())
+    assert (tmp_path / doc["triage"]["heatmap"]).is_file() and "Abnormal" not in {f["name"] for f in doc["findings"]}
 
 
 def test_a_layer_that_is_not_in_the_graph_is_named_with_the_choices(tiny_model):

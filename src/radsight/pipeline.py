@@ -129,8 +129,9 @@ class Predictor:
 
     def predict(self, image: Radiograph, explain: Collection[str] = (), method: Explainer | None = None) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``, by
-        ``method`` (default: the predictor's); the out-of-distribution check (``prediction.ood``) when the model
-        has a gate."""
+        ``method`` (default: the predictor's); with "Abnormal" in ``explain``, the triage output's heatmap too
+        (``heatmaps["Abnormal"]``); the out-of-distribution check (``prediction.ood``) when the model has a
+        gate."""
         method = method or self.method
         built = self.inputs.build(image, anatomy=True)
         out = self.model(built.x[None], tuple(dict.fromkeys((*self.extra_outputs, *method.reads))))
@@ -155,6 +156,8 @@ class Predictor:
         findings = [Finding(name=name, probability=float(probs[index[name]]), threshold=cfg.threshold(name),
                             positive=float(probs[index[name]]) >= cfg.threshold(name)) for name in cfg.findings]
         shown = [f.name for f in findings if f.positive or f.name in explain]
+        if TRIAGE_LABEL in explain and TRIAGE_LABEL in index:  # where the model sees "abnormal" (no boxes)
+            shown.append(TRIAGE_LABEL)
         grid = working_size(image.height, image.width)
         heatmaps = {name: _full_heatmap(raw, grid, crop, image, method)
                     for name, raw in self.raw_maps(x, out, shown, method).items()}

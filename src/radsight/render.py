@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from radsight.core import FINDINGS, Anatomy, Finding, Prediction, Radiograph
+from radsight.explain import METHODS
 from radsight.preprocess import resize
 from radsight.triage import threshold_scaled
 
@@ -155,7 +156,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
     y += 8
     if not p.positives:
         y = _lines(draw, (x, y), "No finding above its operating threshold.", small, (200, 200, 200), width)
-    note = "Coloured: above the calibrated threshold; heatmaps are class activation maps."
+    method = METHODS.get(p.explanation or "cam")
+    note = f"Coloured: above the calibrated threshold; heatmaps and boxes by {method.title if method else p.explanation}."
     if len(p.positives) > len(shown):
         note += f" Filled squares: the {len(shown)} strongest, drawn on the film; hollow: listed only."
     _lines(draw, (x, y), note, small, (150, 150, 150), width)

@@ -10,9 +10,11 @@ import numpy as np
 from PIL import Image
 
 from radsight.core import Prediction, Radiograph
+from radsight.models.config import TRIAGE_LABEL
 from radsight.render import render_overlay
 
-# 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"; 1.3: "explanation", findings' "heatmaps"
+# 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"; 1.3: "explanation", findings' "heatmaps",
+# "triage.heatmap"
 SCHEMA_VERSION = "1.3"
 PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
@@ -51,6 +53,7 @@ def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict
         finding["heatmaps"] = {p.explanation: finding["heatmap"]} if finding["heatmap"] else {}
         finding["heatmaps"].update((method, named[name]) for method, named in files.alternates.items()
                                    if name in named)
+    doc["triage"]["heatmap"] = files.heatmaps.get(TRIAGE_LABEL)
     if doc["anatomy"] is not None:
         doc["anatomy"]["mask"] = files.mask
     model = None if p.views_model is None else {"name": p.views_model.name, "version": p.views_model.version}
@@ -78,16 +81,16 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
     ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = OutputFiles(json=f"{stem}.json", overlay=f"{stem}.overlay.png")
-    for finding in p.positives:
-        heat = p.heatmaps.get(finding.name)
+    for label in [f.name for f in p.positives] + [TRIAGE_LABEL]:
+        heat = p.heatmaps.get(label)
         if heat is not None:
-            files.heatmaps[finding.name] = f"{stem}.heatmap.{finding.name}.png"
-            write_png(grey_png(heat), out_dir / files.heatmaps[finding.name])
+            files.heatmaps[label] = f"{stem}.heatmap.{label}.png"
+            write_png(grey_png(heat), out_dir / files.heatmaps[label])
         for method, heatmaps in p.alternates.items():
-            if finding.name in heatmaps:
-                name = f"{stem}.heatmap.{finding.name}.{method_slug(method)}.png"
-                files.alternates.setdefault(method, {})[finding.name] = name
-                write_png(grey_png(heatmaps[finding.name]), out_dir / name)
+            if label in heatmaps:
+                name = f"{stem}.heatmap.{label}.{method_slug(method)}.png"
+                files.alternates.setdefault(method, {})[label] = name
+                write_png(grey_png(heatmaps[label]), out_dir / name)
     if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
         files.mask = f"{stem}.lungs.png"
         grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
