@@ -154,6 +154,8 @@ def analyze(
                                 "guided ones need radsight\\[train])"),
     explain_layer: Optional[str] = typer.Option(None, help="explain this graph tensor instead of the last feature "
                                                 "map (gradcam, gradcam++; needs radsight\\[train])"),
+    heatmaps_for: str = typer.Option("", help="heatmaps and boxes for these findings even below their thresholds: "
+                                     "comma-separated names, 'all', or 'Abnormal' for the triage output"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -171,15 +173,22 @@ def analyze(
     if not files:
         raise _fail(f"no DICOM, PNG or JPEG files in {', '.join(map(str, given))}", code=1)
     workers = min(workers or default_workers(len(files)), len(files))
+    from radsight.core import FINDINGS
+    wanted = [n.strip() for n in heatmaps_for.split(",") if n.strip()]
+    wanted = list(FINDINGS) if wanted == ["all"] else wanted
     predictor = _predictor(model, lung_model if anatomy else None, threads_per_worker(workers),
                            bone_model if bone_views else None, bone_views, explain, explain_layer)
+    unknown = [n for n in wanted if n not in predictor.cfg.labels and n not in FINDINGS]
+    if unknown:
+        raise _fail(f"--heatmaps-for: {', '.join(unknown)}: not a label of {predictor.cfg.name} "
+                    f"({', '.join(predictor.cfg.labels)})")
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     done, failed = [], 0
     start = time.perf_counter()
     # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
     with Progress(console=err, transient=True, disable=len(files) <= 3 or not err.is_terminal) as progress:
         task = progress.add_task("analyzing", total=len(files))
-        for outcome in analyze_files(files, out, predictor, workers, allow_ood):
+        for outcome in analyze_files(files, out, predictor, workers, allow_ood, wanted):
             progress.advance(task)
             if outcome.error is not None:
                 failed += 1

@@ -259,9 +259,10 @@ class Outcome:
 
 
 def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, workers: int = 1,
-                  allow_ood: bool = False) -> Iterator[Outcome]:
+                  allow_ood: bool = False, explain: Collection[str] = ()) -> Iterator[Outcome]:
     """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on. A file the
-    out-of-distribution gate refuses is an error outcome too, unless ``allow_ood``.
+    out-of-distribution gate refuses is an error outcome too, unless ``allow_ood``. ``explain``: labels that get
+    heatmaps and boxes even below their thresholds.
 
     Outcomes come in input order. With ``workers`` > 1, that many files are analyzed at once on threads
     sharing ``predictor``; give it ``threads=threads_per_worker(workers)`` so they share the cores out.
@@ -273,7 +274,7 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
         path, stem = job
         try:
             image = load_image(path)
-            prediction = predictor.predict(image)
+            prediction = predictor.predict(image, explain)
             if not allow_ood:
                 _refuse_ood(prediction)
         except InputError as exc:

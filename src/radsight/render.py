@@ -74,8 +74,10 @@ def by_strength(findings: list[Finding]) -> list[Finding]:
 
 
 def shown_maps(prediction: Prediction) -> list[Finding]:
-    """The positive findings whose heatmaps and boxes are drawn: the MAX_MAPS strongest."""
-    return by_strength(prediction.positives)[:MAX_MAPS]
+    """The findings whose heatmaps and boxes are drawn: the MAX_MAPS strongest positive ones, then, where there is
+    room, those explained on request (below their thresholds)."""
+    asked = [f for f in prediction.findings if not f.positive and f.name in prediction.heatmaps]
+    return (by_strength(prediction.positives) + by_strength(asked))[:MAX_MAPS]
 
 
 def _tinted(gray: np.ndarray, prediction: Prediction) -> np.ndarray:
@@ -146,8 +148,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
     shown = {f.name for f in shown_maps(p)}
     for f in by_strength(p.positives) + sorted((f for f in p.findings if not f.positive), key=lambda f: -f.probability):
         colour = PALETTE.get(f.name, OTHER_COLOUR) if f.positive else (150, 150, 150)
-        if f.name in shown:
-            draw.rectangle([x, y + 3, x + 10, y + 13], fill=colour)
+        if f.name in shown:  # in the map's own colour, also for a finding explained below its threshold
+            draw.rectangle([x, y + 3, x + 10, y + 13], fill=PALETTE.get(f.name, OTHER_COLOUR))
         elif f.positive:
             draw.rectangle([x, y + 3, x + 10, y + 13], outline=colour)
         draw.text((x + 16, y), fitted(draw, f.name.replace("_", " "), body, 170), fill=colour, font=body)
@@ -158,8 +160,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
         y = _lines(draw, (x, y), "No finding above its operating threshold.", small, (200, 200, 200), width)
     method = METHODS.get(p.explanation or "cam")
     note = f"Coloured: above the calibrated threshold; heatmaps and boxes by {method.title if method else p.explanation}."
-    if len(p.positives) > len(shown):
-        note += f" Filled squares: the {len(shown)} strongest, drawn on the film; hollow: listed only."
+    if len(p.positives) > len(shown) or any(not f.positive for f in shown_maps(p)):
+        note += f" Filled squares: the {len(shown)} maps drawn on the film; hollow: positive, listed only."
     _lines(draw, (x, y), note, small, (150, 150, 150), width)
 
 

@@ -81,7 +81,7 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
     ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = OutputFiles(json=f"{stem}.json", overlay=f"{stem}.overlay.png")
-    for label in [f.name for f in p.positives] + [TRIAGE_LABEL]:
+    for label in [f.name for f in p.findings] + [TRIAGE_LABEL]:  # positives, and those asked for
         heat = p.heatmaps.get(label)
         if heat is not None:
             files.heatmaps[label] = f"{stem}.heatmap.{label}.png"
