@@ -278,3 +278,21 @@ def test_closed_forms_match_pytorch_grad_cam(tmp_path, method, peer):
     a, g = (t[0].detach().numpy() for t in (cam.activations_and_grads.activations, cam.activations_and_grads.gradients))
     theirs = np.maximum(cam.get_cam_image(batch, peer_net.relu, chosen, a, g), 0)  # before its resize and rescale
     np.testing.assert_allclose(ours, theirs, rtol=5e-3, atol=1e-4 * theirs.max())  # the peer's eps, and no more
+
+
+def test_cli_heatmaps_for_findings_below_threshold(tiny_model, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    Image.fromarray((chest_phantom() * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    args = ["analyze", str(tmp_path / "x.png"), "--model", str(tiny_model), "--no-anatomy", "--allow-ood",
+            "--explain", "gradcam++", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [*args, "--heatmaps-for", "Mass,Abnormal"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "x.json").read_text())
+    mass = next(f for f in doc["findings"] if f["name"] == "Mass")
+    assert not mass["positive"] and mass["heatmaps"] == {"gradcam++": "x.heatmap.Mass.png"}
+    assert doc["triage"]["heatmap"] == "x.heatmap.Abnormal.png"
+    bad = CliRunner().invoke(app, [*args, "--heatmaps-for", "Mass,Fracture"])
+    assert bad.exit_code == 2 and "Fracture: not a label of tiny-test" in bad.output
