@@ -98,9 +98,9 @@ def explanation_only(files: list[Path], arch: str, size: int, channels: int, n_t
         agreement: dict[str, list[float]] = {m: [] for m in PEER}
 
         def ours(method: str, x: np.ndarray) -> np.ndarray:
-            m = next(e for e in radsight.explainers if e.name == method)
+            m = next(e for e in radsight.explanations.all if e.name == method)
             out = radsight.model(x[None], m.reads)
-            return np.stack([m.heat(r, size, size) for r in radsight.raw_maps(x, out, labels, m).values()])
+            return np.stack([m.heat(r, size, size) for r in radsight.explanations.raw_maps(x, out, labels, m).values()])
 
         def theirs(method: str, x: np.ndarray) -> np.ndarray:
             batch = torch.from_numpy(np.repeat(x[None], n_targets, axis=0))

@@ -9,7 +9,7 @@ from rich.progress import Progress
 
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
-from radsight.explain import METHODS, Explainer, MissingExtra, get_method
+from radsight.explain import METHODS, get_method
 from radsight.faithfulness import area, curves
 from radsight.io import load_image
 from radsight.localization import localization_summary, pointing_hit
@@ -29,7 +29,7 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
                 seed: int = 0) -> dict:
     """Per method: localization on the images with boxes, faithfulness over every (image, finding present)
     pair, median milliseconds per map. Methods that need what is not installed are listed with the reason."""
-    methods, unavailable = _usable(predictor, names)
+    methods, unavailable = predictor.explanations.usable(names)
     findings = [f for f in predictor.cfg.findings if f in labels]
     truths = manifest.boxes or [{}] * len(manifest)
     cases: dict[str, list[dict]] = {m.name: [] for m in methods}
@@ -63,7 +63,7 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
             orders = {RANDOM: {f: rng.random((size, size)) for f in present}}
             for m in methods:
                 start = time.perf_counter()
-                maps = predictor.raw_maps(x, out, present, m)
+                maps = predictor.explanations.raw_maps(x, out, present, m)
                 seconds[m.name].append((time.perf_counter() - start) / len(present))
                 orders[m.name] = {f: m.heat(raw, size, size) for f, raw in maps.items()}
             for name, saliency in orders.items():
@@ -79,24 +79,6 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
             entry["localization"] = localization_summary(cases[m.name])
         out["methods"][m.name] = entry
     return out
-
-
-def _usable(predictor, names: list[str]) -> tuple[list[Explainer], dict[str, str]]:
-    methods, unavailable = [], {}
-    for name in names:
-        method = get_method(name)
-        if method.needs_torch:
-            try:
-                predictor.torch_graph()
-            except MissingExtra as exc:
-                unavailable[name] = str(exc)
-                continue
-        missing = [r for r in method.reads if r not in predictor.cfg.outputs]
-        if missing:
-            unavailable[name] = f"the model's graph has no {', '.join(missing)} output"
-            continue
-        methods.append(method)
-    return methods, unavailable
 
 
 def _cases(p, truth: dict, image) -> list[dict]:

@@ -20,14 +20,15 @@ from radsight.bone_model import BoneModel
 from radsight.concurrency import default_workers, ordered_map, threads_per_worker
 from radsight.core import Finding, InputError, ModelRef, OodCheck, Prediction, Radiograph, Triage
 from radsight.data.manifest import Manifest
-from radsight.explain import DEFAULT_METHOD, Evidence, Explainer, MissingExtra, Target, get_method
+from radsight.explain import DEFAULT_METHOD, Explainer
 from radsight.explain.base import working_size
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
+from radsight.explain.session import Explanations
 from radsight.io import expand_inputs, load_image
 from radsight.inputs import InputBuilder
 from radsight.lung_model import LungModel
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model, verify
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
 from radsight.ood import describe, load_gate
 from radsight.preprocess import Crop
 from radsight.report import OutputFiles, write_outputs
@@ -43,8 +44,8 @@ class Predictor:
     ``bone_suppressed`` source always uses the bone model its config names.
 
     ``method`` (``radsight.explain.METHODS``) makes the heatmaps and boxes, at the graph tensor ``layer`` (None:
-    the last feature map); ``alternates``: other methods whose heatmaps are added (``prediction.alternates``).
-    Methods that need gradients raise :class:`~radsight.explain.MissingExtra` here when torch is not installed.
+    the last feature map); ``alternates``: other methods whose heatmaps are added (``prediction.alternates``);
+    see :class:`~radsight.explain.session.Explanations`.
     """
 
     def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0,
@@ -57,46 +58,11 @@ class Predictor:
         self.inputs = InputBuilder(self.cfg.input, self.cfg.name, self.cfg.source_models, lung_model, bone_model,
                                    threads, bone_views)
         self.gate = load_gate(self.cfg)
-        self.method = get_method(method, layer)
-        self.alternates = [get_method(name) for name in alternates if name != method]
-        unread = [name for m in self.explainers if m.layer is None for name in m.reads if name not in self.cfg.outputs]
-        if unread:
-            raise MissingExtra(f"model {self.cfg.name}: its graph has no {', '.join(dict.fromkeys(unread))} output, "
-                               f"which {self.method.title} reads: re-export or re-import it with this radsight")
-        self.graph = None
-        if any(m.needs_torch for m in (self.method, *self.alternates)):
-            self.torch_graph()
-            if layer is not None and layer not in self.graph.layers():
-                raise ValueError(f"model {self.cfg.name} has no layer {layer!r}; its layers: "
-                                 f"{', '.join(self.graph.layers())}")
-
-    def torch_graph(self):
-        """The classifier's graph run by torch, for gradients (loaded once); :class:`MissingExtra` without
-        ``radsight[train]``."""
-        if self.graph is None:
-            from radsight.explain.torch_graph import load_graph
-            self.graph = load_graph(verify(self.cfg))
-        return self.graph
+        self.explanations = Explanations(self.cfg, method, layer, alternates)
 
     @property
-    def explainers(self) -> list[Explainer]:
-        return [self.method, *self.alternates]
-
-    def raw_maps(self, x: np.ndarray, out: dict[str, np.ndarray], labels: Collection[str],
-                method: Explainer | None = None) -> dict[str, np.ndarray]:
-        """Raw maps of ``labels`` by ``method`` (default: the predictor's) for one input ``x`` (C, S, S) whose
-        classifier outputs (batch of one, with the method's extra outputs) are ``out``."""
-        method = method or self.method
-        targets = [Target(label, self.cfg.labels.index(label)) for label in labels]
-        if not targets:
-            return {}
-        outputs = {k: v if k == "head_weight" else v[0] for k, v in out.items() if k != "probabilities"}
-        maps = method.maps(Evidence(x, outputs, self.graph), targets)
-        return {t.label: m for t, m in zip(targets, maps)}
-
-    @property
-    def extra_outputs(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(name for m in self.explainers for name in m.reads))
+    def method(self) -> Explainer:
+        return self.explanations.method
 
     @property
     def lungs(self) -> LungModel | None:
@@ -134,7 +100,7 @@ class Predictor:
         gate."""
         method = method or self.method
         built = self.inputs.build(image, anatomy=True)
-        out = self.model(built.x[None], tuple(dict.fromkeys((*self.extra_outputs, *method.reads))))
+        out = self.model(built.x[None], self.explanations.outputs(method))
         lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
         prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
         prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
@@ -159,11 +125,12 @@ class Predictor:
         if TRIAGE_LABEL in explain and TRIAGE_LABEL in index:  # where the model sees "abnormal" (no boxes)
             shown.append(TRIAGE_LABEL)
         grid = working_size(image.height, image.width)
-        heatmaps = {name: _full_heatmap(raw, grid, crop, image, method)
-                    for name, raw in self.raw_maps(x, out, shown, method).items()}
-        alternates = {m.name: {name: _full_heatmap(raw, grid, crop, image, m)
-                               for name, raw in self.raw_maps(x, out, shown, m).items()}
-                      for m in self.alternates if m.name != method.name}
+
+        def heatmaps_by(m: Explainer) -> dict[str, np.ndarray]:
+            raw = self.explanations.raw_maps(x, out, shown, m)
+            return {name: _full_heatmap(r, grid, crop, image, m) for name, r in raw.items()}
+        heatmaps = heatmaps_by(method)
+        alternates = {m.name: heatmaps_by(m) for m in self.explanations.alternates if m.name != method.name}
         regions = EvidenceRegions(lungs, grid) if lungs is not None else None
         for finding in findings:
             if finding.name in heatmaps:

@@ -153,7 +153,7 @@ def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[s
 def _graph(predictor):
     from radsight.explain import MissingExtra
     try:
-        return predictor.torch_graph(), None
+        return predictor.explanations.torch_graph(), None
     except MissingExtra as exc:
         return None, str(exc)
 
