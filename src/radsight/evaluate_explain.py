@@ -10,11 +10,12 @@ from rich.progress import Progress
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
 from radsight.explain import METHODS, get_method
-from radsight.faithfulness import area, curves
+from radsight.faithfulness import STEPS, area, curve_inputs, removed
 from radsight.io import load_image
 from radsight.localization import localization_summary, pointing_hit
 
 RANDOM = "random"  # the baseline order of the faithfulness curves
+PAIRS_A_BATCH = 4  # curves of this many (order, finding) pairs are scored in one batch (136 inputs)
 
 
 def chosen_methods(spec: str) -> list[str]:
@@ -38,9 +39,6 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
     seconds: dict[str, list[float]] = {m.name: [] for m in methods}
     rng = np.random.default_rng(seed)
     size = predictor.cfg.input.size
-
-    def probability(batch: np.ndarray, finding: str) -> np.ndarray:
-        return predictor.model(batch)["probabilities"][:, labels.index(finding)]
     with Progress(transient=True) as progress:
         task = progress.add_task("explanation methods", total=len(manifest))
         for i, truth in enumerate(truths):
@@ -66,11 +64,16 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
                 maps = predictor.explanations.raw_maps(x, out, present, m)
                 seconds[m.name].append((time.perf_counter() - start) / len(present))
                 orders[m.name] = {f: m.heat(raw, size, size) for f, raw in maps.items()}
-            for name, saliency in orders.items():
-                for finding, order in saliency.items():
-                    d, s = curves(lambda batch: probability(batch, finding), x, order)
-                    deletion[name].append(area(d))
-                    insertion[name].append(area(s))
+            # the curves of this image's (order, finding) pairs, a few pairs a batch
+            base, pairs = removed(x), [(name, f) for name, saliency in orders.items() for f in saliency]
+            for start in range(0, len(pairs), PAIRS_A_BATCH):
+                group = pairs[start:start + PAIRS_A_BATCH]
+                batch = np.concatenate([curve_inputs(x, base, orders[name][f]) for name, f in group])
+                probs = predictor.model(batch)["probabilities"].reshape(len(group), 2 * (STEPS + 1), -1)
+                for (name, finding), p in zip(group, probs):
+                    row = labels.index(finding)
+                    deletion[name].append(area(p[:STEPS + 1, row]))
+                    insertion[name].append(area(p[STEPS + 1:, row]))
     out: dict = {"methods": {}, "unavailable": unavailable, "random": _faithfulness(deletion[RANDOM], insertion[RANDOM])}
     for m in methods:
         entry = {"title": m.title, "faithfulness": _faithfulness(deletion[m.name], insertion[m.name]),

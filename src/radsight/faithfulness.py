@@ -26,7 +26,13 @@ def curves(score: Callable[[np.ndarray], np.ndarray], x: np.ndarray, saliency: n
            steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
     """Deletion and insertion curves (steps + 1 probabilities each) of input ``x`` (C, S, S) in the order of
     ``saliency`` (S, S), most salient first; ``score`` maps a batch (B, C, S, S) to the target's probability (B,)."""
-    base = removed(x)
+    probabilities = np.asarray(score(curve_inputs(x, removed(x), saliency, steps)), np.float64)
+    return probabilities[:steps + 1], probabilities[steps + 1:]
+
+
+def curve_inputs(x: np.ndarray, base: np.ndarray, saliency: np.ndarray, steps: int = STEPS) -> np.ndarray:
+    """The 2 (steps + 1) inputs of the two curves: ``x`` losing its most salient pixels to ``base`` (deletion),
+    then ``base`` gaining them from ``x`` (insertion)."""
     order = np.argsort(-saliency.ravel(), kind="stable")
     batch = np.empty((2 * (steps + 1), *x.shape), np.float32)
     for k in range(steps + 1):
@@ -35,8 +41,7 @@ def curves(score: Callable[[np.ndarray], np.ndarray], x: np.ndarray, saliency: n
         chosen = chosen.reshape(saliency.shape)[None]
         batch[k] = np.where(chosen, base, x)
         batch[steps + 1 + k] = np.where(chosen, x, base)
-    probabilities = np.asarray(score(batch), np.float64)
-    return probabilities[:steps + 1], probabilities[steps + 1:]
+    return batch
 
 
 def area(curve: np.ndarray) -> float:
