@@ -35,6 +35,7 @@ class ModelConfig:
     metrics: dict = field(default_factory=dict)  # measured figures worth listing (e.g. mean AUROC and where)
     source_models: dict[str, str] = field(default_factory=dict)  # input source -> the model that makes it
     ood: dict = field(default_factory=dict)  # the out-of-distribution gate: file, sha256, threshold, how it was fitted
+    quantization: dict = field(default_factory=dict)  # an int8 variant: its float source, calibration, measured cost
     directory: Path | None = field(default=None, compare=False, repr=False)
 
     @property

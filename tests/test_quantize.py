@@ -1,0 +1,89 @@
+"""int8 variants: quantized, measured against float32, registered only within their bounds."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import chest_phantom
+
+pytest.importorskip("onnx", reason="quantizing needs radsight[train]")
+
+from radsight.models.config import ModelConfig  # noqa: E402
+from radsight.models.quantize import QuantizationRefused, compare, refusal, register  # noqa: E402
+
+
+def _inputs(n: int, seed: int) -> np.ndarray:
+    return np.stack([(chest_phantom(64, 64, seed=seed + i)[None] - 0.5) / 0.25 for i in range(n)]).astype(np.float32)
+
+
+def test_register_measures_and_stores_the_int8_model(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
+    cfg = ModelConfig.load(tiny_model)
+    y = (np.random.default_rng(0).random((24, len(cfg.labels))) < 0.5).astype(float)
+    out = register(cfg, _inputs(32, 0), "phantoms", _inputs(24, 100), y, [f"p{i}" for i in range(24)], "phantoms",
+                   max_delta=0.5)
+    assert out.name == "tiny-test-int8" and (out.directory / "model.onnx").is_file()
+    saved = json.loads((out.directory / "config.json").read_text())
+    q = saved["quantization"]
+    assert q["source"] == "tiny-test" and q["source_sha256"] == cfg.sha256 and q["images"] == 32
+    assert q["check"]["images"] == 24 and q["check"]["max_abs_dp"] <= 0.5 and q["check"]["cam_correlation"] > 0.9
+    assert saved["labels"] == cfg.labels and saved["thresholds"] == cfg.thresholds
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(out.directory / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    from radsight.pipeline import Predictor
+    from radsight.core import Radiograph
+    p = Predictor(out.name, lung_model=None, method="gradcam++")  # the outputs every method reads are kept
+    assert p.predict(Radiograph(chest_phantom(), "x.png")).heatmaps
+
+
+def test_a_model_moved_past_its_bound_is_refused_and_not_registered(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
+    cfg = ModelConfig.load(tiny_model)
+    y = np.zeros((8, len(cfg.labels)))
+    with pytest.raises(QuantizationRefused, match=r"max \|Δp\| .* > 1e-09"):
+        register(cfg, _inputs(16, 0), "phantoms", _inputs(8, 50), y, [str(i) for i in range(8)], "phantoms",
+                 max_delta=1e-9)
+    assert not (tmp_path / "store" / "models").exists() or not any((tmp_path / "store" / "models").iterdir())
+
+
+def test_refusal_reads_the_paired_auroc_interval():
+    base = {"max_abs_dp": 0.01, "delta_mean_auroc": -0.02}
+    assert refusal({**base, "delta_mean_auroc_ci": [-0.03, 0.01]}, 0.02) is None
+    assert "excludes 0" in refusal({**base, "delta_mean_auroc_ci": [-0.03, -0.01]}, 0.02)
+
+
+def test_compare_of_a_model_with_itself_is_exact(tiny_model):
+    cfg = ModelConfig.load(tiny_model)
+    y = (np.random.default_rng(1).random((10, len(cfg.labels))) < 0.5).astype(float)
+    check = compare(cfg, cfg, _inputs(10, 7), y, [str(i) for i in range(10)], n_boot=50)
+    assert check["max_abs_dp"] == 0 and check["delta_mean_auroc"] == 0 and check["cam_correlation"] == pytest.approx(1)
+
+
+def test_cli_refuses_benchmark_calibration_images(tiny_model, tmp_path):
+    import csv
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    from radsight.core import FINDINGS
+    (tmp_path / "img").mkdir()
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "patient_id", "split", *FINDINGS])
+        for i in range(20):
+            Image.fromarray((chest_phantom(64, 64, seed=i) * 255).astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+            w.writerow([f"{i}.png", i, "benchmark" if i < 10 else "train", *[i % 2] * 14])
+    args = ["models", "quantize", str(tiny_model), "--manifest", str(tmp_path / "m.csv"), "--images",
+            str(tmp_path / "img"), "--check-manifest", str(tmp_path / "m.csv"), "--check-images", str(tmp_path / "img"),
+            "--cache-dir", str(tmp_path / "store"), "--limit", "16"]
+    bad = CliRunner().invoke(app, [*args, "--split", "benchmark"])
+    assert bad.exit_code == 2 and "benchmark" in bad.output
+    ok = CliRunner().invoke(app, [*args, "--check-split", "benchmark", "--max-delta", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert "tiny-test-int8 ->" in ok.output and "mean AUROC" in ok.output
+    refused = CliRunner().invoke(app, [*args, "--check-split", "benchmark", "--max-delta", "1e-9", "--name", "x"])
+    assert refused.exit_code == 1 and "x refused: max |Δp|" in refused.output
