@@ -16,9 +16,14 @@ other); radsight's process never imports torch, as in deployment. The sides take
 passes, so a machine that speeds up or slows down during the run affects both. Prints per-image times, the
 ratios torchxrayvision / radsight of each round and their median (above 1: radsight is faster), and the
 largest probability difference.
+With ``--precision int8`` radsight runs the int8 variant ``radsight models quantize`` makes (activations
+calibrated on ``--calibration`` images: a training split, never the measured ones); the probability difference
+printed is then the int8 model's against torchxrayvision's float32 forward pass.
 Needs radsight[train,parity].
 
     python benchmarks/compare_torchxrayvision.py --data ../shared/data/nih-cxr14/benchmark/images --limit 100
+    python benchmarks/compare_torchxrayvision.py --data ../shared/data/nih-cxr14/benchmark/images --limit 100 \
+        --precision int8 --calibration ../shared/data/lung-masks-public/images
 """
 from __future__ import annotations
 
@@ -64,23 +69,23 @@ def _publisher(weights: str, files: list[Path]) -> tuple[list[float], float, lis
 
 
 @lru_cache(maxsize=2)
-def _predictor(home: str, anatomy: bool, threads: int):
+def _predictor(home: str, anatomy: bool, threads: int, model: str):
     os.environ["RADSIGHT_HOME"] = home
     from radsight.models.store import DEFAULT_LUNG_MODEL
     from radsight.pipeline import Predictor
-    return Predictor(MODEL, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads)
+    return Predictor(model, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads)
 
 
-def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool) -> dict:
+def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool, model: str) -> dict:
     from radsight.io import load_image
     from radsight.concurrency import default_workers, ordered_map, threads_per_worker
     from radsight.pipeline import analyze_files
-    single = _predictor(home, anatomy, 0)
+    single = _predictor(home, anatomy, 0, model)
     single.predict(load_image(files[0]))  # warm-up
     times, _, predictions = _timed(lambda f: single.predict(load_image(f)), files)
 
     workers = default_workers(len(files))
-    folder = _predictor(home, anatomy, threads_per_worker(workers))
+    folder = _predictor(home, anatomy, threads_per_worker(workers), model)
     start = time.perf_counter()
     if outputs:
         with tempfile.TemporaryDirectory() as out:
@@ -102,7 +107,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="turns each side takes")
     parser.add_argument("--anatomy", action="store_true", help="radsight also segments the lungs (CTR)")
     parser.add_argument("--outputs", action="store_true", help="radsight also writes JSON, overlay and PNGs")
+    parser.add_argument("--precision", choices=("float32", "int8"), default="float32", help="radsight's model")
+    parser.add_argument("--calibration", type=Path, help="with int8: training-split images for calibration")
+    parser.add_argument("--calibration-limit", type=int, default=300)
     args = parser.parse_args()
+    if args.precision == "int8" and args.calibration is None:
+        raise SystemExit("--precision int8 needs --calibration (training-split images, never the measured ones)")
     from radsight.io import expand_inputs
     files = expand_inputs([args.data])[: args.limit] * args.repeat
     if not files:
@@ -111,9 +121,12 @@ def main() -> None:
     rounds = []  # per round: torchxrayvision median, its wall/images, radsight median, radsight folder wall/images
     with tempfile.TemporaryDirectory() as tmp, spawn.Pool(1) as publisher, spawn.Pool(1) as ours_pool:
         weights = publisher.apply(_save_and_import, (tmp,))
+        model = MODEL
+        if args.precision == "int8":
+            model = publisher.apply(_quantize, (tmp, str(args.calibration), args.calibration_limit))
         for _ in range(args.rounds):
             times, wall, theirs = publisher.apply(_publisher, (weights, files))
-            ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs))
+            ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs, model))
             rounds.append((statistics.median(times), wall / len(files), statistics.median(ours["times"]),
                            ours["folder_wall"] / len(files)))
         for pool in (publisher, ours_pool):  # let the workers exit on their own rather than be terminated
@@ -123,6 +136,7 @@ def main() -> None:
     a, a_wall, b, b_wall = (statistics.median(r[i] for r in rounds) for i in range(4))
     single, folder = [r[0] / r[2] for r in rounds], [r[1] / r[3] for r in rounds]
     what = "predict" + (" + anatomy" if args.anatomy else "") + (" + file outputs" if args.outputs else "")
+    print(f"radsight model: {model} ({args.precision})")
     print(f"images: {len(files)} from {args.data}, {args.rounds} rounds; each side in its own process "
           f"on {os.cpu_count()} cores; medians over rounds")
     print(f"radsight does: {what}, with CAM heatmaps and boxes for {ours['heatmaps']:.1f} findings/image")
@@ -152,6 +166,19 @@ def _save_and_import(home: str) -> str:
     torch.save(xrv.models.DenseNet(apply_sigmoid=True).eval(), path)
     import_file("xrv-densenet", path, MODEL)
     return str(path)
+
+
+def _quantize(home: str, calibration: str, limit: int) -> str:
+    """The imported model's int8 variant, calibrated on ``limit`` images of the folder ``calibration``."""
+    import numpy as np
+    os.environ["RADSIGHT_HOME"] = home
+    from radsight.io import expand_inputs, load_image
+    from radsight.models.quantize import quantize
+    from radsight.pipeline import Predictor
+    float_model = Predictor(MODEL, lung_model=None)
+    inputs = np.stack([float_model.classifier_input(load_image(f))[0]
+                       for f in expand_inputs([Path(calibration)])[:limit]])
+    return quantize(float_model.cfg, inputs, f"{calibration} ({len(inputs)} images)").name
 
 
 if __name__ == "__main__":
