@@ -10,8 +10,17 @@ def _metrics(metrics: dict) -> str:
     return "; ".join(f"{k} {v}" for k, v in metrics.items()) or "not measured here"
 
 
+def _quantized(cfg: ModelConfig) -> str:
+    q = cfg.quantization
+    if not q:
+        return ""
+    check = q.get("check") or {}
+    measured = f"; max |Δp| {check['max_abs_dp']:.4f} on {check['set']}" if check else ""
+    return f"\n    {q['precision']} variant of {q['source']} {q['source_version']}{measured}"
+
+
 def _installed_row(cfg: ModelConfig) -> str:
-    return (f"{cfg.name}  [installed: {cfg.directory}]\n"
+    return (f"{cfg.name}  [installed: {cfg.directory}]{_quantized(cfg)}\n"
             f"    {cfg.task}: {cfg.architecture}, input {cfg.input.size}px ({' + '.join(cfg.input.sources)}; "
             f"{cfg.input.pixels} pixels, {cfg.input.resample}), "
             f"{len(cfg.labels)} outputs: {', '.join(cfg.labels)}\n"
