@@ -16,7 +16,8 @@ other); radsight's process never imports torch, as in deployment. The sides take
 passes, so a machine that speeds up or slows down during the run affects both. Prints per-image times, the
 ratios torchxrayvision / radsight of each round and their median (above 1: radsight is faster), and the
 largest probability difference.
-With ``--precision int8`` radsight runs the int8 variant ``radsight models quantize`` makes (activations
+With ``--device cuda`` both sides run on the GPU (torch's CUDA build; onnxruntime-gpu's CUDA or TensorRT
+provider). With ``--precision int8`` radsight runs the int8 variant ``radsight models quantize`` makes (activations
 calibrated on ``--calibration`` images: a training split, never the measured ones); the probability difference
 printed is then the int8 model's against torchxrayvision's float32 forward pass.
 Needs radsight[train,parity].
@@ -55,15 +56,15 @@ def _xrv_model(weights: str):
     return torch.load(weights, map_location="cpu", weights_only=False).eval()
 
 
-def _publisher(weights: str, files: list[Path]) -> tuple[list[float], float, list[dict]]:
+def _publisher(weights: str, files: list[Path], device: str = "cpu") -> tuple[list[float], float, list[dict]]:
     import torch
     import torchxrayvision as xrv
-    net = _xrv_model(weights)
+    net = _xrv_model(weights).to(device)
 
     def run(path: Path) -> dict:
         img = xrv.datasets.XRayResizer(224)(xrv.datasets.XRayCenterCrop()(xrv.utils.load_image(str(path))))
         with torch.no_grad():
-            return dict(zip(net.targets, net(torch.from_numpy(img)[None])[0].tolist()))
+            return dict(zip(net.targets, net(torch.from_numpy(img)[None].to(device))[0].tolist()))
     run(files[0])  # warm-up
     return _timed(run, files)
 
@@ -76,7 +77,8 @@ def _predictor(home: str, anatomy: bool, threads: int, model: str):
     return Predictor(model, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads)
 
 
-def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool, model: str) -> dict:
+def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool, model: str, device: str = "cpu") -> dict:
+    os.environ["RADSIGHT_DEVICE"] = device
     from radsight.io import load_image
     from radsight.concurrency import default_workers, ordered_map, threads_per_worker
     from radsight.pipeline import analyze_files
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=("float32", "int8"), default="float32", help="radsight's model")
     parser.add_argument("--calibration", type=Path, help="with int8: training-split images for calibration")
     parser.add_argument("--calibration-limit", type=int, default=300)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="both sides on this device (cuda: torch's CUDA build and onnxruntime-gpu)")
     args = parser.parse_args()
     if args.precision == "int8" and args.calibration is None:
         raise SystemExit("--precision int8 needs --calibration (training-split images, never the measured ones)")
@@ -125,8 +129,8 @@ def main() -> None:
         if args.precision == "int8":
             model = publisher.apply(_quantize, (tmp, str(args.calibration), args.calibration_limit))
         for _ in range(args.rounds):
-            times, wall, theirs = publisher.apply(_publisher, (weights, files))
-            ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs, model))
+            times, wall, theirs = publisher.apply(_publisher, (weights, files, args.device))
+            ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs, model, args.device))
             rounds.append((statistics.median(times), wall / len(files), statistics.median(ours["times"]),
                            ours["folder_wall"] / len(files)))
         for pool in (publisher, ours_pool):  # let the workers exit on their own rather than be terminated
@@ -136,7 +140,7 @@ def main() -> None:
     a, a_wall, b, b_wall = (statistics.median(r[i] for r in rounds) for i in range(4))
     single, folder = [r[0] / r[2] for r in rounds], [r[1] / r[3] for r in rounds]
     what = "predict" + (" + anatomy" if args.anatomy else "") + (" + file outputs" if args.outputs else "")
-    print(f"radsight model: {model} ({args.precision})")
+    print(f"radsight model: {model} ({args.precision}), device {args.device}")
     print(f"images: {len(files)} from {args.data}, {args.rounds} rounds; each side in its own process "
           f"on {os.cpu_count()} cores; medians over rounds")
     print(f"radsight does: {what}, with CAM heatmaps and boxes for {ours['heatmaps']:.1f} findings/image")

@@ -87,3 +87,35 @@ def test_cli_refuses_benchmark_calibration_images(tiny_model, tmp_path):
     assert "tiny-test-int8 ->" in ok.output and "mean AUROC" in ok.output
     refused = CliRunner().invoke(app, [*args, "--check-split", "benchmark", "--max-delta", "1e-9", "--name", "x"])
     assert refused.exit_code == 1 and "x refused: max |Δp|" in refused.output
+
+
+def test_execution_providers_follow_the_device(monkeypatch):
+    import onnxruntime as ort
+
+    from radsight.runtime import execution_providers
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.delenv("RADSIGHT_DEVICE", raising=False)
+    assert execution_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="pip install onnxruntime-gpu"):
+        execution_providers("cuda")
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert execution_providers("auto") == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert execution_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setenv("RADSIGHT_DEVICE", "cpu")
+    assert execution_providers() == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="choose one of auto, cpu, cuda"):
+        execution_providers("tpu")
+
+
+def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tiny_model, tmp_path, monkeypatch):
+    import onnxruntime as ort
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    Image.fromarray((chest_phantom() * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "x.png"), "--model", str(tiny_model), "--device",
+                                      "cuda", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no GPU provider" in result.output

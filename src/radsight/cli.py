@@ -156,6 +156,8 @@ def analyze(
                                                 "map (gradcam, gradcam++; needs radsight\\[train])"),
     heatmaps_for: str = typer.Option("", help="heatmaps and boxes for these findings even below their thresholds: "
                                      "comma-separated names, 'all', or 'Abnormal' for the triage output"),
+    device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto (a GPU when onnxruntime-gpu sees "
+                               "one), cpu or cuda"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -172,6 +174,7 @@ def analyze(
     files = expand_inputs(given)
     if not files:
         raise _fail(f"no DICOM, PNG or JPEG files in {', '.join(map(str, given))}", code=1)
+    _use_device(device)
     workers = min(workers or default_workers(len(files)), len(files))
     from radsight.core import FINDINGS
     wanted = [n.strip() for n in heatmaps_for.split(",") if n.strip()]
@@ -419,6 +422,7 @@ def serve(
                                                               "(default: answer 422)"),
     explain: str = typer.Option("cam", help="method of the heatmaps and boxes (see analyze); the viewer can also "
                                             "show cam, gradcam and gradcam++ maps"),
+    device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto, cpu or cuda (see analyze)"),
 ) -> None:
     """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
@@ -428,6 +432,7 @@ def serve(
     from radsight.service.app import Settings, create_app
     if not token:
         raise _fail("an API token is required: --token or RADSIGHT_API_TOKEN")
+    _use_device(device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model,
                         bone_model=bone_model if bone_views else None, bone_views=bone_views, workers=workers,
@@ -547,6 +552,18 @@ def models_quantize(
     except ValueError as exc:
         raise _fail(str(exc))
     typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {figures(cfg.quantization['check'])}")
+
+
+def _use_device(device: str) -> None:
+    """Every ONNX Runtime session of this process runs on ``device`` (``radsight.runtime.execution_providers``)."""
+    import os
+
+    from radsight.runtime import execution_providers
+    try:
+        execution_providers(device)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    os.environ["RADSIGHT_DEVICE"] = device
 
 
 def _use_cache_dir(cache_dir: Optional[Path]) -> None:

@@ -1,6 +1,8 @@
 """ONNX Runtime inference for a registered model (no PyTorch)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnxruntime as ort
 from scipy.special import expit
@@ -11,6 +13,24 @@ from radsight.models.store import verify
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return expit(x)  # no overflow warnings for large logits
+
+
+DEVICES = ("auto", "cpu", "cuda")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def execution_providers(device: str | None = None) -> list[str]:
+    """ONNX Runtime providers for ``device`` (default ``$RADSIGHT_DEVICE``, else ``auto``): ``auto`` takes
+    TensorRT and CUDA where onnxruntime-gpu has them, then the CPU; ``cpu`` forces the CPU; ``cuda`` fails unless
+    a GPU provider is there."""
+    device = device or os.environ.get("RADSIGHT_DEVICE", "auto")
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r}: choose one of {', '.join(DEVICES)}")
+    gpu = [p for p in GPU_PROVIDERS if p in ort.get_available_providers()] if device != "cpu" else []
+    if device == "cuda" and not gpu:
+        raise ValueError("device cuda: this ONNX Runtime has no GPU provider (pip install onnxruntime-gpu, with a "
+                         "visible NVIDIA GPU)")
+    return [*gpu, "CPUExecutionProvider"]
 
 
 class OnnxModel:
@@ -25,7 +45,7 @@ class OnnxModel:
         options.log_severity_level = 3
         if not self.spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(verify(cfg)), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(verify(cfg)), options, providers=execution_providers())
         expected = [cfg.input.channels, cfg.input.size, cfg.input.size]
         shape = next((i.shape for i in self.session.get_inputs() if i.name == "image"), None)
         if shape is None or any(isinstance(d, int) and d != e for d, e in zip(shape[1:], expected)):
