@@ -3,12 +3,15 @@
 # torchvision (for torchxrayvision and the CheXNet parity tests) needs the torch build it was made with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Servers the integration tests start on loopback: Orthanc with DICOMweb, and Chromium for the web page.
-if ! command -v Orthanc >/dev/null || ! command -v chromium >/dev/null; then
+# Servers the integration tests start on loopback: Orthanc with DICOMweb, and Chromium for the web page; and the
+# DICOM tools they talk to radsight with: DCMTK (echoscu, storescu, storescp) and dicom3tools (dciodvfy).
+if ! command -v Orthanc >/dev/null || ! command -v chromium >/dev/null || ! command -v storescu >/dev/null \
+        || ! command -v dciodvfy >/dev/null; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb chromium >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb chromium \
+            dcmtk dicom3tools >/dev/null
     else
-        echo "note: orthanc/chromium missing and not installable here; their tests will skip" >&2
+        echo "note: orthanc/chromium/dcmtk/dicom3tools missing and not installable here; their tests will skip" >&2
     fi
 fi
 python3 -m venv .venv

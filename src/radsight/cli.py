@@ -158,6 +158,8 @@ def analyze(
                                      "comma-separated names, 'all', or 'Abnormal' for the triage output"),
     device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto (a GPU when onnxruntime-gpu sees "
                                "one), cpu or cuda"),
+    dicom_out: bool = typer.Option(False, "--dicom-out", help="for DICOM input also write NAME.sr.dcm (TID 1500 "
+                                   "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay)"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -191,7 +193,7 @@ def analyze(
     # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
     with Progress(console=err, transient=True, disable=len(files) <= 3 or not err.is_terminal) as progress:
         task = progress.add_task("analyzing", total=len(files))
-        for outcome in analyze_files(files, out, predictor, workers, allow_ood, wanted):
+        for outcome in analyze_files(files, out, predictor, workers, allow_ood, wanted, dicom_out):
             progress.advance(task)
             if outcome.error is not None:
                 failed += 1

@@ -31,6 +31,7 @@ from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
 from radsight.ood import describe, load_gate
 from radsight.preprocess import Crop
+from radsight.render import render_overlay
 from radsight.report import OutputFiles, write_outputs
 from radsight.runtime import Classifier
 from radsight.triage import UrgentPolicy, priority, threshold_scaled, urgent_checks
@@ -226,10 +227,11 @@ class Outcome:
 
 
 def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, workers: int = 1,
-                  allow_ood: bool = False, explain: Collection[str] = ()) -> Iterator[Outcome]:
+                  allow_ood: bool = False, explain: Collection[str] = (), dicom_out: bool = False) -> Iterator[Outcome]:
     """Analyze each file, writing its outputs; one bad file yields an error outcome and the rest go on. A file the
     out-of-distribution gate refuses is an error outcome too, unless ``allow_ood``. ``explain``: labels that get
-    heatmaps and boxes even below their thresholds.
+    heatmaps and boxes even below their thresholds. ``dicom_out``: a DICOM input also gets its DICOM results
+    (SR, lung SEG, overlay SC; ``radsight.dicom_results``), listed in the JSON.
 
     Outcomes come in input order. With ``workers`` > 1, that many files are analyzed at once on threads
     sharing ``predictor``; give it ``threads=threads_per_worker(workers)`` so they share the cores out.
@@ -246,7 +248,13 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
                 _refuse_ood(prediction)
         except InputError as exc:
             return Outcome(path, error=exc)
-        return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
+        if not (dicom_out and image.meta.modality is not None):  # DICOM results for DICOM input only
+            return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
+        from radsight.dicom_results import write_dicom_results  # highdicom: loaded only when asked for
+        overlay = render_overlay(image, prediction)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        dicom = write_dicom_results(path, prediction, np.asarray(overlay), out_dir, stem)
+        return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem, overlay, dicom))
     return ordered_map(one, jobs, workers)
 
 

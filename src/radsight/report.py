@@ -41,6 +41,7 @@ class OutputFiles:
     alternates: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> finding -> file
     mask: str | None = None
     views: dict[str, str] = field(default_factory=dict)  # view name -> file
+    dicom: list[str] = field(default_factory=list)  # DICOM results (SR, SEG, SC) written beside the JSON
 
 
 def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict:
@@ -59,6 +60,8 @@ def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict
     model = None if p.views_model is None else {"name": p.views_model.name, "version": p.views_model.version}
     doc["views"] = [{"name": name, "file": files.views.get(name), "model": model} for name in p.views]
     doc["overlay"] = files.overlay
+    if files.dicom:
+        doc["dicom_results"] = files.dicom
     doc["disclaimer"] = DISCLAIMER
     return doc
 
@@ -74,13 +77,14 @@ def grey_png(values: np.ndarray) -> Image.Image:
 
 
 def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
-                  overlay: Image.Image | None = None) -> OutputFiles:
+                  overlay: Image.Image | None = None, dicom: list[str] = ()) -> OutputFiles:
     """Write ``stem.json``, ``stem.overlay.png``, ``stem.heatmap.<Finding>.png`` (``.<method>.png`` for
     alternate methods), ``stem.lungs.png`` and ``stem.<view>.png``; return the names written.
 
-    ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use."""
+    ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use; ``dicom``:
+    the DICOM results already written beside it, listed in the JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = OutputFiles(json=f"{stem}.json", overlay=f"{stem}.overlay.png")
+    files = OutputFiles(json=f"{stem}.json", overlay=f"{stem}.overlay.png", dicom=list(dicom))
     for label in [f.name for f in p.findings] + [TRIAGE_LABEL]:  # positives, and those asked for
         heat = p.heatmaps.get(label)
         if heat is not None:

@@ -27,7 +27,7 @@ from radsight.service.worker import Workers, results_dir, upload_path
 
 STATIC = Path(__file__).parent / "static"
 RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "study.soft_tissue.png", "study.bone.png",
-                "sr.dcm", "overlay.dcm", "soft_tissue.dcm", "bone.dcm"}
+                "sr.dcm", "seg.dcm", "overlay.dcm", "soft_tissue.dcm", "bone.dcm"}
 log = logging.getLogger("radsight.service")
 
 

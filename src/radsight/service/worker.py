@@ -11,6 +11,7 @@ import pydicom
 from PIL import Image
 
 from radsight.core import InputError
+from radsight.dicom_results import dicom_results, is_dicom
 from radsight.io import load_image
 from radsight.pipeline import Predictor
 from radsight.render import render_overlay
@@ -89,14 +90,10 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     write_png(_display(image.pixels), out / "image.png")
     document = prediction_document(prediction, files)
     document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
-    if image.meta.modality is not None:  # DICOM in, DICOM out
-        from radsight.service.dicom_out import overlay_capture, structured_report, view_capture
+    if is_dicom(image):  # DICOM in, DICOM out
         ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
         document["study"] = study_descriptors(ds, image.meta.view_position)
-        named = {"sr.dcm": structured_report(ds, prediction),
-                 "overlay.dcm": overlay_capture(ds, np.asarray(overlay), prediction.model.name)}
-        for view, pixels in prediction.views.items():
-            named[f"{view}.dcm"] = view_capture(ds, view, pixels, prediction.views_model.name)
+        named = {f"{kind}.dcm": dataset for kind, dataset in dicom_results(ds, prediction, np.asarray(overlay)).items()}
         for name, dataset in named.items():
             dataset.save_as(out / name, enforce_file_format=True)
         results = list(named.values())

@@ -1,7 +1,9 @@
-"""Results as DICOM for the PACS: a TID 1500 Structured Report and a Secondary Capture of the overlay.
+"""Results as DICOM, for the CLI (``--dicom-out``) and the service alike: a TID 1500 Structured Report, a
+Segmentation of the lung fields, a Secondary Capture of the overlay and of each derived view.
 
-Both carry the study's identifiers (so the PACS files them with the radiograph), say they are not for
-diagnostic use in the series description, and name radsight and the model as contributing equipment.
+Each carries the study's identifiers (so the PACS files it with the radiograph), says it is not for diagnostic use
+in its series description, and names radsight and the model as contributing equipment. The SR lists the SEG
+among its evidence.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radsight import __version__
-from radsight.core import Prediction
+from radsight.core import Prediction, Radiograph
 
 NOT_FOR_DIAGNOSIS = "radsight CAD - NOT FOR DIAGNOSTIC USE"
 MANUFACTURER = "radsight"
@@ -29,9 +31,10 @@ def _equipment(model: str) -> list[hd.ContributingEquipment]:
                                      contribution_description=NOT_FOR_DIAGNOSIS)]
 
 
-def structured_report(source: pydicom.Dataset, p: Prediction) -> pydicom.Dataset:
+def structured_report(source: pydicom.Dataset, p: Prediction, also: list[pydicom.Dataset] = ()) -> pydicom.Dataset:
     """TID 1500 measurement report: one group per finding with its probability, whether it passes the
-    operating threshold, and its boxes as SCOORD polylines on the source image. VerificationFlag UNVERIFIED."""
+    operating threshold, and its boxes as SCOORD polylines on the source image. VerificationFlag UNVERIFIED.
+    ``also``: other results of the same analysis (the lung SEG), listed with the source as evidence."""
     algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {p.model.name}", version=p.model.version,
                                               family=codes.DCM.ArtificialIntelligence)
     device = hd.sr.ObserverContext(
@@ -63,7 +66,7 @@ def structured_report(source: pydicom.Dataset, p: Prediction) -> pydicom.Dataset
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
     report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=device),
                                      procedure_reported=CHEST_XRAY, imaging_measurements=groups)
-    sr = hd.sr.Comprehensive3DSR(evidence=[source], content=report, series_instance_uid=generate_uid(),
+    sr = hd.sr.Comprehensive3DSR(evidence=[source, *also], content=report, series_instance_uid=generate_uid(),
                                  series_number=9901, sop_instance_uid=generate_uid(), instance_number=1,
                                  manufacturer=MANUFACTURER, is_complete=True, is_verified=False,
                                  series_description=NOT_FOR_DIAGNOSIS, contributing_equipment=_equipment(p.model.name))
@@ -84,6 +87,7 @@ def overlay_capture(source: pydicom.Dataset, overlay_rgb: np.ndarray, model: str
     sc = _capture(source, overlay_rgb.astype(np.uint8), hd.PhotometricInterpretationValues.RGB, 8, 9902, model)
     sc.SeriesDescription = NOT_FOR_DIAGNOSIS
     sc.BurnedInAnnotation = "YES"
+    sc.Laterality = source.get("Laterality", "")  # type 2C: present, empty for the chest (an unpaired part)
     return sc
 
 
@@ -101,4 +105,86 @@ def view_capture(source: pydicom.Dataset, view: str, pixels: np.ndarray, model: 
     sc.ImageType = ["DERIVED", "SECONDARY", "BONE_SUPPRESSION" if view == "soft_tissue" else "BONE"]
     sc.DerivationDescription = f"{description} by {model}; computed image, not acquired"
     sc.BurnedInAnnotation = "NO"
+    sc.Laterality = source.get("Laterality", "")
     return sc
+
+
+# The lung fields: segment label and SNOMED CT code, in the lung mask's label order (1 right, 2 left).
+LUNG_SEGMENTS = (("right lung", hd.sr.CodedConcept("3341006", "SCT", "Right lung")),
+                 ("left lung", hd.sr.CodedConcept("44029006", "SCT", "Left lung")))
+
+
+def lung_segmentation(source: pydicom.Dataset, p: Prediction) -> pydicom.Dataset | None:
+    """The lung fields as a binary DICOM Segmentation (right and left lung, two segments) on the source image's
+    pixel grid; None when the lung model found no plausible pair of lungs."""
+    if p.anatomy is None or not p.anatomy.plausible or p.lung_mask is None:
+        return None
+    from PIL import Image
+    mask = np.asarray(Image.fromarray(p.lung_mask).resize((p.width, p.height), Image.Resampling.NEAREST))
+    frames = np.stack([mask == label for label in (1, 2)], axis=-1).astype(np.uint8)[None]
+    algorithm = hd.AlgorithmIdentificationSequence(name=p.anatomy.model.name, version=p.anatomy.model.version,
+                                                   family=codes.DCM.ArtificialIntelligence)
+    segments = [hd.seg.SegmentDescription(segment_number=i + 1, segment_label=label,
+                                          segmented_property_category=codes.SCT.Organ, segmented_property_type=code,
+                                          algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                          algorithm_identification=algorithm)
+                for i, (label, code) in enumerate(LUNG_SEGMENTS)]
+    seg = hd.seg.Segmentation(
+        source_images=[_valid_geometry(source)], pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=9905,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
+        manufacturer_model_name=p.anatomy.model.name, software_versions=__version__, device_serial_number="none",
+        series_description=NOT_FOR_DIAGNOSIS, contributing_equipment=_equipment(p.anatomy.model.name))
+    if "PatientOrientation" not in seg:  # required without a frame of reference; as the source says, else PA
+        seg.PatientOrientation = list(source.get("PatientOrientation") or ("L", "F"))
+    return seg
+
+
+def _valid_geometry(source: pydicom.Dataset) -> pydicom.Dataset:
+    """The header the SEG copies its geometry from, without a Pixel Spacing that is zero (some CR write one):
+    the SEG then states none rather than an invalid one."""
+    spacing = source.get("PixelSpacing")
+    if spacing is None or all(float(v) > 0 for v in spacing):
+        return source
+    copy = pydicom.Dataset(source)
+    del copy.PixelSpacing
+    return copy
+
+
+def dicom_results(source: pydicom.Dataset, p: Prediction, overlay_rgb: np.ndarray) -> dict[str, pydicom.Dataset]:
+    """Every DICOM result of one analysis, by file suffix: ``sr``, ``seg`` (when the lungs were found), ``overlay``
+    and one a derived view. ``source``: the radiograph's header (pixels not needed)."""
+    out: dict[str, pydicom.Dataset] = {}
+    seg = lung_segmentation(source, p)
+    if seg is not None:
+        out["seg"] = seg
+    out = {"sr": structured_report(source, p, [seg] if seg is not None else []), **out,
+           "overlay": overlay_capture(source, overlay_rgb, p.model.name)}
+    for view, pixels in p.views.items():
+        out[view] = view_capture(source, view, pixels, p.views_model.name)
+    return out
+
+
+def is_dicom(image: Radiograph) -> bool:
+    """Whether the image came from a DICOM file (DICOM in, DICOM out)."""
+    return image.meta.modality is not None
+
+
+# File suffixes the CLI writes beside the JSON: NAME.sr.dcm, NAME.seg.dcm, NAME.sc.dcm (the overlay), NAME.<view>.dcm
+CLI_SUFFIX = {"overlay": "sc"}
+
+
+def write_dicom_results(source_path, p: Prediction, overlay_rgb: np.ndarray, out_dir, stem: str) -> list[str]:
+    """Write every DICOM result of one analysis of the DICOM file ``source_path`` beside its JSON; the names
+    written. Each file appears whole or not at all."""
+    import os
+    from pathlib import Path
+    source = pydicom.dcmread(source_path, stop_before_pixels=True)  # identifiers and geometry: pixels not needed
+    names = []
+    for kind, dataset in dicom_results(source, p, overlay_rgb).items():
+        name = f"{stem}.{CLI_SUFFIX.get(kind, kind)}.dcm"
+        tmp = Path(out_dir) / f".{name}.tmp"
+        dataset.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, Path(out_dir) / name)
+        names.append(name)
+    return names
