@@ -425,6 +425,13 @@ def serve(
     explain: str = typer.Option("cam", help="method of the heatmaps and boxes (see analyze); the viewer can also "
                                             "show cam, gradcam and gradcam++ maps"),
     device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto, cpu or cuda (see analyze)"),
+    dimse_port: Optional[int] = typer.Option(None, help="also a DICOM node: C-STORE SCP and C-ECHO on this port "
+                                             "(same listen address)"),
+    ae_title: str = typer.Option("RADSIGHT", help="the DICOM node's AE title"),
+    dimse_allow: list[str] = typer.Option([], help="a caller allowed to send: AE, @address or AE@address "
+                                                   "(repeatable; none: any caller)"),
+    dimse_destination: Optional[str] = typer.Option(None, help="AE@host:port: send results (SR, SEG, SC) there with "
+                                                    "C-STORE, retrying until it takes them"),
 ) -> None:
     """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
@@ -439,7 +446,9 @@ def serve(
     settings = Settings(data_dir=data_dir, token=token, model=model, lung_model=lung_model,
                         bone_model=bone_model if bone_views else None, bone_views=bone_views, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
-                        cors_origins=list(cors_origin), allow_ood=allow_ood, explain=explain)
+                        cors_origins=list(cors_origin), allow_ood=allow_ood, explain=explain, dimse_port=dimse_port,
+                        dimse_host=host, ae_title=ae_title, dimse_allowed=tuple(dimse_allow),
+                        dimse_destination=dimse_destination)
     try:
         application = create_app(settings)
     except ValueError as exc:  # an unknown method, one that needs radsight[train], a model it cannot read

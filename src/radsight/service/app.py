@@ -50,6 +50,11 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
     allow_ood: bool = False  # queue images the out-of-distribution gate refuses (their results say so)
     explain: str = DEFAULT_METHOD  # makes the heatmaps and boxes; the viewer can switch to the torch-free others
+    dimse_port: int | None = None  # a C-STORE SCP (and C-ECHO) on this port; None: no DICOM node
+    dimse_host: str = "127.0.0.1"
+    ae_title: str = "RADSIGHT"
+    dimse_allowed: tuple[str, ...] = ()  # callers: "AE", "@address" or "AE@address"; empty: any
+    dimse_destination: str | None = None  # "AE@host:port": results (SR, SEG, SC) are sent there with C-STORE
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -60,7 +65,19 @@ def create_app(settings: Settings) -> FastAPI:
                           bone_model=settings.bone_model, bone_views=settings.bone_views, method=settings.explain,
                           alternates=TORCH_FREE)
     orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
-    workers = Workers(store, predictor, settings.data_dir, settings.workers, orthanc.store if orthanc else None)
+    outbox = None
+    if settings.dimse_destination:
+        from radsight.service.dimse import Outbox, Peer
+        outbox = Outbox(settings.data_dir / "outbox", Peer.parse(settings.dimse_destination), settings.ae_title)
+
+    def deliver(source: Path, results: list) -> None:
+        """Results to where they go: the Orthanc they came from, and the DIMSE destination's outbox."""
+        if orthanc is not None:
+            orthanc.store(source, results)
+        if outbox is not None:
+            outbox.put(results)
+    workers = Workers(store, predictor, settings.data_dir, settings.workers,
+                      deliver if orthanc is not None or outbox is not None else None)
 
     def save(data: bytes, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
         """Validate (the same reader analysis uses) and queue; raises InputError for what cannot be analyzed."""
@@ -83,6 +100,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     poller = Poller(orthanc, store, lambda oid, data: _pacs_save(save, oid, data),
                     settings.poll_interval) if orthanc else None
+    node = None
+    if settings.dimse_port is not None:
+        from radsight.service.dimse import DicomNode
+        node = DicomNode(settings.ae_title, settings.dimse_host, settings.dimse_port, settings.dimse_allowed,
+                         lambda data, filename, origin: save(data, filename, origin))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -90,11 +112,13 @@ def create_app(settings: Settings) -> FastAPI:
         if resumed:
             log.info("resuming %d interrupted studies", resumed)
         workers.start()
-        if poller:
-            poller.start()
+        for service in (poller, node, outbox):
+            if service is not None:
+                service.start()
         yield
-        if poller:
-            poller.stop()
+        for service in (node, poller, outbox):
+            if service is not None:
+                service.stop()
         workers.stop()
 
     app = FastAPI(title="radsight", version="1", lifespan=lifespan,

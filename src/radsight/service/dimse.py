@@ -1,0 +1,222 @@
+"""DICOM over DIMSE, as hospital networks move images: a C-STORE SCP for radiographs (and C-ECHO) beside the web
+API, and a C-STORE SCU outbox that sends results to a destination, retrying with back-off until it succeeds.
+
+Received instances go through the same check and queue as STOW-RS; success is answered only once the instance is
+queued on disk. Callers are limited to the configured AE titles and addresses: others are rejected at association.
+Results wait in a SQLite outbox (and as files) until the destination has taken them, across restarts.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
+                                  DigitalXRayImageStorageForProcessing, Verification)
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless,
+                         JPEGLSNearLossless, RLELossless)
+
+from radsight.core import InputError
+
+log = logging.getLogger("radsight.dimse")
+
+RADIOGRAPH_CLASSES = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
+                      DigitalXRayImageStorageForProcessing)
+# What radsight's reader decodes (pydicom with pylibjpeg): uncompressed, JPEG, JPEG-LS, JPEG 2000, RLE.
+TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit,
+                     JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless,
+                     JPEG2000, RLELossless)
+# C-STORE failure statuses (PS3.4 B.2.3): cannot understand; out of resources.
+CANNOT_UNDERSTAND, OUT_OF_RESOURCES = 0xC000, 0xA700
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote DICOM node: ``AE@host:port``."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Peer:
+        try:
+            ae_title, address = text.split("@", 1)
+            host, port = address.rsplit(":", 1)
+            peer = cls(ae_title.strip(), host.strip(), int(port))
+        except ValueError:
+            raise ValueError(f"{text!r}: give a DICOM node as AE@host:port") from None
+        if not peer.ae_title or len(peer.ae_title) > 16:
+            raise ValueError(f"{text!r}: an AE title has 1 to 16 characters")
+        return peer
+
+
+def allows(allowed: tuple[str, ...], ae_title: str, address: str) -> bool:
+    """Whether a caller may associate: ``allowed`` holds ``AE``, ``@address`` or ``AE@address``; empty: anyone."""
+    if not allowed:
+        return True
+    return any(rule in (ae_title, f"@{address}", f"{ae_title}@{address}") for rule in allowed)
+
+
+class DicomNode:
+    """The C-STORE SCP: ``accept(data, filename, origin)`` validates and queues one instance (InputError when it
+    cannot be analyzed), as the web API's upload does."""
+
+    def __init__(self, ae_title: str, host: str, port: int, allowed: tuple[str, ...],
+                 accept: Callable[[bytes, str, str], str | None]):
+        self.allowed, self.accept = allowed, accept
+        self.ae = AE(ae_title=ae_title)
+        self.ae.require_called_aet = True
+        self.ae.add_supported_context(Verification)
+        for sop_class in RADIOGRAPH_CLASSES:
+            self.ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        self.address = (host, port)
+        self.server = None
+
+    def start(self) -> None:
+        handlers = [(evt.EVT_REQUESTED, self._on_request), (evt.EVT_C_ECHO, lambda event: 0x0000),
+                    (evt.EVT_C_STORE, self._on_store)]
+        self.server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
+        log.info("DICOM node %s listening on %s:%d", self.ae.ae_title, *self.address)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _on_request(self, event) -> None:
+        caller, address = event.assoc.requestor.primitive.calling_ae_title, event.assoc.requestor.address
+        if not allows(self.allowed, caller.strip(), address):
+            log.warning("association from %s at %s rejected: not an allowed caller", caller.strip(), address)
+            event.assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent; service user; calling AE not recognised
+            event.assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ leaves before the socket closes
+
+    def _on_store(self, event) -> pydicom.Dataset | int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        buffer = io.BytesIO()
+        try:
+            dataset.save_as(buffer, enforce_file_format=True)
+            self.accept(buffer.getvalue(), f"{dataset.SOPInstanceUID}.dcm",
+                        f"dimse:{event.assoc.requestor.ae_title.strip()}")
+        except InputError as exc:
+            return _failure(CANNOT_UNDERSTAND, exc.reason)
+        except (OSError, sqlite3.Error) as exc:  # the disk or the queue: ask the sender to try again later
+            log.error("C-STORE of %s not queued: %s", dataset.get("SOPInstanceUID"), exc)
+            return _failure(OUT_OF_RESOURCES, "not stored; try again")
+        return 0x0000
+
+
+def _failure(status: int, comment: str) -> pydicom.Dataset:
+    ds = pydicom.Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+class Outbox:
+    """Results waiting for a DICOM destination: written to disk and listed in SQLite before :meth:`put` returns,
+    sent by a background thread with C-STORE, retried with exponential back-off (up to ``max_wait`` seconds)
+    while the destination is down, and removed only once it has answered success."""
+
+    def __init__(self, folder: Path, destination: Peer, ae_title: str, first_wait: float = 1.0,
+                 max_wait: float = 60.0):
+        self.folder, self.destination, self.ae_title = folder, destination, ae_title
+        self.first_wait, self.max_wait = first_wait, max_wait
+        folder.mkdir(parents=True, exist_ok=True)
+        self.db = folder / "outbox.sqlite"
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS outbox (file TEXT PRIMARY KEY, sop_class TEXT, "
+                       "attempts INTEGER DEFAULT 0, next_try REAL DEFAULT 0, last_error TEXT)")
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.db, timeout=30, isolation_level=None)
+
+    def put(self, datasets: list[pydicom.Dataset]) -> None:
+        for ds in datasets:
+            name = f"{uuid.uuid4().hex}.dcm"
+            tmp = self.folder / f".{name}.tmp"
+            ds.save_as(tmp, enforce_file_format=True)
+            tmp.replace(self.folder / name)
+            with self._connect() as db:
+                db.execute("INSERT INTO outbox (file, sop_class) VALUES (?, ?)", (name, str(ds.SOPClassUID)))
+        self._wake.set()
+
+    def pending(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="radsight-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                wait = self.send_due()
+            except Exception:  # never let the sender die: log, and try again later
+                log.exception("outbox: sending failed")
+                wait = self.max_wait
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def send_due(self) -> float:
+        """Send what is due in one association; the seconds until the next retry is due (max_wait when none)."""
+        now = time.time()
+        with self._connect() as db:
+            due = db.execute("SELECT file, sop_class, attempts FROM outbox WHERE next_try <= ? ORDER BY rowid",
+                             (now,)).fetchall()
+        if due:
+            self._send(due)
+        with self._connect() as db:
+            next_try = db.execute("SELECT MIN(next_try) FROM outbox").fetchone()[0]
+        return self.max_wait if next_try is None else max(0.05, min(self.max_wait, next_try - time.time()))
+
+    def _send(self, due: list[tuple[str, str, int]]) -> None:
+        ae = AE(ae_title=self.ae_title)
+        for sop_class in dict.fromkeys(sop for _, sop, _ in due):
+            ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+        d = self.destination
+        assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
+        sent: list[str] = []
+        failed: dict[str, str] = {}
+        if assoc.is_established:
+            for file, _, _ in due:
+                status = assoc.send_c_store(self.folder / file)
+                code = getattr(status, "Status", None)
+                if code == 0x0000:
+                    sent.append(file)
+                else:
+                    failed[file] = f"status {code:#06x}" if code is not None else "no answer"
+            assoc.release()
+        else:
+            failed = {file: "destination unreachable or association rejected" for file, _, _ in due}
+        with self._connect() as db:
+            for file in sent:
+                db.execute("DELETE FROM outbox WHERE file = ?", (file,))
+                (self.folder / file).unlink(missing_ok=True)
+            for file, attempts in ((f, a) for f, _, a in due if f in failed):
+                wait = min(self.max_wait, self.first_wait * 2 ** attempts)
+                db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE file = ?",
+                           (time.time() + wait, failed[file], file))
+        if failed:
+            log.warning("outbox: %d results not delivered to %s@%s:%d (%s); retrying", len(failed), d.ae_title,
+                        d.host, d.port, next(iter(failed.values())))

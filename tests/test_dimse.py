@@ -1,0 +1,99 @@
+"""The DICOM node with real DCMTK tools on loopback: C-ECHO, C-STORE of the example CR, an unknown AE title
+rejected, results delivered by C-STORE to a storescp that was down when they were ready."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pydicom
+import pytest
+
+from conftest import corpus_file, server_unavailable
+
+pytest.importorskip("pynetdicom", reason="the DICOM node needs radsight[serve]")
+httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
+uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
+
+from radsight.service.app import Settings, create_app  # noqa: E402
+from radsight.service.dimse import Peer, allows  # noqa: E402
+
+TOOLS = ("echoscu", "storescu", "storescp")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def node(tmp_path):
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        server_unavailable(f"needs DCMTK ({', '.join(missing)}; scripts/test.sh installs it)")
+    api, dimse, destination = _free_port(), _free_port(), _free_port()
+    settings = Settings(data_dir=tmp_path / "data", token="t", dimse_port=dimse, ae_title="RADSIGHT",
+                        dimse_allowed=("STORESCU", "ECHOSCU"), dimse_destination=f"PACS@127.0.0.1:{destination}")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=api, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield {"api": f"http://127.0.0.1:{api}", "dimse": dimse, "destination": destination, "data": tmp_path / "data"}
+    server.should_exit = True
+    thread.join(timeout=20)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+
+
+def test_echo_store_reject_and_results_to_a_destination_that_was_down(node, tmp_path):
+    port = str(node["dimse"])
+    assert _run("echoscu", "-aec", "RADSIGHT", "127.0.0.1", port).returncode == 0
+    rejected = _run("echoscu", "-aet", "INTRUDER", "-aec", "RADSIGHT", "127.0.0.1", port)
+    assert rejected.returncode != 0 and "reject" in (rejected.stdout + rejected.stderr).lower()
+    assert _run("echoscu", "-aec", "SOMEONE_ELSE", "127.0.0.1", port).returncode != 0  # wrong called AE title
+    stored = _run("storescu", "-aec", "RADSIGHT", "127.0.0.1", port, corpus_file("RG1_UNCR.dcm"))
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    headers = {"Authorization": "Bearer t"}
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        studies = httpx.get(f"{node['api']}/api/worklist", headers=headers).json()["studies"]
+        if studies and studies[0]["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert studies[0]["status"] == "done", studies
+    # the destination was down: the results wait in the outbox, then arrive once it is up
+    outbox = node["data"] / "outbox"
+    assert len(list(outbox.glob("*.dcm"))) == 3
+    received = tmp_path / "received"
+    received.mkdir()
+    pacs = subprocess.Popen(["storescp", "--aetitle", "PACS", "-od", str(received), str(node["destination"])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and len(list(received.iterdir())) < 3:
+            time.sleep(0.5)
+    finally:
+        pacs.terminate()
+        pacs.wait(timeout=10)
+    classes = sorted(pydicom.dcmread(f, stop_before_pixels=True).SOPClassUID.name for f in received.iterdir())
+    assert classes == ["Comprehensive 3D SR Storage", "Secondary Capture Image Storage", "Segmentation Storage"]
+    deadline = time.time() + 10
+    while time.time() < deadline and list(outbox.glob("*.dcm")):
+        time.sleep(0.2)
+    assert not list(outbox.glob("*.dcm"))  # delivered results leave the outbox
+
+
+def test_peers_and_allowed_callers():
+    assert Peer.parse("PACS@10.0.0.5:104") == Peer("PACS", "10.0.0.5", 104)
+    for bad in ("PACS", "PACS@host", "@host:1", "A" * 17 + "@h:1"):
+        with pytest.raises(ValueError, match="AE"):
+            Peer.parse(bad)
+    assert allows((), "ANY", "1.2.3.4")
+    assert allows(("CR1",), "CR1", "1.2.3.4") and not allows(("CR1",), "CR2", "1.2.3.4")
+    assert allows(("@10.0.0.7",), "X", "10.0.0.7") and not allows(("CR1@10.0.0.7",), "CR1", "10.0.0.8")
