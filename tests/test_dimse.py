@@ -83,6 +83,10 @@ def test_echo_store_reject_and_results_to_a_destination_that_was_down(node, tmp_
         pacs.wait(timeout=10)
     classes = sorted(pydicom.dcmread(f, stop_before_pixels=True).SOPClassUID.name for f in received.iterdir())
     assert classes == ["Comprehensive 3D SR Storage", "Secondary Capture Image Storage", "Segmentation Storage"]
+    if shutil.which("dciodvfy"):
+        for f in received.iterdir():
+            run = _run("dciodvfy", str(f))
+            assert not [x for x in (run.stdout + run.stderr).splitlines() if x.startswith("Error")], f.name
     deadline = time.time() + 10
     while time.time() < deadline and list(outbox.glob("*.dcm")):
         time.sleep(0.2)
@@ -97,3 +101,20 @@ def test_peers_and_allowed_callers():
     assert allows((), "ANY", "1.2.3.4")
     assert allows(("CR1",), "CR1", "1.2.3.4") and not allows(("CR1",), "CR2", "1.2.3.4")
     assert allows(("@10.0.0.7",), "X", "10.0.0.7") and not allows(("CR1@10.0.0.7",), "CR1", "10.0.0.8")
+
+
+def test_outbox_keeps_results_across_a_restart_and_backs_off(tmp_path):
+    from radsight.service.dimse import Outbox
+    ds = pydicom.dcmread(corpus_file("RG1_UNCR.dcm"))
+    peer = Peer("NOBODY", "127.0.0.1", _free_port())  # nothing listens there
+    first = Outbox(tmp_path / "outbox", peer, "RADSIGHT", first_wait=0.5, max_wait=4)
+    first.put([ds])
+    assert first.send_due() > 0.3 and first.pending() == 1  # failed once: the next try waits
+    again = Outbox(tmp_path / "outbox", peer, "RADSIGHT", first_wait=0.5, max_wait=4)  # a restarted service
+    assert again.pending() == 1
+    time.sleep(0.6)
+    again.send_due()
+    import sqlite3
+    with sqlite3.connect(tmp_path / "outbox" / "outbox.sqlite") as db:
+        attempts, error = db.execute("SELECT attempts, last_error FROM outbox").fetchone()
+    assert attempts == 2 and "unreachable" in error
