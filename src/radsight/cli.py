@@ -520,44 +520,12 @@ def models_quantize(
 ) -> None:
     """Register an int8 variant (ONNX Runtime static quantization), refused when it moves the answers too far
     (needs radsight\\[train])."""
-    import numpy as np
-
-    from radsight.calibration import BenchmarkSplitError, check_not_benchmark, label_matrix
-    from radsight.core import InputError
-    from radsight.data.manifest import read_manifest
-    from radsight.io import load_image
-    from radsight.models.quantize import QuantizationRefused, figures, register
+    from radsight.models.quantize import QuantizationRefused, figures
+    from radsight.quantize_cmd import run_quantize
     _use_cache_dir(cache_dir)
-    predictor = _predictor(name)
-    calibration_rows = read_manifest(manifest, images).select(split)
-    check_rows = read_manifest(check_manifest, check_images)
-    check_rows = check_rows.select(check_split) if check_split else check_rows
     try:
-        check_not_benchmark(calibration_rows)
-    except BenchmarkSplitError as exc:
-        raise _fail(str(exc))
-
-    def inputs(rows, count: int) -> tuple[np.ndarray, list[int]]:
-        xs, kept = [], []
-        for i in range(len(rows)):
-            if len(kept) == count:
-                break
-            try:
-                xs.append(predictor.classifier_input(load_image(rows.path(i)))[0])
-                kept.append(i)
-            except InputError as exc:
-                _stderr().print(f"skipped: {exc}", markup=False)
-        if not xs:
-            raise _fail("no readable images")
-        return np.stack(xs), kept
-    calibration, _ = inputs(calibration_rows, limit)
-    check, kept = inputs(check_rows, len(check_rows))
-    y = label_matrix(check_rows, predictor.cfg.labels)[kept]
-    patients = [check_rows.patient_ids[i] for i in kept]
-    try:
-        cfg = register(predictor.cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check, y,
-                       patients, f"{check_manifest}" + (f"#{check_split}" if check_split else ""), max_delta,
-                       out_name)
+        cfg = run_quantize(_predictor(name), manifest, images, split, limit, check_manifest, check_images, check_split,
+                           max_delta, out_name)
     except QuantizationRefused as exc:
         raise _fail(str(exc), code=1)
     except ValueError as exc:

@@ -151,10 +151,9 @@ def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[s
 
 
 def _graph(predictor):
-    from radsight.explain import MissingExtra
     try:
         return predictor.explanations.torch_graph(), None
-    except MissingExtra as exc:
+    except ValueError as exc:  # MissingExtra (no torch), or a graph torch cannot run (e.g. int8 QDQ)
         return None, str(exc)
 
 

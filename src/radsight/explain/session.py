@@ -56,7 +56,7 @@ class Explanations:
             try:
                 if method.needs_torch:
                     self.torch_graph()
-            except MissingExtra as exc:
+            except ValueError as exc:  # MissingExtra (no torch), or a graph torch cannot run (e.g. int8 QDQ)
                 unavailable[name] = str(exc)
                 continue
             if missing:

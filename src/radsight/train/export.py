@@ -21,9 +21,8 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     return from_checkpoint(state), state
 
 
+# feature_map and head_weight are read only by the explanation methods that need them (runtime.EXPLAIN_OUTPUTS).
 CLASSIFIER_OUTPUTS = ["logits", "cams", "features", "feature_map", "head_weight"]
-# Read only by the explanation methods that need them (Grad-CAM++'s closed form); not fetched on every run.
-EXPLAIN_OUTPUTS = ("feature_map", "head_weight")
 
 
 def export_onnx(net: torch.nn.Module, spec: InputSpec, path: Path, outputs: list[int] | None = None) -> None:
