@@ -57,3 +57,18 @@ def test_dicom_out_on_a_png_writes_no_dicom(tmp_path, tiny_model):
                                       "--dicom-out", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert not list((tmp_path / "o").glob("*.dcm")) and "dicom_results" not in json.loads((tmp_path / "o" / "x.json").read_text())
+
+
+def test_a_header_without_study_identity_fails_that_file_only(tmp_path, tiny_model):
+    from conftest import make_dicom
+    good, bad = tmp_path / "in" / "good.dcm", tmp_path / "in" / "bad.dcm"
+    good.parent.mkdir()
+    make_dicom(good, chest_phantom())
+    make_dicom(bad, chest_phantom())
+    ds = pydicom.dcmread(bad)
+    del ds.StudyInstanceUID
+    ds.save_as(bad)
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "in"), "--model", str(tiny_model), "--allow-ood",
+                                      "--no-anatomy", "--dicom-out", "--out", str(tmp_path / "o")])
+    assert "bad.dcm: analyzed, but no DICOM results could be made" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "o" / "good.sr.dcm").is_file() and (tmp_path / "o" / "bad.json").is_file()

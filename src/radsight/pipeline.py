@@ -253,7 +253,12 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
         from radsight.dicom_results import write_dicom_results  # highdicom: loaded only when asked for
         overlay = render_overlay(image, prediction)
         out_dir.mkdir(parents=True, exist_ok=True)
-        dicom = write_dicom_results(path, prediction, np.asarray(overlay), out_dir, stem)
+        try:
+            dicom = write_dicom_results(path, prediction, np.asarray(overlay), out_dir, stem)
+        except Exception as exc:  # a header highdicom cannot build results from: this file fails, the batch goes on
+            write_outputs(image, prediction, out_dir, stem, overlay)
+            return Outcome(path, error=InputError(str(path), f"analyzed, but no DICOM results could be made from its "
+                                                             f"header ({type(exc).__name__}: {exc})"))
         return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem, overlay, dicom))
     return ordered_map(one, jobs, workers)
 
