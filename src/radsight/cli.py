@@ -432,6 +432,10 @@ def serve(
                                                    "(repeatable; none: any caller)"),
     dimse_destination: Optional[str] = typer.Option(None, help="AE@host:port: send results (SR, SEG, SC) there with "
                                                     "C-STORE, retrying until it takes them"),
+    db: Optional[str] = typer.Option(None, envvar="RADSIGHT_DB", help="postgresql://... : a job store shared by "
+                                     "replicas (give them one --data-dir on shared storage); default SQLite"),
+    lease_seconds: float = typer.Option(30.0, help="with --db: a study whose replica stops renewing its lease this "
+                                                   "long is analyzed by another"),
 ) -> None:
     """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
@@ -448,7 +452,7 @@ def serve(
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         cors_origins=list(cors_origin), allow_ood=allow_ood, explain=explain, dimse_port=dimse_port,
                         dimse_host=host, ae_title=ae_title, dimse_allowed=tuple(dimse_allow),
-                        dimse_destination=dimse_destination)
+                        dimse_destination=dimse_destination, db=db, lease_seconds=lease_seconds)
     try:
         application = create_app(settings)
     except ValueError as exc:  # an unknown method, one that needs radsight[train], a model it cannot read

@@ -55,12 +55,15 @@ class Settings:
     ae_title: str = "RADSIGHT"
     dimse_allowed: tuple[str, ...] = ()  # callers: "AE", "@address" or "AE@address"; empty: any
     dimse_destination: str | None = None  # "AE@host:port": results (SR, SEG, SC) are sent there with C-STORE
+    db: str | None = None  # postgresql://... : a job store shared by replicas (data_dir shared too); None: SQLite
+    lease_seconds: float = 30.0  # with PostgreSQL: a study whose worker stops renewing this long is claimed again
 
 
 def create_app(settings: Settings) -> FastAPI:
     if not settings.token:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
-    store = StudyStore(settings.data_dir / "radsight.sqlite")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = _store(settings)
     predictor = Predictor(settings.model, lung_model=settings.lung_model, threads=threads_per_worker(settings.workers),
                           bone_model=settings.bone_model, bone_views=settings.bone_views, method=settings.explain,
                           alternates=TORCH_FREE)
@@ -242,7 +245,23 @@ async def _chunks(file: UploadFile, size: int = 1 << 20):
         yield chunk
 
 
-def _known(store: StudyStore, study_id: str):
+def _store(settings: Settings):
+    if not settings.db:
+        return StudyStore(settings.data_dir / "radsight.sqlite")
+    if not settings.db.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"--db {settings.db.split('@')[-1]!r}: give a postgresql:// URL (SQLite is the default)")
+    try:
+        from radsight.service.pg import PostgresStudyStore
+    except ImportError as exc:
+        raise ValueError(f"a PostgreSQL job store needs psycopg: pip install 'radsight[serve]' ({exc})") from exc
+    import psycopg
+    try:
+        return PostgresStudyStore(settings.db, settings.lease_seconds)
+    except psycopg.Error as exc:
+        raise ValueError(f"cannot use the PostgreSQL job store: {exc}") from exc
+
+
+def _known(store, study_id: str):
     study = store.get(study_id)
     if study is None:
         raise HTTPException(404, "no such study")

@@ -1,4 +1,5 @@
-"""Durable study and job state in SQLite: a killed server resumes its queue without losing or repeating a study."""
+"""Durable study and job state in SQLite: a killed server resumes its queue without losing or repeating a study.
+One server process owns it; several replicas share a PostgreSQL store instead (``service/pg.py``)."""
 from __future__ import annotations
 
 import json
@@ -92,18 +93,24 @@ class StudyStore:
                 raise
         return self.get(row[0]) if row else None
 
-    def finish(self, study_id: str, result: dict) -> None:
+    def renew(self, study_id: str) -> bool:
+        """One process owns the SQLite queue: a running study stays its own (recover() at start-up)."""
+        return True
+
+    def finish(self, study_id: str, result: dict) -> bool:
         triage = result["triage"]
         with self._lock:
             self._db.execute("UPDATE studies SET status='done', result=?, error=NULL, priority_rank=?, abnormal=?, "
                              "updated_at=? WHERE id=?",
                              (json.dumps(result), PRIORITY_ORDER.index(triage["priority"]),
                               triage["abnormal_probability"], time.time(), study_id))
+        return True
 
-    def fail(self, study_id: str, error: str) -> None:
+    def fail(self, study_id: str, error: str) -> bool:
         with self._lock:
             self._db.execute("UPDATE studies SET status='failed', error=?, updated_at=? WHERE id=?",
                              (error, time.time(), study_id))
+        return True
 
     def get(self, study_id: str) -> Study | None:
         with self._lock:

@@ -55,18 +55,50 @@ class Workers:
             self.process(study)
 
     def process(self, study: Study) -> None:
-        """Analyze one study; any failure is recorded on that study and the queue goes on."""
-        try:
-            result = analyze_study(self.predictor, self.data_dir, study.id, self.deliver)
-        except InputError as exc:
-            self.store.fail(study.id, exc.reason)
-            log.info("study %s failed: %s", study.id, exc.reason)
-        except Exception as exc:  # a bug or a resource problem: record it, keep serving the others
-            self.store.fail(study.id, f"internal error ({type(exc).__name__})")
-            log.exception("study %s: internal error", study.id)
+        """Analyze one study, holding its lease meanwhile; any failure is recorded on that study and the queue
+        goes on. A result is recorded only while the lease is held: one that expired went to another replica."""
+        with _lease(self.store, study.id):
+            try:
+                result = analyze_study(self.predictor, self.data_dir, study.id, self.deliver)
+            except InputError as exc:
+                recorded, outcome = self.store.fail(study.id, exc.reason), f"failed: {exc.reason}"
+            except Exception as exc:  # a bug or a resource problem: record it, keep serving the others
+                log.exception("study %s: internal error", study.id)
+                recorded, outcome = self.store.fail(study.id, f"internal error ({type(exc).__name__})"), "failed"
+            else:
+                recorded, outcome = self.store.finish(study.id, result), f"done ({result['triage']['priority']})"
+        if recorded:
+            log.info("study %s %s", study.id, outcome)
         else:
-            self.store.finish(study.id, result)
-            log.info("study %s done (%s)", study.id, result["triage"]["priority"])
+            log.warning("study %s: lease lost to another replica; this outcome is not recorded", study.id)
+
+
+class _lease:
+    """Renews a study's lease every third of its length while the block runs (a no-op for stores without leases)."""
+
+    def __init__(self, store, study_id: str):
+        self.store, self.study_id, self._done = store, study_id, threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        seconds = getattr(self.store, "lease_seconds", None)
+        if seconds:
+            self._thread = threading.Thread(target=self._renew, args=(seconds / 3,), daemon=True)
+            self._thread.start()
+        return self
+
+    def _renew(self, every: float) -> None:
+        while not self._done.wait(every):
+            try:
+                if not self.store.renew(self.study_id):
+                    return
+            except Exception:  # the database is unreachable: the lease may lapse; finish() will tell
+                log.exception("study %s: lease not renewed", self.study_id)
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
 
 def upload_path(data_dir: Path, study_id: str) -> Path:

@@ -1,0 +1,158 @@
+"""The study and job store on PostgreSQL, for several replicas sharing one queue (``radsight serve --db URL``).
+
+A worker claims a study with a lease (``FOR UPDATE SKIP LOCKED``: two replicas never claim the same one), renews
+the lease while it runs, and can record a result only while it still holds the lease. A study whose worker died
+is claimed again once its lease expires, up to MAX_ATTEMPTS. The schema is created and migrated by the server,
+with its version in ``radsight_schema``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import psycopg
+
+from radsight.service.db import MAX_ATTEMPTS, Study, _study
+from radsight.triage import PRIORITY_ORDER
+
+SCHEMA_VERSION = 1
+MIGRATIONS = {  # version -> statements that bring the previous version to it
+    1: """
+CREATE TABLE studies (
+    id TEXT PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    filename TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    orthanc_id TEXT UNIQUE,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    priority_rank INTEGER,
+    abnormal DOUBLE PRECISION,
+    result TEXT,
+    error TEXT,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX studies_status ON studies (status, received_at);
+CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""}
+COLUMNS = "id, received_at, filename, origin, status, attempts, result, error, orthanc_id"
+
+
+class PostgresStudyStore:
+    """The :class:`radsight.service.db.StudyStore` interface on PostgreSQL, with leases; ``owner`` names this
+    replica's workers."""
+
+    def __init__(self, url: str, lease_seconds: float = 30.0, owner: str | None = None):
+        self.lease_seconds = lease_seconds
+        self.owner = owner or uuid.uuid4().hex
+        self._db = psycopg.connect(url, autocommit=True)
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(2157)")  # one replica migrates at a time
+            self._db.execute("CREATE TABLE IF NOT EXISTS radsight_schema (version INTEGER NOT NULL)")
+            row = self._db.execute("SELECT version FROM radsight_schema").fetchone()
+            version = row[0] if row else 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"the database's radsight schema is version {version}; this radsight knows "
+                                   f"{SCHEMA_VERSION}: upgrade radsight")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                self._db.execute(MIGRATIONS[step])
+            self._db.execute("DELETE FROM radsight_schema")
+            self._db.execute("INSERT INTO radsight_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+
+    def add(self, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
+        study_id, now = uuid.uuid4().hex, time.time()
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO studies (id, received_at, filename, origin, orthanc_id, status, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, 'queued', %s) ON CONFLICT (orthanc_id) DO NOTHING RETURNING id",
+                (study_id, now, filename, origin, orthanc_id, now)).fetchone()
+        return row[0] if row else None
+
+    def recover(self) -> int:
+        """Studies whose lease expired after MAX_ATTEMPTS claims are failed; the others are claimed again by
+        :meth:`claim`. Returns how many expired leases wait to be claimed."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
+                             "updated_at=%s WHERE status='running' AND lease_until < %s AND attempts >= %s",
+                             (now, now, MAX_ATTEMPTS))
+            return self._db.execute("SELECT COUNT(*) FROM studies WHERE status='running' AND lease_until < %s",
+                                    (now,)).fetchone()[0]
+
+    def claim(self) -> Study | None:
+        """The oldest queued study, or one whose lease expired, leased to this replica; None when there is none."""
+        now = time.time()
+        with self._lock, self._db.transaction():
+            self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
+                             "updated_at=%s WHERE status='running' AND lease_until < %s AND attempts >= %s",
+                             (now, now, MAX_ATTEMPTS))
+            row = self._db.execute(
+                "SELECT id FROM studies WHERE status='queued' OR (status='running' AND lease_until < %s) "
+                "ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED", (now,)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE studies SET status='running', attempts=attempts+1, lease_owner=%s, "
+                             "lease_until=%s, updated_at=%s WHERE id=%s",
+                             (self.owner, now + self.lease_seconds, now, row[0]))
+        return self.get(row[0])
+
+    def renew(self, study_id: str) -> bool:
+        """Extend this replica's lease on a running study; False when it no longer holds it."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute("UPDATE studies SET lease_until=%s WHERE id=%s AND lease_owner=%s AND "
+                                   "status='running'", (now + self.lease_seconds, study_id, self.owner))
+        return cur.rowcount == 1
+
+    def finish(self, study_id: str, result: dict) -> bool:
+        """Record the result; False (and nothing recorded) when this replica lost the lease to another."""
+        triage = result["triage"]
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE studies SET status='done', result=%s, error=NULL, priority_rank=%s, abnormal=%s, "
+                "lease_owner=NULL, updated_at=%s WHERE id=%s AND lease_owner=%s AND status='running'",
+                (json.dumps(result), PRIORITY_ORDER.index(triage["priority"]), triage["abnormal_probability"],
+                 time.time(), study_id, self.owner))
+        return cur.rowcount == 1
+
+    def fail(self, study_id: str, error: str) -> bool:
+        with self._lock:
+            cur = self._db.execute("UPDATE studies SET status='failed', error=%s, lease_owner=NULL, updated_at=%s "
+                                   "WHERE id=%s AND lease_owner=%s AND status='running'",
+                                   (error, time.time(), study_id, self.owner))
+        return cur.rowcount == 1
+
+    def get(self, study_id: str) -> Study | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {COLUMNS} FROM studies WHERE id=%s", (study_id,)).fetchone()
+        return _study(row) if row else None
+
+    def worklist(self, limit: int = 500) -> list[Study]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {COLUMNS} FROM studies ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 "
+                "WHEN 'queued' THEN 1 ELSE 2 END, priority_rank, abnormal DESC NULLS LAST, received_at LIMIT %s",
+                (limit,)).fetchall()
+        return [_study(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT status, COUNT(*) FROM studies GROUP BY status").fetchall())
+
+    def get_state(self, key: str, default: str) -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key=%s", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                             "SET value = EXCLUDED.value", (key, value))

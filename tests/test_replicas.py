@@ -1,0 +1,137 @@
+"""Replicas on one PostgreSQL (started on loopback by scripts/postgres.sh): leases, a replica SIGKILLed mid-run,
+every study done once and seen by every replica."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import chest_phantom, server_unavailable
+
+psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL job store needs radsight[serve]")
+httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
+
+from radsight.service.pg import SCHEMA_VERSION, PostgresStudyStore  # noqa: E402
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="radsight-pg-")  # directly under /tmp: the postgres user must reach it
+    started = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(_free_port())], capture_output=True,
+                             text=True, timeout=300)
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        server_unavailable(f"PostgreSQL could not be started: {started.stderr.strip()[-300:]}")
+    yield started.stdout.strip()
+    subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def database(postgres):
+    """A fresh database of the cluster for each test."""
+    name = f"t{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(postgres, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_leases_keep_a_study_to_one_replica_until_they_lapse(database):
+    a, b = PostgresStudyStore(database, lease_seconds=0.5), PostgresStudyStore(database, lease_seconds=30)
+    ids = [a.add(f"{i}.png", "upload") for i in range(2)]
+    first, second = a.claim(), b.claim()
+    assert {first.id, second.id} == set(ids)  # SKIP LOCKED: never the same study
+    assert b.claim() is None
+    time.sleep(0.6)  # a stops renewing: its lease lapses and b takes the study over
+    again = b.claim()
+    assert again.id == first.id and again.attempts == 2
+    assert not a.renew(first.id) and not a.finish(first.id, {"triage": {"priority": "high", "abnormal_probability": 1}})
+    assert b.finish(first.id, {"triage": {"priority": "high", "abnormal_probability": 0.9}})
+    assert a.get(first.id).status == "done"
+    assert PostgresStudyStore(database).counts() == {"done": 1, "running": 1}  # a second start migrates nothing
+    with psycopg.connect(database) as db:
+        assert db.execute("SELECT version FROM radsight_schema").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def _serve(database: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    code = "import sys; from radsight.cli import app; app(sys.argv[1:])"
+    args = ["serve", "--data-dir", str(data_dir), "--token", "t", "--port", str(port), "--db", database,
+            "--lease-seconds", "3", "--no-bone-views", "--allow-ood"]
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert proc.poll() is None, log.read_text()[-2000:]
+        try:
+            if httpx.get(f"{url}/api/model", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
+
+
+def test_two_replicas_one_killed_every_study_done_once(database, tmp_path):
+    data = tmp_path / "shared"
+    ports = [_free_port(), _free_port()]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [_serve(database, data, port, log) for port, log in zip(ports, logs)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for url, proc, log in zip(urls, procs, logs):
+            _wait_up(url, proc, log)
+        png = tmp_path / "x.png"
+        headers = {"Authorization": "Bearer t"}
+        ids = []
+        for i in range(40):
+            Image.fromarray((chest_phantom(256, 256, seed=i) * 255).astype(np.uint8)).save(png)
+            with open(png, "rb") as fh:
+                r = httpx.post(f"{urls[i % 2]}/api/studies", files={"file": (f"{i}.png", fh)}, headers=headers)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        deadline = time.time() + 60
+        while time.time() < deadline:  # kill replica a while studies are still running
+            counts = httpx.get(f"{urls[1]}/api/worklist", headers=headers).json()["counts"]
+            if counts.get("done", 0) >= 6:
+                break
+            time.sleep(0.1)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(timeout=10)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            counts = httpx.get(f"{urls[1]}/api/worklist", headers=headers).json()["counts"]
+            if counts.get("done", 0) == 40:
+                break
+            time.sleep(0.5)
+        assert counts == {"done": 40}, counts
+        listed = {s["id"] for s in httpx.get(f"{urls[1]}/api/worklist", headers=headers).json()["studies"]}
+        assert listed == set(ids)
+        with psycopg.connect(database) as db:
+            attempts = dict(db.execute("SELECT id, attempts FROM studies").fetchall())
+        assert all(1 <= attempts[i] <= 2 for i in ids)
+        assert all((data / "results" / i / "study.json").is_file() for i in ids)
+        assert "lease lost" not in logs[1].read_text()  # nothing finished twice
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=20)
