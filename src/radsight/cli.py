@@ -160,6 +160,9 @@ def analyze(
                                "one), cpu or cuda"),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="for DICOM input also write NAME.sr.dcm (TID 1500 "
                                    "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay)"),
+    engine: str = typer.Option("local", help="local, or ray: the same analysis on a Ray cluster, resumable "
+                               "(needs radsight\\[ray])"),
+    ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     import time
@@ -188,6 +191,14 @@ def analyze(
         raise _fail(f"--heatmaps-for: {', '.join(unknown)}: not a label of {predictor.cfg.name} "
                     f"({', '.join(predictor.cfg.labels)})")
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    if engine not in ("local", "ray"):
+        raise _fail(f"--engine {engine!r}: choose local or ray")
+    if engine == "ray":
+        from radsight.ray_engine import Job
+        job = Job(model, lung_model if anatomy else None, bone_model if bone_views else None, bone_views, explain,
+                  explain_layer, allow_ood, tuple(wanted), dicom_out)
+        return _analyze_on_ray(files, out, job, ray_address, workers, save_predictions, predictor.cfg.findings,
+                               console, err)
     done, failed = [], 0
     start = time.perf_counter()
     # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
@@ -211,6 +222,33 @@ def analyze(
     console.print(f"analyzed {len(done)} of {len(files)} images in {seconds:.1f} s ({rate:.2f} images/s); "
                   f"{failed} failed; outputs in {out}", markup=False, highlight=False)
     if not done:
+        raise typer.Exit(1)
+
+
+def _analyze_on_ray(files, out: Path, job, address, actors, save_predictions, findings, console, err) -> None:
+    import time
+
+    from radsight.ray_engine import run_on_ray
+    start, done, failed, skipped = time.perf_counter(), [], 0, 0
+    try:
+        for d in run_on_ray(files, out, job, address, actors):
+            if d.error:
+                failed += 1
+                err.print(f"error: {d.error}", markup=False, highlight=False)
+            elif d.skipped:
+                skipped += 1
+            else:
+                done.append(d)
+                console.print(f"{d.path} -> {out / d.json}", markup=False, highlight=False)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    if save_predictions and done:
+        from radsight.data.predictions import write_predictions
+        write_predictions(save_predictions, [Path(d.path).name for d in done], findings,
+                          [d.probabilities for d in done])
+    console.print(f"analyzed {len(done)} of {len(files)} images on Ray in {time.perf_counter() - start:.1f} s; "
+                  f"{skipped} already analyzed; {failed} failed; outputs in {out}", markup=False, highlight=False)
+    if not done and not skipped:
         raise typer.Exit(1)
 
 

@@ -236,31 +236,41 @@ def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, worker
     Outcomes come in input order. With ``workers`` > 1, that many files are analyzed at once on threads
     sharing ``predictor``; give it ``threads=threads_per_worker(workers)`` so they share the cores out.
     """
-    stems: set[str] = set()
-    jobs = [(path, _unique_stem(path, stems)) for path in paths]  # a file's name never depends on its neighbours
+    jobs = list(zip(paths, output_stems(paths)))
+    return ordered_map(lambda job: analyze_one(predictor, job[0], job[1], out_dir, allow_ood, explain, dicom_out),
+                       jobs, workers)
 
-    def one(job: tuple[Path, str]) -> Outcome:
-        path, stem = job
-        try:
-            image = load_image(path)
-            prediction = predictor.predict(image, explain)
-            if not allow_ood:
-                _refuse_ood(prediction)
-        except InputError as exc:
-            return Outcome(path, error=exc)
-        if not (dicom_out and image.meta.modality is not None):  # DICOM results for DICOM input only
-            return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
-        from radsight.dicom_results import write_dicom_results  # highdicom: loaded only when asked for
-        overlay = render_overlay(image, prediction)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            dicom = write_dicom_results(path, prediction, np.asarray(overlay), out_dir, stem)
-        except Exception as exc:  # a header highdicom cannot build results from: this file fails, the batch goes on
-            write_outputs(image, prediction, out_dir, stem, overlay)
-            return Outcome(path, error=InputError(str(path), f"analyzed, but no DICOM results could be made from its "
-                                                             f"header ({type(exc).__name__}: {exc})"))
-        return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem, overlay, dicom))
-    return ordered_map(one, jobs, workers)
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Each file's output name: its stem, numbered when an earlier file has the same one (a file's name never
+    depends on the files after it)."""
+    used: set[str] = set()
+    return [_unique_stem(path, used) for path in paths]
+
+
+def analyze_one(predictor: Predictor, path: Path, stem: str, out_dir: Path, allow_ood: bool = False,
+                explain: Collection[str] = (), dicom_out: bool = False) -> Outcome:
+    """One file of :func:`analyze_files`: analyzed, its outputs written as ``stem.*``; an error outcome for a file
+    that cannot be analyzed."""
+    try:
+        image = load_image(path)
+        prediction = predictor.predict(image, explain)
+        if not allow_ood:
+            _refuse_ood(prediction)
+    except InputError as exc:
+        return Outcome(path, error=exc)
+    if not (dicom_out and image.meta.modality is not None):  # DICOM results for DICOM input only
+        return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
+    from radsight.dicom_results import write_dicom_results  # highdicom: loaded only when asked for
+    overlay = render_overlay(image, prediction)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dicom = write_dicom_results(path, prediction, np.asarray(overlay), out_dir, stem)
+    except Exception as exc:  # a header highdicom cannot build results from: this file fails, the batch goes on
+        write_outputs(image, prediction, out_dir, stem, overlay)
+        return Outcome(path, error=InputError(str(path), f"analyzed, but no DICOM results could be made from its "
+                                                         f"header ({type(exc).__name__}: {exc})"))
+    return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem, overlay, dicom))
 
 
 def _unique_stem(path: Path, used: set[str]) -> str:
@@ -273,5 +283,5 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return candidate
 
 
-__all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "default_workers", "expand_inputs", "ordered_map",
-           "score_manifest", "threads_per_worker"]
+__all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "analyze_one", "default_workers", "expand_inputs",
+           "ordered_map", "output_stems", "score_manifest", "threads_per_worker"]
