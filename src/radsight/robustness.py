@@ -96,7 +96,8 @@ def _attack(graph, x: np.ndarray, y: np.ndarray, eps_levels: float, spec, steps:
     return adv.numpy()
 
 
-def _batches(manifest: Manifest, predictor, size: int) -> Iterator[tuple[list[int], list[Radiograph]]]:
+def _batches(manifest: Manifest, size: int) -> Iterator[tuple[list[int], list[Radiograph]]]:
+    """The readable images of ``manifest`` with their row numbers, ``size`` at a time."""
     rows, images = [], []
     for i in range(len(manifest)):
         try:
@@ -121,7 +122,7 @@ def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[s
     spec = predictor.cfg.input
     with Progress(transient=True) as progress:
         task = progress.add_task("robustness", total=len(manifest))
-        for rows, images in _batches(manifest, predictor, batch_size):
+        for rows, images in _batches(manifest, batch_size):
             x = np.stack([predictor.classifier_input(im)[0] for im in images])
             scores["clean"][rows] = predictor.model(x)["probabilities"]
             for name, change in PERTURBATIONS.items():
