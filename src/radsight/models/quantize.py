@@ -66,8 +66,8 @@ def quantized_graph(source: Path, out: Path, calibration: np.ndarray, float_conv
 def quantize(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str, name: str | None = None,
              directory: Path | None = None) -> ModelConfig:
     """The int8 variant of ``cfg`` as a model folder (``<store>/<name>``, default ``NAME-int8``), with the float
-    model's labels, thresholds, input contract and out-of-distribution gate. Check it with :func:`compare` and
-    :func:`accept` before use; :func:`register` does all three."""
+    model's labels, thresholds, input contract and out-of-distribution gate. Measure it with :func:`compare` and
+    :func:`refusal` before use; :func:`register` does all three."""
     name = name or cfg.name + SUFFIX
     directory = directory or user_dir() / name
     directory.mkdir(parents=True, exist_ok=True)
