@@ -1,5 +1,9 @@
 """Training, resume, export and CAM parity (needs radsight[train])."""
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +204,44 @@ def test_training_errors_are_one_line(tiny_set, tmp_path):
                         (["--architecture", "densenet-huge"], "unknown architecture")):
         result = CliRunner().invoke(app, common + extra)
         assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+
+
+def _torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
+    import shutil
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([torchrun, "--standalone", "--nproc-per-node", str(processes), "-m", "radsight", "train",
+                           *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_two_processes_under_torchrun_train_checkpoint_once_and_resume_on_one(tiny_set, tmp_path):
+    """Data parallel on CPU (gloo): each process takes half of every batch; rank 0 alone writes; the checkpoint
+    resumes in one process; the curve follows the one-process run's within noise."""
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    args = ["--manifest", str(tiny_set / "manifest.csv"), "--images", str(tiny_set / "images"), "--batch-size", "8",
+            "--threads", "1"]
+    two = _torchrun(2, *args, "--out", str(tmp_path / "ddp"), "--epochs", "3", "--stop-after", "2")
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    assert two.stdout.count("best checkpoint:") == 1 and "2 processes" in two.stdout
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and len(state["history"]) == 2
+    resumed = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "ddp"), "--epochs", "3"])
+    assert resumed.exit_code == 0 and "resuming from epoch 2" in resumed.output, resumed.output
+    one = train(config(tiny_set, tmp_path / "one", epochs=3))
+    ddp_history = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["history"]
+    one_history = torch.load(one.parent / "last.pt", weights_only=False)["history"]
+    assert len(ddp_history) == 3
+    for a, b in zip(ddp_history, one_history):
+        assert abs(a["loss"] - b["loss"]) < 0.05  # the same global batches; only the augmentation streams differ
+
+
+def test_the_other_tasks_refuse_to_run_under_torchrun(tiny_set, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, ["train", "--task", "bone-suppression", "--manifest", str(tiny_set / "manifest.csv"),
+                                      "--images", str(tiny_set / "images"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "trains in one process" in result.output

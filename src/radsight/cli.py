@@ -1,6 +1,8 @@
 """The ``radsight`` command line."""
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Optional
 
@@ -66,6 +68,7 @@ def train(
         from radsight.train.seg import SegTrainConfig, train_segmentation
         if masks is None:
             raise _fail("--task lung-segmentation needs --masks")
+        _one_process_only(task)
         seg = SegTrainConfig(manifest=str(manifest), images=str(images), masks=str(masks), out=str(out),
                              holdout=[h for h in holdout.split(",") if h], val=[v for v in val.split(",") if v],
                              input_size=input_size or 256,
@@ -76,6 +79,7 @@ def train(
         return
     if task == "bone-suppression":
         from radsight.train.bone import BoneTrainConfig, train_bone_suppression
+        _one_process_only(task)
         bone = BoneTrainConfig(manifest=str(manifest), images=str(images), out=str(out),
                                targets=str(targets) if targets else None, stages=stages, kind=kind,
                                batch_size=batch_size or 4, seed=seed, threads=threads, stop_after=stop_after)
@@ -99,7 +103,14 @@ def train(
         best = run_training(cfg)
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""))
-    typer.echo(f"best checkpoint: {best}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run
+        typer.echo(f"best checkpoint: {best}")
+
+
+def _one_process_only(task: str) -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise _fail(f"--task {task} trains in one process; data-parallel training (torchrun) is for the classifier "
+                    f"(classification, abnormal)")
 
 
 EXAMPLE_FILE = "RG1_UNCR.dcm"
@@ -577,8 +588,6 @@ def models_quantize(
 
 def _use_device(device: str) -> None:
     """Every ONNX Runtime session of this process runs on ``device`` (``radsight.runtime.execution_providers``)."""
-    import os
-
     from radsight.runtime import execution_providers
     try:
         execution_providers(device)
@@ -589,7 +598,6 @@ def _use_device(device: str) -> None:
 
 def _use_cache_dir(cache_dir: Optional[Path]) -> None:
     if cache_dir is not None:
-        import os
         os.environ["RADSIGHT_HOME"] = str(cache_dir)
 
 

@@ -1,4 +1,5 @@
-"""Multi-label training: masked BCE, AdamW + cosine schedule, per-epoch checkpoints, resume."""
+"""Multi-label training: masked BCE, AdamW + cosine schedule, per-epoch checkpoints, resume; one process, or
+several under ``torchrun`` (data parallel; see ``distributed.py``)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from radsight.models.config import TRIAGE_LABEL
 from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL
 from radsight.inputs import InputBuilder
 from radsight.preprocess import InputSpec
+from radsight.train import distributed
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.registry import build, checkpoint_fields
 
@@ -82,63 +84,82 @@ def train(cfg: TrainConfig) -> Path:
 
     Re-running with the same ``out`` resumes from ``last.pt``; each epoch's shuffling and augmentation
     come from a generator seeded by (seed, epoch), so a resumed run matches an uninterrupted one.
+
+    Under ``torchrun`` each of N processes takes 1/N of every global batch of ``batch_size``, gradients are
+    averaged across them, validation is split and gathered, and rank 0 alone writes files. A checkpoint holds no
+    trace of N, so a run resumes on any number of processes.
     """
-    out = start_run(cfg)
+    ranks = distributed.start()
+    out = start_run(cfg, ranks.main)
     manifest = read_manifest(Path(cfg.manifest), Path(cfg.images))
     spec = cfg.spec
     builder = InputBuilder(spec, f"trained in {cfg.out}", cfg.source_models,
                            cfg.lung_model if cfg.region == "thorax" or "lung_masked" in spec.sources else None)
     columns = _target_columns(cfg)
-    x_train, y_train = load_split(manifest.select("train"), builder, out / "inputs-train.pt")
-    x_val, y_val = load_split(manifest.select("val"), builder, out / "inputs-val.pt")
+    for rank_turn in (True, False):  # rank 0 reads the images and caches them; the others read its cache
+        if ranks.main == rank_turn:
+            x_train, y_train = load_split(manifest.select("train"), builder, out / "inputs-train.pt")
+            x_val, y_val = load_split(manifest.select("val"), builder, out / "inputs-val.pt")
+        ranks.barrier()
     y_train, y_val = y_train[:, columns], y_val[:, columns]
-    print(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split); inputs {', '.join(spec.sources)}")
+    say = print if ranks.main else (lambda *a, **k: None)
+    say(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split); inputs {', '.join(spec.sources)}"
+        + (f"; {ranks.world} processes" if ranks.distributed else ""))
 
     net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
     if cfg.init_from and not (out / "last.pt").exists():
-        print(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
+        say(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
+    model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=0.1)
+    total = cfg.epochs * steps_per_epoch  # warm-up: 10%, and at least 2 steps (OneCycleLR divides by its length - 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2 / total))
     start_epoch, best, history = 0, -1.0, []
     last = out / "last.pt"
     state = resume(last, net, opt, sched)
     if state is not None:
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        print(f"resuming from epoch {start_epoch} (best val AUROC so far {best:.3f})")
+        say(f"resuming from epoch {start_epoch} (best val AUROC so far {best:.3f})")
 
-    with Progress() as progress:
+    with Progress(disable=not ranks.main) as progress:
         task = progress.add_task("training", total=cfg.epochs, completed=start_epoch)
         for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            net.train()
-            order = torch.randperm(len(x_train), generator=gen)
+            order = torch.randperm(len(x_train), generator=gen)  # the same on every rank
+            if ranks.distributed:  # each rank its own augmentation stream
+                gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7_919 * (ranks.rank + 1))
+            model.train()
             losses = []
-            for i in range(0, len(order), cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
+            for idx in ranks.share(order, cfg.batch_size):
                 xb = normalise_batch(augment(x_train[idx], gen), spec)
-                loss = masked_bce(net(xb), y_train[idx])
+                loss = masked_bce(model(xb), y_train[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 losses.append(loss.item())
+            loss = float(ranks.gather_rows(torch.tensor([np.mean(losses)]), ranks.world).mean())
             scored = slice(0, len(FINDINGS)) if cfg.task == "findings" else slice(0, 1)
-            val_auc = mean_auroc(y_val.numpy()[:, scored], predict(net, x_val, spec)[:, scored])
-            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_mean_auroc": val_auc})
-            progress.console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {np.mean(losses):.4f}  "
-                                   f"val mean AUROC {val_auc:.3f}")
+            probs = ranks.gather_rows(torch.from_numpy(predict(net, x_val[ranks.rank::ranks.world], spec)), len(x_val))
+            val_auc = mean_auroc(y_val.numpy()[:, scored], probs.numpy()[:, scored])
+            history.append({"epoch": epoch, "loss": loss, "val_mean_auroc": val_auc})
+            if ranks.main:
+                progress.console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val mean AUROC {val_auc:.3f}")
             state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": max(best, val_auc), "history": history,
                      **checkpoint_fields(net), "labels": cfg.labels, "input": asdict(spec),
                      "source_models": cfg.source_models}
             if not val_auc <= best:  # NaN (a val split without both classes): keep the latest
                 best = val_auc
-                atomic_save(state, out / "best.pt")
-            atomic_save(state, last)
+                if ranks.main:
+                    atomic_save(state, out / "best.pt")
+            if ranks.main:
+                atomic_save(state, last)
+            ranks.barrier()  # no rank starts the next epoch (or resumes) before the checkpoint is whole
             progress.advance(task)
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    if ranks.main:
+        (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    distributed.stop(ranks)
     return out / "best.pt"
 
 
@@ -165,11 +186,13 @@ def init_weights(net: torch.nn.Module, checkpoint: Path) -> str:
                                            if skipped else "")
 
 
-def start_run(cfg) -> Path:
-    """Create the run folder, record the config, set threads and seeds."""
+def start_run(cfg, main: bool = True) -> Path:
+    """Create the run folder, record the config (``main``: the process that writes files), set threads and
+    seeds."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if main:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

@@ -1,0 +1,4 @@
+"""``python -m radsight``: the radsight command (also what ``torchrun -m radsight train ...`` runs)."""
+from radsight.cli import main
+
+main()

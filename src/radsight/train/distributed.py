@@ -1,0 +1,69 @@
+"""Data-parallel training under ``torchrun``: the process group (gloo on CPUs, NCCL on GPUs), each rank's share
+of an epoch, results gathered across ranks, and rank 0 alone writing files.
+
+Without ``torchrun`` (no WORLD_SIZE in the environment) everything here is the single-process identity, so the
+training loop has one shape for 1 or N processes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def share(self, order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+        """This rank's batches of an epoch's ``order``: every global batch of ``batch_size`` split evenly over the
+        ranks (a batch that does not divide is padded by wrapping round, as DistributedSampler pads), so each rank
+        takes the same number of steps and the optimiser sees the global batches one process would."""
+        batches = []
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            size = -(-len(batch) // self.world) * self.world
+            batches.append(batch.repeat(-(-size // len(batch)))[:size][self.rank::self.world])
+        return batches
+
+    def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor:
+        """Rows computed rank by rank on ``range(rank, total, world)``, put back in order on every rank."""
+        if not self.distributed:
+            return rows
+        parts = [None] * self.world
+        dist.all_gather_object(parts, rows)
+        out = torch.empty((total, *rows.shape[1:]), dtype=rows.dtype)
+        for r, part in enumerate(parts):
+            out[r::self.world] = part
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def start() -> Ranks:
+    """Join the process group ``torchrun`` describes in the environment; a single process without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+def stop(ranks: Ranks) -> None:
+    if ranks.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
