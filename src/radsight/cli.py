@@ -586,6 +586,28 @@ def models_quantize(
     typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {figures(cfg.quantization['check'])}")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Public chest X-ray releases as radsight manifests.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("import")
+def data_import(
+    release: str = typer.Argument(..., help="chestxray14 | chexpert | mimic-cxr-jpg | padchest | vindr-cxr | "
+                                             "rsna-pneumonia"),
+    root: Path = typer.Argument(..., exists=True, file_okay=False, help="the release's folder, as published"),
+    out: Path = typer.Option(..., help="manifest CSV to write (images relative to ROOT)"),
+    uncertain: str = typer.Option("ignore", help="CheXpert/MIMIC uncertain labels (-1): ignore (NaN), ones or zeros"),
+) -> None:
+    """Write a release's manifest: its labels on the 14 NIH findings (empty where it does not label them), its
+    other findings as extra columns, patient ids, and its own split where it has one."""
+    from radsight.data.adapters import import_release
+    try:
+        count = import_release(release, root, out, uncertain)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc))
+    typer.echo(f"{release}: {count} images -> {out} (images relative to {root})")
+
+
 def _use_device(device: str) -> None:
     """Every ONNX Runtime session of this process runs on ``device`` (``radsight.runtime.execution_providers``)."""
     from radsight.runtime import execution_providers
