@@ -12,6 +12,7 @@ from pathlib import Path
 
 from radsight.triage import PRIORITY_ORDER
 
+COLUMNS = "id, received_at, filename, origin, status, attempts, result, error, orthanc_id"
 MAX_ATTEMPTS = 3  # a study that crashes the worker this often is failed, so it cannot block the queue
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -50,7 +51,47 @@ class Study:
                 "received_at": self.received_at, "filename": self.filename, "origin": self.origin}
 
 
-class StudyStore:
+class SqlStore:
+    """What the job stores share over their database connection ``_db`` and lock ``_lock``: reading studies, the
+    worklist, counts and the service's own state. SQL is written with ``?`` and given to the driver with
+    ``PARAM``."""
+
+    PARAM = "?"
+
+    def _run(self, sql: str, params: tuple = ()):
+        return self._db.execute(sql.replace("?", self.PARAM), params)
+
+    def get(self, study_id: str) -> Study | None:
+        with self._lock:
+            row = self._run(f"SELECT {COLUMNS} FROM studies WHERE id=?", (study_id,)).fetchone()
+        return _study(row) if row else None
+
+    def worklist(self, limit: int = 500) -> list[Study]:
+        """Reading order: analyzed studies by priority, then the more likely abnormal, then arrival; then the
+        studies still waiting, by arrival; failed ones last."""
+        with self._lock:
+            rows = self._run(
+                f"SELECT {COLUMNS} FROM studies ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 "
+                "WHEN 'queued' THEN 1 ELSE 2 END, priority_rank, abnormal DESC NULLS LAST, received_at LIMIT ?",
+                (limit,)).fetchall()
+        return [_study(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._run("SELECT status, COUNT(*) FROM studies GROUP BY status").fetchall())
+
+    def get_state(self, key: str, default: str) -> str:
+        with self._lock:
+            row = self._run("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._lock:
+            self._run("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                      "SET value = excluded.value", (key, value))
+
+
+class StudyStore(SqlStore):
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
@@ -111,36 +152,6 @@ class StudyStore:
             self._db.execute("UPDATE studies SET status='failed', error=?, updated_at=? WHERE id=?",
                              (error, time.time(), study_id))
         return True
-
-    def get(self, study_id: str) -> Study | None:
-        with self._lock:
-            row = self._db.execute("SELECT id, received_at, filename, origin, status, attempts, result, error, "
-                                   "orthanc_id FROM studies WHERE id=?", (study_id,)).fetchone()
-        return _study(row) if row else None
-
-    def worklist(self, limit: int = 500) -> list[Study]:
-        """Reading order: analyzed studies by priority, then the more likely abnormal, then arrival; then the
-        studies still waiting, by arrival; failed ones last."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, received_at, filename, origin, status, attempts, result, error, orthanc_id FROM studies "
-                "ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 WHEN 'queued' THEN 1 ELSE 2 END, "
-                "priority_rank, -abnormal, received_at LIMIT ?", (limit,)).fetchall()
-        return [_study(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._db.execute("SELECT status, COUNT(*) FROM studies GROUP BY status").fetchall())
-
-    def get_state(self, key: str, default: str) -> str:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_state(self, key: str, value: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
-
 
 def _study(row) -> Study:
     return Study(id=row[0], received_at=row[1], filename=row[2], origin=row[3], status=row[4], attempts=row[5],

@@ -14,7 +14,7 @@ import uuid
 
 import psycopg
 
-from radsight.service.db import MAX_ATTEMPTS, Study, _study
+from radsight.service.db import MAX_ATTEMPTS, SqlStore, Study
 from radsight.triage import PRIORITY_ORDER
 
 SCHEMA_VERSION = 1
@@ -39,12 +39,13 @@ CREATE TABLE studies (
 CREATE INDEX studies_status ON studies (status, received_at);
 CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """}
-COLUMNS = "id, received_at, filename, origin, status, attempts, result, error, orthanc_id"
 
 
-class PostgresStudyStore:
+class PostgresStudyStore(SqlStore):
     """The :class:`radsight.service.db.StudyStore` interface on PostgreSQL, with leases; ``owner`` names this
     replica's workers."""
+
+    PARAM = "%s"
 
     def __init__(self, url: str, lease_seconds: float = 30.0, owner: str | None = None):
         self.lease_seconds = lease_seconds
@@ -129,30 +130,3 @@ class PostgresStudyStore:
                                    "WHERE id=%s AND lease_owner=%s AND status='running'",
                                    (error, time.time(), study_id, self.owner))
         return cur.rowcount == 1
-
-    def get(self, study_id: str) -> Study | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {COLUMNS} FROM studies WHERE id=%s", (study_id,)).fetchone()
-        return _study(row) if row else None
-
-    def worklist(self, limit: int = 500) -> list[Study]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {COLUMNS} FROM studies ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 "
-                "WHEN 'queued' THEN 1 ELSE 2 END, priority_rank, abnormal DESC NULLS LAST, received_at LIMIT %s",
-                (limit,)).fetchall()
-        return [_study(r) for r in rows]
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._db.execute("SELECT status, COUNT(*) FROM studies GROUP BY status").fetchall())
-
-    def get_state(self, key: str, default: str) -> str:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM state WHERE key=%s", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_state(self, key: str, value: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT INTO state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
-                             "SET value = EXCLUDED.value", (key, value))
