@@ -73,6 +73,11 @@ class Radiograph:
         return affine_float32(self.stored_values, 1.0 / top, 0.0)
 
     @property
+    def from_dicom(self) -> bool:
+        """Read from a DICOM file (its header names a modality): such an image gets DICOM results."""
+        return self.meta.modality is not None
+
+    @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
 

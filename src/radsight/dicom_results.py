@@ -7,6 +7,9 @@ among its evidence.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -14,7 +17,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radsight import __version__
-from radsight.core import Prediction, Radiograph
+from radsight.core import Prediction
 
 NOT_FOR_DIAGNOSIS = "radsight CAD - NOT FOR DIAGNOSTIC USE"
 MANUFACTURER = "radsight"
@@ -165,26 +168,24 @@ def dicom_results(source: pydicom.Dataset, p: Prediction, overlay_rgb: np.ndarra
     return out
 
 
-def is_dicom(image: Radiograph) -> bool:
-    """Whether the image came from a DICOM file (DICOM in, DICOM out)."""
-    return image.meta.modality is not None
+def save_dataset(dataset: pydicom.Dataset, path: Path) -> None:
+    """Write ``dataset`` as a DICOM file that appears whole or not at all."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    dataset.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, path)
 
 
 # File suffixes the CLI writes beside the JSON: NAME.sr.dcm, NAME.seg.dcm, NAME.sc.dcm (the overlay), NAME.<view>.dcm
 CLI_SUFFIX = {"overlay": "sc"}
 
 
-def write_dicom_results(source_path, p: Prediction, overlay_rgb: np.ndarray, out_dir, stem: str) -> list[str]:
+def write_dicom_results(source_path: Path, p: Prediction, overlay_rgb: np.ndarray, out_dir: Path,
+                        stem: str) -> list[str]:
     """Write every DICOM result of one analysis of the DICOM file ``source_path`` beside its JSON; the names
-    written. Each file appears whole or not at all."""
-    import os
-    from pathlib import Path
+    written."""
     source = pydicom.dcmread(source_path, stop_before_pixels=True)  # identifiers and geometry: pixels not needed
     names = []
     for kind, dataset in dicom_results(source, p, overlay_rgb).items():
-        name = f"{stem}.{CLI_SUFFIX.get(kind, kind)}.dcm"
-        tmp = Path(out_dir) / f".{name}.tmp"
-        dataset.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, Path(out_dir) / name)
-        names.append(name)
+        names.append(f"{stem}.{CLI_SUFFIX.get(kind, kind)}.dcm")
+        save_dataset(dataset, out_dir / names[-1])
     return names

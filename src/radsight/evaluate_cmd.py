@@ -15,7 +15,7 @@ from radsight.data.manifest import Manifest, read_manifest
 from radsight.data.predictions import read_predictions, write_predictions
 from radsight.evaluation import Bootstrap, evaluate_scores, urgent_summary
 from radsight.anatomy import energy_inside, on_grid, thorax_region
-from radsight.localization import IOU_THRESHOLDS, localization_summary, pointing_hit
+from radsight.localization import IOU_THRESHOLDS, box_cases, localization_summary
 from radsight.metrics import reliability
 from radsight.models.config import TRIAGE_LABEL
 from radsight.triage import UrgentPolicy
@@ -114,12 +114,7 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
             except InputError:
                 continue
             p = predictor.predict(image, explain=findings if with_anatomy else set(truth))
-            for finding, boxes in truth.items():
-                if finding in p.heatmaps:
-                    predicted = [(b.x, b.y, b.width, b.height) for b in p.finding(finding).boxes]
-                    cases += [{"finding": finding, "truth": box, "predicted": predicted,
-                               "pointing": pointing_hit(p.heatmaps[finding], box, image.height, image.width)}
-                              for box in boxes]
+            cases += box_cases(p, truth, image.height, image.width)
             if not with_anatomy:
                 continue
             if not p.anatomy.plausible:

@@ -12,7 +12,7 @@ from radsight.data.manifest import Manifest
 from radsight.explain import METHODS, get_method
 from radsight.faithfulness import STEPS, area, curve_inputs, removed
 from radsight.io import load_image
-from radsight.localization import localization_summary, pointing_hit
+from radsight.localization import box_cases, localization_summary
 
 RANDOM = "random"  # the baseline order of the faithfulness curves
 PAIRS_A_BATCH = 4  # curves of this many (order, finding) pairs are scored in one batch (136 inputs)
@@ -53,11 +53,11 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
             for m in methods:
                 if truth:
                     p = predictor.predict(image, explain=set(truth), method=m)
-                    cases[m.name] += _cases(p, truth, image)
+                    cases[m.name] += box_cases(p, truth, image.height, image.width)
             if not present:
                 continue
             x = predictor.classifier_input(image)[0]
-            out = predictor.model(x[None], tuple(dict.fromkeys(r for m in methods for r in m.reads)))
+            out = predictor.model(x[None], predictor.explanations.outputs(*methods))
             orders = {RANDOM: {f: rng.random((size, size)) for f in present}}
             for m in methods:
                 start = time.perf_counter()
@@ -81,16 +81,6 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
         if any(truths):
             entry["localization"] = localization_summary(cases[m.name])
         out["methods"][m.name] = entry
-    return out
-
-
-def _cases(p, truth: dict, image) -> list[dict]:
-    out = []
-    for finding, boxes in truth.items():
-        if finding in p.heatmaps:
-            predicted = [(b.x, b.y, b.width, b.height) for b in p.finding(finding).boxes]
-            out += [{"finding": finding, "truth": box, "predicted": predicted,
-                     "pointing": pointing_hit(p.heatmaps[finding], box, image.height, image.width)} for box in boxes]
     return out
 
 

@@ -57,3 +57,17 @@ def localization_summary(cases: list[dict]) -> dict:
     if cases:
         out["overall"] = summarise(cases)
     return out
+
+
+def box_cases(prediction, truth: dict[str, list], image_height: int, image_width: int) -> list[dict]:
+    """The cases of :func:`localization_summary` for one image: each radiologist's box of ``truth`` (finding ->
+    boxes) with the predicted boxes of that finding and whether its heatmap's maximum points inside; findings
+    the prediction has no heatmap for are left out."""
+    out = []
+    for finding, boxes in truth.items():
+        if finding in prediction.heatmaps:
+            predicted = [(b.x, b.y, b.width, b.height) for b in prediction.finding(finding).boxes]
+            out += [{"finding": finding, "truth": box, "predicted": predicted,
+                     "pointing": pointing_hit(prediction.heatmaps[finding], box, image_height, image_width)}
+                    for box in boxes]
+    return out

@@ -179,19 +179,28 @@ def score_manifest(predictor: Predictor, manifest: Manifest, batch_size: int = 3
     """Probabilities for every manifest image (NaN rows for images that cannot be read)."""
     out = np.full((len(manifest), len(predictor.cfg.labels)), np.nan)
     errors: list[InputError] = []
-    for start in range(0, len(manifest), batch_size):
+    for rows, images, covered in image_batches(manifest, batch_size, errors):
+        if images:
+            out[rows] = predictor.scores(images)
+        if on_progress:
+            on_progress(covered)
+    return out, errors
+
+
+def image_batches(manifest: Manifest, size: int, errors: list[InputError] | None = None
+                  ) -> Iterator[tuple[list[int], list[Radiograph], int]]:
+    """The manifest ``size`` rows at a time: the readable rows' numbers and images, and how many rows the batch
+    covered; the others' errors go to ``errors``."""
+    for start in range(0, len(manifest), size):
         rows, images = [], []
-        for i in range(start, min(start + batch_size, len(manifest))):
+        for i in range(start, min(start + size, len(manifest))):
             try:
                 images.append(load_image(manifest.path(i)))
                 rows.append(i)
             except InputError as exc:
-                errors.append(exc)
-        if images:
-            out[rows] = predictor.scores(images)
-        if on_progress:
-            on_progress(min(start + batch_size, len(manifest)) - start)
-    return out, errors
+                if errors is not None:
+                    errors.append(exc)
+        yield rows, images, min(start + size, len(manifest)) - start
 
 
 @lru_cache(maxsize=4)
@@ -259,7 +268,7 @@ def analyze_one(predictor: Predictor, path: Path, stem: str, out_dir: Path, allo
             _refuse_ood(prediction)
     except InputError as exc:
         return Outcome(path, error=exc)
-    if not (dicom_out and image.meta.modality is not None):  # DICOM results for DICOM input only
+    if not (dicom_out and image.from_dicom):  # DICOM results for DICOM input only
         return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem))
     from radsight.dicom_results import write_dicom_results  # highdicom: loaded only when asked for
     overlay = render_overlay(image, prediction)
@@ -284,4 +293,4 @@ def _unique_stem(path: Path, used: set[str]) -> str:
 
 
 __all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "analyze_one", "default_workers", "expand_inputs",
-           "ordered_map", "output_stems", "score_manifest", "threads_per_worker"]
+           "image_batches", "ordered_map", "output_stems", "score_manifest", "threads_per_worker"]

@@ -8,17 +8,17 @@ only the film. Natural: JPEG re-compression, noise, contrast and small rotations
 the whole pipeline. Each gives the mean AUROC over the findings and the share of triage decisions that flip."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 from rich.progress import Progress
 from scipy import ndimage
 
-from radsight.core import InputError, Radiograph
+from radsight.core import Radiograph
 from radsight.data.manifest import Manifest
-from radsight.io import load_image
 from radsight.metrics import auroc
+from radsight.pipeline import image_batches
 from radsight.models.config import TRIAGE_LABEL
 from radsight.triage import threshold_scaled
 
@@ -96,33 +96,21 @@ def _attack(graph, x: np.ndarray, y: np.ndarray, eps_levels: float, spec, steps:
     return adv.numpy()
 
 
-def _batches(manifest: Manifest, size: int) -> Iterator[tuple[list[int], list[Radiograph]]]:
-    """The readable images of ``manifest`` with their row numbers, ``size`` at a time."""
-    rows, images = [], []
-    for i in range(len(manifest)):
-        try:
-            images.append(load_image(manifest.path(i)))
-            rows.append(i)
-        except InputError:
-            continue
-        if len(rows) == size:
-            yield rows, images
-            rows, images = [], []
-    if rows:
-        yield rows, images
-
-
 def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str], batch_size: int = 32,
                     epsilons: tuple[float, ...] = EPSILONS, steps: int = PGD_STEPS) -> dict:
     """Scores under each attack and perturbation, summarised against the clean scores of the same images."""
-    graph, reason = _graph(predictor)
+    reason = predictor.explanations.gradients_unavailable()
+    graph = None if reason else predictor.explanations.torch_graph()
     conditions = ["clean", *(f"{a} {e:g}" for e in epsilons for a in ("FGSM", "PGD") if graph is not None),
                   *PERTURBATIONS]
     scores = {c: np.full((len(manifest), len(labels)), np.nan) for c in conditions}
     spec = predictor.cfg.input
     with Progress(transient=True) as progress:
         task = progress.add_task("robustness", total=len(manifest))
-        for rows, images in _batches(manifest, batch_size):
+        for rows, images, covered in image_batches(manifest, batch_size):
+            progress.advance(task, covered)
+            if not images:
+                continue
             x = np.stack([predictor.classifier_input(im)[0] for im in images])
             scores["clean"][rows] = predictor.model(x)["probabilities"]
             for name, change in PERTURBATIONS.items():
@@ -133,7 +121,6 @@ def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[s
                     for attack, n in (("FGSM", 1), ("PGD", steps)):
                         adv = _attack(graph, x, y[rows], e, spec, n)
                         scores[f"{attack} {e:g}"][rows] = predictor.model(adv)["probabilities"]
-            progress.advance(task, len(rows))
     findings = [j for j, label in enumerate(labels) if label != TRIAGE_LABEL]
     thresholds = dict(predictor.cfg.thresholds)
     scored = ~np.isnan(scores["clean"]).any(axis=1)
@@ -149,13 +136,6 @@ def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[s
     if reason:
         out["adversarial_unavailable"] = reason
     return out
-
-
-def _graph(predictor):
-    try:
-        return predictor.explanations.torch_graph(), None
-    except ValueError as exc:  # MissingExtra (no torch), or a graph torch cannot run (e.g. int8 QDQ)
-        return None, str(exc)
 
 
 def robustness_markdown(r: dict) -> list[str]:

@@ -43,9 +43,18 @@ class Explanations:
             self.graph = load_graph(verify(self.cfg))
         return self.graph
 
-    def outputs(self, method: Explainer | None = None) -> tuple[str, ...]:
-        """The classifier outputs to fetch beyond the usual ones, for every method and ``method``."""
-        return tuple(dict.fromkeys(name for m in (*self.all, *([method] if method else [])) for name in m.reads))
+    def outputs(self, *also: Explainer) -> tuple[str, ...]:
+        """The classifier outputs to fetch beyond the usual ones, for every method and those in ``also``."""
+        return tuple(dict.fromkeys(name for m in (*self.all, *also) for name in m.reads))
+
+    def gradients_unavailable(self) -> str | None:
+        """Why gradients cannot be had on this install and model (no torch, or a graph torch cannot run, such as
+        an int8 QDQ one); None when they can."""
+        try:
+            self.torch_graph()
+        except ValueError as exc:  # MissingExtra is one
+            return str(exc)
+        return None
 
     def usable(self, names: Collection[str]) -> tuple[list[Explainer], dict[str, str]]:
         """The methods ``names`` that can run on this install and model, and why each of the others cannot."""
@@ -53,11 +62,9 @@ class Explanations:
         for name in names:
             method = METHODS[name]()
             missing = [r for r in method.reads if r not in self.cfg.outputs]
-            try:
-                if method.needs_torch:
-                    self.torch_graph()
-            except ValueError as exc:  # MissingExtra (no torch), or a graph torch cannot run (e.g. int8 QDQ)
-                unavailable[name] = str(exc)
+            reason = self.gradients_unavailable() if method.needs_torch else None
+            if reason:
+                unavailable[name] = reason
                 continue
             if missing:
                 unavailable[name] = f"the model's graph has no {', '.join(missing)} output"

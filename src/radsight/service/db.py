@@ -57,6 +57,7 @@ class SqlStore:
     ``PARAM``."""
 
     PARAM = "?"
+    lease_seconds: float | None = None  # stores whose claims are leases (renewed while a study runs) set it
 
     def _run(self, sql: str, params: tuple = ()):
         return self._db.execute(sql.replace("?", self.PARAM), params)
@@ -133,10 +134,6 @@ class StudyStore(SqlStore):
                 self._db.execute("ROLLBACK")
                 raise
         return self.get(row[0]) if row else None
-
-    def renew(self, study_id: str) -> bool:
-        """One process owns the SQLite queue: a running study stays its own (recover() at start-up)."""
-        return True
 
     def finish(self, study_id: str, result: dict) -> bool:
         triage = result["triage"]

@@ -26,6 +26,7 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
                          JPEGLSNearLossless, RLELossless)
 
 from radsight.core import InputError
+from radsight.dicom_results import save_dataset
 
 log = logging.getLogger("radsight.dimse")
 
@@ -146,9 +147,7 @@ class Outbox:
     def put(self, datasets: list[pydicom.Dataset]) -> None:
         for ds in datasets:
             name = f"{uuid.uuid4().hex}.dcm"
-            tmp = self.folder / f".{name}.tmp"
-            ds.save_as(tmp, enforce_file_format=True)
-            tmp.replace(self.folder / name)
+            save_dataset(ds, self.folder / name)
             with self._connect() as db:
                 db.execute("INSERT INTO outbox (file, sop_class) VALUES (?, ?)", (name, str(ds.SOPClassUID)))
         self._wake.set()

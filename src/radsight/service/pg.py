@@ -82,19 +82,21 @@ class PostgresStudyStore(SqlStore):
         :meth:`claim`. Returns how many expired leases wait to be claimed."""
         now = time.time()
         with self._lock:
-            self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
-                             "updated_at=%s WHERE status='running' AND lease_until < %s AND attempts >= %s",
-                             (now, now, MAX_ATTEMPTS))
+            self._fail_exhausted(now)
             return self._db.execute("SELECT COUNT(*) FROM studies WHERE status='running' AND lease_until < %s",
                                     (now,)).fetchone()[0]
+
+    def _fail_exhausted(self, now: float) -> None:
+        """Fail the studies whose lease expired after MAX_ATTEMPTS claims: they keep killing their workers."""
+        self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
+                         "updated_at=%s WHERE status='running' AND lease_until < %s AND attempts >= %s",
+                         (now, now, MAX_ATTEMPTS))
 
     def claim(self) -> Study | None:
         """The oldest queued study, or one whose lease expired, leased to this replica; None when there is none."""
         now = time.time()
         with self._lock, self._db.transaction():
-            self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
-                             "updated_at=%s WHERE status='running' AND lease_until < %s AND attempts >= %s",
-                             (now, now, MAX_ATTEMPTS))
+            self._fail_exhausted(now)
             row = self._db.execute(
                 "SELECT id FROM studies WHERE status='queued' OR (status='running' AND lease_until < %s) "
                 "ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED", (now,)).fetchone()

@@ -11,7 +11,7 @@ import pydicom
 from PIL import Image
 
 from radsight.core import InputError
-from radsight.dicom_results import dicom_results, is_dicom
+from radsight.dicom_results import dicom_results, save_dataset
 from radsight.io import load_image
 from radsight.pipeline import Predictor
 from radsight.render import render_overlay
@@ -74,16 +74,15 @@ class Workers:
 
 
 class _lease:
-    """Renews a study's lease every third of its length while the block runs (a no-op for stores without leases)."""
+    """Renews a study's lease every third of its length while the block runs (nothing for stores without leases)."""
 
     def __init__(self, store, study_id: str):
         self.store, self.study_id, self._done = store, study_id, threading.Event()
         self._thread = None
 
     def __enter__(self):
-        seconds = getattr(self.store, "lease_seconds", None)
-        if seconds:
-            self._thread = threading.Thread(target=self._renew, args=(seconds / 3,), daemon=True)
+        if self.store.lease_seconds:
+            self._thread = threading.Thread(target=self._renew, args=(self.store.lease_seconds / 3,), daemon=True)
             self._thread.start()
         return self
 
@@ -112,7 +111,7 @@ def results_dir(data_dir: Path, study_id: str) -> Path:
 def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
                   deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
     """Outputs under ``results/<id>/``: analyze JSON, overlay, heatmaps, lung mask, the viewer's radiograph, and
-    for DICOM input an SR and a Secondary Capture (sent to the PACS when ``deliver`` is set)."""
+    for DICOM input its DICOM results: SR, lung SEG, Secondary Captures (sent on when ``deliver`` is set)."""
     source = upload_path(data_dir, study_id)
     image = load_image(source)
     prediction = predictor.predict(image)
@@ -122,12 +121,12 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
     write_png(_display(image.pixels), out / "image.png")
     document = prediction_document(prediction, files)
     document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
-    if is_dicom(image):  # DICOM in, DICOM out
+    if image.from_dicom:  # DICOM in, DICOM out
         ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
         document["study"] = study_descriptors(ds, image.meta.view_position)
         named = {f"{kind}.dcm": dataset for kind, dataset in dicom_results(ds, prediction, np.asarray(overlay)).items()}
         for name, dataset in named.items():
-            dataset.save_as(out / name, enforce_file_format=True)
+            save_dataset(dataset, out / name)
         results = list(named.values())
         document["dicom_results"] = list(named)
         if deliver is not None:
