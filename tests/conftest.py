@@ -1,7 +1,13 @@
 """Fixtures built in code: synthetic radiographs, DICOM files, and a tiny random-weight model."""
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +194,48 @@ def bone_pair(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ribs = np.clip(np.cos(2 * np.pi * (curve / spacing + phase)) - 0.3, 0, None) / 0.7
     bone = rng.uniform(0.05, 0.08) * ribs * lungs
     return np.clip(soft + bone, 0, 1).astype(np.float32), soft.astype(np.float32)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(app, port: int | None = None):
+    """The ASGI ``app`` served by uvicorn on loopback in a thread; yields its URL."""
+    import uvicorn
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def start_serve(data_dir: Path, log_path: Path, *args: str, token: str = "t") -> tuple[subprocess.Popen, str]:
+    """A ``radsight serve`` process on a free loopback port with ``args``; returns it and its URL once it answers."""
+    import httpx
+    port = free_port()
+    with log_path.open("ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
+                                   "--port", str(port), "--token", token, "--allow-ood", *args],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        assert server.poll() is None, f"server exited: {log_path.read_text()[-2000:]}"
+        try:
+            httpx.get(url + "/api/worklist", timeout=1)
+            return server, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")

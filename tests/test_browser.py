@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import threading
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import chest_phantom, make_dicom, server_unavailable
+from conftest import chest_phantom, make_dicom, served, server_unavailable
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
@@ -29,19 +27,10 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def server(tmp_path, tiny_bone_model):
     if not os.path.exists(CHROMIUM):
         server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     app = create_app(Settings(data_dir=tmp_path / "data", token="t", bone_model=str(tiny_bone_model),
                               allow_ood=True))  # phantoms, not films
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as url:
+        yield url
 
 
 def test_worklist_and_viewer_in_chromium(server, tmp_path):

@@ -3,15 +3,13 @@ rejected, results delivered by C-STORE to a storescp that was down when they wer
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
 import time
 
 import pydicom
 import pytest
 
-from conftest import corpus_file, server_unavailable
+from conftest import corpus_file, free_port, served, server_unavailable
 
 pytest.importorskip("pynetdicom", reason="the DICOM node needs radsight[serve]")
 httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
@@ -23,28 +21,16 @@ from radsight.service.dimse import Peer, allows  # noqa: E402
 TOOLS = ("echoscu", "storescu", "storescp")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def node(tmp_path):
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         server_unavailable(f"needs DCMTK ({', '.join(missing)}; scripts/test.sh installs it)")
-    api, dimse, destination = _free_port(), _free_port(), _free_port()
+    api, dimse, destination = free_port(), free_port(), free_port()
     settings = Settings(data_dir=tmp_path / "data", token="t", dimse_port=dimse, ae_title="RADSIGHT",
                         dimse_allowed=("STORESCU", "ECHOSCU"), dimse_destination=f"PACS@127.0.0.1:{destination}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=api, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield {"api": f"http://127.0.0.1:{api}", "dimse": dimse, "destination": destination, "data": tmp_path / "data"}
-    server.should_exit = True
-    thread.join(timeout=20)
+    with served(create_app(settings), api) as url:
+        yield {"api": url, "dimse": dimse, "destination": destination, "data": tmp_path / "data"}
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -106,7 +92,7 @@ def test_peers_and_allowed_callers():
 def test_outbox_keeps_results_across_a_restart_and_backs_off(tmp_path):
     from radsight.service.dimse import Outbox
     ds = pydicom.dcmread(corpus_file("RG1_UNCR.dcm"))
-    peer = Peer("NOBODY", "127.0.0.1", _free_port())  # nothing listens there
+    peer = Peer("NOBODY", "127.0.0.1", free_port())  # nothing listens there
     first = Outbox(tmp_path / "outbox", peer, "RADSIGHT", first_wait=0.5, max_wait=4)
     first.put([ds])
     assert first.send_due() > 0.3 and first.pending() == 1  # failed once: the next try waits

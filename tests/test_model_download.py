@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import threading
 from dataclasses import replace
 import time
@@ -11,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import free_port
 from radsight.models import catalog, pull
 from radsight.models.download import DownloadError, Offline, download, part_path
 
@@ -82,9 +82,7 @@ def test_checksum_mismatch_deletes_the_download(server, tmp_path):
 
 
 def test_offline_fails_fast_and_leaves_nothing(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     dest = tmp_path / "w.pt"
     start = time.perf_counter()
     with pytest.raises(Offline, match="cannot reach"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import make_dicom, server_unavailable
+from conftest import free_port, make_dicom, server_unavailable
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 hd = pytest.importorskip("highdicom", reason="needs radsight[serve]")
@@ -24,18 +23,12 @@ from radsight.service.app import Settings, create_app  # noqa: E402
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "orthanc.sh"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def orthanc(tmp_path):
     if shutil.which("Orthanc") is None and shutil.which("apt-get") is None:
         server_unavailable("needs Debian's orthanc and orthanc-dicomweb (scripts/orthanc.sh installs them)")
-    port = _free_port()
-    started = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "orthanc"), str(port), str(_free_port())],
+    port = free_port()
+    started = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "orthanc"), str(port), str(free_port())],
                              capture_output=True, text=True, timeout=600)
     if started.returncode != 0:
         server_unavailable(f"Orthanc could not be started here: {started.stderr.strip()[-300:]}")

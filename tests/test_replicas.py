@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import chest_phantom, server_unavailable
+from conftest import chest_phantom, free_port, server_unavailable, start_serve
 
 psycopg = pytest.importorskip("psycopg", reason="the PostgreSQL job store needs radsight[serve]")
 httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
@@ -24,18 +22,12 @@ from radsight.service.pg import SCHEMA_VERSION, PostgresStudyStore  # noqa: E402
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "postgres.sh"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
     import shutil
     import tempfile
     folder = tempfile.mkdtemp(prefix="radsight-pg-")  # directly under /tmp: the postgres user must reach it
-    started = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(_free_port())], capture_output=True,
+    started = subprocess.run(["bash", str(SCRIPT), "start", str(folder), str(free_port())], capture_output=True,
                              text=True, timeout=300)
     if started.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
@@ -71,34 +63,15 @@ def test_leases_keep_a_study_to_one_replica_until_they_lapse(database):
         assert db.execute("SELECT version FROM radsight_schema").fetchall() == [(SCHEMA_VERSION,)]
 
 
-def _serve(database: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    code = "import sys; from radsight.cli import app; app(sys.argv[1:])"
-    args = ["serve", "--data-dir", str(data_dir), "--token", "t", "--port", str(port), "--db", database,
-            "--lease-seconds", "3", "--no-bone-views", "--allow-ood"]
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def _wait_up(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/api/model", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise AssertionError(f"server did not start: {log.read_text()[-2000:]}")
-
-
 def test_two_replicas_one_killed_every_study_done_once(database, tmp_path):
     data = tmp_path / "shared"
-    ports = [_free_port(), _free_port()]
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    procs = [_serve(database, data, port, log) for port, log in zip(ports, logs)]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    procs, urls = [], []
     try:
-        for url, proc, log in zip(urls, procs, logs):
-            _wait_up(url, proc, log)
+        for log in logs:
+            proc, url = start_serve(data, log, "--db", database, "--lease-seconds", "3", "--no-bone-views")
+            procs.append(proc)
+            urls.append(url)
         png = tmp_path / "x.png"
         headers = {"Authorization": "Bearer t"}
         ids = []

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +11,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from conftest import chest_phantom, make_dicom
+from conftest import chest_phantom, make_dicom, start_serve
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 pytest.importorskip("highdicom", reason="needs radsight[serve]")
@@ -180,31 +177,11 @@ def test_interrupted_study_resumes_once_after_restart(tmp_path):
         assert client.app.state.store.get(study_id).attempts == 2
 
 
-def _start_server(data_dir, log_path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with log_path.open("ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
-                                   "--port", str(port), "--token", TOKEN, "--allow-ood"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert server.poll() is None, f"server exited: {log_path.read_text()[-2000:]}"
-        try:
-            httpx.get(url + "/api/worklist", timeout=1)
-            return server, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.kill()
-    raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")
-
-
 def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
     """A real SIGKILL, not a simulated one: studies queued or running when the process dies are all analyzed
     after a restart, each once more at most, and the job store survives."""
     data, log = tmp_path / "data", tmp_path / "server.log"
-    server, url = _start_server(data, log)
+    server, url = start_serve(data, log, token=TOKEN)
     try:
         http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
         ids = [http.post("/api/studies", files={"file": (f"{i}.png", _png(chest_phantom(seed=i)), "image/png")}
@@ -221,7 +198,7 @@ def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
         if server.poll() is None:
             server.kill()
     assert statuses.count("done") < len(ids), "every study finished before the kill; the test proves nothing"
-    server, url = _start_server(data, log)
+    server, url = start_serve(data, log, token=TOKEN)
     try:
         http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
         deadline = time.time() + 120
