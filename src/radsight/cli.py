@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, DEFAULT_MODEL
+from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TWO_VIEW_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use.")
@@ -29,22 +29,28 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 @app.command()
 def train(
-    manifest: Path = typer.Option(..., exists=True, dir_okay=False,
-                                  help="CSV: image, patient_id, split, 14 labels (bone-suppression: image, target, "
-                                       "patient_id, split)"),
-    images: Path = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
+    manifest: list[Path] = typer.Option(..., exists=True, dir_okay=False,
+                                        help="CSV: image, patient_id, split, 14 labels (bone-suppression: image, "
+                                             "target, patient_id, split); repeat, each with its --images, to train "
+                                             "on several datasets (classification, abnormal, view)"),
+    images: list[Path] = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
     task: str = typer.Option("classification", help="classification | abnormal (binary pretraining) | "
-                                                    "lung-segmentation | bone-suppression"),
+                                                    "lung-segmentation | bone-suppression | view (frontal or "
+                                                    "lateral)"),
+    views: str = typer.Option("frontal", help="classification: frontal, or frontal,lateral (a two-view "
+                                              "architecture; manifests with study_id and view columns)"),
     masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="lung-segmentation: mask folder"),
     targets: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                            help="bone-suppression: soft-tissue images (default: targets/ beside "
                                                 "--images)"),
     stages: str = typer.Option("128:200,256:400,512:400", help="bone-suppression: size:steps, low resolution first"),
     kind: Optional[str] = typer.Option(None, help="bone-suppression: train on rows of this kind only (bse-jsrt)"),
-    holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out for evaluation"),
+    holdout: str = typer.Option("", help="lung-segmentation: comma-separated images kept out for evaluation; view: "
+                                         "patient ids kept out"),
     val: str = typer.Option("", help="lung-segmentation: comma-separated images that choose the checkpoint"),
-    iterations: int = typer.Option(800, help="lung-segmentation: optimisation steps"),
+    iterations: Optional[int] = typer.Option(None, help="optimisation steps: lung-segmentation (default 800), view "
+                                                        "(default 1500)"),
     checkpoint_every: int = typer.Option(50, help="lung-segmentation: steps between validation and checkpoints"),
     region: str = typer.Option("image", help="classification: image | thorax (crop to the lungs first)"),
     sources: str = typer.Option("original", help="classification: input channels, some of original, lung_masked, "
@@ -63,7 +69,26 @@ def train(
     stop_after: Optional[int] = typer.Option(None, help="stop after this many epochs (steps for bone-suppression); "
                                                         "re-run to resume"),
 ) -> None:
-    """Train a classifier, a lung segmenter or a bone suppression GAN (needs radsight\\[train]). Resumes from OUT."""
+    """Train a classifier, a lung segmenter, a bone suppression GAN or a view classifier (needs radsight\\[train]).
+    Resumes from OUT."""
+    if len(manifest) != len(images):
+        raise _fail("give one --images for each --manifest")
+    datasets = [(str(m), str(i)) for m, i in zip(manifest, images)]
+    if len(datasets) > 1 and task in ("lung-segmentation", "bone-suppression"):
+        raise _fail(f"--task {task} trains on one manifest")
+    manifest, images = manifest[0], images[0]
+    if task == "view":
+        from radsight.train.view import ViewTrainConfig, train_view_classifier
+        _one_process_only(task)
+        try:
+            chosen = train_view_classifier(ViewTrainConfig(
+                sources=datasets, out=str(out), holdout=[h for h in holdout.split(",") if h],
+                input_size=input_size or 64, steps=iterations or 1500,
+                batch_size=batch_size or 48, seed=seed, threads=threads, stop_after=stop_after))
+        except ValueError as exc:
+            raise _fail(str(exc))
+        typer.echo(f"checkpoint: {chosen}")
+        return
     if task == "lung-segmentation":
         from radsight.train.seg import SegTrainConfig, train_segmentation
         if masks is None:
@@ -72,7 +97,7 @@ def train(
         seg = SegTrainConfig(manifest=str(manifest), images=str(images), masks=str(masks), out=str(out),
                              holdout=[h for h in holdout.split(",") if h], val=[v for v in val.split(",") if v],
                              input_size=input_size or 256,
-                             iterations=iterations, checkpoint_every=checkpoint_every,
+                             iterations=iterations or 800, checkpoint_every=checkpoint_every,
                              batch_size=batch_size or 8, seed=seed, threads=threads,
                              stop_after=stop_after)
         typer.echo(f"chosen checkpoint: {train_segmentation(seg)}")
@@ -99,7 +124,8 @@ def train(
                           threads=threads, stop_after=stop_after, region=region,
                           sources=tuple(s.strip() for s in sources.split(",") if s.strip()), bone_model=bone_model,
                           task="abnormal" if task == "abnormal" else "findings",
-                          init_from=str(init_from) if init_from else None)
+                          init_from=str(init_from) if init_from else None, also=datasets[1:],
+                          views=tuple(v.strip() for v in views.split(",") if v.strip()))
         best = run_training(cfg)
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""))
@@ -147,7 +173,12 @@ def _predictor(model: str, lung_model: str | None = None, threads: int = 0, bone
 def analyze(
     paths: list[Path] = typer.Argument(None, help="DICOM, PNG or JPEG files, or folders of them"),
     out: Path = typer.Option(Path("radsight-out"), help="folder for the JSON, overlay and heatmap files"),
-    model: str = typer.Option(DEFAULT_MODEL, help="registered model name or model folder"),
+    model: Optional[str] = typer.Option(None, help=f"registered model name or model folder (default: "
+                                        f"{DEFAULT_MODEL}; for studies with several images or a lateral, and "
+                                        f"with --study: {DEFAULT_TWO_VIEW_MODEL} when installed)"),
+    study: bool = typer.Option(False, "--study", help="the files given are one study (a PNG/JPEG frontal and "
+                               "lateral: the view classifier tells them apart); DICOM files are grouped into "
+                               "studies by StudyInstanceUID without it"),
     example: bool = typer.Option(False, "--example", help="analyze pydicom-data's real chest CR (RG1_UNCR.dcm)"),
     save_predictions: Optional[Path] = typer.Option(None, help="also write all probabilities to this CSV"),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung segmentation model for lung fields and CTR"),
@@ -191,6 +222,10 @@ def analyze(
     if not files:
         raise _fail(f"no DICOM, PNG or JPEG files in {', '.join(map(str, given))}", code=1)
     _use_device(device)
+    from radsight.study import group_studies
+    from radsight.study_cmd import default_model, run_studies
+    studies = group_studies(files, one_study=study)
+    model = model or default_model(studies, study)
     workers = min(workers or default_workers(len(files)), len(files))
     from radsight.core import FINDINGS
     wanted = [n.strip() for n in heatmaps_for.split(",") if n.strip()]
@@ -204,6 +239,17 @@ def analyze(
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     if engine not in ("local", "ray"):
         raise _fail(f"--engine {engine!r}: choose local or ray")
+    if study or predictor.cfg.reads_lateral:
+        if engine == "ray" or dicom_out:
+            raise _fail("studies are analyzed by the local engine, without --dicom-out, for now")
+        done, _ = run_studies(studies, out, predictor, min(workers, len(studies)), wanted, console, err, quiet)
+        if save_predictions and done:
+            from radsight.data.predictions import write_predictions
+            write_predictions(save_predictions, [o.prediction.study for o in done], predictor.cfg.findings,
+                              [[f.probability for f in o.prediction.findings] for o in done])
+        if not done:
+            raise typer.Exit(1)
+        return
     if engine == "ray":
         from radsight.ray_engine import Job
         job = Job(model, lung_model if anatomy else None, bone_model if bone_views else None, bone_views, explain,
@@ -429,6 +475,8 @@ def evaluate(
         return
     if manifest is None:
         raise _fail("--manifest is required (or --bone-pairs, --ood-test)")
+    if model is not None and _is_view_model(model):
+        return _evaluate_views(model, manifest, images, out, subset, split)
     if masks is not None:
         from radsight.evaluate_seg import run_segmentation_evaluation
         try:
@@ -452,6 +500,29 @@ def evaluate(
         except ValueError as exc:
             raise _fail(str(exc))
     run_evaluation(manifest, images, out, model, predictions, reference, split, bootstrap, methods, robustness)
+
+
+def _is_view_model(model: str) -> bool:
+    from radsight.models.config import VIEW_CLASSIFICATION
+    from radsight.models.store import ModelNotFound, get_model
+    try:
+        return get_model(model).task == VIEW_CLASSIFICATION
+    except (ModelNotFound, ValueError):
+        return False
+
+
+def _evaluate_views(model: str, manifest: Path, images: Path, out: Path, subset: str, split: Optional[str]) -> None:
+    """A view classifier on the manifest's rows (``--subset``: patient ids; ``--split``: rows of that split)."""
+    from radsight.data.view_manifest import view_rows
+    from radsight.view_model import ViewModel, evaluate_views
+    patients = [p for p in subset.split(",") if p]
+    rows = [r for r in view_rows([(str(manifest), str(images))])
+            if (not patients or r.patient.rsplit(":", 1)[1] in patients) and (split is None or r.split == split)]
+    if not rows:
+        raise _fail("no rows to evaluate")
+    m = evaluate_views(ViewModel(model), rows, out)
+    f = m["overall"]
+    typer.echo(f"{len(rows)} images ({f['laterals']} laterals): accuracy {f['accuracy']:.3f}; report in {out}")
 
 
 @app.command()
@@ -593,7 +664,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("import")
 def data_import(
     release: str = typer.Argument(..., help="chestxray14 | chexpert | mimic-cxr-jpg | padchest | vindr-cxr | "
-                                             "rsna-pneumonia"),
+                                             "rsna-pneumonia | covid-chestxray"),
     root: Path = typer.Argument(..., exists=True, file_okay=False, help="the release's folder, as published"),
     out: Path = typer.Option(..., help="manifest CSV to write (images relative to ROOT)"),
     uncertain: str = typer.Option("ignore", help="CheXpert/MIMIC uncertain labels (-1): ignore (NaN), ones or zeros"),

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+
 # ChestX-ray14 findings, NIH spellings, in NIH's label order.
 FINDINGS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -33,6 +34,8 @@ class ImageMeta:
     photometric: str | None = None  # as stored, before radsight's MONOCHROME2 normalisation
     bits_stored: int | None = None
     view_position: str | None = None  # PA, AP, LL, ...
+    view_code: str | None = None  # ViewCodeSequence's code meaning ("postero-anterior", "left lateral", ...)
+    patient_orientation: str | None = None  # PatientOrientation, e.g. "L\\F" (PA) or "A\\F" (lateral)
     body_part: str | None = None
     pixel_spacing_mm: tuple[float, float] | None = None  # (row, column); None when unknown
     transfer_syntax: str | None = None
@@ -61,6 +64,7 @@ class Radiograph:
     source: str
     meta: ImageMeta = field(default_factory=ImageMeta)
     stored_values: np.ndarray | None = field(default=None, repr=False)
+    study_uid: str | None = field(default=None, repr=False)  # StudyInstanceUID: groups the views of one study
 
     def model_pixels(self, kind: str) -> np.ndarray:
         """``display`` pixels, or ``stored`` ones: stored values over 2**BitsStored - 1, MONOCHROME2, without
@@ -84,6 +88,21 @@ class Radiograph:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+
+@dataclass
+class ViewCall:
+    """The view an image is read as, and how that was decided.
+
+    ``source``: "header" or "classifier"; ``header``: what the header
+    says (the element), when it says anything; ``classifier``: the view classifier's probability that the image
+    is a lateral, when it ran; ``disagreement``: a sentence when header and classifier contradict each other."""
+
+    view: str
+    source: str
+    header: str | None = None
+    classifier: float | None = None
+    disagreement: str | None = None
 
 
 @dataclass
@@ -188,6 +207,7 @@ class Prediction:
     ood: OodCheck | None = None  # None when the model has no out-of-distribution gate
     explanation: str | None = None  # the method that made ``heatmaps`` and the boxes (radsight.explain.METHODS)
     alternates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # method -> heatmaps
+    view: ViewCall | None = None  # the view the image was read as, and how that was decided
 
     def finding(self, name: str) -> Finding:
         for f in self.findings:
@@ -205,3 +225,32 @@ class Prediction:
         del out["heatmaps"], out["lung_mask"], out["views"], out["views_model"], out["alternates"]
         out["image"] = out.pop("meta")
         return out
+
+
+@dataclass
+class ViewResult:
+    """One image of a study: the view it was read as; ``prediction`` holds the study's probabilities with this
+    view's heatmaps, boxes and (frontal) anatomy, on this image's pixels. ``read`` is False, with ``reason``,
+    for an image the model did not read (a second frontal, a view it does not take...)."""
+
+    source: str
+    view: ViewCall | None
+    read: bool
+    prediction: Prediction | None = None
+    reason: str | None = None
+
+
+@dataclass
+class StudyPrediction:
+    """One study's result: one set of findings, probabilities and triage from every view the model read."""
+
+    study: str  # StudyInstanceUID, or the name the study was given
+    model: ModelRef
+    triage: Triage
+    findings: list[Finding]  # boxes are per view (``views[i].prediction``)
+    views: list[ViewResult]
+    explanation: str | None = None
+
+    @property
+    def positives(self) -> list[Finding]:
+        return [f for f in self.findings if f.positive]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,23 +18,26 @@ from scipy import ndimage
 from radsight.anatomy import EvidenceRegions
 from radsight.bone_model import BoneModel
 from radsight.concurrency import default_workers, ordered_map, threads_per_worker
-from radsight.core import Finding, InputError, ModelRef, OodCheck, Prediction, Radiograph, Triage
+from radsight.core import (Finding, InputError, ModelRef, OodCheck, Prediction, Radiograph, StudyPrediction, Triage,
+                           ViewCall, ViewResult)
 from radsight.data.manifest import Manifest
 from radsight.explain import DEFAULT_METHOD, Explainer
 from radsight.explain.base import working_size
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.explain.session import Explanations
 from radsight.io import expand_inputs, load_image
-from radsight.inputs import InputBuilder
+from radsight.inputs import InputBuilder, installed
 from radsight.lung_model import LungModel
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, get_model
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_VIEW_MODEL, get_model
 from radsight.ood import describe, load_gate
-from radsight.preprocess import Crop
+from radsight.preprocess import Crop, prepare
 from radsight.render import render_overlay
 from radsight.report import OutputFiles, write_outputs
 from radsight.runtime import Classifier
 from radsight.triage import UrgentPolicy, priority, threshold_scaled, urgent_checks
+from radsight.view_model import ViewModel
+from radsight.views import FRONTAL, LATERAL, decide
 
 
 class Predictor:
@@ -52,7 +55,8 @@ class Predictor:
     def __init__(self, model: str | ModelConfig = DEFAULT_MODEL, boxes: BoxConfig = BoxConfig(), threads: int = 0,
                  lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
                  bone_model: str | ModelConfig | None = None, bone_views: bool = False,
-                 method: str = DEFAULT_METHOD, layer: str | None = None, alternates: Collection[str] = ()):
+                 method: str = DEFAULT_METHOD, layer: str | None = None, alternates: Collection[str] = (),
+                 view_model: str | ModelConfig | None = DEFAULT_VIEW_MODEL):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads=threads)
         self.boxes = boxes
@@ -60,6 +64,12 @@ class Predictor:
                                    threads, bone_views)
         self.gate = load_gate(self.cfg)
         self.explanations = Explanations(self.cfg, method, layer, alternates)
+        if self.cfg.reads_lateral and any(m.needs_torch for m in self.explanations.all):
+            raise ValueError(f"model {self.cfg.name} reads two views: explain it with cam, gradcam or gradcam++ "
+                             f"(their exact per-view maps), not with a gradient method or another layer")
+        if view_model == DEFAULT_VIEW_MODEL:  # the shipped one is optional; one named by the caller is not
+            view_model = installed(view_model)
+        self.views = ViewModel(view_model, threads) if view_model is not None else None
 
     @property
     def method(self) -> Explainer:
@@ -94,16 +104,37 @@ class Predictor:
         if check is not None and not check.in_distribution:
             raise InputError(image.source, ood_reason(check))
 
+    def view_of(self, image: Radiograph) -> ViewCall | str:
+        """The view ``image`` is read as (``radsight.views.decide``), or why it has none."""
+        return decide(image.meta, self.views.lateral_probability(image) if self.views else None,
+                      self.views.threshold if self.views else 0.5)
+
+    def readable_alone(self, image: Radiograph) -> ViewCall | None:
+        """The view of an image analyzed on its own; :class:`InputError` for a lateral or another view that
+        cannot stand alone. None when nothing tells the view (no header view, no view classifier): frontal."""
+        call = self.view_of(image)
+        if isinstance(call, str):
+            if self.views is None and "names no view" in call:
+                return None
+            raise InputError(image.source, call)
+        if call.view == LATERAL:
+            raise InputError(image.source, f"lateral view ({_view_evidence(call)}); model {self.cfg.name} reads "
+                             + ("a study's lateral beside its frontal view: analyze the study (--study)"
+                                if self.cfg.reads_lateral else "frontal (PA/AP) views only"))
+        return call
+
     def predict(self, image: Radiograph, explain: Collection[str] = (), method: Explainer | None = None) -> Prediction:
         """Probabilities for every finding; heatmaps and boxes for positive findings and those in ``explain``, by
         ``method`` (default: the predictor's); with "Abnormal" in ``explain``, the triage output's heatmap too
         (``heatmaps["Abnormal"]``); the out-of-distribution check (``prediction.ood``) when the model has a
         gate."""
+        view = self.readable_alone(image)
         method = method or self.method
         built = self.inputs.build(image, anatomy=True)
         out = self.model(built.x[None], self.explanations.outputs(method))
         lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
         prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
+        prediction.view = view
         prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
@@ -112,13 +143,55 @@ class Predictor:
             prediction.views_model = ModelRef(self.bone.cfg.name, self.bone.cfg.version)
         return prediction
 
+    def predict_study(self, images: list[Radiograph], name: str, explain: Collection[str] = ()) -> StudyPrediction:
+        """One result for the images of one study. Each image's view comes from its header, else from the view
+        classifier; the model reads the study's first frontal and, when it takes laterals, its first lateral (a
+        study without one is read with the lateral absent); every other image is listed with the reason it was
+        not read (views come frontal, lateral, then the others). Heatmaps and boxes are per view, on that view's pixels. Raises :class:`InputError` (``name``)
+        for a study without a frontal view."""
+        calls = [self.view_of(image) for image in images]
+        if self.views is None:  # nothing tells the views apart: an image whose header is silent counts as frontal
+            calls = [ViewCall(FRONTAL, "header") if isinstance(c, str) and "names no view" in c else c for c in calls]
+        first = {v: next((i for i, c in enumerate(calls) if isinstance(c, ViewCall) and c.view == v), None)
+                 for v in (FRONTAL, LATERAL)}
+        front, side = first[FRONTAL], first[LATERAL] if self.cfg.reads_lateral else None
+        if front is None:
+            raise InputError(name, "no frontal view in this study" + (
+                f" (a lateral alone): model {self.cfg.name} needs a frontal view" if first[LATERAL] is not None
+                else f": {'; '.join(c for c in calls if isinstance(c, str)) or 'no image could be read'}"))
+        built = self.inputs.build(images[front], anatomy=True)
+        lateral = prepare(images[side], self.cfg.input)[0][None] if side is not None else None
+        out = self.model(built.x[None], self.explanations.outputs(self.method), lateral)
+        lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
+        shown = 1 + (side is not None)
+        results = []
+        order = [i for i in (front, side) if i is not None] + [i for i in range(len(images)) if i not in (front, side)]
+        for i, image, call in ((i, images[i], calls[i]) for i in order):
+            if i in (front, side):
+                p = self._assemble(image, built.x, out, explain, built.crop if i == front else None,
+                                   lungs if i == front else None, self.method, (int(i == side), shown))
+                p.view = call
+                if i == front and built.lungs is not None:
+                    p.anatomy, p.lung_mask = built.lungs.anatomy, built.lungs.labels
+                results.append(ViewResult(image.source, call, True, p))
+            else:
+                results.append(ViewResult(image.source, call if isinstance(call, ViewCall) else None, False,
+                                          reason=_unread_reason(call, self.cfg)))
+        frontal = results[0].prediction
+        frontal.ood = self.gate.check(self.gate_vectors(images[front], out)) if self.gate else None
+        return StudyPrediction(name, frontal.model, frontal.triage,
+                               [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name)
+
     def scores(self, images: list[Radiograph]) -> np.ndarray:
         """Probabilities (N, labels) for a batch, without explanations."""
         return self.model(np.stack([self.classifier_input(im)[0] for im in images]))["probabilities"]
 
     def _assemble(self, image: Radiograph, x: np.ndarray, out: dict[str, np.ndarray], explain: Collection[str],
-                  crop: Crop | None, lungs: np.ndarray | None, method: Explainer) -> Prediction:
-        """``lungs``: plausible lung labels on the anatomy grid; boxes then lie inside each finding's region."""
+                  crop: Crop | None, lungs: np.ndarray | None, method: Explainer,
+                  part: tuple[int, int] = (0, 1)) -> Prediction:
+        """``lungs``: plausible lung labels on the anatomy grid; boxes then lie inside each finding's region.
+        ``part``: for a two-view model, which half of its joined maps is ``image``'s (0 frontal, 1 lateral) and how
+        many halves hold a view (their maps are scaled together)."""
         cfg, index, probs = self.cfg, {label: i for i, label in enumerate(self.cfg.labels)}, out["probabilities"][0]
         findings = [Finding(name=name, probability=float(probs[index[name]]), threshold=cfg.threshold(name),
                             positive=float(probs[index[name]]) >= cfg.threshold(name)) for name in cfg.findings]
@@ -129,7 +202,12 @@ class Predictor:
 
         def heatmaps_by(m: Explainer) -> dict[str, np.ndarray]:
             raw = self.explanations.raw_maps(x, out, shown, m)
-            return {name: _full_heatmap(r, grid, crop, image, m) for name, r in raw.items()}
+            if not cfg.reads_lateral:
+                return {name: _full_heatmap(r, grid, crop, image, m) for name, r in raw.items()}
+            half, shown_halves = part
+            w = out["cams"].shape[-1] // 2
+            return {name: _full_heatmap(r[..., half * w:(half + 1) * w], grid, crop, image, m,
+                                        r[..., :shown_halves * w]) for name, r in raw.items()}
         heatmaps = heatmaps_by(method)
         alternates = {m.name: heatmaps_by(m) for m in self.explanations.alternates if m.name != method.name}
         regions = EvidenceRegions(lungs, grid) if lungs is not None else None
@@ -151,17 +229,29 @@ class Predictor:
                           explanation=method.name, alternates=alternates)
 
 
+def _unread_reason(call: ViewCall | str, cfg: ModelConfig) -> str:
+    if isinstance(call, str):
+        return call
+    if call.view == LATERAL and not cfg.reads_lateral:
+        return f"model {cfg.name} reads frontal views only"
+    return f"the study's first {call.view} view was read; this one is another"
+
+
+def _view_evidence(call: ViewCall) -> str:
+    return call.header if call.source == "header" else f"view classifier, P(lateral) {call.classifier:.2f}"
+
+
 def _full_heatmap(raw: np.ndarray, grid: tuple[int, int], crop: Crop | None, image: Radiograph,
-                  method: Explainer) -> np.ndarray:
-    """A method's raw map as a [0, 1] heatmap on the whole image's grid; a map of a crop lies inside the crop,
-    zero elsewhere."""
+                  method: Explainer, scale: np.ndarray | None = None) -> np.ndarray:
+    """A method's raw map as a [0, 1] heatmap on the whole image's grid (scaled with ``scale``, a larger map it is
+    part of, when given); a map of a crop lies inside the crop, zero elsewhere."""
     if crop is None:
-        return method.heat(raw, *grid)
+        return method.heat(raw, *grid, scale)
     sy, sx = grid[0] / image.height, grid[1] / image.width
     x0, y0 = round(crop[0] * sx), round(crop[1] * sy)
     x1, y1 = max(x0 + 1, round((crop[0] + crop[2]) * sx)), max(y0 + 1, round((crop[1] + crop[3]) * sy))
     heat = np.zeros(grid, np.float32)
-    heat[y0:y1, x0:x1] = method.heat(raw, y1 - y0, x1 - x0)
+    heat[y0:y1, x0:x1] = method.heat(raw, y1 - y0, x1 - x0, scale)
     return heat
 
 

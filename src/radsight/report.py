@@ -14,21 +14,22 @@ from radsight.models.config import TRIAGE_LABEL
 from radsight.render import render_overlay
 
 # 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"; 1.3: "explanation", findings' "heatmaps",
-# "triage.heatmap"
-SCHEMA_VERSION = "1.3"
+# "triage.heatmap"; 1.4: "view" (the projection the image was read as, and how that was decided), "image"'s
+# "view_code" and "patient_orientation"; study documents (``radsight.study``)
+SCHEMA_VERSION = "1.4"
 PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
 
 
 def write_png(image: Image.Image, path: Path) -> None:
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESSION))
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESSION))
 
 
 @dataclass
@@ -83,8 +84,18 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
 
     ``overlay`` is ``render_overlay(image, p)`` when the caller has already drawn it for another use; ``dicom``:
     the DICOM results already written beside it, listed in the JSON."""
+    files = write_image_files(image, p, out_dir, stem, overlay)
+    files.json, files.dicom = f"{stem}.json", list(dicom)
+    text = json.dumps(prediction_document(p, files), indent=2)
+    atomic_write(out_dir / files.json, lambda t: t.write_text(text + "\n"))
+    return files
+
+
+def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
+                      overlay: Image.Image | None = None) -> OutputFiles:
+    """Every file of :func:`write_outputs` but the JSON; their names (``json`` left empty)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = OutputFiles(json=f"{stem}.json", overlay=f"{stem}.overlay.png", dicom=list(dicom))
+    files = OutputFiles(json="", overlay=f"{stem}.overlay.png")
     for label in [f.name for f in p.findings] + [TRIAGE_LABEL]:  # positives, and those asked for
         heat = p.heatmaps.get(label)
         if heat is not None:
@@ -104,6 +115,4 @@ def write_outputs(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
         files.views[name] = f"{stem}.{name}.png"
         write_png(grey_png(view), out_dir / files.views[name])
     write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / files.overlay)
-    text = json.dumps(prediction_document(p, files), indent=2)
-    _atomic_write(out_dir / files.json, lambda t: t.write_text(text + "\n"))
     return files

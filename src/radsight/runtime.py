@@ -54,10 +54,13 @@ class OnnxModel:
         if not set(cfg.outputs) <= set(found):
             raise ValueError(f"model {cfg.name}: expected outputs {', '.join(cfg.outputs)}; found {', '.join(found)}")
 
-    def run(self, batch: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """The outputs ``names`` (default: those the config lists)."""
+    def run(self, batch: np.ndarray, names: list[str] | None = None,
+            more: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The outputs ``names`` (default: those the config lists); ``more``: the graph's other inputs."""
         names = list(self.cfg.outputs) if names is None else names
-        return dict(zip(names, self.session.run(names, {"image": batch.astype(np.float32, copy=False)})))
+        feeds = {"image": batch, **(more or {})}
+        return dict(zip(names, self.session.run(names, {k: v.astype(np.float32, copy=False)
+                                                        for k, v in feeds.items()})))
 
 
 # Outputs read only by the explanation methods that need them: fetched on request, not on every run.
@@ -72,12 +75,24 @@ class Classifier(OnnxModel):
         super().__init__(cfg, threads)
         self.head_weight: np.ndarray | None = None
 
-    def __call__(self, batch: np.ndarray, extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    def __call__(self, batch: np.ndarray, extra: tuple[str, ...] = (),
+                 lateral: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """``batch``: frontal views; ``lateral``: a two-view model's lateral views, one a study (an all-NaN one:
+        that study has none); None: no study has one. A two-view model's spatial outputs join the views side
+        by side (frontal half first)."""
+        more = None
+        if self.cfg.reads_lateral:
+            lateral = np.full_like(batch, np.nan) if lateral is None else lateral
+            present = ~np.isnan(lateral).all(axis=(1, 2, 3))
+            more = {"lateral": np.where(present[:, None, None, None], lateral, 0),
+                    "lateral_present": present.astype(np.float32)[:, None]}
+        elif lateral is not None:
+            raise ValueError(f"model {self.cfg.name} reads frontal views only")
         missing = [name for name in extra if name not in self.cfg.outputs]
         names = [o for o in self.cfg.outputs if o not in EXPLAIN_OUTPUTS] + [o for o in extra if o not in missing]
         if "head_weight" in names and self.head_weight is not None:
             names.remove("head_weight")
-        out = self.run(batch, names)
+        out = self.run(batch, names, more)
         if "head_weight" in out:
             self.head_weight = out["head_weight"]
         if "head_weight" in extra and self.head_weight is not None:

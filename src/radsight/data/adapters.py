@@ -45,6 +45,8 @@ class Row:
     findings: dict[str, float] = field(default_factory=dict)  # NIH finding -> 1, 0 or NaN (unlabelled)
     extras: dict[str, float] = field(default_factory=dict)  # the release's other labels
     bboxes: str = ""  # Label:x,y,w,h;... in image pixels
+    study_id: str = ""  # the study the image belongs to (releases with several views a study)
+    view: str = ""  # frontal or lateral, where the release says
 
 
 def _read(path: Path) -> list[dict]:
@@ -170,14 +172,48 @@ def rsna_pneumonia(root: Path, uncertain: str = "ignore") -> list[Row]:
     return list(merged.values())
 
 
+COHEN_FRONTAL = {"PA", "AP", "AP SUPINE", "AP SEMI ERECT", "AP ERECT"}
+COHEN_LATERAL = {"L", "LL", "LATERAL"}
+COHEN_PNEUMONIAS = ("pneumonia", "covid", "sars", "mers", "ards", "pneumocystis", "streptococcus", "legionella",
+                    "klebsiella", "chlamydophila", "mycoplasma", "influenza", "varicella", "nocardia", "aspergillosis")
+
+
+def covid_chestxray(root: Path, uncertain: str = "ignore") -> list[Row]:
+    """The COVID-19 image data collection (Cohen et al. 2020): metadata.csv (or a subset saved as manifest.csv)
+    with patientid, offset, view, finding, modality, filename; images/ (or the ``folder`` column). Radiographs
+    only; a study is a patient at one offset (days since symptom onset); PA/AP rows are frontal, L lateral.
+    Pneumonias (any cause, COVID-19 included) are Pneumonia; "No Finding" is negative for all 14; nothing else is
+    labelled. The release's finding is kept as an extra column under its own name."""
+    path = root / "metadata.csv" if (root / "metadata.csv").is_file() else root / "manifest.csv"
+    rows = []
+    for r in _read(path):
+        if (r.get("modality") or "X-ray") != "X-ray":
+            continue
+        position = (r.get("view") or "").strip().upper()
+        view = "frontal" if position in COHEN_FRONTAL else "lateral" if position in COHEN_LATERAL else ""
+        finding = (r.get("finding") or "").strip()
+        findings = {f: NAN for f in FINDINGS}
+        if finding.lower() == "no finding":
+            findings = {f: 0.0 for f in FINDINGS}
+        elif any(word in finding.lower() for word in COHEN_PNEUMONIAS):
+            findings["Pneumonia"] = 1.0
+        extras = {finding.split("/")[-1]: 1.0} if finding and finding.lower() != "no finding" else {}
+        study = f"{r['patientid']}@{r.get('offset') or r.get('date') or 'unknown'}"
+        rows.append(Row(f"{r.get('folder') or 'images'}/{r['filename']}", r["patientid"], "", findings, extras,
+                        study_id=study, view=view))
+    return rows
+
+
 ADAPTERS: dict[str, Callable[..., list[Row]]] = {
     "chestxray14": chestxray14, "chexpert": chexpert, "mimic-cxr-jpg": mimic_cxr, "padchest": padchest,
-    "vindr-cxr": vindr_cxr, "rsna-pneumonia": rsna_pneumonia}
+    "vindr-cxr": vindr_cxr, "rsna-pneumonia": rsna_pneumonia, "covid-chestxray": covid_chestxray}
 
 
 def write_manifest(rows: list[Row], path: Path) -> Path:
-    """The radsight manifest: image, patient_id, split, the 14 findings, the extras, bboxes; empty = unlabelled."""
+    """The radsight manifest: image, patient_id, split, the 14 findings, the extras, bboxes, and study_id and view
+    when the release gives them; empty = unlabelled."""
     extras = sorted({name for r in rows for name in r.extras})
+    studies = ["study_id", "view"] if any(r.study_id or r.view for r in rows) else []
 
     def cell(value: float) -> str:
         return "" if value is None or math.isnan(value) else str(int(value)) if value in (0.0, 1.0) else str(value)
@@ -185,10 +221,11 @@ def write_manifest(rows: list[Row], path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["image", "patient_id", "split", *FINDINGS, *extras, "bboxes"])
+        writer.writerow(["image", "patient_id", "split", *FINDINGS, *extras, "bboxes", *studies])
         for r in rows:
             writer.writerow([r.image, r.patient_id, r.split, *(cell(r.findings.get(f, NAN)) for f in FINDINGS),
-                             *(cell(r.extras.get(e, NAN)) for e in extras), r.bboxes])
+                             *(cell(r.extras.get(e, NAN)) for e in extras), r.bboxes,
+                             *([r.study_id, r.view] if studies else [])])
     tmp.replace(path)
     return path
 

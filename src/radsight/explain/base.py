@@ -61,18 +61,21 @@ class Explainer:
     def maps(self, evidence: Evidence, targets: list[Target]) -> np.ndarray:
         raise NotImplementedError
 
-    def heat(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
-        return scaled_heatmap(raw, height, width, self.scaling)
+    def heat(self, raw: np.ndarray, height: int, width: int, scale: np.ndarray | None = None) -> np.ndarray:
+        return scaled_heatmap(raw, height, width, self.scaling, scale)
 
 
-def scaled_heatmap(raw: np.ndarray, height: int, width: int, scaling: str = "range") -> np.ndarray:
+def scaled_heatmap(raw: np.ndarray, height: int, width: int, scaling: str = "range",
+                   scale: np.ndarray | None = None) -> np.ndarray:
     """A raw map (h, w) -> heatmap (height, width) in [0, 1]: by its range, or by its peak (all zero when the
-    map has no positive value)."""
+    map has no positive value); those of ``scale`` when given (a larger map ``raw`` is part of: the views of a
+    study are scaled together)."""
     raw = raw.astype(np.float32)
+    ref = raw if scale is None else scale.astype(np.float32)
     if scaling == "range":
-        low, span = float(raw.min()), float(raw.max() - raw.min())
+        low, span = float(ref.min()), float(ref.max() - ref.min())
     else:
-        low, span = 0.0, float(raw.max())
+        low, span = 0.0, float(ref.max())
     scaled = (raw - low) / span if span > 0 else np.zeros_like(raw)
     return np.clip(resize(np.maximum(scaled, 0), height, width), 0.0, 1.0)
 

@@ -15,7 +15,6 @@ from radsight.io.limits import affine_clip, check_contrast, check_geometry, norm
 
 RADIOGRAPHY_MODALITIES = {"CR", "DX"}
 CHEST_BODY_PARTS = {"", "CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
-LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "RLD", "LLD"}
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +52,8 @@ def _read(path: Path, force: bool) -> Radiograph:
     if meta.photometric == "MONOCHROME1":
         np.subtract(1.0, pixels, out=pixels)  # a fresh array: invert in place, no second film-sized copy
     check_contrast(source, pixels)
-    return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw)
+    study = str(ds.get("StudyInstanceUID", "")).strip() or None
+    return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw, study_uid=study)
 
 
 def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
@@ -75,18 +75,25 @@ def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
     if body_part not in CHEST_BODY_PARTS:
         raise InputError(source, f"body part examined is {body_part}, not chest")
     view = str(ds.get("ViewPosition", "")).upper().strip()
-    if view in LATERAL_VIEWS:
-        raise InputError(source, f"lateral view ({view}); the model reads frontal (PA/AP) views")
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return ImageMeta(
         modality=modality,
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
         view_position=view or None,
+        view_code=_view_code(ds),
+        patient_orientation="\\".join(map(str, ds.get("PatientOrientation") or [])).upper() or None,
         body_part=body_part or None,
         pixel_spacing_mm=_pixel_spacing(ds),
         transfer_syntax=ts.name if ts is not None else None,
     )
+
+
+def _view_code(ds: pydicom.Dataset) -> str | None:
+    """The code meaning of ViewCodeSequence's first item, when there is one."""
+    items = ds.get("ViewCodeSequence") or []
+    meaning = str(items[0].get("CodeMeaning", "")).strip() if len(items) else ""
+    return meaning or None
 
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:

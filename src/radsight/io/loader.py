@@ -15,7 +15,7 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
 
-def _looks_like_dicom(head: bytes) -> bool:
+def looks_like_dicom(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
@@ -36,7 +36,7 @@ def load_image(path: str | os.PathLike) -> Radiograph:
     if size > MAX_FILE_BYTES:
         raise InputError(source, f"file too large ({size:,} bytes; limit {MAX_FILE_BYTES:,})")
     try:
-        if _looks_like_dicom(head):
+        if looks_like_dicom(head):
             return read_dicom(path)
         if head.startswith(_PNG) or head.startswith(_JPEG):
             return read_raster(path)

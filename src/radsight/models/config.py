@@ -10,6 +10,7 @@ from radsight.preprocess import InputSpec
 TRIAGE_LABEL = "Abnormal"
 SEGMENTATION = "lung-segmentation"
 BONE_SUPPRESSION = "bone-suppression"
+VIEW_CLASSIFICATION = "view-classification"
 
 
 @dataclass
@@ -23,7 +24,8 @@ class ModelConfig:
     threshold_methods: dict[str, str] = field(default_factory=dict)  # how each was chosen
     urgent: dict[str, dict] = field(default_factory=dict)  # urgent findings' own operating points (triage.py)
     urgent_policy: dict = field(default_factory=dict)  # the bars an urgent point must pass; empty: the defaults
-    task: str = "classification"  # or "lung-segmentation", "bone-suppression"
+    task: str = "classification"  # or "lung-segmentation", "bone-suppression", "view-classification"
+    views: list[str] = field(default_factory=lambda: ["frontal"])  # a classifier's views: frontal, and lateral
     outputs: list[str] = field(default_factory=lambda: ["logits", "cams"])  # ONNX outputs, in this order
     weights: str = "model.onnx"  # file name beside config.json
     sha256: str = ""
@@ -67,3 +69,7 @@ class ModelConfig:
         data = json.loads((directory / "config.json").read_text())
         data["input"] = InputSpec(**data["input"])
         return cls(**data, directory=directory)
+
+    @property
+    def reads_lateral(self) -> bool:
+        return "lateral" in self.views

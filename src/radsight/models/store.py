@@ -11,6 +11,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "radsight-nih64-demo"
 DEFAULT_LUNG_MODEL = "radsight-lung-unet"
 DEFAULT_BONE_MODEL = "radsight-bone-gan"
+DEFAULT_VIEW_MODEL = "radsight-view-cnn"
+DEFAULT_TWO_VIEW_MODEL = "radsight-twoview-demo"
 
 
 class ModelNotFound(LookupError):

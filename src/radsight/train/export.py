@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, ModelConfig
+from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, VIEW_CLASSIFICATION, ModelConfig
 from radsight.models.store import sha256_file
 from radsight.preprocess import InputSpec
 from radsight.train.nets import WithCams
 from radsight.train.registry import from_checkpoint
+from radsight.train.twoview import TwoViewDenseNet, TwoViewWithCams
 
 OPSET = 18
 
@@ -27,8 +28,12 @@ CLASSIFIER_OUTPUTS = ["logits", "cams", "features", "feature_map", "head_weight"
 
 def export_onnx(net: torch.nn.Module, spec: InputSpec, path: Path, outputs: list[int] | None = None) -> None:
     """A classifier: outputs ``logits`` (N, L) and ``cams`` (N, L, h, w), for the ``outputs`` rows of its head, and
-    the outputs :func:`add_feature_outputs` adds."""
-    export_module(WithCams(net.eval(), outputs), spec, path, ["logits", "cams"])
+    the outputs :func:`add_feature_outputs` adds. A two-view network reads ``image`` (the frontal), ``lateral``
+    and ``lateral_present`` (N, 1); its CAMs are the joined map (N, L, h, 2w), frontal half first."""
+    if isinstance(net, TwoViewDenseNet):
+        export_module(TwoViewWithCams(net.eval(), outputs), spec, path, ["logits", "cams"], TWO_VIEW_INPUTS)
+    else:
+        export_module(WithCams(net.eval(), outputs), spec, path, ["logits", "cams"])
     add_feature_outputs(path)
 
 
@@ -69,15 +74,23 @@ def add_feature_outputs(path: Path) -> list[str]:
     return added
 
 
-def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_names: list[str]) -> None:
-    """Any module taking ``image`` (N, C, S, S); the batch axis is dynamic."""
+TWO_VIEW_INPUTS = ("image", "lateral", "lateral_present")
+
+
+def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_names: list[str],
+                  input_names: tuple[str, ...] = ("image",)) -> None:
+    """Any module taking ``image`` (N, C, S, S), and for a two-view module ``lateral`` (the same shape) and
+    ``lateral_present`` (N, 1); the batch axis is dynamic."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, spec.channels, spec.size, spec.size)
+    image = torch.zeros(1, spec.channels, spec.size, spec.size)
+    dummies = {"image": image, "lateral": torch.zeros_like(image), "lateral_present": torch.ones(1, 1)}
     tmp = path.with_suffix(".tmp")
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(module.eval(), (dummy,), str(tmp), input_names=["image"], output_names=output_names,
-                      opset_version=OPSET, dynamo=True, verbose=False, dynamic_shapes={"x": {0: batch}},
-                      external_data=False)
+    args = tuple(dummies[name] for name in input_names)
+    names = ["x"] if input_names == ("image",) else list(input_names)  # the modules' argument names
+    torch.onnx.export(module.eval(), args, str(tmp), input_names=list(input_names), output_names=output_names,
+                      opset_version=OPSET, dynamo=True, verbose=False,
+                      dynamic_shapes={name: {0: batch} for name in names}, external_data=False)
     _strip_debug_info(tmp)
     tmp.replace(path)
 
@@ -94,7 +107,7 @@ def _strip_debug_info(path: Path) -> None:
 
 
 # What each task's network returns, by ONNX output name.
-TASK_OUTPUTS = {SEGMENTATION: ["mask_logits"], BONE_SUPPRESSION: ["bone"]}
+TASK_OUTPUTS = {SEGMENTATION: ["mask_logits"], BONE_SUPPRESSION: ["bone"], VIEW_CLASSIFICATION: ["lateral_logit"]}
 
 
 def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, license: str,
@@ -108,7 +121,8 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, lice
         fields = {"task": task, "outputs": TASK_OUTPUTS[task]}
     else:
         export_onnx(net, spec, out / "model.onnx")
-        fields = {"source_models": dict(state.get("source_models", {})), "outputs": CLASSIFIER_OUTPUTS}
+        fields = {"source_models": dict(state.get("source_models", {})), "outputs": CLASSIFIER_OUTPUTS,
+                  "views": list(state.get("views", ["frontal"]))}
     cfg = ModelConfig(name=name, version=version, architecture=state["architecture"], labels=list(state["labels"]),
                       input=spec, sha256=sha256_file(out / "model.onnx"), license=license,
                       training_data=training_data, directory=out, **fields)

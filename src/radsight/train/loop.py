@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ from radsight.preprocess import InputSpec
 from radsight.train import distributed
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.registry import build, checkpoint_fields
+from radsight.train.studies import load_studies, oversample_laterals, study_rows
+from radsight.train.twoview import TwoViewDenseNet, init_lateral_from_frontal
 
 
 @dataclass
@@ -44,6 +46,22 @@ class TrainConfig:
     bone_model: str = DEFAULT_BONE_MODEL
     task: str = "findings"  # or "abnormal": binary pretraining, normal vs any finding
     init_from: str | None = None  # a checkpoint whose weights start this run (a head of another shape is not)
+    also: list[tuple[str, str]] = field(default_factory=list)  # more (manifest, images) sources, trained on too
+    views: tuple[str, ...] = ("frontal",)  # ("frontal", "lateral"): a two-view architecture, studies as inputs
+    view_dropout: float = 0.3  # two views: share of training studies whose lateral is hidden (as if absent)
+    lateral_share: float = 0.1  # two views: studies with a lateral are repeated to about this share of an epoch
+
+    def __post_init__(self) -> None:
+        self.views = tuple(self.views)
+        if self.views not in (("frontal",), ("frontal", "lateral")):
+            raise ValueError(f"views {','.join(self.views)}: choose frontal, or frontal,lateral")
+        if self.two_view and (self.region != "image" or tuple(self.sources) != ("original",)):
+            raise ValueError("a two-view model reads the original image of each view (region image, sources "
+                             "original): the lung and bone models are trained on frontal films only")
+
+    @property
+    def two_view(self) -> bool:
+        return "lateral" in self.views
 
     @property
     def labels(self) -> list[str]:
@@ -72,10 +90,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]  # one view; or frontal, lateral and lateral_present
+
+
+def rows_of(x: Inputs, idx) -> Inputs:
+    return tuple(t[idx] for t in x) if isinstance(x, tuple) else x[idx]
+
+
+def count(x: Inputs) -> int:
+    return len(x[0]) if isinstance(x, tuple) else len(x)
+
+
+def network_inputs(x: Inputs, spec: InputSpec, gen: torch.Generator | None = None,
+                   view_dropout: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """What the network is called with: normalised images (augmented when ``gen`` is given); for two views,
+    ``view_dropout`` of the studies lose their lateral."""
+    if not isinstance(x, tuple):
+        return (normalise_batch(augment(x, gen) if gen is not None else x, spec),)
+    front, side, present = x
+    if gen is not None:
+        front, side = augment(front, gen), augment(side, gen)
+        present = present * (torch.rand(present.shape, generator=gen) >= view_dropout).float()
+    return normalise_batch(front, spec), normalise_batch(side, spec), present
+
+
 @torch.no_grad()
-def predict(net: torch.nn.Module, x: torch.Tensor, spec: InputSpec, batch_size: int = 128) -> np.ndarray:
+def predict(net: torch.nn.Module, x: Inputs, spec: InputSpec, batch_size: int = 128) -> np.ndarray:
     net.eval()
-    out = [torch.sigmoid(net(normalise_batch(x[i:i + batch_size], spec))) for i in range(0, len(x), batch_size)]
+    out = [torch.sigmoid(net(*network_inputs(rows_of(x, slice(i, i + batch_size)), spec)))
+           for i in range(0, count(x), batch_size)]
     return torch.cat(out).numpy()
 
 
@@ -91,27 +134,31 @@ def train(cfg: TrainConfig) -> Path:
     """
     ranks = distributed.start()
     out = start_run(cfg, ranks.main)
-    manifest = read_manifest(Path(cfg.manifest), Path(cfg.images))
     spec = cfg.spec
     builder = InputBuilder(spec, f"trained in {cfg.out}", cfg.source_models,
                            cfg.lung_model if cfg.region == "thorax" or "lung_masked" in spec.sources else None)
     columns = _target_columns(cfg)
     for rank_turn in (True, False):  # rank 0 reads the images and caches them; the others read its cache
         if ranks.main == rank_turn:
-            x_train, y_train = load_split(manifest.select("train"), builder, out / "inputs-train.pt")
-            x_val, y_val = load_split(manifest.select("val"), builder, out / "inputs-val.pt")
+            (x_train, y_train), (x_val, y_val) = (_load(cfg, builder, split, out / f"inputs-{split}.pt")
+                                                  for split in ("train", "val"))
         ranks.barrier()
     y_train, y_val = y_train[:, columns], y_val[:, columns]
     say = print if ranks.main else (lambda *a, **k: None)
-    say(f"train {len(x_train)} images, val {len(x_val)} images (patient-wise split); inputs {', '.join(spec.sources)}"
+    laterals = f", {int(x_train[2].sum())} with a lateral" if cfg.two_view else ""
+    say(f"train {count(x_train)} {'studies' if cfg.two_view else 'images'}{laterals}, val {count(x_val)} "
+        f"(patient-wise split); inputs {', '.join(spec.sources)}"
         + (f"; {ranks.world} processes" if ranks.distributed else ""))
 
     net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
+    if cfg.two_view != isinstance(net, TwoViewDenseNet):
+        raise ValueError(f"architecture {cfg.architecture} reads {'two views' if not cfg.two_view else 'one view'};"
+                         f" --views {','.join(cfg.views)} needs a {'two-view' if cfg.two_view else 'single-view'} one")
     if cfg.init_from and not (out / "last.pt").exists():
         say(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
     model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
+    steps_per_epoch = -(-count(x_train) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch  # warm-up: 10%, and at least 2 steps (OneCycleLR divides by its length - 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2 / total))
     start_epoch, best, history = 0, -1.0, []
@@ -125,14 +172,14 @@ def train(cfg: TrainConfig) -> Path:
         task = progress.add_task("training", total=cfg.epochs, completed=start_epoch)
         for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            order = torch.randperm(len(x_train), generator=gen)  # the same on every rank
+            order = torch.randperm(count(x_train), generator=gen)  # the same on every rank
             if ranks.distributed:  # each rank its own augmentation stream
                 gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7_919 * (ranks.rank + 1))
             model.train()
             losses = []
             for idx in ranks.share(order, cfg.batch_size):
-                xb = normalise_batch(augment(x_train[idx], gen), spec)
-                loss = masked_bce(model(xb), y_train[idx])
+                xb = network_inputs(rows_of(x_train, idx), spec, gen, cfg.view_dropout)
+                loss = masked_bce(model(*xb), y_train[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -140,7 +187,8 @@ def train(cfg: TrainConfig) -> Path:
                 losses.append(loss.item())
             loss = float(ranks.gather_rows(torch.tensor([np.mean(losses)]), ranks.world).mean())
             scored = slice(0, len(FINDINGS)) if cfg.task == "findings" else slice(0, 1)
-            probs = ranks.gather_rows(torch.from_numpy(predict(net, x_val[ranks.rank::ranks.world], spec)), len(x_val))
+            mine = rows_of(x_val, slice(ranks.rank, None, ranks.world))
+            probs = ranks.gather_rows(torch.from_numpy(predict(net, mine, spec)), count(x_val))
             val_auc = mean_auroc(y_val.numpy()[:, scored], probs.numpy()[:, scored])
             history.append({"epoch": epoch, "loss": loss, "val_mean_auroc": val_auc})
             if ranks.main:
@@ -148,7 +196,7 @@ def train(cfg: TrainConfig) -> Path:
             state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": max(best, val_auc), "history": history,
                      **checkpoint_fields(net), "labels": cfg.labels, "input": asdict(spec),
-                     "source_models": cfg.source_models}
+                     "source_models": cfg.source_models, "views": list(cfg.views)}
             if not val_auc <= best:  # NaN (a val split without both classes): keep the latest
                 best = val_auc
                 if ranks.main:
@@ -161,6 +209,17 @@ def train(cfg: TrainConfig) -> Path:
         (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     distributed.stop(ranks)
     return out / "best.pt"
+
+
+def _load(cfg: TrainConfig, builder: InputBuilder, split: str, cache: Path) -> tuple[Inputs, torch.Tensor]:
+    """One split of every source: images, or for two views studies (``radsight.train.studies``)."""
+    sources = [(cfg.manifest, cfg.images), *cfg.also]
+    if cfg.two_view:
+        x, y = load_studies([r for r in study_rows(sources) if r.split == split], builder, cache)
+        return (oversample_laterals(x, y, cfg.lateral_share) if split == "train" else (x, y))
+    parts = [load_split(read_manifest(Path(m), Path(i)).select(split), builder,
+                        cache if n == 0 else cache.with_name(f"{cache.stem}-{n}.pt")) for n, (m, i) in enumerate(sources)]
+    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
 
 
 def _target_columns(cfg: TrainConfig) -> list[int]:
@@ -181,6 +240,9 @@ def init_weights(net: torch.nn.Module, checkpoint: Path) -> str:
     if not taken:
         raise ValueError(f"{checkpoint}: no tensor matches this architecture")
     net.load_state_dict(taken, strict=False)
+    if isinstance(net, TwoViewDenseNet) and not any(k.startswith("lateral") for k in taken):
+        init_lateral_from_frontal(net)  # a single-view checkpoint: the lateral branch starts as the frontal one
+        taken.update({k: None for k in own if k.startswith("lateral.")})
     skipped = sorted(set(own) - set(taken))
     return f"{len(taken)} tensors taken" + (f", {len(skipped)} left at their initial values ({', '.join(skipped[:4])})"
                                            if skipped else "")

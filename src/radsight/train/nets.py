@@ -24,7 +24,8 @@ class DenseNetConfig:
     block_config: tuple[int, ...] = (6, 12, 24, 16)
     num_init_features: int = 64
     bn_size: int = 4
-    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "small": 3x3/1 conv; "strided": 3x3/2 + pool
+    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "small": 3x3/1 conv; "strided": 3x3/2 + pool;
+    # "half": 3x3/2 conv
     in_chans: int = 3
     num_classes: int = 14
     drop_rate: float = 0.0
@@ -95,6 +96,9 @@ class DenseNet(nn.Module):
             stem = [("conv0", nn.Conv2d(cfg.in_chans, cfg.num_init_features, 3, 2, 1, bias=False)),
                     ("norm0", nn.BatchNorm2d(cfg.num_init_features)), ("relu0", nn.ReLU(inplace=True)),
                     ("pool0", nn.MaxPool2d(2, 2))]
+        elif cfg.stem == "half":
+            stem = [("conv0", nn.Conv2d(cfg.in_chans, cfg.num_init_features, 3, 2, 1, bias=False)),
+                    ("norm0", nn.BatchNorm2d(cfg.num_init_features)), ("relu0", nn.ReLU(inplace=True))]
         elif cfg.stem == "small":
             stem = [("conv0", nn.Conv2d(cfg.in_chans, cfg.num_init_features, 3, 1, 1, bias=False)),
                     ("norm0", nn.BatchNorm2d(cfg.num_init_features)), ("relu0", nn.ReLU(inplace=True))]

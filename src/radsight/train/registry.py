@@ -55,4 +55,4 @@ def from_checkpoint(state: dict) -> nn.Module:
 
 def _load_all() -> None:
     """Import the modules whose builders register themselves."""
-    from radsight.train import bone_nets, nets, resnet, unet  # noqa: F401
+    from radsight.train import bone_nets, nets, resnet, twoview, unet, view  # noqa: F401

@@ -1,0 +1,153 @@
+"""Studies, not single images: files grouped by StudyInstanceUID, analyzed together, one document a study.
+
+``STUDY.json`` holds one set of findings, probabilities, triage and priority for the study, and a ``views`` list:
+each image's source, the view it was read as and how that was decided (header or view classifier, and any
+contradiction between them), its size, and on its own pixels the heatmap and boxes of each finding shown.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pydicom
+
+from radsight.concurrency import ordered_map
+from radsight.core import ImageMeta, InputError, Radiograph, StudyPrediction
+from radsight.io import load_image
+from radsight.io.loader import looks_like_dicom
+from radsight.report import DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, write_image_files
+from radsight.views import LATERAL, header_view
+
+HEADER_TAGS = ["StudyInstanceUID", "ViewPosition", "ViewCodeSequence", "PatientOrientation"]
+
+
+@dataclass
+class StudyInput:
+    """The files of one study: ``name`` is its StudyInstanceUID, or the first file's stem for files without one."""
+
+    name: str
+    paths: list[Path]
+    lateral_in_header: bool = False  # a header names a lateral view
+
+    @property
+    def stem(self) -> str:
+        """The study's output name: its name with characters unsafe in file names replaced."""
+        return re.sub(r"[^A-Za-z0-9._-]", "_", self.name)[:128] or "study"
+
+
+def group_studies(paths: list[Path], one_study: bool = False) -> list[StudyInput]:
+    """DICOM files by the StudyInstanceUID in their headers (pixel data is not read here), in the order each study
+    is first met; every other file, and a DICOM file without a StudyInstanceUID, a study of its own. With
+    ``one_study``, the files given are one study."""
+    if one_study:
+        return [StudyInput(paths[0].stem, list(paths), any(_header(p)[1] for p in paths))] if paths else []
+    studies: dict[str, StudyInput] = {}
+    for path in paths:
+        uid, lateral = _header(path)
+        key = uid or f"file:{path}"
+        study = studies.setdefault(key, StudyInput(uid or (path.stem or path.name), []))
+        study.paths.append(path)
+        study.lateral_in_header |= lateral
+    return _unique(list(studies.values()))
+
+
+def _header(path: Path) -> tuple[str | None, bool]:
+    """A DICOM file's StudyInstanceUID and whether its header names a lateral view; (None, False) for other files
+    and for headers that cannot be read (the file's error comes when it is analyzed)."""
+    try:
+        with open(path, "rb") as fh:
+            if not looks_like_dicom(fh.read(132)):
+                return None, False
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        items = ds.get("ViewCodeSequence") or []
+        meta = ImageMeta(view_position=str(ds.get("ViewPosition", "")).strip() or None,
+                         view_code=str(items[0].get("CodeMeaning", "")) if len(items) else None,
+                         patient_orientation="\\".join(map(str, ds.get("PatientOrientation") or [])) or None)
+        return str(ds.get("StudyInstanceUID", "")).strip() or None, header_view(meta).view == LATERAL
+    except Exception:  # noqa: BLE001 - any parser failure: the file is analyzed (and refused) as it is later
+        return None, False
+
+
+def _unique(studies: list[StudyInput]) -> list[StudyInput]:
+    """Studies whose output names collide are numbered, in input order."""
+    used: set[str] = set()
+    for study in studies:
+        stem, n = study.stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{study.stem}-{n}"
+        used.add(stem)
+        study.name = study.name if stem == study.stem else f"{study.name}-{n}"
+    return studies
+
+
+@dataclass
+class StudyOutcome:
+    study: StudyInput
+    prediction: StudyPrediction | None = None
+    json: str | None = None
+    error: InputError | None = None
+    unreadable: list[InputError] = field(default_factory=list)  # files of the study that could not be read
+
+
+def analyze_studies(studies: list[StudyInput], out_dir: Path, predictor, workers: int = 1,
+                    explain: Collection[str] = ()) -> Iterator[StudyOutcome]:
+    """Each study analyzed by ``predictor`` (``pipeline.Predictor``) and written as ``STUDY.json`` with its view
+    files; a study that cannot be analyzed is an error outcome and the others go on. In input order."""
+    return ordered_map(lambda s: analyze_study(predictor, s, out_dir, explain), studies, workers)
+
+
+def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collection[str] = ()) -> StudyOutcome:
+    images: list[Radiograph] = []
+    outcome = StudyOutcome(study)
+    for path in study.paths:
+        try:
+            images.append(load_image(path))
+        except InputError as exc:
+            outcome.unreadable.append(exc)
+    try:
+        if not images:
+            raise InputError(study.name, "no image of this study could be read")
+        outcome.prediction = predictor.predict_study(images, study.name, explain)
+    except InputError as exc:
+        outcome.error = exc
+        return outcome
+    outcome.json = write_study_outputs(images, outcome.prediction, out_dir, study.stem, outcome.unreadable)
+    return outcome
+
+
+def study_document(sp: StudyPrediction, view_files: list, unreadable: list[InputError] = ()) -> dict:
+    """The study's JSON document; ``view_files``: each view's written files (``report.OutputFiles`` or None)."""
+    views = []
+    for result, files in zip(sp.views, view_files):
+        entry = {"source": result.source, "view": result.view.view if result.view else None,
+                 "view_decision": asdict(result.view) if result.view else None, "read": result.read,
+                 "reason": result.reason}
+        if result.prediction is not None:
+            doc = prediction_document(result.prediction, files)
+            entry.update(width=doc["width"], height=doc["height"], image=doc["image"], overlay=doc["overlay"],
+                         findings={f["name"]: {"heatmaps": f["heatmaps"], "boxes": f["boxes"]}
+                                   for f in doc["findings"] if f["heatmaps"] or f["boxes"]},
+                         triage_heatmap=doc["triage"]["heatmap"])
+            if doc["anatomy"] is not None:
+                entry["anatomy"] = doc["anatomy"]
+        views.append(entry)
+    views += [{"source": e.source, "view": None, "read": False, "reason": e.reason} for e in unreadable]
+    findings = [{k: v for k, v in asdict(f).items() if k != "boxes"} for f in sp.findings]
+    return {"schema_version": SCHEMA_VERSION, "study": sp.study, "model": asdict(sp.model),
+            "triage": asdict(sp.triage), "findings": findings, "explanation": sp.explanation, "views": views,
+            "disclaimer": DISCLAIMER}
+
+
+def write_study_outputs(images: list[Radiograph], sp: StudyPrediction, out_dir: Path, stem: str,
+                        unreadable: list[InputError] = ()) -> str:
+    """``stem.json`` and, for each view read, ``stem.<view>.*`` (overlay, heatmaps, lungs); the JSON's name."""
+    by_source = {image.source: image for image in images}
+    files = [write_image_files(by_source[r.source], r.prediction, out_dir, f"{stem}.{r.view.view}")
+             if r.prediction else None for r in sp.views]  # one frontal and one lateral are read at most
+    text = json.dumps(study_document(sp, files, unreadable), indent=2)
+    atomic_write(out_dir / f"{stem}.json", lambda t: t.write_text(text + "\n"))
+    return f"{stem}.json"

@@ -1,0 +1,46 @@
+"""``radsight analyze`` on studies: which model reads them, and the console lines of a study run."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from radsight.inputs import installed
+from radsight.models.store import DEFAULT_MODEL, DEFAULT_TWO_VIEW_MODEL
+from radsight.study import StudyInput, analyze_studies
+
+
+def default_model(studies: list[StudyInput], one_study: bool) -> str:
+    """The model when none is named: the two-view model (when installed) for input that holds a study of several
+    images, a DICOM lateral, or ``--study``; the frontal model otherwise."""
+    several = one_study or any(len(s.paths) > 1 or s.lateral_in_header for s in studies)
+    return (installed(DEFAULT_TWO_VIEW_MODEL) or DEFAULT_MODEL) if several else DEFAULT_MODEL
+
+
+def run_studies(studies: list[StudyInput], out: Path, predictor, workers: int, explain, console, err,
+                quiet: bool = False) -> tuple[list, int]:
+    """Analyze each study, printing a line per study and per error; the outcomes analyzed and the failures."""
+    done, failed, start = [], 0, time.perf_counter()
+    for outcome in analyze_studies(studies, out, predictor, workers, explain):
+        for exc in outcome.unreadable:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+        if outcome.error is not None:
+            failed += 1
+            err.print(f"error: study {outcome.error}", markup=False, highlight=False)
+            continue
+        done.append(outcome)
+        if not quiet:
+            console.print(study_line(outcome, out), markup=False, highlight=False)
+    seconds = time.perf_counter() - start
+    console.print(f"analyzed {len(done)} of {len(studies)} studies in {seconds:.1f} s with {predictor.cfg.name}; "
+                  f"{failed} failed; outputs in {out}", markup=False, highlight=False)
+    return done, failed
+
+
+def study_line(outcome, out: Path) -> str:
+    p = outcome.prediction
+    names = ", ".join(f"{f.name} {f.probability:.2f}" for f in p.positives) or "none above threshold"
+    views = ", ".join(f"{v.view.view} ({v.view.source})" + ("" if v.read else " not read")
+                      for v in p.views if v.view is not None)
+    conflicts = [v.view.disagreement for v in p.views if v.view is not None and v.view.disagreement]
+    return (f"study {p.study}: triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  findings: {names}  "
+            f"views: {views}{'  VIEW CONFLICT: ' + '; '.join(conflicts) if conflicts else ''}  -> {out / outcome.json}")

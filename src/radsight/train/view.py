@@ -1,0 +1,149 @@
+"""The view classifier: frontal (PA/AP) or lateral, from the pixels alone, for images without a DICOM header.
+
+Laterals are few in open data, so each batch holds a fixed share of them and both classes are strongly
+augmented (flips, crops, rotations, gamma, blur, noise); frontal films from the same publications as the
+laterals are in the frontal class, so the model cannot tell views apart by their source.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress, track
+from torch import nn
+
+from radsight.core import InputError
+from radsight.data.view_manifest import ViewRow, holds_out, view_rows
+from radsight.io import load_image
+from radsight.models.config import VIEW_CLASSIFICATION
+from radsight.preprocess import InputSpec, prepare
+from radsight.train.data import normalise_batch, photometric, warp
+from radsight.train.loop import atomic_save, resume, start_run
+from radsight.train.registry import build, checkpoint_fields, register
+from radsight.views import LATERAL
+
+
+class ViewCNN(nn.Module):
+    """Four stride-2 3x3 conv/BN/ReLU stages (width, 2w, 4w, 4w), global average pooling, one logit (lateral)."""
+
+    def __init__(self, width: int = 16, in_chans: int = 1):
+        super().__init__()
+        layers, n = [], in_chans
+        for out in (width, 2 * width, 4 * width, 4 * width):
+            layers += [nn.Conv2d(n, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            n = out
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(n, 1))
+        self.arch_kwargs = {"width": width, "in_chans": in_chans}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+register("view-cnn")(ViewCNN)
+
+
+@dataclass
+class ViewTrainConfig:
+    """``sources``: (manifest CSV, image folder) pairs. A manifest needs an ``image`` column; ``view`` (PA, AP,
+    frontal / L, LL, lateral; absent: every row frontal, as in ChestX-ray14), ``patient_id`` (else ``group``)
+    and ``split`` are read when present. Rows of ``holdout`` patients, and rows whose split is not ``train``, are
+    never trained on."""
+
+    sources: list[tuple[str, str]]
+    out: str
+    holdout: list[str] = field(default_factory=list)  # patient ids
+    input_size: int = 64
+    steps: int = 1500
+    batch_size: int = 48
+    lateral_share: float = 0.25  # of each batch
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 0
+    stop_after: int | None = None
+
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=1)
+
+
+def load_views(rows: list[ViewRow], spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs in [0, 1] (N, 1, S, S) and labels (N,) 1 = lateral; unreadable rows are skipped with a line."""
+    xs, ys = [], []
+    for row in track(rows, description=f"reading {len(rows)} images", transient=True):
+        try:
+            image = load_image(row.path)
+        except InputError as exc:
+            print(f"skipped: {exc}")
+            continue
+        xs.append(prepare(image, spec, normalised=False)[0])
+        ys.append(float(row.view == LATERAL))
+    return torch.from_numpy(np.stack(xs)), torch.tensor(ys)
+
+
+def strong_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flips (a lateral faces either way), crops to 65-100% of the side, ±15° rotation, then photometric jitter
+    and, for half the batch, a blur."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=gen) * 30 - 15) * math.pi / 180
+    scale = 0.65 + 0.35 * torch.rand(n, generator=gen)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 2 * (1 - scale)[:, None]
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    x = photometric(warp(x, theta), gen)
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    keep = (torch.rand(n, 1, 1, 1, generator=gen) < 0.5).float()
+    return keep * x + (1 - keep) * blurred
+
+
+def balanced_batch(labels: torch.Tensor, size: int, share: float, gen: torch.Generator) -> torch.Tensor:
+    lateral, frontal = torch.nonzero(labels == 1).flatten(), torch.nonzero(labels == 0).flatten()
+    k = max(1, round(size * share))
+    return torch.cat([lateral[torch.randint(len(lateral), (k,), generator=gen)],
+                      frontal[torch.randint(len(frontal), (size - k,), generator=gen)]])
+
+
+def train_view_classifier(cfg: ViewTrainConfig) -> Path:
+    """Train for ``steps`` (no checkpoint is chosen on held-out images: the last one is the model), checkpointing
+    every 100 steps to ``out/last.pt``; re-running resumes. Writes ``out/final.pt`` when done."""
+    out = start_run(cfg)
+    rows = view_rows(cfg.sources)
+    train_rows = [r for r in rows if r.split == "train" and not holds_out(r, cfg.holdout)]
+    x, y = load_views(train_rows, cfg.spec)
+    if not (y == 1).any() or not (y == 0).any():
+        raise ValueError("the training rows need both frontal and lateral images")
+    print(f"train {int((y == 1).sum())} laterals, {int((y == 0).sum())} frontal images; "
+          f"held-out patients: {', '.join(cfg.holdout) or 'none'}")
+    net = build("view-cnn")
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    state = resume(out / "last.pt", net, opt, sched)
+    start = state["step"] + 1 if state else 0
+    end = min(cfg.steps, cfg.stop_after or cfg.steps)
+    with Progress() as progress:
+        task = progress.add_task("training", total=cfg.steps, completed=start)
+        for step in range(start, end):
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+            idx = balanced_batch(y, cfg.batch_size, cfg.lateral_share, gen)
+            net.train()
+            logits = net(normalise_batch(strong_augment(x[idx], gen), cfg.spec)).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            progress.advance(task)
+            if (step + 1) % 100 == 0 or step + 1 == end:
+                progress.console.print(f"step {step + 1}/{cfg.steps}  loss {loss.item():.4f}")
+                atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             "step": step, **checkpoint_fields(net), "labels": [LATERAL], "input": asdict(cfg.spec),
+                             "task": VIEW_CLASSIFICATION}, out / "last.pt")
+    if end == cfg.steps:
+        final = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        final["held_out_patients"] = list(cfg.holdout)
+        atomic_save(final, out / "final.pt")
+    return out / ("final.pt" if end == cfg.steps else "last.pt")
