@@ -51,8 +51,12 @@ def _layouts(root):
     rsna = root / "rsna"
     _write(rsna / "stage_2_train_labels.csv", "patientId,x,y,width,height,Target\nu1,,,,,0\n"
            "u2,264.0,152.0,213.0,379.0,1\nu2,562.0,152.0,256.0,453.0,1\n")
+    cohen = root / "cohen"
+    _write(cohen / "metadata.csv", "patientid,offset,view,finding,modality,filename\n"
+           "1,3,PA,Pneumonia/Viral/COVID-19,X-ray,a.png\n1,3,L,Pneumonia/Viral/COVID-19,X-ray,b.png\n"
+           "2,,AP Supine,No Finding,X-ray,c.png\n3,1,Axial,COVID-19,CT,d.png\n")
     return {"chestxray14": nih, "chexpert": chex, "mimic-cxr-jpg": mimic, "padchest": pad, "vindr-cxr": vin,
-            "rsna-pneumonia": rsna}
+            "rsna-pneumonia": rsna, "covid-chestxray": cohen}
 
 
 def _labels(manifest, i):
@@ -70,6 +74,10 @@ def manifests(tmp_path):
 
 def test_every_release_maps_onto_the_nih_findings_with_nan_where_it_is_silent(manifests):
     assert set(manifests) == set(ADAPTERS)
+    cohen = manifests["covid-chestxray"]  # radiographs only; a study is a patient at one offset
+    assert cohen.images == ["images/a.png", "images/b.png", "images/c.png"]
+    assert _labels(cohen, 0)["Pneumonia"] == 1 and math.isnan(_labels(cohen, 0)["Effusion"])
+    assert not np.isnan(cohen.labels[2]).any() and cohen.labels[2].sum() == 0  # "No Finding"
     nih = manifests["chestxray14"]
     assert _labels(nih, 0)["Cardiomegaly"] == 1 and _labels(nih, 0)["Effusion"] == 1 and _labels(nih, 0)["Mass"] == 0
     assert _labels(nih, 2)["Pleural_Thickening"] == 1 and not np.isnan(nih.labels).any()

@@ -147,7 +147,7 @@ def test_every_method_makes_heatmaps_and_boxes_inside_the_image(tiny_model, tmp_
     files = write_outputs(image, p, tmp_path, "phantom")
     doc = json.loads((tmp_path / files.json).read_text())
     effusion = next(f for f in doc["findings"] if f["name"] == "Effusion")
-    assert doc["explanation"] == method and doc["schema_version"] == "1.3"
+    assert doc["explanation"] == method and doc["schema_version"] == "1.4"
     assert effusion["heatmaps"][method] == effusion["heatmap"]
     assert set(effusion["heatmaps"]) == {method, *TORCH_FREE}
     assert all((tmp_path / f).is_file() for f in effusion["heatmaps"].values())

@@ -78,7 +78,6 @@ def test_metadata_carries_no_patient_identifiers(tmp_path, phantom):
 @pytest.mark.parametrize("kwargs, reason", [
     ({"modality": "CT"}, "modality CT is not a radiograph"),
     ({"modality": "MR"}, "modality MR is not a radiograph"),
-    ({"view": "LL"}, "lateral view"),
     ({"body_part": "HAND"}, "body part examined is HAND"),
 ])
 def test_non_chest_dicoms_are_refused(tmp_path, phantom, kwargs, reason):
@@ -94,6 +93,13 @@ def test_pydicom_corpus_non_chest_and_broken_files(name, reason):
     with pytest.raises(InputError, match=reason) as info:
         load_image(corpus_file(name))
     assert "\n" not in str(info.value)
+
+
+def test_a_lateral_is_read_and_refused_by_the_predictor_of_a_frontal_model(tmp_path, phantom, tiny_model):
+    from radsight.pipeline import Predictor
+    image = load_image(make_dicom(tmp_path / "l.dcm", phantom, view="LL"))  # the reader takes every view
+    with pytest.raises(InputError, match=r"lateral view \(ViewPosition LL\); model tiny-test reads frontal"):
+        Predictor(str(tiny_model), lung_model=None).predict(image)
 
 
 def test_rgb_dicom_without_modality_is_refused_as_colour(tmp_path):

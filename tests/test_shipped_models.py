@@ -42,3 +42,17 @@ def test_bone_model_beats_the_identity_on_held_out_bse_jsrt_cases(tmp_path):
     assert psnr["model"]["mean"] == pytest.approx(41.633, abs=5e-3)  # MODEL_CARD.md
     assert psnr["identity"]["mean"] == pytest.approx(37.441, abs=5e-3)
     assert psnr["difference"]["ci"][0] > 0
+
+
+def test_view_classifier_on_held_out_images_matches_its_card(tmp_path):
+    from radsight.data.adapters import import_release
+    from radsight.data.view_manifest import view_rows
+    from radsight.view_model import ViewModel, evaluate_views
+    import_release("covid-chestxray", shared("multiview"), tmp_path / "mv.csv")
+    t64 = shared("nih-cxr14", "train64")
+    rows = [r for r in view_rows([(str(tmp_path / "mv.csv"), str(shared("multiview")))])
+            if r.patient.rsplit(":", 1)[1] in ("20", "33", "77")]
+    rows += [r for r in view_rows([(str(t64 / "manifest.csv"), str(t64 / "images"))]) if r.split == "val"]
+    m = evaluate_views(ViewModel("radsight-view-cnn"), rows, tmp_path / "eval")["overall"]
+    assert (m["laterals"], m["frontals"], m["accuracy"]) == (3, 139, 1.0)  # MODEL_CARD.md
+    assert m["lateral_probabilities"] == pytest.approx([0.9997, 0.8185, 0.9568], abs=2e-4)

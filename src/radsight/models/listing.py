@@ -19,9 +19,16 @@ def _quantized(cfg: ModelConfig) -> str:
     return f"\n    {q['precision']} variant of {q['source']} {q['source_version']}{measured}"
 
 
+def _views(cfg: ModelConfig) -> str:
+    """Which views a classifier reads (other tasks: nothing to say)."""
+    if cfg.task != "classification":
+        return ""
+    return "; views: frontal + lateral (a study)" if cfg.reads_lateral else "; views: frontal"
+
+
 def _installed_row(cfg: ModelConfig) -> str:
     return (f"{cfg.name}  [installed: {cfg.directory}]{_quantized(cfg)}\n"
-            f"    {cfg.task}: {cfg.architecture}, input {cfg.input.size}px ({' + '.join(cfg.input.sources)}; "
+            f"    {cfg.task}{_views(cfg)}: {cfg.architecture}, input {cfg.input.size}px ({' + '.join(cfg.input.sources)}; "
             f"{cfg.input.pixels} pixels, {cfg.input.resample}), "
             f"{len(cfg.labels)} outputs: {', '.join(cfg.labels)}\n"
             f"    trained on: {cfg.training_data or 'unknown'}; licence: {cfg.license or 'unknown'}; "
