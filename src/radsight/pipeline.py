@@ -37,7 +37,7 @@ from radsight.report import OutputFiles, write_outputs
 from radsight.runtime import Classifier
 from radsight.triage import UrgentPolicy, priority, threshold_scaled, urgent_checks
 from radsight.view_model import ViewModel
-from radsight.views import FRONTAL, LATERAL, decide
+from radsight.views import FRONTAL, LATERAL, NO_VIEW, decide
 
 
 class Predictor:
@@ -114,7 +114,7 @@ class Predictor:
         cannot stand alone. None when nothing tells the view (no header view, no view classifier): frontal."""
         call = self.view_of(image)
         if isinstance(call, str):
-            if self.views is None and "names no view" in call:
+            if call == NO_VIEW:
                 return None
             raise InputError(image.source, call)
         if call.view == LATERAL:
@@ -147,11 +147,11 @@ class Predictor:
         """One result for the images of one study. Each image's view comes from its header, else from the view
         classifier; the model reads the study's first frontal and, when it takes laterals, its first lateral (a
         study without one is read with the lateral absent); every other image is listed with the reason it was
-        not read (views come frontal, lateral, then the others). Heatmaps and boxes are per view, on that view's pixels. Raises :class:`InputError` (``name``)
-        for a study without a frontal view."""
+        not read (views come frontal, lateral, then the others). Heatmaps and boxes are per view, on that view's
+        pixels. Raises :class:`InputError` (``name``) for a study without a frontal view."""
         calls = [self.view_of(image) for image in images]
-        if self.views is None:  # nothing tells the views apart: an image whose header is silent counts as frontal
-            calls = [ViewCall(FRONTAL, "header") if isinstance(c, str) and "names no view" in c else c for c in calls]
+        # nothing tells the views apart (no view classifier): an image whose header is silent counts as frontal
+        calls = [ViewCall(FRONTAL, "header") if c == NO_VIEW else c for c in calls]
         first = {v: next((i for i, c in enumerate(calls) if isinstance(c, ViewCall) and c.view == v), None)
                  for v in (FRONTAL, LATERAL)}
         front, side = first[FRONTAL], first[LATERAL] if self.cfg.reads_lateral else None

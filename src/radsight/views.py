@@ -9,6 +9,7 @@ from radsight.core import ImageMeta, ViewCall
 FRONTAL, LATERAL = "frontal", "lateral"
 VIEWS = (FRONTAL, LATERAL)
 LATERAL_NAMES = {"l", "ll", "rl", "lat", "lateral"}  # a manifest's ``view`` column; anything else is frontal
+NO_VIEW = "the header names no view and no view classifier is installed"
 
 # ViewPosition (0018,5101) defined terms and the spellings met in archives.
 FRONTAL_POSITIONS = {"PA", "AP", "AP SUPINE", "PA ERECT", "AP ERECT"}
@@ -70,5 +71,5 @@ def decide(meta: ImageMeta, lateral_probability: float | None, threshold: float 
                                  f"{by_classifier} (P(lateral) {lateral_probability:.2f})")
         return call
     if by_classifier is None:
-        return "the header names no view and no view classifier is installed"
+        return NO_VIEW
     return ViewCall(by_classifier, "classifier", None, lateral_probability)
