@@ -51,7 +51,7 @@ def test_view_classifier_on_held_out_images_matches_its_card(tmp_path):
     import_release("covid-chestxray", shared("multiview"), tmp_path / "mv.csv")
     t64 = shared("nih-cxr14", "train64")
     rows = [r for r in view_rows([(str(tmp_path / "mv.csv"), str(shared("multiview")))])
-            if r.patient.rsplit(":", 1)[1] in ("20", "33", "77")]
+            if r.patient in ("20", "33", "77")]
     rows += [r for r in view_rows([(str(t64 / "manifest.csv"), str(t64 / "images"))]) if r.split == "val"]
     m = evaluate_views(ViewModel("radsight-view-cnn"), rows, tmp_path / "eval")["overall"]
     assert (m["laterals"], m["frontals"], m["accuracy"]) == (3, 139, 1.0)  # MODEL_CARD.md

@@ -517,7 +517,7 @@ def _evaluate_views(model: str, manifest: Path, images: Path, out: Path, subset:
     from radsight.view_model import ViewModel, evaluate_views
     patients = [p for p in subset.split(",") if p]
     rows = [r for r in view_rows([(str(manifest), str(images))])
-            if (not patients or r.patient.rsplit(":", 1)[1] in patients) and (split is None or r.split == split)]
+            if (not patients or r.patient in patients) and (split is None or r.split == split)]
     if not rows:
         raise _fail("no rows to evaluate")
     m = evaluate_views(ViewModel(model), rows, out)

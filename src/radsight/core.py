@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-
 # ChestX-ray14 findings, NIH spellings, in NIH's label order.
 FINDINGS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -94,9 +93,9 @@ class Radiograph:
 class ViewCall:
     """The view an image is read as, and how that was decided.
 
-    ``source``: "header" or "classifier"; ``header``: what the header
-    says (the element), when it says anything; ``classifier``: the view classifier's probability that the image
-    is a lateral, when it ran; ``disagreement``: a sentence when header and classifier contradict each other."""
+    ``source``: "header" or "classifier"; ``header``: what the header says (the element), when it says anything;
+    ``classifier``: the view classifier's probability that the image is a lateral, when it ran; ``disagreement``:
+    a sentence when header and classifier contradict each other."""
 
     view: str
     source: str

@@ -33,7 +33,7 @@ from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_VIE
 from radsight.ood import describe, load_gate
 from radsight.preprocess import Crop, prepare
 from radsight.render import render_overlay
-from radsight.report import OutputFiles, write_outputs
+from radsight.report import OutputFiles, unique_stem, write_outputs
 from radsight.runtime import Classifier
 from radsight.triage import UrgentPolicy, priority, threshold_scaled, urgent_checks
 from radsight.view_model import ViewModel
@@ -344,7 +344,7 @@ def output_stems(paths: list[Path]) -> list[str]:
     """Each file's output name: its stem, numbered when an earlier file has the same one (a file's name never
     depends on the files after it)."""
     used: set[str] = set()
-    return [_unique_stem(path, used) for path in paths]
+    return [unique_stem(path.stem or path.name, used) for path in paths]
 
 
 def analyze_one(predictor: Predictor, path: Path, stem: str, out_dir: Path, allow_ood: bool = False,
@@ -370,16 +370,6 @@ def analyze_one(predictor: Predictor, path: Path, stem: str, out_dir: Path, allo
         return Outcome(path, error=InputError(str(path), f"analyzed, but no DICOM results could be made from its "
                                                          f"header ({type(exc).__name__}: {exc})"))
     return Outcome(path, prediction, write_outputs(image, prediction, out_dir, stem, overlay, dicom))
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem or path.name, 1
-    candidate = stem
-    while candidate in used:
-        n += 1
-        candidate = f"{stem}-{n}"
-    used.add(candidate)
-    return candidate
 
 
 __all__ = ["Outcome", "Predictor", "analyze", "analyze_files", "analyze_one", "default_workers", "expand_inputs",

@@ -17,8 +17,10 @@ import pydicom
 from radsight.concurrency import ordered_map
 from radsight.core import ImageMeta, InputError, Radiograph, StudyPrediction
 from radsight.io import load_image
+from radsight.io.dicom import view_elements
 from radsight.io.loader import looks_like_dicom
-from radsight.report import DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, write_image_files
+from radsight.report import (DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, unique_stem,
+                             write_image_files)
 from radsight.views import LATERAL, header_view
 
 HEADER_TAGS = ["StudyInstanceUID", "ViewPosition", "ViewCodeSequence", "PatientOrientation"]
@@ -26,16 +28,14 @@ HEADER_TAGS = ["StudyInstanceUID", "ViewPosition", "ViewCodeSequence", "PatientO
 
 @dataclass
 class StudyInput:
-    """The files of one study: ``name`` is its StudyInstanceUID, or the first file's stem for files without one."""
+    """The files of one study: ``name`` is its StudyInstanceUID, or the first file's stem for files without one;
+    ``stem`` its output name (the name with characters unsafe in file names replaced, numbered when an earlier
+    study has it)."""
 
     name: str
     paths: list[Path]
     lateral_in_header: bool = False  # a header names a lateral view
-
-    @property
-    def stem(self) -> str:
-        """The study's output name: its name with characters unsafe in file names replaced."""
-        return re.sub(r"[^A-Za-z0-9._-]", "_", self.name)[:128] or "study"
+    stem: str = ""
 
 
 def group_studies(paths: list[Path], one_study: bool = False) -> list[StudyInput]:
@@ -43,15 +43,18 @@ def group_studies(paths: list[Path], one_study: bool = False) -> list[StudyInput
     is first met; every other file, and a DICOM file without a StudyInstanceUID, a study of its own. With
     ``one_study``, the files given are one study."""
     if one_study:
-        return [StudyInput(paths[0].stem, list(paths), any(_header(p)[1] for p in paths))] if paths else []
-    studies: dict[str, StudyInput] = {}
-    for path in paths:
-        uid, lateral = _header(path)
-        key = uid or f"file:{path}"
-        study = studies.setdefault(key, StudyInput(uid or (path.stem or path.name), []))
-        study.paths.append(path)
-        study.lateral_in_header |= lateral
-    return _unique(list(studies.values()))
+        studies = {"": StudyInput(paths[0].stem, list(paths), any(_header(p)[1] for p in paths))} if paths else {}
+    else:
+        studies = {}
+        for path in paths:
+            uid, lateral = _header(path)
+            study = studies.setdefault(uid or f"file:{path}", StudyInput(uid or (path.stem or path.name), []))
+            study.paths.append(path)
+            study.lateral_in_header |= lateral
+    used: set[str] = set()
+    for study in studies.values():
+        study.stem = unique_stem(re.sub(r"[^A-Za-z0-9._-]", "_", study.name)[:128] or "study", used)
+    return list(studies.values())
 
 
 def _header(path: Path) -> tuple[str | None, bool]:
@@ -62,26 +65,10 @@ def _header(path: Path) -> tuple[str | None, bool]:
             if not looks_like_dicom(fh.read(132)):
                 return None, False
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-        items = ds.get("ViewCodeSequence") or []
-        meta = ImageMeta(view_position=str(ds.get("ViewPosition", "")).strip() or None,
-                         view_code=str(items[0].get("CodeMeaning", "")) if len(items) else None,
-                         patient_orientation="\\".join(map(str, ds.get("PatientOrientation") or [])) or None)
-        return str(ds.get("StudyInstanceUID", "")).strip() or None, header_view(meta).view == LATERAL
+        lateral = header_view(ImageMeta(**view_elements(ds))).view == LATERAL
+        return str(ds.get("StudyInstanceUID", "")).strip() or None, lateral
     except Exception:  # noqa: BLE001 - any parser failure: the file is analyzed (and refused) as it is later
         return None, False
-
-
-def _unique(studies: list[StudyInput]) -> list[StudyInput]:
-    """Studies whose output names collide are numbered, in input order."""
-    used: set[str] = set()
-    for study in studies:
-        stem, n = study.stem, 1
-        while stem in used:
-            n += 1
-            stem = f"{study.stem}-{n}"
-        used.add(stem)
-        study.name = study.name if stem == study.stem else f"{study.name}-{n}"
-    return studies
 
 
 @dataclass

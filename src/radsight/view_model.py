@@ -28,12 +28,12 @@ class ViewModel:
 
     def lateral_probability(self, image: Radiograph) -> float:
         x, _ = prepare(image, self.cfg.input)
-        return float(sigmoid(self.session.run(x[None].astype(np.float32))["lateral_logit"].astype(np.float64))[0, 0])
+        return float(sigmoid(self.session.run(x[None])["lateral_logit"].astype(np.float64))[0, 0])
 
 
 def evaluate_views(model: ViewModel, rows: list, out: Path) -> dict:
-    """Accuracy, lateral sensitivity, frontal specificity and AUROC on ``rows`` (``train.view.ViewRow``-like:
-    path, view, patient), overall and by manifest; written to ``out/metrics.json`` and ``out/report.md``."""
+    """Accuracy, lateral sensitivity, frontal specificity and AUROC on ``rows``
+    (``radsight.data.view_manifest.ViewRow``), overall and by manifest; written to ``out/metrics.json`` and ``out/report.md``."""
     probs, truth, groups, errors = [], [], [], []
     for row in rows:
         try:
@@ -42,7 +42,7 @@ def evaluate_views(model: ViewModel, rows: list, out: Path) -> dict:
             errors.append(str(exc))
             continue
         truth.append(row.view == "lateral")
-        groups.append(row.patient.rsplit(":", 1)[0])
+        groups.append(row.source)
     p, t = np.asarray(probs), np.asarray(truth, bool)
     metrics = {"model": model.cfg.name, "threshold": model.threshold, "overall": _figures(p, t, model.threshold),
                "by_source": {g: _figures(p[np.asarray(groups) == g], t[np.asarray(groups) == g], model.threshold)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from radsight.core import ImageMeta, ViewCall
 
 FRONTAL, LATERAL = "frontal", "lateral"
-VIEWS = (FRONTAL, LATERAL)
 LATERAL_NAMES = {"l", "ll", "rl", "lat", "lateral"}  # a manifest's ``view`` column; anything else is frontal
 NO_VIEW = "the header names no view and no view classifier is installed"
 

@@ -14,7 +14,8 @@ from radsight.views import FRONTAL, LATERAL, LATERAL_NAMES
 class ViewRow:
     path: Path
     view: str
-    patient: str
+    source: str  # the manifest the row came from
+    patient: str  # as that manifest names it
     split: str
 
 
@@ -29,10 +30,7 @@ def view_rows(sources: list[tuple[str, str]]) -> list[ViewRow]:
                 if "image" not in r:
                     raise ValueError(f"{manifest}: no 'image' column")
                 view = LATERAL if (r.get("view") or "").strip().lower() in LATERAL_NAMES else FRONTAL
-                patient = f"{manifest}:{r.get('patient_id') or r.get('group') or r['image']}"
-                rows.append(ViewRow(Path(images) / r["image"], view, patient, r.get("split") or patient_split(patient)))
+                patient = r.get("patient_id") or r.get("group") or r["image"]
+                split = r.get("split") or patient_split(f"{manifest}:{patient}")
+                rows.append(ViewRow(Path(images) / r["image"], view, str(manifest), patient, split))
     return rows
-
-
-def holds_out(row: ViewRow, holdout: list[str]) -> bool:
-    return row.patient.rsplit(":", 1)[1] in holdout

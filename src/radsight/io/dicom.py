@@ -74,26 +74,25 @@ def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
     body_part = str(ds.get("BodyPartExamined", "")).upper().strip()
     if body_part not in CHEST_BODY_PARTS:
         raise InputError(source, f"body part examined is {body_part}, not chest")
-    view = str(ds.get("ViewPosition", "")).upper().strip()
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return ImageMeta(
         modality=modality,
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored", ds.BitsAllocated)),
-        view_position=view or None,
-        view_code=_view_code(ds),
-        patient_orientation="\\".join(map(str, ds.get("PatientOrientation") or [])).upper() or None,
+        **view_elements(ds),
         body_part=body_part or None,
         pixel_spacing_mm=_pixel_spacing(ds),
         transfer_syntax=ts.name if ts is not None else None,
     )
 
 
-def _view_code(ds: pydicom.Dataset) -> str | None:
-    """The code meaning of ViewCodeSequence's first item, when there is one."""
+def view_elements(ds: pydicom.Dataset) -> dict[str, str | None]:
+    """The header elements that say the view, as :class:`ImageMeta` fields: ViewPosition, ViewCodeSequence's first
+    code meaning and PatientOrientation (None when absent)."""
     items = ds.get("ViewCodeSequence") or []
     meaning = str(items[0].get("CodeMeaning", "")).strip() if len(items) else ""
-    return meaning or None
+    return {"view_position": str(ds.get("ViewPosition", "")).upper().strip() or None, "view_code": meaning or None,
+            "patient_orientation": "\\".join(map(str, ds.get("PatientOrientation") or [])).upper() or None}
 
 
 def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,29 +28,36 @@ def load_split(manifest: Manifest, builder: InputBuilder, cache: Path | None = N
     lung-masked and bone-suppressed views). The last target column is "any finding" (the triage output).
     With ``cache``, the inputs are stored there once and read back by later runs on the same rows and models.
     """
-    key = _cache_key(manifest, builder)
+    def read() -> dict[str, torch.Tensor]:
+        images, keep = [], []
+        for i in track(range(len(manifest)), description=f"reading {len(manifest)} images", transient=True):
+            try:
+                image = load_image(manifest.path(i))
+            except InputError as exc:
+                print(f"skipped: {exc}")
+                continue
+            images.append(builder.build(image, normalised=False).x)
+            keep.append(i)
+        if not images:
+            raise ValueError(f"no readable images under {manifest.root}")
+        targets = np.concatenate([manifest.labels, manifest.abnormal()[:, None]], axis=1)[keep]
+        return {"x": torch.from_numpy(np.stack(images)), "y": torch.from_numpy(targets)}
+    stored = cached(cache, _cache_key(manifest, builder), read)
+    return stored["x"], stored["y"]
+
+
+def cached(cache: Path | None, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``build()``'s tensors, written to ``cache`` once and read back from it while ``key`` is the same."""
     if cache is not None and cache.is_file():
         stored = torch.load(cache, weights_only=True)
         if stored.get("key") == key:
-            return stored["x"], stored["y"]
-    images, keep = [], []
-    for i in track(range(len(manifest)), description=f"reading {len(manifest)} images", transient=True):
-        try:
-            image = load_image(manifest.path(i))
-        except InputError as exc:
-            print(f"skipped: {exc}")
-            continue
-        images.append(builder.build(image, normalised=False).x)
-        keep.append(i)
-    if not images:
-        raise ValueError(f"no readable images under {manifest.root}")
-    targets = np.concatenate([manifest.labels, manifest.abnormal()[:, None]], axis=1)[keep]
-    x, y = torch.from_numpy(np.stack(images)), torch.from_numpy(targets)
+            return stored
+    tensors = build()
     if cache is not None:
         tmp = cache.with_suffix(".tmp")
-        torch.save({"key": key, "x": x, "y": y}, tmp)
+        torch.save({"key": key, **tensors}, tmp)
         tmp.replace(cache)
-    return x, y
+    return tensors
 
 
 def _cache_key(manifest: Manifest, builder: InputBuilder) -> str:

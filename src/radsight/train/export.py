@@ -1,6 +1,7 @@
 """Checkpoint -> ONNX model folder (model.onnx + config.json) that radsight runs without torch."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -87,10 +88,10 @@ def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_n
     tmp = path.with_suffix(".tmp")
     batch = torch.export.Dim("batch", min=1, max=4096)
     args = tuple(dummies[name] for name in input_names)
-    names = ["x"] if input_names == ("image",) else list(input_names)  # the modules' argument names
+    arguments = list(inspect.signature(module.forward).parameters)[:len(args)]  # dynamic_shapes is keyed by these
     torch.onnx.export(module.eval(), args, str(tmp), input_names=list(input_names), output_names=output_names,
                       opset_version=OPSET, dynamo=True, verbose=False,
-                      dynamic_shapes={name: {0: batch} for name in names}, external_data=False)
+                      dynamic_shapes={name: {0: batch} for name in arguments}, external_data=False)
     _strip_debug_info(tmp)
     tmp.replace(path)
 

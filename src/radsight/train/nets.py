@@ -154,7 +154,9 @@ class WithCams(nn.Module):
         self.register_buffer("rows", rows, persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.net.forward_features(x)
+        return self.logits_and_cams(self.net.forward_features(x))
+
+    def logits_and_cams(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weight, bias = self.net.head.weight[self.rows], self.net.head.bias[self.rows]
         cams = torch.einsum("nkhw,ck->nchw", features, weight)
         logits = cams.mean(dim=(2, 3)) + bias

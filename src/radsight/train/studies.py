@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from radsight.core import InputError
 from radsight.data.manifest import Manifest, read_manifest
 from radsight.inputs import InputBuilder
 from radsight.io import load_image
+from radsight.train.data import cached
 from radsight.views import LATERAL_NAMES
 
 
@@ -60,39 +63,32 @@ def load_studies(rows: list[StudyRows], builder: InputBuilder, cache: Path | Non
                  ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """(frontal, lateral, present) inputs in [0, 1] and targets; an absent lateral is zeros with present 0.
     A study whose frontal cannot be read is skipped; an unreadable lateral is treated as absent."""
-    key = [repr(builder.spec), *(f"{r.frontal}|{r.lateral}" for r in rows)]
-    if cache is not None and cache.is_file():
-        stored = torch.load(cache, weights_only=True)
-        if stored.get("key") == key:
-            return (stored["f"], stored["l"], stored["p"]), stored["y"]
-    fronts, laterals, present, targets = [], [], [], []
-    for row in track(rows, description=f"reading {len(rows)} studies", transient=True):
-        try:
-            front = builder.build(load_image(row.frontal), normalised=False).x
-        except InputError as exc:
-            print(f"skipped: {exc}")
-            continue
-        side = np.zeros_like(front)
-        if row.lateral is not None:
+    def read() -> dict[str, torch.Tensor]:
+        fronts, laterals, present, targets = [], [], [], []
+        for row in track(rows, description=f"reading {len(rows)} studies", transient=True):
             try:
-                side = builder.build(load_image(row.lateral), normalised=False).x
+                front = builder.build(load_image(row.frontal), normalised=False).x
             except InputError as exc:
-                print(f"lateral treated as absent: {exc}")
-        fronts.append(front)
-        laterals.append(side)
-        present.append(float(row.lateral is not None and side.any()))
-        targets.append(row.labels)
-    if not fronts:
-        raise ValueError("no readable studies")
-    x = (torch.from_numpy(np.stack(fronts)), torch.from_numpy(np.stack(laterals)),
-         torch.tensor(present, dtype=torch.float32)[:, None])
-    y = torch.from_numpy(np.stack(targets).astype(np.float32))
-    if cache is not None:
-        tmp = cache.with_suffix(".tmp")
-        torch.save({"key": key, "f": x[0], "l": x[1], "p": x[2],
-                    "y": y}, tmp)
-        tmp.replace(cache)
-    return x, y
+                print(f"skipped: {exc}")
+                continue
+            side = np.zeros_like(front)
+            if row.lateral is not None:
+                try:
+                    side = builder.build(load_image(row.lateral), normalised=False).x
+                except InputError as exc:
+                    print(f"lateral treated as absent: {exc}")
+            fronts.append(front)
+            laterals.append(side)
+            present.append(float(row.lateral is not None and side.any()))
+            targets.append(row.labels)
+        if not fronts:
+            raise ValueError("no readable studies")
+        return {"f": torch.from_numpy(np.stack(fronts)), "l": torch.from_numpy(np.stack(laterals)),
+                "p": torch.tensor(present, dtype=torch.float32)[:, None],
+                "y": torch.from_numpy(np.stack(targets).astype(np.float32))}
+    key = json.dumps([repr(builder.spec), *(f"{r.frontal}|{r.lateral}" for r in rows)])
+    stored = cached(cache, hashlib.sha256(key.encode()).hexdigest(), read)
+    return (stored["f"], stored["l"], stored["p"]), stored["y"]
 
 
 def oversample_laterals(x: tuple[torch.Tensor, torch.Tensor, torch.Tensor], y: torch.Tensor, share: float

@@ -73,10 +73,7 @@ class TwoViewWithCams(WithCams):
     """Export wrapper of a two-view network: three named inputs, logits and the joined CAMs."""
 
     def forward(self, image: torch.Tensor, lateral: torch.Tensor, lateral_present: torch.Tensor):
-        features = self.net.forward_features(image, lateral, lateral_present)
-        weight, bias = self.net.head.weight[self.rows], self.net.head.bias[self.rows]
-        cams = torch.einsum("nkhw,ck->nchw", features, weight)
-        return cams.mean(dim=(2, 3)) + bias, cams
+        return self.logits_and_cams(self.net.forward_features(image, lateral, lateral_present))
 
 
 def init_lateral_from_frontal(net: TwoViewDenseNet) -> None:

@@ -17,7 +17,7 @@ from rich.progress import Progress, track
 from torch import nn
 
 from radsight.core import InputError
-from radsight.data.view_manifest import ViewRow, holds_out, view_rows
+from radsight.data.view_manifest import ViewRow, view_rows
 from radsight.io import load_image
 from radsight.models.config import VIEW_CLASSIFICATION
 from radsight.preprocess import InputSpec, prepare
@@ -48,10 +48,8 @@ register("view-cnn")(ViewCNN)
 
 @dataclass
 class ViewTrainConfig:
-    """``sources``: (manifest CSV, image folder) pairs. A manifest needs an ``image`` column; ``view`` (PA, AP,
-    frontal / L, LL, lateral; absent: every row frontal, as in ChestX-ray14), ``patient_id`` (else ``group``)
-    and ``split`` are read when present. Rows of ``holdout`` patients, and rows whose split is not ``train``, are
-    never trained on."""
+    """``sources``: (manifest CSV, image folder) pairs, read by :func:`radsight.data.view_manifest.view_rows`.
+    Rows of ``holdout`` patients, and rows whose split is not ``train``, are never trained on."""
 
     sources: list[tuple[str, str]]
     out: str
@@ -112,7 +110,7 @@ def train_view_classifier(cfg: ViewTrainConfig) -> Path:
     every 100 steps to ``out/last.pt``; re-running resumes. Writes ``out/final.pt`` when done."""
     out = start_run(cfg)
     rows = view_rows(cfg.sources)
-    train_rows = [r for r in rows if r.split == "train" and not holds_out(r, cfg.holdout)]
+    train_rows = [r for r in rows if r.split == "train" and r.patient not in cfg.holdout]
     x, y = load_views(train_rows, cfg.spec)
     if not (y == 1).any() or not (y == 0).any():
         raise ValueError("the training rows need both frontal and lateral images")
