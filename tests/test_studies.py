@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pydicom
@@ -185,6 +187,37 @@ def test_analyze_a_folder_of_studies(twoview_model, study_folder, tmp_path):
         assert (tmp_path / "out" / view["overlay"]).is_file()
     assert [v["view"] for v in docs[uids["frontal"]]["views"]] == ["frontal"]
     assert f"study {uids['lateral']}: no frontal view" in result.output and "needs a frontal view" in result.output
+
+
+def test_study_dicom_out_references_every_image_read(twoview_model, study_folder, tmp_path):
+    hd = pytest.importorskip("highdicom", reason="DICOM results need radsight[serve]")
+    root, uids = study_folder
+    out, stem = tmp_path / "out", uids["both"]
+    result = CliRunner().invoke(app, ["analyze", str(root / "a-pa.dcm"), str(root / "a-lat.dcm"), "--model",
+                                      str(twoview_model), "--out", str(out), "--no-anatomy", "--dicom-out"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / f"{stem}.json").read_text())
+    assert doc["dicom_results"] == [f"{stem}.sr.dcm", f"{stem}.frontal.sc.dcm", f"{stem}.lateral.sc.dcm"]
+    sources = {name: pydicom.dcmread(root / f"a-{name}.dcm") for name in ("pa", "lat")}
+    sr = hd.sr.srread(out / f"{stem}.sr.dcm")
+    assert sr.StudyInstanceUID == stem and sr.VerificationFlag == "UNVERIFIED"
+    evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in s.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
+    assert evidence == {ds.SOPInstanceUID for ds in sources.values()}
+    regions = {g.tracking_identifier: g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+               for g in sr.content.get_planar_roi_measurement_groups()}
+    shown = {v["view"] for v in doc["views"] if v["findings"].get("Effusion", {}).get("boxes")}
+    for view, name in (("frontal", "pa"), ("lateral", "lat")):
+        if view in shown:  # the strongest box of each view, on that view's image
+            assert regions[f"Effusion region ({view} view)"] == sources[name].SOPInstanceUID
+    frontal, lateral = (pydicom.dcmread(out / f"{stem}.{v}.sc.dcm") for v in ("frontal", "lateral"))
+    assert frontal.SeriesInstanceUID == lateral.SeriesInstanceUID and [frontal.InstanceNumber, lateral.InstanceNumber] == [1, 2]
+    assert list(lateral.PatientOrientation) == ["P", "F"]  # a lateral is displayed facing left
+    assert all("NOT FOR DIAGNOSTIC USE" in ds.SeriesDescription for ds in (sr, frontal, lateral))
+    if shutil.which("dciodvfy"):
+        for name in doc["dicom_results"]:
+            run = subprocess.run(["dciodvfy", str(out / name)], capture_output=True, text=True)
+            assert not [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")], name
 
 
 def test_frontal_model_refuses_a_dicom_lateral_with_a_reason(tiny_model, study_folder, tmp_path):

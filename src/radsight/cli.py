@@ -201,7 +201,8 @@ def analyze(
     device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto (a GPU when onnxruntime-gpu sees "
                                "one), cpu or cuda"),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="for DICOM input also write NAME.sr.dcm (TID 1500 "
-                                   "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay)"),
+                                   "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay); for a study NAME.<view>.sc.dcm, one "
+                                   "overlay a view, and one report that references every image read"),
     engine: str = typer.Option("local", help="local, or ray: the same analysis on a Ray cluster, resumable "
                                "(needs radsight\\[ray])"),
     ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
@@ -240,9 +241,10 @@ def analyze(
     if engine not in ("local", "ray"):
         raise _fail(f"--engine {engine!r}: choose local or ray")
     if study or predictor.cfg.reads_lateral:
-        if engine == "ray" or dicom_out:
-            raise _fail("studies are analyzed by the local engine, without --dicom-out, for now")
-        done, _ = run_studies(studies, out, predictor, min(workers, len(studies)), wanted, console, err, quiet)
+        if engine == "ray":
+            raise _fail("studies are analyzed by the local engine for now: leave out --engine ray")
+        done, _ = run_studies(studies, out, predictor, min(workers, len(studies)), wanted, console, err, quiet,
+                              dicom_out)
         if save_predictions and done:
             from radsight.data.predictions import write_predictions
             write_predictions(save_predictions, [o.prediction.study for o in done], predictor.cfg.findings,

@@ -17,7 +17,8 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radsight import __version__
-from radsight.core import Prediction
+from radsight.core import Box, Finding, ModelRef, Prediction, StudyPrediction
+from radsight.views import LATERAL, LATERAL_POSITIONS
 
 NOT_FOR_DIAGNOSIS = "radsight CAD - NOT FOR DIAGNOSTIC USE"
 MANUFACTURER = "radsight"
@@ -35,59 +36,97 @@ def _equipment(model: str) -> list[hd.ContributingEquipment]:
 
 
 def structured_report(source: pydicom.Dataset, p: Prediction, also: list[pydicom.Dataset] = ()) -> pydicom.Dataset:
-    """TID 1500 measurement report: one group per finding with its probability, whether it passes the
-    operating threshold, and its boxes as SCOORD polylines on the source image. VerificationFlag UNVERIFIED.
-    ``also``: other results of the same analysis (the lung SEG), listed with the source as evidence."""
-    algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {p.model.name}", version=p.model.version,
+    """TID 1500 measurement report of one image: one group per finding with its probability, whether it passes
+    the operating threshold, and its strongest box as an SCOORD polyline on the source image. VerificationFlag
+    UNVERIFIED. ``also``: other results of the same analysis (the lung SEG), listed with the source as evidence."""
+    return _measurement_report(p.model, p.findings, [(source, None, _boxes(p))], also)
+
+
+def study_report(views: list[tuple[pydicom.Dataset, str]], sp: StudyPrediction,
+                 also: list[pydicom.Dataset] = ()) -> pydicom.Dataset:
+    """TID 1500 measurement report of a study: ``views`` are the header and view name ("frontal", "lateral") of
+    each image the model read, in ``sp.views`` order; all are its evidence. A finding's group carries its
+    strongest box on each view that has one (one group a view), or, without boxes, names every view read."""
+    read = [v.prediction for v in sp.views if v.read]
+    return _measurement_report(sp.model, sp.findings, [(ds, name, _boxes(p)) for (ds, name), p in zip(views, read)],
+                               also)
+
+
+def _boxes(p: Prediction) -> dict[str, list[Box]]:
+    return {f.name: f.boxes for f in p.findings}
+
+
+def _measurement_report(model: ModelRef, findings: list[Finding],
+                        views: list[tuple[pydicom.Dataset, str | None, dict[str, list[Box]]]],
+                        also: list[pydicom.Dataset]) -> pydicom.Dataset:
+    algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {model.name}", version=model.version,
                                               family=codes.DCM.ArtificialIntelligence)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name="radsight", manufacturer_name=MANUFACTURER, model_name=p.model.name))
+            uid=generate_uid(), name="radsight", manufacturer_name=MANUFACTURER, model_name=model.name))
     groups = []
-    for f in p.findings:
+    for f in findings:
         kind = hd.sr.CodedConcept(f.name.upper()[:16], SCHEME, f.name.replace("_", " "))
         probability = hd.sr.Measurement(name=PROBABILITY, value=round(f.probability, 6), unit=NO_UNITS,
                                         algorithm_id=algorithm)
         verdict = hd.sr.QualitativeEvaluation(ABOVE_THRESHOLD, codes.SCT.Present if f.positive else codes.SCT.Absent)
-        boxes = f.boxes[:1]  # TID 1410 takes one region per group; the strongest box comes first
-        if boxes:
-            b = boxes[0]
+        # TID 1410 takes one region per group: the strongest box (it comes first) of each view that has one
+        regions = [(ds, name, boxes[f.name][0]) for ds, name, boxes in views if boxes.get(f.name)]
+        for ds, name, b in regions:
             corners = np.array([[b.x, b.y], [b.x + b.width, b.y], [b.x + b.width, b.y + b.height],
                                 [b.x, b.y + b.height], [b.x, b.y]], dtype=np.float32)
             region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=corners,
-                                       source_image=hd.sr.SourceImageForRegion.from_source_image(source))
+                                       source_image=hd.sr.SourceImageForRegion.from_source_image(ds))
+            label = f"{f.name} region" + (f" ({name} view)" if name else "")
             groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"{f.name} region"),
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=label),
                 referenced_region=region, finding_type=kind, algorithm_id=algorithm,
                 measurements=[probability], qualitative_evaluations=[verdict]))
-        else:
+        if not regions:
             groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f.name),
                 finding_type=kind, algorithm_id=algorithm, measurements=[probability],
                 qualitative_evaluations=[verdict],
-                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]))
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds, _, _ in views]))
     report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=device),
                                      procedure_reported=CHEST_XRAY, imaging_measurements=groups)
-    sr = hd.sr.Comprehensive3DSR(evidence=[source, *also], content=report, series_instance_uid=generate_uid(),
-                                 series_number=9901, sop_instance_uid=generate_uid(), instance_number=1,
-                                 manufacturer=MANUFACTURER, is_complete=True, is_verified=False,
-                                 series_description=NOT_FOR_DIAGNOSIS, contributing_equipment=_equipment(p.model.name))
-    return sr
+    return hd.sr.Comprehensive3DSR(evidence=[ds for ds, _, _ in views] + list(also), content=report,
+                                   series_instance_uid=generate_uid(), series_number=9901,
+                                   sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
+                                   is_complete=True, is_verified=False, series_description=NOT_FOR_DIAGNOSIS,
+                                   contributing_equipment=_equipment(model.name))
 
 
 def _capture(source: pydicom.Dataset, pixels: np.ndarray, photometric: hd.PhotometricInterpretationValues,
-             bits: int, series_number: int, model: str) -> hd.sc.SCImage:
+             bits: int, series_number: int, model: str, series: tuple[str, int] | None = None,
+             view: str | None = None) -> hd.sc.SCImage:
+    """``series``: the series UID and instance number, when several captures share a series; ``view``: the view
+    the source was read as, when known."""
+    series_uid, number = series or (generate_uid(), 1)
     return hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=np.ascontiguousarray(pixels), photometric_interpretation=photometric,
-        bits_allocated=bits, coordinate_system=hd.CoordinateSystemNames.PATIENT, series_instance_uid=generate_uid(),
-        series_number=series_number, sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
-        patient_orientation=("L", "F"), contributing_equipment=_equipment(model))
+        bits_allocated=bits, coordinate_system=hd.CoordinateSystemNames.PATIENT, series_instance_uid=series_uid,
+        series_number=series_number, sop_instance_uid=generate_uid(), instance_number=number,
+        manufacturer=MANUFACTURER, patient_orientation=_orientation(source, view), contributing_equipment=_equipment(model))
 
 
-def overlay_capture(source: pydicom.Dataset, overlay_rgb: np.ndarray, model: str) -> pydicom.Dataset:
-    """The overlay (findings, boxes, lung contours) as an RGB Secondary Capture in the radiograph's study."""
-    sc = _capture(source, overlay_rgb.astype(np.uint8), hd.PhotometricInterpretationValues.RGB, 8, 9902, model)
+def _orientation(source: pydicom.Dataset, view: str | None) -> tuple[str, str]:
+    """The capture's row and column directions: the source's, else those a film of its view is displayed with
+    (a lateral facing the viewer's left: P and F; a frontal: L and F)."""
+    given = [str(v).upper() for v in source.get("PatientOrientation") or ()]
+    if len(given) == 2 and all(v and set(v) <= set("APLRHF") for v in given):
+        return given[0], given[1]
+    lateral = view == LATERAL if view else str(source.get("ViewPosition", "")).upper() in LATERAL_POSITIONS
+    return ("P", "F") if lateral else ("L", "F")
+
+
+def overlay_capture(source: pydicom.Dataset, overlay_rgb: np.ndarray, model: str,
+                    series: tuple[str, int] | None = None, view: str | None = None) -> pydicom.Dataset:
+    """The overlay (findings, boxes, lung contours) as an RGB Secondary Capture in the radiograph's study;
+    ``series`` and ``view`` as for :func:`_capture`."""
+    sc = _capture(source, overlay_rgb.astype(np.uint8), hd.PhotometricInterpretationValues.RGB, 8, 9902, model,
+                  series, view)
     sc.SeriesDescription = NOT_FOR_DIAGNOSIS
     sc.BurnedInAnnotation = "YES"
     sc.Laterality = source.get("Laterality", "")  # type 2C: present, empty for the chest (an unpaired part)
@@ -168,6 +207,20 @@ def dicom_results(source: pydicom.Dataset, p: Prediction, overlay_rgb: np.ndarra
     return out
 
 
+def study_results(views: list[tuple[pydicom.Dataset, str]], sp: StudyPrediction,
+                  overlays: list[np.ndarray]) -> dict[str, pydicom.Dataset]:
+    """Every DICOM result of one study's analysis, by file suffix: ``sr`` (its evidence every image read),
+    ``seg`` (the frontal's lungs, when found) and ``<view>.overlay``, one overlay a view read, in one series.
+    ``views``: the header and view name of each image read, in ``sp.views`` order; ``overlays`` theirs."""
+    read = [v.prediction for v in sp.views if v.read]
+    seg = lung_segmentation(views[0][0], read[0])
+    out = {"sr": study_report(views, sp, [seg] if seg is not None else [])} | ({"seg": seg} if seg is not None else {})
+    series = generate_uid()
+    for i, ((ds, name), overlay) in enumerate(zip(views, overlays)):
+        out[f"{name}.overlay"] = overlay_capture(ds, overlay, sp.model.name, (series, i + 1), name)
+    return out
+
+
 def save_dataset(dataset: pydicom.Dataset, path: Path) -> None:
     """Write ``dataset`` as a DICOM file that appears whole or not at all."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -175,8 +228,10 @@ def save_dataset(dataset: pydicom.Dataset, path: Path) -> None:
     os.replace(tmp, path)
 
 
-# File suffixes the CLI writes beside the JSON: NAME.sr.dcm, NAME.seg.dcm, NAME.sc.dcm (the overlay), NAME.<view>.dcm
-CLI_SUFFIX = {"overlay": "sc"}
+# File suffixes the CLI writes beside the JSON: NAME.sr.dcm, NAME.seg.dcm, NAME.sc.dcm (the overlay), NAME.<view>.dcm;
+# for a study NAME.<view>.sc.dcm, one overlay a view
+def cli_name(stem: str, kind: str) -> str:
+    return f"{stem}.{kind.removesuffix('overlay') + 'sc' if kind.endswith('overlay') else kind}.dcm"
 
 
 def write_dicom_results(source_path: Path, p: Prediction, overlay_rgb: np.ndarray, out_dir: Path,
@@ -186,6 +241,18 @@ def write_dicom_results(source_path: Path, p: Prediction, overlay_rgb: np.ndarra
     source = pydicom.dcmread(source_path, stop_before_pixels=True)  # identifiers and geometry: pixels not needed
     names = []
     for kind, dataset in dicom_results(source, p, overlay_rgb).items():
-        names.append(f"{stem}.{CLI_SUFFIX.get(kind, kind)}.dcm")
+        names.append(cli_name(stem, kind))
+        save_dataset(dataset, out_dir / names[-1])
+    return names
+
+
+def write_study_dicom(views: list[tuple[Path, str]], sp: StudyPrediction, overlays: list[np.ndarray], out_dir: Path,
+                      stem: str) -> list[str]:
+    """Write every DICOM result of one study (:func:`study_results`) beside its JSON; the names written.
+    ``views``: the DICOM file and view name of each image read."""
+    headers = [(pydicom.dcmread(path, stop_before_pixels=True), name) for path, name in views]
+    names = []
+    for kind, dataset in study_results(headers, sp, overlays).items():
+        names.append(cli_name(stem, kind))
         save_dataset(dataset, out_dir / names[-1])
     return names

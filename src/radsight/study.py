@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 from radsight.concurrency import ordered_map
@@ -21,6 +22,7 @@ from radsight.io.dicom import view_elements
 from radsight.io.loader import looks_like_dicom
 from radsight.report import (DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, unique_stem,
                              write_image_files)
+from radsight.render import render_overlay
 from radsight.views import LATERAL, header_view
 
 HEADER_TAGS = ["StudyInstanceUID", "ViewPosition", "ViewCodeSequence", "PatientOrientation"]
@@ -81,13 +83,15 @@ class StudyOutcome:
 
 
 def analyze_studies(studies: list[StudyInput], out_dir: Path, predictor, workers: int = 1,
-                    explain: Collection[str] = ()) -> Iterator[StudyOutcome]:
+                    explain: Collection[str] = (), dicom_out: bool = False) -> Iterator[StudyOutcome]:
     """Each study analyzed by ``predictor`` (``pipeline.Predictor``) and written as ``STUDY.json`` with its view
-    files; a study that cannot be analyzed is an error outcome and the others go on. In input order."""
-    return ordered_map(lambda s: analyze_study(predictor, s, out_dir, explain), studies, workers)
+    files (and with ``dicom_out`` its DICOM results); a study that cannot be analyzed is an error outcome and the
+    others go on. In input order."""
+    return ordered_map(lambda s: analyze_study(predictor, s, out_dir, explain, dicom_out), studies, workers)
 
 
-def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collection[str] = ()) -> StudyOutcome:
+def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collection[str] = (),
+                  dicom_out: bool = False) -> StudyOutcome:
     images: list[Radiograph] = []
     outcome = StudyOutcome(study)
     for path in study.paths:
@@ -102,7 +106,11 @@ def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collecti
     except InputError as exc:
         outcome.error = exc
         return outcome
-    outcome.json = write_study_outputs(images, outcome.prediction, out_dir, study.stem, outcome.unreadable)
+    try:
+        outcome.json = write_study_outputs(images, outcome.prediction, out_dir, study.stem, outcome.unreadable,
+                                           dicom_out)
+    except InputError as exc:  # analyzed and written, but its DICOM results could not be made
+        outcome.json, outcome.error = study.stem + ".json", exc
     return outcome
 
 
@@ -130,11 +138,27 @@ def study_document(sp: StudyPrediction, view_files: list, unreadable: list[Input
 
 
 def write_study_outputs(images: list[Radiograph], sp: StudyPrediction, out_dir: Path, stem: str,
-                        unreadable: list[InputError] = ()) -> str:
-    """``stem.json`` and, for each view read, ``stem.<view>.*`` (overlay, heatmaps, lungs); the JSON's name."""
+                        unreadable: list[InputError] = (), dicom_out: bool = False) -> str:
+    """``stem.json`` and, for each view read, ``stem.<view>.*`` (overlay, heatmaps, lungs); with ``dicom_out``,
+    when every view read is DICOM, also the study's DICOM results (``dicom_results.write_study_dicom``). The
+    JSON's name; :class:`InputError` (after the JSON is written) when a header cannot carry DICOM results."""
     by_source = {image.source: image for image in images}
-    files = [write_image_files(by_source[r.source], r.prediction, out_dir, f"{stem}.{r.view.view}")
-             if r.prediction else None for r in sp.views]  # one frontal and one lateral are read at most
-    text = json.dumps(study_document(sp, files, unreadable), indent=2)
+    read = [(by_source[r.source], r) for r in sp.views if r.read]  # one frontal and one lateral at most
+    overlays = [render_overlay(image, r.prediction) for image, r in read]
+    files = iter([write_image_files(image, r.prediction, out_dir, f"{stem}.{r.view.view}", overlay)
+                  for (image, r), overlay in zip(read, overlays)])
+    document = study_document(sp, [next(files) if r.read else None for r in sp.views], unreadable)
+    problem = None
+    if dicom_out and all(image.from_dicom for image, _ in read):
+        from radsight.dicom_results import write_study_dicom  # highdicom: loaded only when asked for
+        try:
+            document["dicom_results"] = write_study_dicom([(Path(image.source), r.view.view) for image, r in read],
+                                                          sp, [np.asarray(o) for o in overlays], out_dir, stem)
+        except Exception as exc:  # noqa: BLE001 - a header highdicom cannot build results from: reported, not raised
+            problem = InputError(sp.study, f"analyzed, but no DICOM results could be made from its headers "
+                                           f"({type(exc).__name__}: {exc})")
+    text = json.dumps(document, indent=2)
     atomic_write(out_dir / f"{stem}.json", lambda t: t.write_text(text + "\n"))
+    if problem is not None:
+        raise problem
     return f"{stem}.json"

@@ -17,10 +17,10 @@ def default_model(studies: list[StudyInput], one_study: bool) -> str:
 
 
 def run_studies(studies: list[StudyInput], out: Path, predictor, workers: int, explain, console, err,
-                quiet: bool = False) -> tuple[list, int]:
+                quiet: bool = False, dicom_out: bool = False) -> tuple[list, int]:
     """Analyze each study, printing a line per study and per error; the outcomes analyzed and the failures."""
     done, failed, start = [], 0, time.perf_counter()
-    for outcome in analyze_studies(studies, out, predictor, workers, explain):
+    for outcome in analyze_studies(studies, out, predictor, workers, explain, dicom_out):
         for exc in outcome.unreadable:
             err.print(f"error: {exc}", markup=False, highlight=False)
         if outcome.error is not None:
