@@ -19,6 +19,7 @@ cat > "$data/orthanc.json" <<JSON
   "HttpBindAddress": "127.0.0.1",
   "DicomBindAddress": "127.0.0.1",
   "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+  "StableAge": 2,
   "DicomWeb": {"Enable": true, "Root": "/dicom-web/"}
 }
 JSON

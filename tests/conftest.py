@@ -80,6 +80,29 @@ def make_dicom(path: Path, pixels: np.ndarray | None = None, *, bits: int = 12, 
     return path
 
 
+def lateral_phantom(rows: int = 320, cols: int = 288, seed: int = 0) -> np.ndarray:
+    """A lateral-like image: one lung field in front of a bright spine, the heart in front and below."""
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    y, x = yy / rows, xx / cols
+    img = 0.7 - 0.1 * y
+    img = np.where(((x - 0.5) / 0.3) ** 2 + ((y - 0.45) / 0.35) ** 2 < 1, 0.3, img)
+    img = np.where(np.abs(x - 0.8) < 0.06, 0.85, img)  # spine, posterior
+    img = np.where(((x - 0.35) / 0.15) ** 2 + ((y - 0.7) / 0.12) ** 2 < 1, 0.65, img)
+    img += 0.02 * np.random.default_rng(seed).standard_normal(img.shape)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def study_dicom(path: Path, pixels: np.ndarray, uid: str, view: str | None, orientation=None) -> Path:
+    """A DX DICOM (``make_dicom``) in the study ``uid``, with a PatientOrientation when given."""
+    make_dicom(path, pixels, view=view)
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID = uid
+    if orientation:
+        ds.PatientOrientation = orientation
+    ds.save_as(path)
+    return path
+
+
 @pytest.fixture
 def phantom() -> np.ndarray:
     return chest_phantom()
@@ -106,6 +129,29 @@ def tiny_model(tmp_path_factory) -> Path:
     ModelConfig(name="tiny-test", version="0.0.1", architecture="densenet-small", labels=labels, input=spec,
                 thresholds=thresholds, sha256=sha256_file(out / "model.onnx"), license="test",
                 outputs=CLASSIFIER_OUTPUTS).save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def twoview_model(tmp_path_factory):
+    """A random-weight two-view model folder; Effusion is always positive (threshold 0)."""
+    torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]")
+    from radsight.core import FINDINGS
+    from radsight.models.config import TRIAGE_LABEL, ModelConfig
+    from radsight.models.store import sha256_file
+    from radsight.preprocess import InputSpec
+    from radsight.train.export import CLASSIFIER_OUTPUTS, export_onnx
+    from radsight.train.registry import build
+    out = tmp_path_factory.mktemp("twoview")
+    spec, labels = InputSpec(size=64), [*FINDINGS, TRIAGE_LABEL]
+    torch.manual_seed(0)
+    net = build("densenet-small-twoview", num_classes=len(labels), growth_rate=4, block_config=(1, 1, 1, 1),
+                num_init_features=8).eval()
+    export_onnx(net, spec, out / "model.onnx")
+    ModelConfig(name="tiny-twoview", version="0.0.1", architecture="densenet-small-twoview", labels=labels,
+                input=spec, thresholds={label: 0.999 for label in labels} | {"Effusion": 0.0},
+                sha256=sha256_file(out / "model.onnx"), license="test", outputs=CLASSIFIER_OUTPUTS,
+                views=["frontal", "lateral"]).save(out)
     return out
 
 

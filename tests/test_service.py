@@ -10,8 +10,9 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
+from pydicom.uid import generate_uid
 
-from conftest import chest_phantom, make_dicom, start_serve
+from conftest import chest_phantom, lateral_phantom, make_dicom, start_serve, study_dicom
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 pytest.importorskip("highdicom", reason="needs radsight[serve]")
@@ -236,3 +237,33 @@ def test_orthanc_poller_survives_any_error():
     assert poller.is_alive() and Flaky.calls >= 3
     poller.stop()
     poller.join(timeout=5)
+
+
+def test_stow_rs_analyzes_the_instances_of_one_study_together(tmp_path, twoview_model):
+    """PA and lateral of one study in one STOW-RS request: one analysis, both views read, one SR that references
+    both; a lateral alone (another study) refused with its reason."""
+    uid = generate_uid()
+    pa = study_dicom(tmp_path / "pa.dcm", chest_phantom(seed=1), uid, "PA")
+    lateral = study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=1), uid, "LL")
+    alone = study_dicom(tmp_path / "alone.dcm", lateral_phantom(seed=2), generate_uid(), "LL")
+    body, content_type = stow_body([pydicom.dcmread(p) for p in (pa, alone, lateral)])
+    settings = _settings(tmp_path, model=str(twoview_model), lung_model=None)
+    with TestClient(create_app(settings)) as client:
+        _sign_in(client)
+        r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type}).json()
+        assert [s["parts"] for s in r["studies"]] == [[1, 3]] and r["ids"] == [r["studies"][0]["id"]]
+        assert [f["part"] for f in r["failed"]] == [2] and "with its study's frontal view" in r["failed"][0]["error"]
+        job = r["ids"][0]
+        result = _wait(client, [job])[job]["result"]
+        assert [(v["view"], v["read"], v["source"]) for v in result["views"]] == [
+            ("frontal", True, "1.dcm"), ("lateral", True, "2.dcm")]
+        assert result["dicom_results"] == ["sr.dcm", "frontal.overlay.dcm", "lateral.overlay.dcm"]
+        for view in result["views"]:
+            for name in (f"image.{view['view']}.png", view["overlay"], *view["findings"]["Effusion"]["heatmaps"].values()):
+                assert client.get(f"/api/studies/{job}/files/{name}").status_code == 200, name
+        sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{job}/files/sr.dcm").content))
+        evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                    for series in s.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
+        assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in (pa, lateral)}
+        row = client.get("/api/worklist").json()["studies"][0]
+        assert row["study"]["view_position"] == "PA + LL" and row["positives"] == ["Effusion"]

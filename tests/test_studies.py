@@ -13,35 +13,13 @@ from PIL import Image
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from conftest import chest_phantom, make_dicom, shared
+from conftest import chest_phantom, lateral_phantom, shared, study_dicom
 from radsight.cli import app
 from radsight.core import FINDINGS, ImageMeta, InputError
 from radsight.io import load_image
 from radsight.views import FRONTAL, LATERAL, decide, header_view
 
 torch = pytest.importorskip("torch", reason="the two-view model fixture needs radsight[train]")
-
-
-def lateral_phantom(rows: int = 320, cols: int = 288, seed: int = 0) -> np.ndarray:
-    """A lateral-like image: one lung field in front of a bright spine, the heart in front and below."""
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    y, x = yy / rows, xx / cols
-    img = 0.7 - 0.1 * y
-    img = np.where(((x - 0.5) / 0.3) ** 2 + ((y - 0.45) / 0.35) ** 2 < 1, 0.3, img)
-    img = np.where(np.abs(x - 0.8) < 0.06, 0.85, img)  # spine, posterior
-    img = np.where(((x - 0.35) / 0.15) ** 2 + ((y - 0.7) / 0.12) ** 2 < 1, 0.65, img)
-    img += 0.02 * np.random.default_rng(seed).standard_normal(img.shape)
-    return np.clip(img, 0, 1).astype(np.float32)
-
-
-def study_dicom(path, pixels, uid, view, orientation=None):
-    make_dicom(path, pixels, view=view)
-    ds = pydicom.dcmread(path)
-    ds.StudyInstanceUID = uid
-    if orientation:
-        ds.PatientOrientation = orientation
-    ds.save_as(path)
-    return path
 
 
 @pytest.mark.parametrize("meta, view", [
@@ -112,24 +90,6 @@ def test_single_view_checkpoint_starts_both_branches(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def twoview_model(tmp_path_factory):
-    """A random-weight two-view model folder; Effusion is always positive (threshold 0)."""
-    from radsight.core import FINDINGS
-    from radsight.models.config import TRIAGE_LABEL, ModelConfig
-    from radsight.models.store import sha256_file
-    from radsight.preprocess import InputSpec
-    from radsight.train.export import CLASSIFIER_OUTPUTS, export_onnx
-    out = tmp_path_factory.mktemp("twoview")
-    spec, labels = InputSpec(size=64), [*FINDINGS, TRIAGE_LABEL]
-    export_onnx(tiny_twoview(), spec, out / "model.onnx")
-    ModelConfig(name="tiny-twoview", version="0.0.1", architecture="densenet-small-twoview", labels=labels,
-                input=spec, thresholds={label: 0.999 for label in labels} | {"Effusion": 0.0},
-                sha256=sha256_file(out / "model.onnx"), license="test", outputs=CLASSIFIER_OUTPUTS,
-                views=["frontal", "lateral"]).save(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def study_folder(tmp_path_factory):
     """One folder, three studies: PA + lateral, PA only, lateral only."""
     root = tmp_path_factory.mktemp("studies")
@@ -167,7 +127,7 @@ def test_study_prediction_has_one_result_and_maps_per_view(twoview_model, study_
     assert [f.probability for f in frontal_only.findings] == [f.probability for f in alone.findings]
     with pytest.raises(InputError, match="needs a frontal view"):
         predictor.predict_study(images[1:], "s3")
-    with pytest.raises(InputError, match="lateral view.*analyze the study"):
+    with pytest.raises(InputError, match="lateral view.*with its study.s frontal view"):
         predictor.predict(images[1])
 
 

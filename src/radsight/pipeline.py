@@ -119,7 +119,7 @@ class Predictor:
             raise InputError(image.source, call)
         if call.view == LATERAL:
             raise InputError(image.source, f"lateral view ({_view_evidence(call)}); model {self.cfg.name} reads "
-                             + ("a study's lateral beside its frontal view: analyze the study (--study)"
+                             + ("a lateral only with its study's frontal view: send or analyze them together"
                                 if self.cfg.reads_lateral else "frontal (PA/AP) views only"))
         return call
 
@@ -143,22 +143,35 @@ class Predictor:
             prediction.views_model = ModelRef(self.bone.cfg.name, self.bone.cfg.version)
         return prediction
 
+    def study_views(self, images: list[Radiograph], name: str) -> tuple[list[ViewCall | str], int, int | None]:
+        """Each image's view (or why it has none), the index of the frontal the model reads and of the lateral
+        (None when the study has none or the model takes none): the first of each. :class:`InputError`
+        (``name``) for a study without a frontal view."""
+        calls = [self.view_of(image) for image in images]
+        # nothing tells the views apart (no view classifier): an image whose header is silent counts as frontal
+        calls = [ViewCall(FRONTAL, "header") if c == NO_VIEW else c for c in calls]
+        first = {v: next((i for i, c in enumerate(calls) if isinstance(c, ViewCall) and c.view == v), None)
+                 for v in (FRONTAL, LATERAL)}
+        if first[FRONTAL] is None:
+            raise InputError(name, "no frontal view in this study" + (
+                f" (a lateral alone): model {self.cfg.name} needs a frontal view" if first[LATERAL] is not None
+                else f": {'; '.join(c for c in calls if isinstance(c, str)) or 'no image could be read'}"))
+        return calls, first[FRONTAL], first[LATERAL] if self.cfg.reads_lateral else None
+
+    def admit_study(self, images: list[Radiograph], name: str, gate: bool = True) -> None:
+        """What :meth:`admit` is for one image, for a study: :class:`InputError` when it has no frontal view or,
+        with ``gate``, when the out-of-distribution gate refuses the frontal the model would read."""
+        front = self.study_views(images, name)[1]
+        if gate:
+            self.admit(images[front])
+
     def predict_study(self, images: list[Radiograph], name: str, explain: Collection[str] = ()) -> StudyPrediction:
         """One result for the images of one study. Each image's view comes from its header, else from the view
         classifier; the model reads the study's first frontal and, when it takes laterals, its first lateral (a
         study without one is read with the lateral absent); every other image is listed with the reason it was
         not read (views come frontal, lateral, then the others). Heatmaps and boxes are per view, on that view's
         pixels. Raises :class:`InputError` (``name``) for a study without a frontal view."""
-        calls = [self.view_of(image) for image in images]
-        # nothing tells the views apart (no view classifier): an image whose header is silent counts as frontal
-        calls = [ViewCall(FRONTAL, "header") if c == NO_VIEW else c for c in calls]
-        first = {v: next((i for i, c in enumerate(calls) if isinstance(c, ViewCall) and c.view == v), None)
-                 for v in (FRONTAL, LATERAL)}
-        front, side = first[FRONTAL], first[LATERAL] if self.cfg.reads_lateral else None
-        if front is None:
-            raise InputError(name, "no frontal view in this study" + (
-                f" (a lateral alone): model {self.cfg.name} needs a frontal view" if first[LATERAL] is not None
-                else f": {'; '.join(c for c in calls if isinstance(c, str)) or 'no image could be read'}"))
+        calls, front, side = self.study_views(images, name)
         built = self.inputs.build(images[front], anatomy=True)
         lateral = prepare(images[side], self.cfg.input)[0][None] if side is not None else None
         out = self.model(built.x[None], self.explanations.outputs(self.method), lateral)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from PIL.Image import Image as PILImage
 
 from radsight.concurrency import ordered_map
 from radsight.core import ImageMeta, InputError, Radiograph, StudyPrediction
@@ -137,23 +138,44 @@ def study_document(sp: StudyPrediction, view_files: list, unreadable: list[Input
             "disclaimer": DISCLAIMER}
 
 
+@dataclass
+class ReadView:
+    """A view the model read, as written: its image, view name ("frontal", "lateral") and overlay."""
+
+    image: Radiograph
+    view: str
+    overlay: PILImage
+
+
+def write_view_files(images: list[Radiograph], sp: StudyPrediction, out_dir: Path, stem: str,
+                     unreadable: list[InputError] = ()) -> tuple[dict, list[ReadView]]:
+    """For each view read, ``stem.<view>.*`` (overlay, heatmaps, lungs); the study's document (not written) and
+    the views read, in ``sp.views`` order."""
+    by_source = {image.source: image for image in images}
+    read: list[ReadView] = []
+    files = []
+    for r in sp.views:  # one frontal and one lateral are read at most
+        if r.read:
+            image = by_source[r.source]
+            read.append(ReadView(image, r.view.view, render_overlay(image, r.prediction)))
+            files.append(write_image_files(image, r.prediction, out_dir, f"{stem}.{r.view.view}", read[-1].overlay))
+        else:
+            files.append(None)
+    return study_document(sp, files, unreadable), read
+
+
 def write_study_outputs(images: list[Radiograph], sp: StudyPrediction, out_dir: Path, stem: str,
                         unreadable: list[InputError] = (), dicom_out: bool = False) -> str:
     """``stem.json`` and, for each view read, ``stem.<view>.*`` (overlay, heatmaps, lungs); with ``dicom_out``,
     when every view read is DICOM, also the study's DICOM results (``dicom_results.write_study_dicom``). The
     JSON's name; :class:`InputError` (after the JSON is written) when a header cannot carry DICOM results."""
-    by_source = {image.source: image for image in images}
-    read = [(by_source[r.source], r) for r in sp.views if r.read]  # one frontal and one lateral at most
-    overlays = [render_overlay(image, r.prediction) for image, r in read]
-    files = iter([write_image_files(image, r.prediction, out_dir, f"{stem}.{r.view.view}", overlay)
-                  for (image, r), overlay in zip(read, overlays)])
-    document = study_document(sp, [next(files) if r.read else None for r in sp.views], unreadable)
+    document, read = write_view_files(images, sp, out_dir, stem, unreadable)
     problem = None
-    if dicom_out and all(image.from_dicom for image, _ in read):
+    if dicom_out and all(r.image.from_dicom for r in read):
         from radsight.dicom_results import write_study_dicom  # highdicom: loaded only when asked for
         try:
-            document["dicom_results"] = write_study_dicom([(Path(image.source), r.view.view) for image, r in read],
-                                                          sp, [np.asarray(o) for o in overlays], out_dir, stem)
+            document["dicom_results"] = write_study_dicom([(Path(r.image.source), r.view) for r in read],
+                                                          sp, [np.asarray(r.overlay) for r in read], out_dir, stem)
         except Exception as exc:  # noqa: BLE001 - a header highdicom cannot build results from: reported, not raised
             problem = InputError(sp.study, f"analyzed, but no DICOM results could be made from its headers "
                                            f"({type(exc).__name__}: {exc})")

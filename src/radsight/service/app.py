@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +15,15 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel
 
 from radsight.core import InputError
-from radsight.io import load_image
 from radsight.concurrency import threads_per_worker
 from radsight.explain import DEFAULT_METHOD, TORCH_FREE
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL
 from radsight.pipeline import Predictor
 from radsight.service.access import Access
 from radsight.service.db import StudyStore
+from radsight.service.intake import Intake, Received, by_study
 from radsight.service.pacs import Orthanc, Poller, split_multipart
-from radsight.service.worker import Workers, results_dir, upload_path
+from radsight.service.worker import Workers, results_dir
 
 STATIC = Path(__file__).parent / "static"
 RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "study.soft_tissue.png", "study.bone.png",
@@ -82,35 +82,17 @@ def create_app(settings: Settings) -> FastAPI:
     workers = Workers(store, predictor, settings.data_dir, settings.workers,
                       deliver if orthanc is not None or outbox is not None else None)
 
-    def save(data: bytes, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
-        """Validate (the same reader analysis uses) and queue; raises InputError for what cannot be analyzed."""
-        with tempfile.NamedTemporaryFile(dir=settings.data_dir, delete=False) as tmp:
-            tmp.write(data)
-        try:
-            image = load_image(Path(tmp.name))  # unreadable: InputError
-            if not settings.allow_ood:
-                predictor.admit(image)  # out-of-distribution: InputError
-            study_id = store.add(filename, origin, orthanc_id)
-            if study_id is not None:
-                dest = upload_path(settings.data_dir, study_id)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp.name, dest)
-                workers.notify()
-            return study_id
-        finally:
-            if os.path.exists(tmp.name):
-                os.unlink(tmp.name)
-
-    poller = Poller(orthanc, store, lambda oid, data: _pacs_save(save, oid, data),
+    intake = Intake(settings.data_dir, store, predictor, settings.allow_ood, workers.notify)
+    poller = Poller(orthanc, store, lambda key, files: _pacs_save(intake, key, files),
                     settings.poll_interval) if orthanc else None
     node = None
     if settings.dimse_port is not None:
         from radsight.service.dimse import DicomNode
-        node = DicomNode(settings.ae_title, settings.dimse_host, settings.dimse_port, settings.dimse_allowed,
-                         lambda data, filename, origin: save(data, filename, origin))
+        node = DicomNode(settings.ae_title, settings.dimse_host, settings.dimse_port, settings.dimse_allowed, intake)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        intake.sweep()
         resumed = store.recover()
         if resumed:
             log.info("resuming %d interrupted studies", resumed)
@@ -141,25 +123,31 @@ def create_app(settings: Settings) -> FastAPI:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def queue_bytes(data: bytes, filename: str, origin: str) -> str:
+    def receive(data: bytes, filename: str) -> Received:
         if not data:
             raise HTTPException(400, "empty upload")
         try:
-            study_id = await run_in_threadpool(save, data, filename, origin)
+            return intake.receive(data, filename)
         except InputError as exc:
             raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
-        return study_id
+
+    def queue(parts: list[Received], origin: str) -> str:
+        try:
+            return intake.queue_or_discard(parts, origin)
+        except InputError as exc:
+            raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
 
     @app.post("/api/studies", status_code=202, dependencies=[writer])
     async def post_study(file: UploadFile) -> dict:
         """Queue a DICOM, PNG or JPEG radiograph (multipart field ``file``)."""
         data = await read_limited(_chunks(file), settings.max_upload_bytes)
-        study_id = await queue_bytes(data, os.path.basename(file.filename or "upload"), "upload")
-        return {"id": study_id, "status": "queued"}
+        part = await run_in_threadpool(receive, data, os.path.basename(file.filename or "upload"))
+        return {"id": await run_in_threadpool(queue, [part], "upload"), "status": "queued"}
 
     @app.post("/dicom-web/studies", dependencies=[writer])
     async def stow(request: Request) -> dict:
-        """STOW-RS: ``multipart/related; type="application/dicom"``, one radiograph per part."""
+        """STOW-RS: ``multipart/related; type="application/dicom"``, one instance per part. The parts of one study
+        (StudyInstanceUID) are analyzed together: one result for its frontal and lateral views."""
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/related"):
             raise HTTPException(415, "STOW-RS needs multipart/related; type=\"application/dicom\"")
@@ -170,13 +158,21 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(400, str(exc)) from exc
         if not parts:
             raise HTTPException(400, "no DICOM parts")
-        stored, failed = [], []
-        for i, part in enumerate(parts):
+        received, number, failed = [], {}, []
+        for i, data in enumerate(parts):
             try:
-                stored.append(await queue_bytes(part, f"stow-part-{i + 1}", "stow"))
+                received.append(await run_in_threadpool(receive, data, f"stow-part-{i + 1}"))
+                number[id(received[-1])] = i + 1
             except HTTPException as exc:
                 failed.append({"part": i + 1, "error": exc.detail})
-        return {"ids": stored, "failed": failed}
+        studies = []
+        for group in by_study(received):
+            numbers = [number[id(part)] for part in group]
+            try:
+                studies.append({"id": await run_in_threadpool(queue, group, "stow"), "parts": numbers})
+            except HTTPException as exc:
+                failed += [{"part": n, "error": exc.detail} for n in numbers]
+        return {"ids": [s["id"] for s in studies], "studies": studies, "failed": failed}
 
     @app.post("/api/session", status_code=204)
     def sign_in(body: SignIn, request: Request, response: Response) -> None:
@@ -194,10 +190,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/studies/{study_id}/files/{name}", dependencies=[reader])
     def get_file(study_id: str, name: str) -> FileResponse:
         _known(store, study_id)
-        allowed = name in RESULT_FILES or (name.startswith("study.heatmap.") and name.endswith(".png")
-                                           and "/" not in name and ".." not in name)
         path = results_dir(settings.data_dir, study_id) / name
-        if not allowed or not path.is_file():
+        if not servable(name) or not path.is_file():
             raise HTTPException(404, f"no file {name!r} for this study")
         return FileResponse(path)
 
@@ -232,12 +226,34 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _pacs_save(save, orthanc_id: str, data: bytes) -> str | None:
-    try:
-        return save(data, f"orthanc-{orthanc_id}", "orthanc", orthanc_id)
-    except InputError as exc:
-        log.info("Orthanc instance %s skipped: %s", orthanc_id, exc.reason)
+def servable(name: str) -> bool:
+    """Whether a result file may be served: one of RESULT_FILES or a heatmap, each also per view of a study
+    (``study.frontal.overlay.png``, ``image.lateral.png``, ``lateral.overlay.dcm``)."""
+    if "/" in name or ".." in name:
+        return False
+    name = re.sub(r"(^|\.)(frontal|lateral)\.", r"\1", name, count=1)
+    return name in RESULT_FILES or (name.startswith("study.heatmap.") and name.endswith(".png"))
+
+
+def _pacs_save(intake: Intake, key: str, files: list[tuple[str, bytes]]) -> str | None:
+    """One stable Orthanc study queued as one analysis; one it cannot be is recorded as failed, with its reason."""
+    parts = []
+    for instance, data in files:
+        try:
+            parts.append(intake.receive(data, f"orthanc-{instance}"))
+        except InputError as exc:
+            log.info("Orthanc instance %s skipped: %s", instance, exc.reason)
+    if not parts:
         return None
+    try:
+        return intake.queue(parts, "orthanc", key)
+    except InputError as exc:
+        log.info("Orthanc study %s not analyzed: %s", key, exc.reason)
+        intake.refuse(parts, "orthanc", exc.reason, key)
+        return None
+    except BaseException:
+        intake.discard(parts)
+        raise
 
 
 async def _chunks(file: UploadFile, size: int = 1 << 20):

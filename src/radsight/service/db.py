@@ -67,6 +67,11 @@ class SqlStore:
             row = self._run(f"SELECT {COLUMNS} FROM studies WHERE id=?", (study_id,)).fetchone()
         return _study(row) if row else None
 
+    def knows(self, orthanc_id: str) -> bool:
+        """Whether an analysis with this PACS key was already queued (or recorded as refused)."""
+        with self._lock:
+            return self._run("SELECT 1 FROM studies WHERE orthanc_id=?", (orthanc_id,)).fetchone() is not None
+
     def worklist(self, limit: int = 500) -> list[Study]:
         """Reading order: analyzed studies by priority, then the more likely abnormal, then arrival; then the
         studies still waiting, by arrival; failed ones last."""

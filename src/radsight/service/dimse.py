@@ -1,19 +1,20 @@
 """DICOM over DIMSE, as hospital networks move images: a C-STORE SCP for radiographs (and C-ECHO) beside the web
 API, and a C-STORE SCU outbox that sends results to a destination, retrying with back-off until it succeeds.
 
-Received instances go through the same check and queue as STOW-RS; success is answered only once the instance is
-queued on disk. Callers are limited to the configured AE titles and addresses: others are rejected at association.
+Received instances go through the same checks as STOW-RS; success is answered only once the instance is on disk,
+and the instances of one association are queued as one analysis a study when it ends. Callers are limited to the configured AE titles and addresses: others are rejected at association.
 Results wait in a SQLite outbox (and as files) until the destination has taken them, across restarts.
 """
 from __future__ import annotations
 
 import io
 import logging
+import shutil
+import socket
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
 
 from radsight.core import InputError
 from radsight.dicom_results import save_dataset
+from radsight.io import load_image
+from radsight.service.intake import Intake, Received, by_study
 
 log = logging.getLogger("radsight.dimse")
 
@@ -69,12 +72,12 @@ def allows(allowed: tuple[str, ...], ae_title: str, address: str) -> bool:
 
 
 class DicomNode:
-    """The C-STORE SCP: ``accept(data, filename, origin)`` validates and queues one instance (InputError when it
-    cannot be analyzed), as the web API's upload does."""
+    """The C-STORE SCP. Each instance is read and screened as it arrives (``intake.receive``, ``intake.screen``)
+    and answered success once it is on disk; when the association ends, its instances are queued, one analysis a
+    study (``intake.queue``). A study refused then (a lateral alone) is recorded as failed, with its reason."""
 
-    def __init__(self, ae_title: str, host: str, port: int, allowed: tuple[str, ...],
-                 accept: Callable[[bytes, str, str], str | None]):
-        self.allowed, self.accept = allowed, accept
+    def __init__(self, ae_title: str, host: str, port: int, allowed: tuple[str, ...], intake: Intake):
+        self.allowed, self.intake = allowed, intake
         self.ae = AE(ae_title=ae_title)
         self.ae.require_called_aet = True
         self.ae.add_supported_context(Verification)
@@ -82,10 +85,18 @@ class DicomNode:
             self.ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
         self.address = (host, port)
         self.server = None
+        # this node's associations in progress, one folder each; left over by a stop, they are queued at start
+        self.staging = intake.incoming / f"dimse-{socket.gethostname()}-{port}"
+        self._open: dict[int, tuple[Path, list[Received]]] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(self.staging.iterdir()):
+            self._queue(folder, self._reread(folder), "dimse:recovered")
         handlers = [(evt.EVT_REQUESTED, self._on_request), (evt.EVT_C_ECHO, lambda event: 0x0000),
-                    (evt.EVT_C_STORE, self._on_store)]
+                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end),
+                    (evt.EVT_ABORTED, self._on_end), (evt.EVT_CONN_CLOSE, self._on_end)]
         self.server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
         log.info("DICOM node %s listening on %s:%d", self.ae.ae_title, *self.address)
 
@@ -106,15 +117,59 @@ class DicomNode:
         dataset.file_meta = event.file_meta
         buffer = io.BytesIO()
         try:
+            folder, parts = self._association(event.assoc)
             dataset.save_as(buffer, enforce_file_format=True)
-            self.accept(buffer.getvalue(), f"{dataset.SOPInstanceUID}.dcm",
-                        f"dimse:{event.assoc.requestor.ae_title.strip()}")
+            part = self.intake.receive(buffer.getvalue(), f"{dataset.SOPInstanceUID}.dcm", folder)
+            try:
+                self.intake.screen(part)
+            except InputError:
+                Intake.discard([part])
+                raise
         except InputError as exc:
             return _failure(CANNOT_UNDERSTAND, exc.reason)
         except (OSError, sqlite3.Error) as exc:  # the disk or the queue: ask the sender to try again later
-            log.error("C-STORE of %s not queued: %s", dataset.get("SOPInstanceUID"), exc)
+            log.error("C-STORE of %s not stored: %s", dataset.get("SOPInstanceUID"), exc)
             return _failure(OUT_OF_RESOURCES, "not stored; try again")
+        with self._lock:
+            parts.append(part)
         return 0x0000
+
+    def _association(self, assoc) -> tuple[Path, list[Received]]:
+        with self._lock:
+            if id(assoc) not in self._open:
+                folder = self.staging / uuid.uuid4().hex
+                folder.mkdir()
+                self._open[id(assoc)] = (folder, [])
+            return self._open[id(assoc)]
+
+    def _on_end(self, event) -> None:
+        """Released, aborted or cut: the association's instances are queued (each was answered success)."""
+        with self._lock:
+            opened = self._open.pop(id(event.assoc), None)
+        if opened is not None:
+            self._queue(*opened, f"dimse:{event.assoc.requestor.ae_title.strip()}")
+
+    def _queue(self, folder: Path, parts: list[Received], origin: str) -> None:
+        """One analysis a study; the folder is removed once its studies are queued or recorded as refused."""
+        try:
+            for group in by_study(parts):
+                try:
+                    self.intake.queue(group, origin)
+                except InputError as exc:
+                    self.intake.refuse(group, origin, exc.reason)
+        except (OSError, sqlite3.Error):  # kept on disk: queued when the node starts again
+            log.exception("instances received in %s not queued; they will be at the next start", folder.name)
+            return
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _reread(self, folder: Path) -> list[Received]:
+        parts = []
+        for path in sorted(folder.glob("*.part"), key=lambda p: p.stat().st_mtime_ns):
+            try:
+                parts.append(Received(path, load_image(path), path.name))
+            except InputError as exc:
+                log.warning("%s: %s", path.name, exc.reason)
+        return parts
 
 
 def _failure(status: int, comment: str) -> pydicom.Dataset:

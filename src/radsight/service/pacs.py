@@ -1,6 +1,8 @@
-"""Orthanc as the PACS: new radiographs are found through its change log, results go back over DICOMweb STOW-RS."""
+"""Orthanc as the PACS: studies are taken once Orthanc calls them stable (its change log), results go back into
+the study over DICOMweb STOW-RS."""
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -57,27 +59,42 @@ class Orthanc:
                                   headers={"Content-Type": content_type, "Accept": "application/dicom+json"})
         response.raise_for_status()
 
-    def poll(self, store: StudyStore, save: Callable[[str, bytes], str | None]) -> int:
-        """Queue radiographs stored since the last poll (Orthanc's /changes); returns how many were queued."""
+    def poll(self, store: StudyStore, save: Callable[[str, list[tuple[str, bytes]]], str | None]) -> int:
+        """Queue each study Orthanc calls stable since the last poll (a StableStudy change: no new instance for
+        Orthanc's StableAge seconds) whose radiographs were not analyzed as they are now: ``save(key, [(instance,
+        bytes)...])`` gets all of them at once. Returns how many studies were queued."""
         since, queued = int(store.get_state("orthanc_changes", "0")), 0
         while True:
             page = self.http.get("/changes", params={"since": since, "limit": 100}).json()
             for change in page.get("Changes", []):
-                if change.get("ChangeType") == "NewInstance" and self._is_radiograph(change["ID"]):
-                    data = self.http.get(f"/instances/{change['ID']}/file").content
-                    queued += save(change["ID"], data) is not None
+                if change.get("ChangeType") != "StableStudy":
+                    continue
+                instances = self._radiographs(change["ID"])
+                key = study_key(change["ID"], instances)
+                if instances and not store.knows(key):  # results stored back into the study change nothing here
+                    files = [(i, self.http.get(f"/instances/{i}/file").content) for i in instances]
+                    queued += save(key, files) is not None
             since = int(page.get("Last", since))
             store.set_state("orthanc_changes", str(since))
             if page.get("Done", True):
                 return queued
 
-    def _is_radiograph(self, instance: str) -> bool:
-        modality = self.http.get(f"/instances/{instance}/content/0008,0060").text.strip().strip("\x00 ")
-        return modality.upper() in RADIOGRAPHY_MODALITIES
+    def _radiographs(self, study: str) -> list[str]:
+        """The Orthanc IDs of a study's radiographs (its series of a radiography modality)."""
+        series = self.http.get(f"/studies/{study}/series", params={"expand": True}).json()
+        return [instance for s in series
+                if str(s.get("MainDicomTags", {}).get("Modality", "")).upper() in RADIOGRAPHY_MODALITIES
+                for instance in s.get("Instances", [])]
+
+
+def study_key(study: str, instances: list[str]) -> str:
+    """A study as it is now: its Orthanc ID and which radiographs it holds (a radiograph added later makes a new
+    key, so the grown study is analyzed again)."""
+    return f"{study}/{hashlib.sha256(chr(10).join(sorted(instances)).encode()).hexdigest()[:16]}"
 
 
 class Poller(threading.Thread):
-    def __init__(self, orthanc: Orthanc, store: StudyStore, save: Callable[[str, bytes], str | None],
+    def __init__(self, orthanc: Orthanc, store: StudyStore, save: Callable[[str, list[tuple[str, bytes]]], str | None],
                  interval: float = 2.0):
         super().__init__(name="radsight-orthanc-poller", daemon=True)
         self.orthanc, self.store, self.save, self.interval = orthanc, store, save, interval

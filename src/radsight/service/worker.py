@@ -1,6 +1,7 @@
 """Background analysis: claim a queued study, analyze it, write its outputs and DICOM results, send them on."""
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -11,12 +12,14 @@ import pydicom
 from PIL import Image
 
 from radsight.core import InputError
-from radsight.dicom_results import dicom_results, save_dataset
+from radsight.dicom_results import dicom_results, save_dataset, study_results
 from radsight.io import load_image
 from radsight.pipeline import Predictor
 from radsight.render import render_overlay
-from radsight.report import grey_png, prediction_document, write_outputs, write_png
+from radsight.report import atomic_write, grey_png, prediction_document, write_outputs, write_png
 from radsight.service.db import Study, StudyStore
+from radsight.service.intake import upload_files, upload_path
+from radsight.study import write_view_files
 
 log = logging.getLogger("radsight.service")
 DISPLAY_LONGEST = 2048  # the viewer's copy of the radiograph
@@ -100,10 +103,6 @@ class _lease:
             self._thread.join(timeout=10)
 
 
-def upload_path(data_dir: Path, study_id: str) -> Path:
-    return data_dir / "uploads" / study_id
-
-
 def results_dir(data_dir: Path, study_id: str) -> Path:
     return data_dir / "results" / study_id
 
@@ -111,8 +110,12 @@ def results_dir(data_dir: Path, study_id: str) -> Path:
 def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
                   deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
     """Outputs under ``results/<id>/``: analyze JSON, overlay, heatmaps, lung mask, the viewer's radiograph, and
-    for DICOM input its DICOM results: SR, lung SEG, Secondary Captures (sent on when ``deliver`` is set)."""
-    source = upload_path(data_dir, study_id)
+    for DICOM input its DICOM results: SR, lung SEG, Secondary Captures (sent on when ``deliver`` is set). An
+    analysis of several instances (one study's views) goes to :func:`analyze_views`."""
+    files = upload_files(data_dir, study_id)
+    if len(files) > 1:
+        return analyze_views(predictor, data_dir, study_id, files, deliver)
+    source = files[0]
     image = load_image(source)
     prediction = predictor.predict(image)
     out = results_dir(data_dir, study_id)
@@ -125,13 +128,42 @@ def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
         ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
         document["study"] = study_descriptors(ds, image.meta.view_position)
         named = {f"{kind}.dcm": dataset for kind, dataset in dicom_results(ds, prediction, np.asarray(overlay)).items()}
-        for name, dataset in named.items():
-            save_dataset(dataset, out / name)
-        results = list(named.values())
-        document["dicom_results"] = list(named)
-        if deliver is not None:
-            deliver(source, results)
+        _send(named, source, out, document, deliver)
     return document
+
+
+def analyze_views(predictor: Predictor, data_dir: Path, study_id: str, files: list[Path],
+                  deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
+    """One study's instances analyzed together (``Predictor.predict_study``): the study document with a ``views``
+    list, ``study.<view>.*`` and ``image.<view>.png`` for each view read, and the study's DICOM results (``sr.dcm``
+    referencing every image read, ``seg.dcm``, ``<view>.overlay.dcm``)."""
+    images = [load_image(path) for path in files]
+    sp = predictor.predict_study(images, study_id)
+    out = results_dir(data_dir, study_id)
+    document, read = write_view_files(images, sp, out, "study")
+    for view in read:
+        write_png(_display(view.image.pixels), out / f"image.{view.view}.png")
+    document["source"] = study_id
+    for entry in document["views"]:  # an instance by its place in the study, not by the server's path
+        entry["source"] = Path(entry["source"]).name
+    headers = [(pydicom.dcmread(view.image.source, stop_before_pixels=True), view.view) for view in read]
+    positions = " + ".join(v.image.meta.view_position or v.view for v in read)
+    document["study"] = study_descriptors(headers[0][0], positions)
+    named = {f"{kind}.dcm": dataset for kind, dataset
+             in study_results(headers, sp, [np.asarray(v.overlay) for v in read]).items()}
+    _send(named, upload_path(data_dir, study_id), out, document, deliver)
+    atomic_write(out / "study.json", lambda t: t.write_text(json.dumps(document, indent=2) + "\n"))
+    return document
+
+
+def _send(named: dict[str, pydicom.Dataset], source: Path, out: Path, document: dict,
+          deliver: Callable[[Path, list[pydicom.Dataset]], None] | None) -> None:
+    """Save the DICOM results beside the outputs, list them in ``document`` and send them on."""
+    for name, dataset in named.items():
+        save_dataset(dataset, out / name)
+    document["dicom_results"] = list(named)
+    if deliver is not None:
+        deliver(source, list(named.values()))
 
 
 def study_descriptors(ds: pydicom.Dataset, view: str | None) -> dict:

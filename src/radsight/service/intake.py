@@ -1,0 +1,166 @@
+"""What comes in, checked and queued: one radiograph, or the instances of one study analyzed together.
+
+Every door (the upload API, STOW-RS, the DICOM node, the Orthanc poller) uses the same reader and checks as
+analysis does. A file is first *received* (written under ``incoming/`` and read); the received files of one study
+are then *queued* as one analysis: one file as ``uploads/<id>``, several as the folder ``uploads/<id>/`` (``1.dcm``,
+``2.dcm``...), moved there whole, so a worker never sees half a study.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from radsight.core import Radiograph, ViewCall
+from radsight.io import load_image
+from radsight.views import LATERAL
+
+
+@dataclass
+class Received:
+    """A file that was read: where it waits, the radiograph, and the name it came with."""
+
+    path: Path
+    image: Radiograph
+    name: str
+
+
+def upload_path(data_dir: Path, job_id: str) -> Path:
+    return data_dir / "uploads" / job_id
+
+
+def upload_files(data_dir: Path, job_id: str) -> list[Path]:
+    """A queued analysis' files: the one file, or the instances of its study in the order they came."""
+    path = upload_path(data_dir, job_id)
+    if path.is_dir():
+        return sorted(path.iterdir(), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    return [path]
+
+
+def by_study(parts: list[Received]) -> list[list[Received]]:
+    """The parts grouped by StudyInstanceUID, in the order each study is first met; a part without one (PNG,
+    JPEG, a DICOM without the element) is a study of its own."""
+    groups: dict[str, list[Received]] = {}
+    for part in parts:
+        groups.setdefault(part.image.study_uid or f"part:{id(part)}", []).append(part)
+    return list(groups.values())
+
+
+class Intake:
+    """``predictor``: the service's ``pipeline.Predictor``; ``store``: its job store; ``notify`` wakes the
+    workers. With ``allow_ood`` the out-of-distribution gate lets everything through (results still say)."""
+
+    def __init__(self, data_dir: Path, store, predictor, allow_ood: bool = False,
+                 notify: Callable[[], None] = lambda: None):
+        self.data_dir, self.store, self.predictor = data_dir, store, predictor
+        self.allow_ood, self.notify = allow_ood, notify
+        self.incoming = data_dir / "incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def receive(self, data: bytes, name: str, folder: Path | None = None) -> Received:
+        """Write ``data`` under ``folder`` (default ``incoming/``) and read it; :class:`InputError` (the file
+        removed) for what cannot be analyzed."""
+        folder = folder or self.incoming
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            return Received(Path(tmp), load_image(Path(tmp)), name)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def screen(self, part: Received) -> None:
+        """The check one instance gets before its study is complete: a view that is not a lateral goes through the
+        out-of-distribution gate (laterals are judged with their study)."""
+        call = self.predictor.view_of(part.image)
+        if not self.allow_ood and not (isinstance(call, ViewCall) and call.view == LATERAL):
+            self.predictor.admit(part.image)
+
+    def queue(self, parts: list[Received], origin: str, orthanc_id: str | None = None) -> str | None:
+        """Queue the parts of one study as one analysis; its id, or None when ``orthanc_id`` is already known (the
+        parts' files are then removed). :class:`InputError` when the study cannot be analyzed (one lateral alone,
+        no frontal view, a frontal the gate refuses); on any error the parts' files stay where they were."""
+        self._admit(parts)
+        staged = self._stage(parts)
+        try:
+            name = parts[0].name if len(parts) == 1 else f"{parts[0].name} (+{len(parts) - 1})"
+            job_id = self.store.add(name, origin, orthanc_id)
+        except BaseException:
+            self._unstage(staged, parts)
+            raise
+        if job_id is None:
+            shutil.rmtree(staged) if staged.is_dir() else staged.unlink()
+            return None
+        os.replace(staged, upload_path(self.data_dir, job_id))
+        self.notify()
+        return job_id
+
+    def queue_or_discard(self, parts: list[Received], origin: str) -> str | None:
+        """:meth:`queue`, the parts' files removed when it fails: for doors that answer the sender with the error."""
+        try:
+            return self.queue(parts, origin)
+        finally:
+            self.discard(parts)
+
+    def _admit(self, parts: list[Received]) -> None:
+        images = [p.image for p in parts]
+        if len(images) == 1:
+            self.predictor.readable_alone(images[0])
+            if not self.allow_ood:
+                self.predictor.admit(images[0])
+        else:
+            self.predictor.admit_study(images, images[0].study_uid or parts[0].name, gate=not self.allow_ood)
+
+    def refuse(self, parts: list[Received], origin: str, reason: str, orthanc_id: str | None = None) -> None:
+        """Record a study that arrived but cannot be analyzed as a failed job, so the worklist shows why (for doors
+        whose sender was already told the instances were stored)."""
+        self.discard(parts)
+        job_id = self.store.add(parts[0].name, origin, orthanc_id)
+        if job_id is not None:
+            self.store.fail(job_id, reason)
+
+    def _stage(self, parts: list[Received]) -> Path:
+        """One file as it is; several in a new folder as ``1.dcm``, ``2.dcm``...: ready to move in one step."""
+        uploads = self.data_dir / "uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        staged = uploads / f".{uuid.uuid4().hex}.tmp"
+        if len(parts) == 1:
+            os.replace(parts[0].path, staged)
+            return staged
+        staged.mkdir()
+        for i, part in enumerate(parts):
+            os.replace(part.path, staged / f"{i + 1}.dcm")
+        return staged
+
+    @staticmethod
+    def _unstage(staged: Path, parts: list[Received]) -> None:
+        if not staged.is_dir():
+            os.replace(staged, parts[0].path)
+            return
+        for i, part in enumerate(parts):
+            os.replace(staged / f"{i + 1}.dcm", part.path)
+        staged.rmdir()
+
+    def sweep(self, older_than: float = 3600.0) -> int:
+        """Remove what requests cut short left behind (a received file never queued, a folder never moved), once
+        older than ``older_than`` seconds (replicas sharing the data folder may still be writing newer ones);
+        how many were removed. The DICOM node's association folders are its own."""
+        now, removed = time.time(), 0
+        for path in [*self.incoming.glob("*.part"), *(self.data_dir / "uploads").glob(".*.tmp")]:
+            if now - path.stat().st_mtime > older_than:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    @staticmethod
+    def discard(parts: list[Received]) -> None:
+        for part in parts:
+            part.path.unlink(missing_ok=True)
