@@ -2,14 +2,19 @@
 rejected, results delivered by C-STORE to a storescp that was down when they were ready."""
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
-from conftest import corpus_file, free_port, served, server_unavailable
+from conftest import chest_phantom, corpus_file, free_port, lateral_phantom, served, server_unavailable, study_dicom
 
 pytest.importorskip("pynetdicom", reason="the DICOM node needs radsight[serve]")
 httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
@@ -21,9 +26,16 @@ from radsight.service.dimse import Peer, allows  # noqa: E402
 TOOLS = ("echoscu", "storescu", "storescp")
 
 
+def dcmtk(tool: str) -> str | None:
+    """DCMTK's ``tool``: pynetdicom installs scripts of the same names (other options) beside Python, skipped."""
+    own = Path(sys.executable).parent.resolve()
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != own]
+    return shutil.which(tool, path=os.pathsep.join(path))
+
+
 @pytest.fixture()
 def node(tmp_path):
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    missing = [t for t in TOOLS if dcmtk(t) is None]
     if missing:
         server_unavailable(f"needs DCMTK ({', '.join(missing)}; scripts/test.sh installs it)")
     api, dimse, destination = free_port(), free_port(), free_port()
@@ -33,8 +45,9 @@ def node(tmp_path):
         yield {"api": url, "dimse": dimse, "destination": destination, "data": tmp_path / "data"}
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
+    tool = dcmtk(tool) or tool
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=60)
 
 
 def test_echo_store_reject_and_results_to_a_destination_that_was_down(node, tmp_path):
@@ -58,7 +71,7 @@ def test_echo_store_reject_and_results_to_a_destination_that_was_down(node, tmp_
     assert len(list(outbox.glob("*.dcm"))) == 3
     received = tmp_path / "received"
     received.mkdir()
-    pacs = subprocess.Popen(["storescp", "--aetitle", "PACS", "-od", str(received), str(node["destination"])],
+    pacs = subprocess.Popen([dcmtk("storescp"), "--aetitle", "PACS", "-od", str(received), str(node["destination"])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
@@ -104,3 +117,53 @@ def test_outbox_keeps_results_across_a_restart_and_backs_off(tmp_path):
     with sqlite3.connect(tmp_path / "outbox" / "outbox.sqlite") as db:
         attempts, error = db.execute("SELECT attempts, last_error FROM outbox").fetchone()
     assert attempts == 2 and "unreachable" in error
+
+
+def _two_view_node(tmp_path, model):
+    settings = Settings(data_dir=tmp_path / "data", token="t", dimse_port=free_port(), ae_title="RADSIGHT",
+                        model=str(model), lung_model=None, allow_ood=True)  # phantoms, not films
+    return settings
+
+
+def _worklist(url: str, count: int, timeout: float = 60) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = httpx.get(f"{url}/api/worklist", headers={"Authorization": "Bearer t"}).json()["studies"]
+        if len(rows) >= count and all(r["status"] in ("done", "failed") for r in rows):
+            return rows
+        time.sleep(0.3)
+    raise AssertionError(f"worklist not finished in {timeout} s: {rows}")
+
+
+def test_one_association_is_one_study_and_a_lateral_alone_is_recorded_as_refused(tmp_path, twoview_model):
+    if dcmtk("storescu") is None:
+        server_unavailable("needs DCMTK's storescu (scripts/test.sh installs it)")
+    uid = generate_uid()
+    pa = study_dicom(tmp_path / "pa.dcm", chest_phantom(seed=1), uid, "PA")
+    lateral = study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=1), uid, "LL")
+    alone = study_dicom(tmp_path / "alone.dcm", lateral_phantom(seed=2), generate_uid(), "LL")
+    settings = _two_view_node(tmp_path, twoview_model)
+    with served(create_app(settings)) as url:
+        port = str(settings.dimse_port)
+        assert _run("storescu", "-aec", "RADSIGHT", "127.0.0.1", port, str(pa), str(lateral)).returncode == 0
+        assert _run("storescu", "-aec", "RADSIGHT", "127.0.0.1", port, str(alone)).returncode == 0  # stored...
+        rows = {r["status"]: r for r in _worklist(url, 2)}
+    assert rows["done"]["study"]["view_position"] == "PA + LL"
+    assert "with its study's frontal view" in rows["failed"]["error"]  # ...and the worklist says why it was not read
+    assert not list((settings.data_dir / "incoming").rglob("*.part"))
+
+
+def test_instances_of_an_unfinished_association_are_queued_at_the_next_start(tmp_path, twoview_model):
+    """A stop between the C-STORE answers and the association's end: the instances wait on disk, and the node
+    queues them as one study when it starts again."""
+    uid = generate_uid()
+    settings = _two_view_node(tmp_path, twoview_model)
+    left = settings.data_dir / "incoming" / f"dimse-{socket.gethostname()}-{settings.dimse_port}" / "cut-short"
+    left.mkdir(parents=True)
+    study_dicom(left / "a.part", chest_phantom(seed=3), uid, "PA")
+    study_dicom(left / "b.part", lateral_phantom(seed=3), uid, "LL")
+    with served(create_app(settings)) as url:
+        rows = _worklist(url, 1)
+    assert [(r["status"], r["origin"], r["study"]["view_position"]) for r in rows] == [("done", "dimse:recovered",
+                                                                                       "PA + LL")]
+    assert not left.exists()

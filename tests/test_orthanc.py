@@ -1,5 +1,5 @@
-"""radsight serve with a real Orthanc (Debian's orthanc + orthanc-dicomweb) on loopback: a radiograph stored
-in the PACS is found, analyzed, and its SR and overlay come back into the same study over STOW-RS."""
+"""radsight serve with a real Orthanc (Debian's orthanc + orthanc-dicomweb) on loopback: a study stored in the
+PACS is taken once stable, analyzed, and its SR and overlay come back into the same study over STOW-RS."""
 from __future__ import annotations
 
 import io
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
-from conftest import free_port, make_dicom, server_unavailable
+from conftest import chest_phantom, free_port, lateral_phantom, make_dicom, server_unavailable, study_dicom
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 hd = pytest.importorskip("highdicom", reason="needs radsight[serve]")
@@ -68,3 +69,41 @@ def test_study_sent_to_orthanc_comes_back_with_sr_and_overlay(orthanc, tmp_path)
     assert len(groups) == 14  # one per NIH finding
     sc = pydicom.dcmread(io.BytesIO(pacs.get(f"/instances/{by_modality['OT']['Instances'][0]}/file").content))
     assert sc.SamplesPerPixel == 3 and sc.StudyInstanceUID == original.StudyInstanceUID
+
+
+def test_a_study_is_taken_once_stable_with_both_views_and_analyzed_again_only_when_it_grows(orthanc, tmp_path,
+                                                                                              twoview_model):
+    """PA and lateral stored one after the other: one analysis of both, once Orthanc calls the study stable; its
+    results stored back in the study start nothing; a radiograph added later makes a new analysis of all three."""
+    uid = generate_uid()
+    pacs = httpx.Client(base_url=orthanc, timeout=30)
+    pa = study_dicom(tmp_path / "pa.dcm", chest_phantom(seed=1), uid, "PA")
+    lateral = study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=1), uid, "LL")
+    stored = [pacs.post("/instances", content=p.read_bytes()).json() for p in (pa, lateral)]
+    settings = Settings(data_dir=tmp_path / "data", token="t", orthanc_url=orthanc, poll_interval=0.3,
+                        model=str(twoview_model), lung_model=None, allow_ood=True)
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer t"}) as client:
+        rows = _done(client, 1)
+        assert rows[0]["study"]["view_position"] == "PA + LL"
+        sr_series = [s for s in pacs.get(f"/studies/{stored[0]['ParentStudy']}/series", params={"expand": True}).json()
+                     if s["MainDicomTags"].get("Modality") == "SR"]
+        time.sleep(4)  # Orthanc calls the study stable again (radsight's results were added): nothing new is queued
+        assert len(client.get("/api/worklist").json()["studies"]) == 1
+        sr = pydicom.dcmread(io.BytesIO(pacs.get(f"/instances/{sr_series[0]['Instances'][0]}/file").content))
+        evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                    for series in s.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
+        assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in (pa, lateral)}
+        second = study_dicom(tmp_path / "pa2.dcm", chest_phantom(seed=2), uid, "PA")
+        pacs.post("/instances", content=second.read_bytes())
+        rows = _done(client, 2)
+    assert sorted(r["filename"][-4:] for r in rows) == ["(+1)", "(+2)"]  # PA + lateral; then with the second PA
+
+
+def _done(client, count: int, timeout: float = 90) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = client.get("/api/worklist").json()["studies"]
+        if len(rows) >= count and all(r["status"] in ("done", "failed") for r in rows):
+            return rows
+        time.sleep(0.3)
+    pytest.fail(f"{count} analyses not finished in {timeout} s: {rows}")
