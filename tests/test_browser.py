@@ -8,10 +8,12 @@ import shutil
 import time
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.uid import generate_uid
 
-from conftest import chest_phantom, make_dicom, served, server_unavailable
+from conftest import chest_phantom, lateral_phantom, make_dicom, served, server_unavailable, study_dicom
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
@@ -19,6 +21,7 @@ httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
 playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright (radsight[test])")
 
 from radsight.service.app import Settings, create_app  # noqa: E402
+from radsight.service.pacs import stow_body  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -64,7 +67,7 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         page.wait_for_selector("#findings tbody tr:nth-child(14)")
         film, stage = (page.eval_on_selector(sel, "e => { const r = e.getBoundingClientRect(); "
                                                    "return [r.left, r.top, r.right, r.bottom]; }")
-                       for sel in ("#image", "#stage"))
+                       for sel in ("#stage canvas.image", "#stage"))
         assert film[2] <= stage[2] + 1 and film[3] <= stage[3] + 1  # opens fitted: the whole film is visible
         assert max(film[2] - film[0], film[3] - film[1]) >= 0.9 * min(stage[2] - stage[0], stage[3] - stage[1])
         toggles = page.query_selector_all("input.heat")
@@ -72,26 +75,26 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
             page.uncheck("#show-boxes")
             page.uncheck("#show-lungs")
             toggles[0].check()
-            alpha = page.eval_on_selector("#marks", "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, "
+            alpha = page.eval_on_selector("#stage canvas.marks", "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, "
                                                     "c.height).data; let m = 0; for (let i = 3; i < d.length; i += 4) "
                                                     "m = Math.max(m, d[i]); return m; }")
             assert 0 < alpha <= round(0.45 * 255) + 1  # the map's opacity leaves the film readable
             assert page.eval_on_selector_all("#method option", "o => o.map(x => x.value)") == [
                 "cam", "gradcam", "gradcam++"]  # the result's own method (its boxes) first
-            marks = page.eval_on_selector("#marks", "c => c.toDataURL()")
+            marks = page.eval_on_selector("#stage canvas.marks", "c => c.toDataURL()")
             page.select_option("#method", "gradcam++")
-            assert page.eval_on_selector("#marks", "c => c.toDataURL()") != marks  # another method's map
+            assert page.eval_on_selector("#stage canvas.marks", "c => c.toDataURL()") != marks  # another method's map
             page.select_option("#method", "cam")
             page.check("#show-boxes")
             page.check("#show-lungs")
         assert page.eval_on_selector_all("#view option", "o => o.map(x => x.value)") == ["radiograph", "soft_tissue",
                                                                                         "bone"]
         canvas = "c => c.toDataURL()"
-        before = page.eval_on_selector("#image", canvas)
+        before = page.eval_on_selector("#stage canvas.image", canvas)
         page.select_option("#view", "bone")
-        assert page.eval_on_selector("#image", canvas) != before  # the bone view replaces the radiograph
+        assert page.eval_on_selector("#stage canvas.image", canvas) != before  # the bone view replaces the radiograph
         page.select_option("#view", "radiograph")
-        assert page.eval_on_selector("#image", canvas) == before
+        assert page.eval_on_selector("#stage canvas.image", canvas) == before
         page.fill("#width", "180")
         page.dispatch_event("#width", "input")
         assert "triage" in page.inner_text("#summary")
@@ -100,5 +103,52 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         browser.close()
     picture = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert picture.std() > 20  # a drawn radiograph and tables, not a blank page
+    if os.environ.get("RADSIGHT_SCREENSHOT_DIR"):
+        shutil.copy(shot, os.environ["RADSIGHT_SCREENSHOT_DIR"])
+
+
+@pytest.fixture()
+def study_server(tmp_path, twoview_model):
+    if not os.path.exists(CHROMIUM):
+        server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t", model=str(twoview_model), lung_model=None,
+                              allow_ood=True))
+    with served(app) as url:
+        yield url
+
+
+def test_a_study_shows_its_views_side_by_side_with_their_own_heatmaps(study_server, tmp_path):
+    uid = generate_uid()
+    files = [study_dicom(tmp_path / "pa.dcm", chest_phantom(1200, 1000, seed=4), uid, "PA"),
+             study_dicom(tmp_path / "lat.dcm", lateral_phantom(1200, 1100, seed=4), uid, "LL")]
+    body, content_type = stow_body([pydicom.dcmread(f) for f in files])
+    api = httpx.Client(base_url=study_server, headers={"Authorization": "Bearer t"}, timeout=30)
+    job = api.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type}).json()["ids"][0]
+    deadline = time.time() + 60
+    while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
+        time.sleep(0.2)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(study_server)
+        page.fill("#token", "t")
+        page.click("#signin button")
+        page.click(f"#worklist tbody tr[data-id='{job}']")
+        page.wait_for_selector("#findings tbody tr:nth-child(14)")
+        assert page.eval_on_selector_all(".pane figcaption", "c => c.map(x => x.textContent)") == ["frontal", "lateral"]
+        rect = "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }"
+        films = page.eval_on_selector_all(".pane canvas.image", f"cs => cs.map({rect})")
+        stage = page.eval_on_selector("#stage", rect)
+        assert films[1][0] >= films[0][2]  # side by side, the lateral right of the frontal
+        assert all(f[2] <= stage[2] + 1 and f[3] <= stage[3] + 1 for f in films)  # both whole in view
+        page.uncheck("#show-boxes")
+        page.check("input.heat[data-finding='Effusion']")
+        alpha = ("cs => cs.map(c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; "
+                 "let m = 0; for (let i = 3; i < d.length; i += 4) m = Math.max(m, d[i]); return m; })")
+        assert all(a > 0 for a in page.eval_on_selector_all(".pane canvas.marks", alpha))  # each view its own map
+        assert "triage" in page.inner_text("#summary")
+        shot = tmp_path / "study.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
     if os.environ.get("RADSIGHT_SCREENSHOT_DIR"):
         shutil.copy(shot, os.environ["RADSIGHT_SCREENSHOT_DIR"])

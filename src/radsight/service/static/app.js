@@ -1,11 +1,11 @@
-// radsight reader: worklist in reading order, viewer with window/level, zoom, heatmaps, boxes and lung contours.
+// radsight reader: worklist in reading order, viewer with window/level, zoom, heatmaps, boxes and lung contours;
+// a study's frontal and lateral views side by side.
 "use strict";
 const $ = (id) => document.getElementById(id);
-let current = null, pixels = null, heatmaps = {}, views = {};
+let current = null;
 const VIEW_NAMES = { radiograph: "radiograph", soft_tissue: "soft tissue (bone suppressed)", bone: "bone" };
 const METHOD_NAMES = { cam: "CAM", gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++", "guided-gradcam": "guided Grad-CAM",
   "guided-backprop": "guided backpropagation" };
-let maps = {};  // method -> finding -> tinted heatmap
 
 const SIGN_IN = "sign in";
 
@@ -83,38 +83,71 @@ function loadImage(url) {
   });
 }
 
+// The views shown side by side: one pane for an image; for a study, one for each view the model read, each with
+// its own heatmaps, boxes and (frontal) lung contours on its own pixels.
+let panes = [];
+
+// What a pane draws, from the result: a study's document lists its views; an image's document is the one view.
+function paneData(r) {
+  if ((r.views || []).some((v) => "read" in v)) {
+    return r.views.filter((v) => v.read).map((v) => ({
+      label: v.view, image: `image.${v.view}.png`, width: v.width, height: v.height,
+      findings: v.findings || {}, anatomy: v.anatomy, derived: [] }));
+  }
+  const own = r.explanation || "cam";  // results before schema 1.3 were CAM's
+  const findings = Object.fromEntries(r.findings.map((f) => [f.name, {
+    boxes: f.boxes || [], heatmaps: f.heatmaps || (f.heatmap ? { [own]: f.heatmap } : {}) }]));
+  return [{ label: (r.study && r.study.view_position) || "radiograph", image: "image.png", width: r.width,
+            height: r.height, findings, anatomy: r.anatomy, derived: r.views || [] }];
+}
+
+function makePane(data, img) {
+  const figure = document.createElement("figure"), caption = document.createElement("figcaption");
+  const frame = document.createElement("div"), canvas = document.createElement("canvas");
+  const marks = document.createElement("canvas");
+  figure.className = "pane"; figure.dataset.view = data.label; frame.className = "frame";
+  canvas.className = "image"; marks.className = "marks";
+  caption.textContent = data.label;
+  canvas.width = marks.width = img.width; canvas.height = marks.height = img.height;
+  frame.append(canvas, marks); figure.append(caption, frame);
+  return { ...data, figure, canvas, marks, views: { radiograph: img }, maps: {}, pixels: null };
+}
+
 async function open(id) {
   current = id;
   const study = await json(`/api/studies/${id}`);
   $("viewer").hidden = false;
   if (study.status !== "done") { $("summary").textContent = study.error || `study is ${study.status}`; return; }
   const r = study.result, base = `/api/studies/${id}/files/`;
-  const img = await loadImage(base + "image.png");
-  const canvas = $("image"), marks = $("marks");
-  canvas.width = marks.width = img.width; canvas.height = marks.height = img.height;
-  $("zoom").value = 1;  // opens fitted: the whole film in the viewport
-  views = { radiograph: img };
-  for (const v of r.views || []) if (v.file) views[v.name] = await loadImage(base + v.file);
-  $("view").replaceChildren(...Object.keys(views).map((name) => new Option(VIEW_NAMES[name] || name, name)));
-  $("view-choice").hidden = Object.keys(views).length < 2;
-  showView("radiograph");
+  panes = [];
+  for (const data of paneData(r)) panes.push(makePane(data, await loadImage(base + data.image)));
+  $("stage").replaceChildren(...panes.map((p) => p.figure));
+  $("zoom").value = 1;  // opens fitted: every film whole in its pane
+  const first = panes[0];
+  for (const v of first.derived) if (v.file) first.views[v.name] = await loadImage(base + v.file);
+  $("view").replaceChildren(...Object.keys(first.views).map((name) => new Option(VIEW_NAMES[name] || name, name)));
+  $("view-choice").hidden = Object.keys(first.views).length < 2;
+  for (const p of panes) showView(p, "radiograph");
   // Every method's heatmaps; the boxes always come from the result's own method (r.explanation).
-  maps = {};
-  const own = r.explanation || "cam";  // results before schema 1.3 were CAM's
-  for (const f of r.findings) {
-    for (const [method, file] of Object.entries(f.heatmaps || (f.heatmap ? { [own]: f.heatmap } : {}))) {
-      (maps[method] ||= {})[f.name] = colour(await loadImage(base + file));
+  const own = r.explanation || "cam";
+  const methods = new Set();
+  for (const p of panes) {
+    for (const [name, f] of Object.entries(p.findings)) {
+      for (const [method, file] of Object.entries(f.heatmaps || {})) {
+        (p.maps[method] ||= {})[name] = colour(await loadImage(base + file));
+        methods.add(method);
+      }
     }
   }
-  const methods = Object.keys(maps).sort((a, b) => (b === own) - (a === own));
-  $("method").replaceChildren(...methods.map((m) => new Option((METHOD_NAMES[m] || m) + (m === own ? " (boxes)" : ""), m)));
-  $("method-choice").hidden = methods.length < 2;
-  heatmaps = maps[own] || {};
+  const ordered = [...methods].sort((a, b) => (b === own) - (a === own));
+  $("method").replaceChildren(...ordered.map((m) => new Option((METHOD_NAMES[m] || m) + (m === own ? " (boxes)" : ""), m)));
+  $("method-choice").hidden = ordered.length < 2;
+  method = ordered.includes(own) ? own : ordered[0];
   const body = $("findings").tBodies[0];
   body.replaceChildren(...r.findings.map((f) => {
     const tr = document.createElement("tr");
     const box = tr.insertCell();
-    if (f.heatmap) {
+    if (panes.some((p) => Object.keys((p.findings[f.name] || {}).heatmaps || {}).length)) {
       const cb = document.createElement("input");
       cb.type = "checkbox"; cb.dataset.finding = f.name; cb.className = "heat"; cb.onchange = render;
       box.append(cb);
@@ -126,80 +159,91 @@ async function open(id) {
     return tr;
   }));
   const t = r.triage;
-  const withheld = (t.urgent || []).filter((u) => u.withheld).map((u) => ` No urgent flag for ${u.finding}: ${u.withheld}.`);
+  const notes = (t.urgent || []).filter((u) => u.withheld).map((u) => ` No urgent flag for ${u.finding}: ${u.withheld}.`);
   if (r.ood && !r.ood.in_distribution) {
-    withheld.unshift(` OUT OF DISTRIBUTION: not like the radiographs this model knows (score ${r.ood.score.toFixed(2)}).`);
+    notes.unshift(` OUT OF DISTRIBUTION: not like the radiographs this model knows (score ${r.ood.score.toFixed(2)}).`);
   }
+  for (const v of (r.views || []).filter((v) => v.read === false)) notes.push(` Not read: ${v.view || "an image"} (${v.reason}).`);
   $("summary").textContent = `triage ${t.priority}: abnormal ${pct(t.abnormal_probability)} ` +
-    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}.${withheld.join("")} ${r.disclaimer}`;
+    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}.${notes.join("")} ${r.disclaimer}`;
   current_result = r;
   render();
   refresh();
 }
 
-let current_result = null;
+let current_result = null, method = "cam";
 
 // The chosen view (radiograph, soft tissue, bone) becomes the pixels that window/level act on.
-function showView(name) {
-  const canvas = $("image"), ctx = canvas.getContext("2d");
-  ctx.drawImage(views[name], 0, 0, canvas.width, canvas.height);
-  pixels = ctx.getImageData(0, 0, canvas.width, canvas.height);
+function showView(pane, name) {
+  const ctx = pane.canvas.getContext("2d");
+  ctx.drawImage(pane.views[name], 0, 0, pane.canvas.width, pane.canvas.height);
+  pane.pixels = ctx.getImageData(0, 0, pane.canvas.width, pane.canvas.height);
 }
 
 function render() {
-  if (!pixels || !current_result) return;
-  const canvas = $("image"), ctx = canvas.getContext("2d");
+  if (!current_result) return;
   const width = +$("width").value, level = +$("level").value, lo = level - width / 2;
   const lut = new Uint8ClampedArray(256).map((_, v) => Math.round(255 * (v - lo) / width));
-  const out = new ImageData(new Uint8ClampedArray(pixels.data), pixels.width, pixels.height);
-  for (let i = 0; i < out.data.length; i += 4) {
-    const v = lut[out.data[i]];
-    out.data[i] = out.data[i + 1] = out.data[i + 2] = v;
+  const positive = new Set(current_result.findings.filter((f) => f.positive).map((f) => f.name));
+  const checked = [...document.querySelectorAll("input.heat:checked")].map((cb) => cb.dataset.finding);
+  for (const p of panes) {
+    const out = new ImageData(new Uint8ClampedArray(p.pixels.data), p.pixels.width, p.pixels.height);
+    for (let i = 0; i < out.data.length; i += 4) {
+      const v = lut[out.data[i]];
+      out.data[i] = out.data[i + 1] = out.data[i + 2] = v;
+    }
+    p.canvas.getContext("2d").putImageData(out, 0, 0);
+    drawMarks(p, positive, checked);
   }
-  ctx.putImageData(out, 0, 0);
-  const m = $("marks").getContext("2d"), r = current_result;
-  const sx = canvas.width / r.width, sy = canvas.height / r.height;
-  m.clearRect(0, 0, canvas.width, canvas.height);
+  fit();
+}
+
+function drawMarks(p, positive, checked) {
+  const w = p.marks.width, h = p.marks.height, sx = w / p.width, sy = h / p.height;
+  const m = p.marks.getContext("2d"), heat = p.maps[method] || {};
+  m.clearRect(0, 0, w, h);
   m.globalAlpha = +$("opacity").value;
-  for (const cb of document.querySelectorAll("input.heat:checked")) {
-    if (heatmaps[cb.dataset.finding]) m.drawImage(heatmaps[cb.dataset.finding], 0, 0, canvas.width, canvas.height);
-  }
+  for (const name of checked) if (heat[name]) m.drawImage(heat[name], 0, 0, w, h);
   m.globalAlpha = 1;
-  m.lineWidth = Math.max(2, canvas.width / 400);
+  m.lineWidth = Math.max(2, w / 400);
   if ($("show-boxes").checked) {
-    for (const f of r.findings.filter((f) => f.positive)) {
-      for (const b of f.boxes) {
+    for (const [name, f] of Object.entries(p.findings)) {
+      if (!positive.has(name)) continue;
+      for (const b of f.boxes || []) {
         m.strokeStyle = "#ffb000"; m.strokeRect(b.x * sx, b.y * sy, b.width * sx, b.height * sy);
-        m.fillStyle = "#ffb000"; m.font = `${Math.max(12, canvas.width / 60)}px sans-serif`;
-        m.fillText(f.name, b.x * sx + 4, b.y * sy + Math.max(14, canvas.width / 50));
+        m.fillStyle = "#ffb000"; m.font = `${Math.max(12, w / 60)}px sans-serif`;
+        m.fillText(name, b.x * sx + 4, b.y * sy + Math.max(14, w / 50));
       }
     }
   }
-  if ($("show-lungs").checked && r.anatomy && r.anatomy.lungs) {
+  if ($("show-lungs").checked && p.anatomy && p.anatomy.lungs) {
     m.strokeStyle = "#40e0ff";
-    for (const lung of r.anatomy.lungs) {
+    for (const lung of p.anatomy.lungs) {
       m.beginPath();
       lung.polygon.forEach(([x, y], i) => (i ? m.lineTo(x * sx, y * sy) : m.moveTo(x * sx, y * sy)));
       m.closePath(); m.stroke();
     }
   }
-  fit();
 }
 
-// Zoom 1 fits the whole film in the viewport; the canvases' CSS size follows, so the stage scrolls when zoomed in.
+// Zoom 1 fits each film whole in its pane (the stage's width shared by the panes); the canvases' CSS size follows,
+// so a pane scrolls when zoomed in.
 function fit() {
-  const canvas = $("image"), stage = $("stage");
-  const scale = Math.min(stage.clientWidth / canvas.width, stage.clientHeight / canvas.height) * +$("zoom").value;
-  for (const c of [canvas, $("marks")]) {
-    c.style.width = `${Math.round(canvas.width * scale)}px`; c.style.height = `${Math.round(canvas.height * scale)}px`;
+  for (const p of panes) {
+    const frame = p.figure, caption = frame.querySelector("figcaption");
+    const room = [frame.clientWidth, frame.clientHeight - caption.offsetHeight];
+    const scale = Math.min(room[0] / p.canvas.width, room[1] / p.canvas.height) * +$("zoom").value;
+    for (const c of [p.canvas, p.marks]) {
+      c.style.width = `${Math.round(p.canvas.width * scale)}px`; c.style.height = `${Math.round(p.canvas.height * scale)}px`;
+    }
   }
 }
 
 for (const id of ["width", "level", "show-boxes", "show-lungs", "opacity"]) $(id).addEventListener("input", render);
 $("zoom").addEventListener("input", fit);
 window.addEventListener("resize", () => { if (current_result) fit(); });
-$("view").addEventListener("change", () => { showView($("view").value); render(); });
-$("method").addEventListener("change", () => { heatmaps = maps[$("method").value] || {}; render(); });
+$("view").addEventListener("change", () => { showView(panes[0], $("view").value); render(); });
+$("method").addEventListener("change", () => { method = $("method").value; render(); });
 $("reset").onclick = () => {
   $("width").value = 255; $("level").value = 128; $("zoom").value = 1; $("opacity").value = 0.45; render();
 };
