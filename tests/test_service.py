@@ -267,3 +267,17 @@ def test_stow_rs_analyzes_the_instances_of_one_study_together(tmp_path, twoview_
         assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in (pa, lateral)}
         row = client.get("/api/worklist").json()["studies"][0]
         assert row["study"]["view_position"] == "PA + LL" and row["positives"] == ["Effusion"]
+
+
+def test_a_frontal_model_reads_the_frontal_of_a_study_and_names_the_lateral_it_did_not_read(tmp_path, tiny_model):
+    uid = generate_uid()
+    files = [study_dicom(tmp_path / "pa.dcm", chest_phantom(seed=5), uid, "PA"),
+             study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=5), uid, "LL")]
+    body, content_type = stow_body([pydicom.dcmread(p) for p in files])
+    with TestClient(create_app(_settings(tmp_path, model=str(tiny_model), lung_model=None))) as client:
+        _sign_in(client)
+        job = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type}).json()["ids"][0]
+        result = _wait(client, [job])[job]["result"]
+    assert [(v["view"], v["read"]) for v in result["views"]] == [("frontal", True), ("lateral", False)]
+    assert result["views"][1]["reason"] == "model tiny-test reads frontal views only"
+    assert result["dicom_results"] == ["sr.dcm", "frontal.overlay.dcm"]

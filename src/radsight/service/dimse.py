@@ -2,7 +2,8 @@
 API, and a C-STORE SCU outbox that sends results to a destination, retrying with back-off until it succeeds.
 
 Received instances go through the same checks as STOW-RS; success is answered only once the instance is on disk,
-and the instances of one association are queued as one analysis a study when it ends. Callers are limited to the configured AE titles and addresses: others are rejected at association.
+and the instances of one association are queued as one analysis a study when it ends. Callers are limited to the
+configured AE titles and addresses: others are rejected at association.
 Results wait in a SQLite outbox (and as files) until the destination has taken them, across restarts.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
 from radsight.core import InputError
 from radsight.dicom_results import save_dataset
 from radsight.io import load_image
-from radsight.service.intake import Intake, Received, by_study
+from radsight.service.intake import Intake, Received
+from radsight.study import group_studies
 
 log = logging.getLogger("radsight.dimse")
 
@@ -87,13 +89,13 @@ class DicomNode:
         self.server = None
         # this node's associations in progress, one folder each; left over by a stop, they are queued at start
         self.staging = intake.incoming / f"dimse-{socket.gethostname()}-{port}"
-        self._open: dict[int, tuple[Path, list[Received]]] = {}
+        self._open: dict[int, Path] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
         for folder in sorted(self.staging.iterdir()):
-            self._queue(folder, self._reread(folder), "dimse:recovered")
+            self._queue(folder, "dimse:recovered")
         handlers = [(evt.EVT_REQUESTED, self._on_request), (evt.EVT_C_ECHO, lambda event: 0x0000),
                     (evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end),
                     (evt.EVT_ABORTED, self._on_end), (evt.EVT_CONN_CLOSE, self._on_end)]
@@ -117,9 +119,8 @@ class DicomNode:
         dataset.file_meta = event.file_meta
         buffer = io.BytesIO()
         try:
-            folder, parts = self._association(event.assoc)
             dataset.save_as(buffer, enforce_file_format=True)
-            part = self.intake.receive(buffer.getvalue(), f"{dataset.SOPInstanceUID}.dcm", folder)
+            part = self.intake.receive(buffer.getvalue(), f"{dataset.SOPInstanceUID}.dcm", self._folder(event.assoc))
             try:
                 self.intake.screen(part)
             except InputError:
@@ -130,46 +131,42 @@ class DicomNode:
         except (OSError, sqlite3.Error) as exc:  # the disk or the queue: ask the sender to try again later
             log.error("C-STORE of %s not stored: %s", dataset.get("SOPInstanceUID"), exc)
             return _failure(OUT_OF_RESOURCES, "not stored; try again")
-        with self._lock:
-            parts.append(part)
-        return 0x0000
+        return 0x0000  # the pixels are let go: the instance is read again when its association ends
 
-    def _association(self, assoc) -> tuple[Path, list[Received]]:
+    def _folder(self, assoc) -> Path:
         with self._lock:
             if id(assoc) not in self._open:
-                folder = self.staging / uuid.uuid4().hex
-                folder.mkdir()
-                self._open[id(assoc)] = (folder, [])
+                self._open[id(assoc)] = self.staging / uuid.uuid4().hex
+                self._open[id(assoc)].mkdir()
             return self._open[id(assoc)]
 
     def _on_end(self, event) -> None:
         """Released, aborted or cut: the association's instances are queued (each was answered success)."""
         with self._lock:
-            opened = self._open.pop(id(event.assoc), None)
-        if opened is not None:
-            self._queue(*opened, f"dimse:{event.assoc.requestor.ae_title.strip()}")
+            folder = self._open.pop(id(event.assoc), None)
+        if folder is not None:
+            self._queue(folder, f"dimse:{event.assoc.requestor.ae_title.strip()}")
 
-    def _queue(self, folder: Path, parts: list[Received], origin: str) -> None:
-        """One analysis a study; the folder is removed once its studies are queued or recorded as refused."""
+    def _queue(self, folder: Path, origin: str) -> None:
+        """The folder's instances, one analysis a study (grouped by header, one study's pixels in memory at a
+        time); the folder is removed once every study is queued or recorded as refused."""
         try:
-            for group in by_study(parts):
+            for study in group_studies(sorted(folder.glob("*.part"), key=lambda p: p.stat().st_mtime_ns)):
+                parts = []
+                for path in study.paths:
+                    try:
+                        parts.append(Received(path, load_image(path), path.name))
+                    except InputError as exc:  # it was read when it came: the disk changed under it
+                        log.warning("%s: %s", path.name, exc.reason)
                 try:
-                    self.intake.queue(group, origin)
+                    if parts:
+                        self.intake.queue(parts, origin)
                 except InputError as exc:
-                    self.intake.refuse(group, origin, exc.reason)
-        except (OSError, sqlite3.Error):  # kept on disk: queued when the node starts again
+                    self.intake.refuse(parts, origin, exc.reason)
+        except (OSError, sqlite3.Error):  # what is left stays on disk: queued when the node starts again
             log.exception("instances received in %s not queued; they will be at the next start", folder.name)
             return
         shutil.rmtree(folder, ignore_errors=True)
-
-    def _reread(self, folder: Path) -> list[Received]:
-        parts = []
-        for path in sorted(folder.glob("*.part"), key=lambda p: p.stat().st_mtime_ns):
-            try:
-                parts.append(Received(path, load_image(path), path.name))
-            except InputError as exc:
-                log.warning("%s: %s", path.name, exc.reason)
-        return parts
 
 
 def _failure(status: int, comment: str) -> pydicom.Dataset:

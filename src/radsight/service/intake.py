@@ -97,7 +97,7 @@ class Intake:
             self._unstage(staged, parts)
             raise
         if job_id is None:
-            shutil.rmtree(staged) if staged.is_dir() else staged.unlink()
+            _remove(staged)
             return None
         os.replace(staged, upload_path(self.data_dir, job_id))
         self.notify()
@@ -156,7 +156,7 @@ class Intake:
         now, removed = time.time(), 0
         for path in [*self.incoming.glob("*.part"), *(self.data_dir / "uploads").glob(".*.tmp")]:
             if now - path.stat().st_mtime > older_than:
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                _remove(path)
                 removed += 1
         return removed
 
@@ -164,3 +164,10 @@ class Intake:
     def discard(parts: list[Received]) -> None:
         for part in parts:
             part.path.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
