@@ -32,3 +32,5 @@ radsight export "$RUN/best.pt" --out "$MODEL" --name "$NAME" --version 0.1.0 --l
 radsight calibrate --model "$MODEL" --manifest "$T64/manifest.csv" --images "$T64/images" --split val
 radsight evaluate --model "$MODEL" --manifest "$DATA/nih-cxr14/benchmark/manifest.csv" \
   --images "$DATA/nih-cxr14/benchmark/images" --out "$RUN/benchmark-eval"
+radsight fit-ood --model "$MODEL" --fit "$T64/manifest.csv#train" --fit "$DATA/lung-masks-public/manifest.csv#train" \
+  --held "$T64/manifest.csv#val" --held "$DATA/lung-masks-public/manifest.csv#val"

@@ -1,12 +1,14 @@
 """The out-of-distribution gate: fitted on chest images, it refuses what is not one, with a reason, everywhere."""
+import json
 import shutil
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from conftest import chest_phantom, tampered_copy
+from conftest import chest_phantom, lateral_phantom, study_dicom, tampered_copy
 from radsight.cli import app
 from radsight.core import InputError, Radiograph
 from radsight.ood import OodGate, describe, fit_gate
@@ -78,7 +80,6 @@ def test_cli_refuses_a_drawing_with_a_reason_unless_allowed(gated_model, tmp_pat
     allowed = runner.invoke(app, ["analyze", str(folder / "drawing.png"), "--model", str(model), "--allow-ood",
                                   "--out", str(tmp_path / "a")])
     assert allowed.exit_code == 0 and "OUT OF DISTRIBUTION" in allowed.output
-    import json
     doc = json.loads((tmp_path / "a" / "drawing.json").read_text())
     assert doc["ood"]["in_distribution"] is False and doc["ood"]["score"] > doc["ood"]["threshold"]
 
@@ -131,3 +132,19 @@ def test_shipped_gate_refuses_drawings_and_noise_and_admits_the_example_cr(tmp_p
         with pytest.raises(InputError, match="out-of-distribution score"):
             predictor.admit(load_image(path))
     assert predictor.ood(load_image(corpus_file("RG1_UNCR.dcm"))).in_distribution
+
+
+def test_a_study_whose_frontal_the_gate_refuses_is_refused_unless_allowed(gated_model, tmp_path):
+    model, _ = gated_model
+    uid = generate_uid()  # --study names the study after its first file
+    pixels = np.asarray(Image.open(drawing(tmp_path / "d.png")), dtype=np.float32) / 255
+    files = [str(study_dicom(tmp_path / "pa.dcm", pixels, uid, "PA")),
+             str(study_dicom(tmp_path / "lat.dcm", lateral_phantom(), uid, "LL"))]
+    refused = runner.invoke(app, ["analyze", "--study", *files, "--model", str(model), "--out", str(tmp_path / "o")])
+    assert refused.exit_code == 1
+    assert "study pa: frontal view not like the frontal chest radiographs this model knows" in refused.output
+    allowed = runner.invoke(app, ["analyze", "--study", *files, "--model", str(model), "--allow-ood", "--out",
+                                  str(tmp_path / "a")])
+    assert allowed.exit_code == 0 and "OUT OF DISTRIBUTION" in allowed.output
+    doc = json.loads((tmp_path / "a" / "pa.json").read_text())
+    assert doc["ood"]["in_distribution"] is False and doc["ood"]["score"] > doc["ood"]["threshold"]

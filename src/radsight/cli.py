@@ -244,7 +244,7 @@ def analyze(
         if engine == "ray":
             raise _fail("studies are analyzed by the local engine for now: leave out --engine ray")
         done, _ = run_studies(studies, out, predictor, min(workers, len(studies)), wanted, console, err, quiet,
-                              dicom_out)
+                              dicom_out, allow_ood)
         if save_predictions and done:
             from radsight.data.predictions import write_predictions
             write_predictions(save_predictions, [o.prediction.study for o in done], predictor.cfg.findings,

@@ -249,6 +249,7 @@ class StudyPrediction:
     findings: list[Finding]  # boxes are per view (``views[i].prediction``)
     views: list[ViewResult]
     explanation: str | None = None
+    ood: OodCheck | None = None  # the out-of-distribution check of the frontal read; None without a gate
 
     @property
     def positives(self) -> list[Finding]:

@@ -191,9 +191,11 @@ class Predictor:
                 results.append(ViewResult(image.source, call if isinstance(call, ViewCall) else None, False,
                                           reason=_unread_reason(call, self.cfg)))
         frontal = results[0].prediction
-        frontal.ood = self.gate.check(self.gate_vectors(images[front], out)) if self.gate else None
+        # the gate knows frontal films read alone: with a lateral read, the frontal is checked again without it
+        frontal.ood = self.gate.check(self.gate_vectors(images[front], out if side is None else None)) \
+            if self.gate else None
         return StudyPrediction(name, frontal.model, frontal.triage,
-                               [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name)
+                               [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name, frontal.ood)
 
     def scores(self, images: list[Radiograph]) -> np.ndarray:
         """Probabilities (N, labels) for a batch, without explanations."""

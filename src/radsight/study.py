@@ -21,6 +21,7 @@ from radsight.core import ImageMeta, InputError, Radiograph, StudyPrediction
 from radsight.io import load_image
 from radsight.io.dicom import view_elements
 from radsight.io.loader import looks_like_dicom
+from radsight.pipeline import ood_reason
 from radsight.report import (DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, unique_stem,
                              write_image_files)
 from radsight.render import render_overlay
@@ -84,15 +85,18 @@ class StudyOutcome:
 
 
 def analyze_studies(studies: list[StudyInput], out_dir: Path, predictor, workers: int = 1,
-                    explain: Collection[str] = (), dicom_out: bool = False) -> Iterator[StudyOutcome]:
+                    explain: Collection[str] = (), dicom_out: bool = False,
+                    allow_ood: bool = False) -> Iterator[StudyOutcome]:
     """Each study analyzed by ``predictor`` (``pipeline.Predictor``) and written as ``STUDY.json`` with its view
-    files (and with ``dicom_out`` its DICOM results); a study that cannot be analyzed is an error outcome and the
-    others go on. In input order."""
-    return ordered_map(lambda s: analyze_study(predictor, s, out_dir, explain, dicom_out), studies, workers)
+    files (and with ``dicom_out`` its DICOM results); a study that cannot be analyzed, or whose frontal the
+    out-of-distribution gate refuses (unless ``allow_ood``), is an error outcome and the others go on. In input
+    order."""
+    return ordered_map(lambda s: analyze_study(predictor, s, out_dir, explain, dicom_out, allow_ood), studies,
+                       workers)
 
 
 def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collection[str] = (),
-                  dicom_out: bool = False) -> StudyOutcome:
+                  dicom_out: bool = False, allow_ood: bool = False) -> StudyOutcome:
     images: list[Radiograph] = []
     outcome = StudyOutcome(study)
     for path in study.paths:
@@ -104,6 +108,9 @@ def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collecti
         if not images:
             raise InputError(study.name, "no image of this study could be read")
         outcome.prediction = predictor.predict_study(images, study.name, explain)
+        ood = outcome.prediction.ood
+        if not allow_ood and ood is not None and not ood.in_distribution:
+            raise InputError(study.name, f"frontal view {ood_reason(ood)}")
     except InputError as exc:
         outcome.error = exc
         return outcome
@@ -134,8 +141,8 @@ def study_document(sp: StudyPrediction, view_files: list, unreadable: list[Input
     views += [{"source": e.source, "view": None, "read": False, "reason": e.reason} for e in unreadable]
     findings = [{k: v for k, v in asdict(f).items() if k != "boxes"} for f in sp.findings]
     return {"schema_version": SCHEMA_VERSION, "study": sp.study, "model": asdict(sp.model),
-            "triage": asdict(sp.triage), "findings": findings, "explanation": sp.explanation, "views": views,
-            "disclaimer": DISCLAIMER}
+            "triage": asdict(sp.triage), "findings": findings, "explanation": sp.explanation,
+            "ood": asdict(sp.ood) if sp.ood else None, "views": views, "disclaimer": DISCLAIMER}
 
 
 @dataclass

@@ -17,10 +17,10 @@ def default_model(studies: list[StudyInput], one_study: bool) -> str:
 
 
 def run_studies(studies: list[StudyInput], out: Path, predictor, workers: int, explain, console, err,
-                quiet: bool = False, dicom_out: bool = False) -> tuple[list, int]:
+                quiet: bool = False, dicom_out: bool = False, allow_ood: bool = False) -> tuple[list, int]:
     """Analyze each study, printing a line per study and per error; the outcomes analyzed and the failures."""
     done, failed, start = [], 0, time.perf_counter()
-    for outcome in analyze_studies(studies, out, predictor, workers, explain, dicom_out):
+    for outcome in analyze_studies(studies, out, predictor, workers, explain, dicom_out, allow_ood):
         for exc in outcome.unreadable:
             err.print(f"error: {exc}", markup=False, highlight=False)
         if outcome.error is not None:
@@ -42,5 +42,7 @@ def study_line(outcome, out: Path) -> str:
     views = ", ".join(f"{v.view.view} ({v.view.source})" + ("" if v.read else " not read")
                       for v in p.views if v.view is not None)
     conflicts = [v.view.disagreement for v in p.views if v.view is not None and v.view.disagreement]
+    ood = "  OUT OF DISTRIBUTION" if p.ood is not None and not p.ood.in_distribution else ""
     return (f"study {p.study}: triage {p.triage.priority} ({p.triage.abnormal_probability:.2f})  findings: {names}  "
-            f"views: {views}{'  VIEW CONFLICT: ' + '; '.join(conflicts) if conflicts else ''}  -> {out / outcome.json}")
+            f"views: {views}{'  VIEW CONFLICT: ' + '; '.join(conflicts) if conflicts else ''}{ood}  "
+            f"-> {out / outcome.json}")
