@@ -29,11 +29,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 @app.command()
 def train(
-    manifest: list[Path] = typer.Option(..., exists=True, dir_okay=False,
+    manifest: list[Path] = typer.Option([], exists=True, dir_okay=False,
                                         help="CSV: image, patient_id, split, 14 labels (bone-suppression: image, "
                                              "target, patient_id, split); repeat, each with its --images, to train "
                                              "on several datasets (classification, abnormal, view)"),
-    images: list[Path] = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
+    images: list[Path] = typer.Option([], exists=True, file_okay=False, help="folder the manifest's images are in"),
+    shards: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
+                                          help="classification: shards made by radsight data pack, instead of "
+                                               "--manifest/--images (train split streamed)"),
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
     task: str = typer.Option("classification", help="classification | abnormal (binary pretraining) | "
                                                     "lung-segmentation | bone-suppression | view (frontal or "
@@ -73,10 +76,14 @@ def train(
     Resumes from OUT."""
     if len(manifest) != len(images):
         raise _fail("give one --images for each --manifest")
-    datasets = [(str(m), str(i)) for m, i in zip(manifest, images)]
+    if bool(manifest) == bool(shards):
+        raise _fail("give --manifest and --images, or --shards (classification)")
+    datasets = [(str(m), str(i)) for m, i in zip(manifest, images)] or [("", "")]
+    if shards and task not in ("classification", "abnormal"):
+        raise _fail(f"--task {task} trains from --manifest and --images; --shards is for classification")
     if len(datasets) > 1 and task in ("lung-segmentation", "bone-suppression"):
         raise _fail(f"--task {task} trains on one manifest")
-    manifest, images = manifest[0], images[0]
+    manifest, images = datasets[0]
     if task == "view":
         from radsight.train.view import ViewTrainConfig, train_view_classifier
         _one_process_only(task)
@@ -125,7 +132,8 @@ def train(
                           sources=tuple(s.strip() for s in sources.split(",") if s.strip()), bone_model=bone_model,
                           task="abnormal" if task == "abnormal" else "findings",
                           init_from=str(init_from) if init_from else None, also=datasets[1:],
-                          views=tuple(v.strip() for v in views.split(",") if v.strip()))
+                          views=tuple(v.strip() for v in views.split(",") if v.strip()),
+                          shards=str(shards) if shards else None)
         best = run_training(cfg)
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""))
@@ -679,6 +687,37 @@ def data_import(
     except (OSError, ValueError) as exc:
         raise _fail(str(exc))
     typer.echo(f"{release}: {count} images -> {out} (images relative to {root})")
+
+
+@data_app.command("pack")
+def data_pack(
+    manifest: list[Path] = typer.Option(..., exists=True, dir_okay=False, help="manifest CSV; repeat, each with "
+                                                                             "its --images, to pack several"),
+    images: list[Path] = typer.Option(..., exists=True, file_okay=False, help="folder the manifest's images are in"),
+    out: Path = typer.Option(..., help="folder for the shards and their index.json"),
+    splits: str = typer.Option("train,val", help="splits to pack"),
+    shard_size: int = typer.Option(2000, min=1, help="samples a shard"),
+    input_size: int = typer.Option(64, help="the training input size the shards are made for"),
+    region: str = typer.Option("image", help="image | thorax (crop to the lungs first)"),
+    sources: str = typer.Option("original", help="input channels, some of original, lung_masked, bone_suppressed"),
+    bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="the model for bone_suppressed"),
+) -> None:
+    """Pack manifests into WebDataset tar shards of model inputs and targets, for radsight train --shards (needs
+    radsight\[train])."""
+    if len(manifest) != len(images):
+        raise _fail("give one --images for each --manifest")
+    from radsight.train.loop import TrainConfig
+    from radsight.train.shards import pack
+    try:
+        cfg = TrainConfig(manifest=str(manifest[0]), images=str(images[0]), out=str(out), input_size=input_size,
+                          region=region, sources=tuple(s.strip() for s in sources.split(",") if s.strip()),
+                          bone_model=bone_model)
+        index = pack([(str(m), str(i)) for m, i in zip(manifest, images)], cfg.input_builder(f"packed in {out}"), out,
+                     tuple(s.strip() for s in splits.split(",") if s.strip()), shard_size, cfg.source_models)
+    except (KeyError, ValueError) as exc:
+        raise _fail(str(exc).strip("'\""))
+    for split, part in index["splits"].items():
+        typer.echo(f"{split}: {part['count']} samples in {len(part['shards'])} shards ({part['skipped']} skipped)")
 
 
 def _use_device(device: str) -> None:

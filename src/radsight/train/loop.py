@@ -22,6 +22,7 @@ from radsight.preprocess import InputSpec
 from radsight.train import distributed
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.registry import build, checkpoint_fields
+from radsight.train.shards import ShardStream, read_index, read_split
 from radsight.train.studies import load_studies, oversample_laterals, study_rows
 from radsight.train.twoview import TwoViewDenseNet, init_lateral_from_frontal
 
@@ -50,11 +51,15 @@ class TrainConfig:
     views: tuple[str, ...] = ("frontal",)  # ("frontal", "lateral"): a two-view architecture, studies as inputs
     view_dropout: float = 0.3  # two views: share of training studies whose lateral is hidden (as if absent)
     lateral_share: float = 0.1  # two views: studies with a lateral are repeated to about this share of an epoch
+    shards: str | None = None  # packed shards (radsight data pack): train streamed, val read; manifests unused
 
     def __post_init__(self) -> None:
         self.views = tuple(self.views)
         if self.views not in (("frontal",), ("frontal", "lateral")):
             raise ValueError(f"views {','.join(self.views)}: choose frontal, or frontal,lateral")
+        if self.shards and (self.two_view or self.also):
+            raise ValueError("shards hold single-view images of every dataset packed: train two-view studies, or "
+                             "several manifests, from folders, or pack the manifests together")
         if self.two_view and (self.region != "image" or tuple(self.sources) != ("original",)):
             raise ValueError("a two-view model reads the original image of each view (region image, sources "
                              "original): the lung and bone models are trained on frontal films only")
@@ -71,6 +76,11 @@ class TrainConfig:
     def spec(self) -> InputSpec:
         return InputSpec(size=self.input_size, mean=0.5, std=0.25, channels=len(self.sources), region=self.region,
                          sources=tuple(self.sources))
+
+    def input_builder(self, note: str) -> InputBuilder:
+        """What makes this run's inputs from a radiograph, as the predictor will (``note``: where it is used)."""
+        return InputBuilder(self.spec, note, self.source_models,
+                            self.lung_model if self.region == "thorax" or "lung_masked" in self.sources else None)
 
     @property
     def source_models(self) -> dict[str, str]:
@@ -135,19 +145,24 @@ def train(cfg: TrainConfig) -> Path:
     ranks = distributed.start()
     out = start_run(cfg, ranks.main)
     spec = cfg.spec
-    builder = InputBuilder(spec, f"trained in {cfg.out}", cfg.source_models,
-                           cfg.lung_model if cfg.region == "thorax" or "lung_masked" in spec.sources else None)
+    builder = cfg.input_builder(f"trained in {cfg.out}")
     columns = _target_columns(cfg)
-    for rank_turn in (True, False):  # rank 0 reads the images and caches them; the others read its cache
-        if ranks.main == rank_turn:
-            (x_train, y_train), (x_val, y_val) = (_load(cfg, builder, split, out / f"inputs-{split}.pt")
-                                                  for split in ("train", "val"))
-        ranks.barrier()
-    y_train, y_val = y_train[:, columns], y_val[:, columns]
+    if cfg.shards:
+        data = Streamed(Path(cfg.shards), spec, cfg.source_models)
+        x_val, y_val = read_split(Path(cfg.shards), "val")
+    else:
+        for rank_turn in (True, False):  # rank 0 reads the images and caches them; the others read its cache
+            if ranks.main == rank_turn:
+                (x_train, y_train), (x_val, y_val) = (_load(cfg, builder, split, out / f"inputs-{split}.pt")
+                                                      for split in ("train", "val"))
+            ranks.barrier()
+        data = InMemory(x_train, y_train)
+    y_val = y_val[:, columns]
     say = print if ranks.main else (lambda *a, **k: None)
-    laterals = f", {int(x_train[2].sum())} with a lateral" if cfg.two_view else ""
-    say(f"train {count(x_train)} {'studies' if cfg.two_view else 'images'}{laterals}, val {count(x_val)} "
-        f"(patient-wise split); inputs {', '.join(spec.sources)}"
+    laterals = f" ({data.laterals} of them with a lateral, repeats included)" if cfg.two_view else ""
+    say(f"train {len(data)} {'studies' if cfg.two_view else 'images'}{laterals}"
+        + (f" streamed from {len(data.stream.urls)} shards" if cfg.shards else "")
+        + f", val {count(x_val)} (patient-wise split); inputs {', '.join(spec.sources)}"
         + (f"; {ranks.world} processes" if ranks.distributed else ""))
 
     net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
@@ -158,7 +173,7 @@ def train(cfg: TrainConfig) -> Path:
         say(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
     model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-count(x_train) // cfg.batch_size)
+    steps_per_epoch = -(-len(data) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch  # warm-up: 10%, and at least 2 steps (OneCycleLR divides by its length - 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2 / total))
     start_epoch, best, history = 0, -1.0, []
@@ -172,14 +187,14 @@ def train(cfg: TrainConfig) -> Path:
         task = progress.add_task("training", total=cfg.epochs, completed=start_epoch)
         for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            order = torch.randperm(count(x_train), generator=gen)  # the same on every rank
+            batches = data.epoch(epoch, cfg.seed, ranks, cfg.batch_size, gen)
             if ranks.distributed:  # each rank its own augmentation stream
                 gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7_919 * (ranks.rank + 1))
             model.train()
             losses = []
-            for idx in ranks.share(order, cfg.batch_size):
-                xb = network_inputs(rows_of(x_train, idx), spec, gen, cfg.view_dropout)
-                loss = masked_bce(model(*xb), y_train[idx])
+            for x, y in batches:
+                xb = network_inputs(x, spec, gen, cfg.view_dropout)
+                loss = masked_bce(model(*xb), y[:, columns])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -209,6 +224,39 @@ def train(cfg: TrainConfig) -> Path:
         (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     distributed.stop(ranks)
     return out / "best.pt"
+
+
+class InMemory:
+    """A training split held in memory: an epoch is a permutation from its generator (the same on every rank),
+    shared out by ``ranks.share``."""
+
+    def __init__(self, x: Inputs, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return count(self.x)
+
+    @property
+    def laterals(self) -> int:
+        return int(self.x[2].sum())
+
+    def epoch(self, epoch: int, seed: int, ranks, batch_size: int, gen: torch.Generator):
+        order = torch.randperm(count(self.x), generator=gen)
+        return ((rows_of(self.x, idx), self.y[idx]) for idx in ranks.share(order, batch_size))
+
+
+class Streamed:
+    """A training split streamed from shards (``radsight.train.shards``), packed for this input."""
+
+    def __init__(self, root: Path, spec: InputSpec, source_models: dict[str, str]):
+        read_index(root, spec, source_models)
+        self.stream = ShardStream(root, "train")
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def epoch(self, epoch: int, seed: int, ranks, batch_size: int, gen: torch.Generator):
+        return self.stream.epoch(epoch, seed, ranks, batch_size)
 
 
 def _load(cfg: TrainConfig, builder: InputBuilder, split: str, cache: Path) -> tuple[Inputs, torch.Tensor]:
