@@ -34,8 +34,9 @@ def shards(tiny_set, tmp_path_factory):  # noqa: F811
 
 def _folder_split(tiny_set, split):  # noqa: F811
     cfg = TrainConfig(manifest=str(tiny_set / "manifest.csv"), images=str(tiny_set / "images"), out="unused")
-    return load_split(read_manifest(tiny_set / "manifest.csv", tiny_set / "images").select(split),
-                      cfg.input_builder("test"))
+    x, y, _ = load_split(read_manifest(tiny_set / "manifest.csv", tiny_set / "images").select(split),
+                         cfg.input_builder("test"))
+    return x, y
 
 
 def test_one_process_streams_every_training_image_once_an_epoch_as_the_folder_reads_it(shards, tiny_set):  # noqa: F811

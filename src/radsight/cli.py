@@ -38,6 +38,8 @@ def train(
                                           help="classification: shards made by radsight data pack, instead of "
                                                "--manifest/--images (train split streamed)"),
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
+    scalp: Optional[float] = typer.Option(None, help="classification: SCALP, λ·BCE + (1 − λ)·patient-aware "
+                                                     "contrastive loss (the paper's λ: 0.8)"),
     task: str = typer.Option("classification", help="classification | abnormal (binary pretraining) | "
                                                     "lung-segmentation | bone-suppression | view (frontal or "
                                                     "lateral)"),
@@ -133,7 +135,7 @@ def train(
                           task="abnormal" if task == "abnormal" else "findings",
                           init_from=str(init_from) if init_from else None, also=datasets[1:],
                           views=tuple(v.strip() for v in views.split(",") if v.strip()),
-                          shards=str(shards) if shards else None)
+                          shards=str(shards) if shards else None, scalp=scalp)
         best = run_training(cfg)
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""))

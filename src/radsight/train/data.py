@@ -21,8 +21,9 @@ from radsight.preprocess import InputSpec, channel_stats
 
 
 def load_split(manifest: Manifest, builder: InputBuilder, cache: Path | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model inputs in [0, 1] before normalisation (N, sources, S, S); targets (N, findings + 1), NaN unknown.
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Model inputs in [0, 1] before normalisation (N, sources, S, S); targets (N, findings + 1), NaN unknown;
+    each row's patient as a number (N,), the same number for the same patient id.
 
     Each image goes through ``builder`` exactly as the predictor's input does at inference (thorax crop,
     lung-masked and bone-suppressed views). The last target column is "any finding" (the triage output).
@@ -41,9 +42,12 @@ def load_split(manifest: Manifest, builder: InputBuilder, cache: Path | None = N
         if not images:
             raise ValueError(f"no readable images under {manifest.root}")
         targets = np.concatenate([manifest.labels, manifest.abnormal()[:, None]], axis=1)[keep]
-        return {"x": torch.from_numpy(np.stack(images)), "y": torch.from_numpy(targets)}
+        numbers: dict[str, int] = {}
+        patients = [numbers.setdefault(manifest.patient_ids[i], len(numbers)) for i in keep]
+        return {"x": torch.from_numpy(np.stack(images)), "y": torch.from_numpy(targets),
+                "patients": torch.tensor(patients, dtype=torch.long)}
     stored = cached(cache, _cache_key(manifest, builder), read)
-    return stored["x"], stored["y"]
+    return stored["x"], stored["y"], stored["patients"]
 
 
 def cached(cache: Path | None, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -62,7 +66,7 @@ def cached(cache: Path | None, key: str, build: Callable[[], dict[str, torch.Ten
 
 def _cache_key(manifest: Manifest, builder: InputBuilder) -> str:
     models = [m.cfg.sha256 or m.cfg.name for m in (builder.lungs, builder.bone) if m is not None]
-    text = json.dumps([manifest.images, str(manifest.root), asdict(builder.spec), models], default=str)
+    text = json.dumps([manifest.images, str(manifest.root), asdict(builder.spec), models, "patients"], default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

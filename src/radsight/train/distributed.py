@@ -30,12 +30,12 @@ class Ranks:
         """This rank's batches of an epoch's ``order``: every global batch of ``batch_size`` split evenly over the
         ranks (a batch that does not divide is padded by wrapping round, as DistributedSampler pads), so each rank
         takes the same number of steps and the optimiser sees the global batches one process would."""
-        batches = []
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            size = -(-len(batch) // self.world) * self.world
-            batches.append(batch.repeat(-(-size // len(batch)))[:size][self.rank::self.world])
-        return batches
+        return [self.split(order[start:start + batch_size]) for start in range(0, len(order), batch_size)]
+
+    def split(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's share of one global batch (padded by wrapping round so that every share has one size)."""
+        size = -(-len(batch) // self.world) * self.world
+        return batch.repeat(-(-size // len(batch)))[:size][self.rank::self.world]
 
     def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor:
         """Rows computed rank by rank on ``range(rank, total, world)``, put back in order on every rank."""

@@ -22,6 +22,7 @@ from radsight.preprocess import InputSpec
 from radsight.train import distributed
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.registry import build, checkpoint_fields
+from radsight.train.scalp import ScalpModel, partners, patient_batches, scalp_loss
 from radsight.train.shards import ShardStream, read_index, read_split
 from radsight.train.studies import load_studies, oversample_laterals, study_rows
 from radsight.train.twoview import TwoViewDenseNet, init_lateral_from_frontal
@@ -52,11 +53,15 @@ class TrainConfig:
     view_dropout: float = 0.3  # two views: share of training studies whose lateral is hidden (as if absent)
     lateral_share: float = 0.1  # two views: studies with a lateral are repeated to about this share of an epoch
     shards: str | None = None  # packed shards (radsight data pack): train streamed, val read; manifests unused
+    scalp: float | None = None  # λ of SCALP (radsight.train.scalp): λ·BCE + (1 − λ)·contrastive; None: BCE alone
 
     def __post_init__(self) -> None:
         self.views = tuple(self.views)
         if self.views not in (("frontal",), ("frontal", "lateral")):
             raise ValueError(f"views {','.join(self.views)}: choose frontal, or frontal,lateral")
+        if self.scalp is not None and not (0 < self.scalp <= 1 and not self.two_view and not self.shards):
+            raise ValueError(f"--scalp {self.scalp}: give λ in (0, 1]; SCALP trains a single-view classifier on "
+                             "images held in memory (not --views frontal,lateral, not --shards)")
         if self.shards and (self.two_view or self.also):
             raise ValueError("shards hold single-view images of every dataset packed: train two-view studies, or "
                              "several manifests, from folders, or pack the manifests together")
@@ -153,10 +158,10 @@ def train(cfg: TrainConfig) -> Path:
     else:
         for rank_turn in (True, False):  # rank 0 reads the images and caches them; the others read its cache
             if ranks.main == rank_turn:
-                (x_train, y_train), (x_val, y_val) = (_load(cfg, builder, split, out / f"inputs-{split}.pt")
-                                                      for split in ("train", "val"))
+                (x_train, y_train, p_train), (x_val, y_val, _) = (
+                    _load(cfg, builder, split, out / f"inputs-{split}.pt") for split in ("train", "val"))
             ranks.barrier()
-        data = InMemory(x_train, y_train)
+        data = InMemory(x_train, y_train, p_train if cfg.scalp else None)
     y_val = y_val[:, columns]
     say = print if ranks.main else (lambda *a, **k: None)
     laterals = f" ({data.laterals} of them with a lateral, repeats included)" if cfg.two_view else ""
@@ -171,14 +176,17 @@ def train(cfg: TrainConfig) -> Path:
                          f" --views {','.join(cfg.views)} needs a {'two-view' if cfg.two_view else 'single-view'} one")
     if cfg.init_from and not (out / "last.pt").exists():
         say(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
-    model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainee = ScalpModel(net) if cfg.scalp else net
+    model = torch.nn.parallel.DistributedDataParallel(trainee) if ranks.distributed else trainee
+    opt = torch.optim.AdamW(trainee.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch  # warm-up: 10%, and at least 2 steps (OneCycleLR divides by its length - 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2 / total))
     start_epoch, best, history = 0, -1.0, []
     last = out / "last.pt"
     state = resume(last, net, opt, sched)
+    if state is not None and cfg.scalp:
+        trainee.projector.load_state_dict(state["projector"])
     if state is not None:
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         say(f"resuming from epoch {start_epoch} (best val AUROC so far {best:.3f})")
@@ -192,9 +200,12 @@ def train(cfg: TrainConfig) -> Path:
                 gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7_919 * (ranks.rank + 1))
             model.train()
             losses = []
-            for x, y in batches:
-                xb = network_inputs(x, spec, gen, cfg.view_dropout)
-                loss = masked_bce(model(*xb), y[:, columns])
+            for x, y, *partner in batches:  # with SCALP, each image's partner of the same patient, and its targets
+                if partner:
+                    logits, z = model(*network_inputs(x, spec, gen), *network_inputs(partner[0], spec, gen))
+                    loss = scalp_loss(logits, z, y[:, columns], partner[1][:, columns], masked_bce, cfg.scalp)
+                else:
+                    loss = masked_bce(model(*network_inputs(x, spec, gen, cfg.view_dropout)), y[:, columns])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -211,7 +222,8 @@ def train(cfg: TrainConfig) -> Path:
             state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": max(best, val_auc), "history": history,
                      **checkpoint_fields(net), "labels": cfg.labels, "input": asdict(spec),
-                     "source_models": cfg.source_models, "views": list(cfg.views)}
+                     "source_models": cfg.source_models, "views": list(cfg.views),
+                     **({"projector": trainee.projector.state_dict()} if cfg.scalp else {})}
             if not val_auc <= best:  # NaN (a val split without both classes): keep the latest
                 best = val_auc
                 if ranks.main:
@@ -228,10 +240,15 @@ def train(cfg: TrainConfig) -> Path:
 
 class InMemory:
     """A training split held in memory: an epoch is a permutation from its generator (the same on every rank),
-    shared out by ``ranks.share``."""
+    shared out by ``ranks.share``. With ``patients`` (SCALP), batches hold one image a patient and each image
+    comes with a partner of the same patient: batches are (x, y, partner x, partner y)."""
 
-    def __init__(self, x: Inputs, y: torch.Tensor):
+    def __init__(self, x: Inputs, y: torch.Tensor, patients: torch.Tensor | None = None):
         self.x, self.y = x, y
+        self.patients = None if patients is None else patients.tolist()
+        self.by_patient: dict[int, list[int]] = {}
+        for i, patient in enumerate(self.patients or []):
+            self.by_patient.setdefault(patient, []).append(i)
 
     def __len__(self) -> int:
         return count(self.x)
@@ -242,7 +259,11 @@ class InMemory:
 
     def epoch(self, epoch: int, seed: int, ranks, batch_size: int, gen: torch.Generator):
         order = torch.randperm(count(self.x), generator=gen)
-        return ((rows_of(self.x, idx), self.y[idx]) for idx in ranks.share(order, batch_size))
+        if self.patients is None:
+            return ((rows_of(self.x, idx), self.y[idx]) for idx in ranks.share(order, batch_size))
+        batches = [ranks.split(torch.tensor(b)) for b in patient_batches(order.tolist(), self.patients, batch_size)]
+        pairs = [(idx, partners(idx, self.by_patient, self.patients, gen)) for idx in batches]  # drawn in order
+        return ((self.x[idx], self.y[idx], self.x[mate], self.y[mate]) for idx, mate in pairs)
 
 
 class Streamed:
@@ -259,15 +280,19 @@ class Streamed:
         return self.stream.epoch(epoch, seed, ranks, batch_size)
 
 
-def _load(cfg: TrainConfig, builder: InputBuilder, split: str, cache: Path) -> tuple[Inputs, torch.Tensor]:
-    """One split of every source: images, or for two views studies (``radsight.train.studies``)."""
+def _load(cfg: TrainConfig, builder: InputBuilder, split: str, cache: Path
+          ) -> tuple[Inputs, torch.Tensor, torch.Tensor | None]:
+    """One split of every source: images, or for two views studies (``radsight.train.studies``); targets; each
+    image's patient as a number (None for studies)."""
     sources = [(cfg.manifest, cfg.images), *cfg.also]
     if cfg.two_view:
         x, y = load_studies([r for r in study_rows(sources) if r.split == split], builder, cache)
-        return (oversample_laterals(x, y, cfg.lateral_share) if split == "train" else (x, y))
+        return (*(oversample_laterals(x, y, cfg.lateral_share) if split == "train" else (x, y)), None)
     parts = [load_split(read_manifest(Path(m), Path(i)).select(split), builder,
                         cache if n == 0 else cache.with_name(f"{cache.stem}-{n}.pt")) for n, (m, i) in enumerate(sources)]
-    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+    offsets = np.cumsum([0] + [int(p.max()) + 1 if len(p) else 0 for _, _, p in parts])  # patients differ by dataset
+    return (torch.cat([x for x, _, _ in parts]), torch.cat([y for _, y, _ in parts]),
+            torch.cat([p + int(o) for (_, _, p), o in zip(parts, offsets)]))
 
 
 def _target_columns(cfg: TrainConfig) -> list[int]:
