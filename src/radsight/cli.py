@@ -255,10 +255,8 @@ def analyze(
             raise _fail("studies are analyzed by the local engine for now: leave out --engine ray")
         done, _ = run_studies(studies, out, predictor, min(workers, len(studies)), wanted, console, err, quiet,
                               dicom_out, allow_ood)
-        if save_predictions and done:
-            from radsight.data.predictions import write_predictions
-            write_predictions(save_predictions, [o.prediction.study for o in done], predictor.cfg.findings,
-                              [[f.probability for f in o.prediction.findings] for o in done])
+        _save_predictions(save_predictions, [o.prediction.study for o in done], predictor.cfg.findings,
+                          [[f.probability for f in o.prediction.findings] for o in done])
         if not done:
             raise typer.Exit(1)
         return
@@ -283,10 +281,8 @@ def analyze(
             if not quiet:
                 console.print(_summary_line(outcome, out), markup=False, highlight=False)
     seconds = time.perf_counter() - start
-    if save_predictions and done:
-        from radsight.data.predictions import write_predictions
-        probs = [[f.probability for f in o.prediction.findings] for o in done]
-        write_predictions(save_predictions, [o.path.name for o in done], predictor.cfg.findings, probs)
+    _save_predictions(save_predictions, [o.path.name for o in done], predictor.cfg.findings,
+                      [[f.probability for f in o.prediction.findings] for o in done])
     rate = len(done) / seconds if seconds > 0 else float("inf")
     console.print(f"analyzed {len(done)} of {len(files)} images in {seconds:.1f} s ({rate:.2f} images/s); "
                   f"{failed} failed; outputs in {out}", markup=False, highlight=False)
@@ -311,14 +307,18 @@ def _analyze_on_ray(files, out: Path, job, address, actors, save_predictions, fi
                 console.print(f"{d.path} -> {out / d.json}", markup=False, highlight=False)
     except ValueError as exc:
         raise _fail(str(exc))
-    if save_predictions and done:
-        from radsight.data.predictions import write_predictions
-        write_predictions(save_predictions, [Path(d.path).name for d in done], findings,
-                          [d.probabilities for d in done])
+    _save_predictions(save_predictions, [Path(d.path).name for d in done], findings, [d.probabilities for d in done])
     console.print(f"analyzed {len(done)} of {len(files)} images on Ray in {time.perf_counter() - start:.1f} s; "
                   f"{skipped} already analyzed; {failed} failed; outputs in {out}", markup=False, highlight=False)
     if not done and not skipped:
         raise typer.Exit(1)
+
+
+def _save_predictions(path: Optional[Path], names: list[str], findings, probabilities) -> None:
+    """``--save-predictions``: every probability of what was analyzed, one row a name (nothing when none was)."""
+    if path is not None and names:
+        from radsight.data.predictions import write_predictions
+        write_predictions(path, names, findings, probabilities)
 
 
 def _summary_line(outcome, out: Path) -> str:
