@@ -250,9 +250,16 @@ def analyze(
     console, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     if engine not in ("local", "ray"):
         raise _fail(f"--engine {engine!r}: choose local or ray")
+    if engine == "ray":
+        from radsight.ray_engine import Job, run_on_ray, run_studies_on_ray
+        job = Job(model, lung_model if anatomy else None, bone_model if bone_views else None, bone_views, explain,
+                  explain_layer, allow_ood, tuple(wanted), dicom_out)
+        if study or predictor.cfg.reads_lateral:
+            return _analyze_on_ray(run_studies_on_ray(studies, out, job, ray_address, workers), len(studies),
+                                   "studies", out, save_predictions, predictor.cfg.findings, console, err)
+        return _analyze_on_ray(run_on_ray(files, out, job, ray_address, workers), len(files), "images", out,
+                               save_predictions, predictor.cfg.findings, console, err)
     if study or predictor.cfg.reads_lateral:
-        if engine == "ray":
-            raise _fail("studies are analyzed by the local engine for now: leave out --engine ray")
         done, _ = run_studies(studies, out, predictor, min(workers, len(studies)), wanted, console, err, quiet,
                               dicom_out, allow_ood)
         _save_predictions(save_predictions, [o.prediction.study for o in done], predictor.cfg.findings,
@@ -260,12 +267,6 @@ def analyze(
         if not done:
             raise typer.Exit(1)
         return
-    if engine == "ray":
-        from radsight.ray_engine import Job
-        job = Job(model, lung_model if anatomy else None, bone_model if bone_views else None, bone_views, explain,
-                  explain_layer, allow_ood, tuple(wanted), dicom_out)
-        return _analyze_on_ray(files, out, job, ray_address, workers, save_predictions, predictor.cfg.findings,
-                               console, err)
     done, failed = [], 0
     start = time.perf_counter()
     # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
@@ -290,13 +291,14 @@ def analyze(
         raise typer.Exit(1)
 
 
-def _analyze_on_ray(files, out: Path, job, address, actors, save_predictions, findings, console, err) -> None:
+def _analyze_on_ray(outcomes, total: int, unit: str, out: Path, save_predictions, findings, console, err) -> None:
+    """Print the engine's ``outcomes`` (``ray_engine.Done``) of ``total`` images or studies (``unit``) as they come."""
     import time
-
-    from radsight.ray_engine import run_on_ray
     start, done, failed, skipped = time.perf_counter(), [], 0, 0
     try:
-        for d in run_on_ray(files, out, job, address, actors):
+        for d in outcomes:
+            for note in (d.notes or "").splitlines():
+                err.print(f"error: {note}", markup=False, highlight=False)
             if d.error:
                 failed += 1
                 err.print(f"error: {d.error}", markup=False, highlight=False)
@@ -308,7 +310,7 @@ def _analyze_on_ray(files, out: Path, job, address, actors, save_predictions, fi
     except ValueError as exc:
         raise _fail(str(exc))
     _save_predictions(save_predictions, [Path(d.path).name for d in done], findings, [d.probabilities for d in done])
-    console.print(f"analyzed {len(done)} of {len(files)} images on Ray in {time.perf_counter() - start:.1f} s; "
+    console.print(f"analyzed {len(done)} of {total} {unit} on Ray in {time.perf_counter() - start:.1f} s; "
                   f"{skipped} already analyzed; {failed} failed; outputs in {out}", markup=False, highlight=False)
     if not done and not skipped:
         raise typer.Exit(1)
