@@ -245,3 +245,15 @@ def test_the_other_tasks_refuse_to_run_under_torchrun(tiny_set, tmp_path, monkey
     result = CliRunner().invoke(app, ["train", "--task", "bone-suppression", "--manifest", str(tiny_set / "manifest.csv"),
                                       "--images", str(tiny_set / "images"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "trains in one process" in result.output
+
+
+def test_mixed_precision_and_channels_last_train_on_a_cpu(tiny_set, tmp_path):
+    """bf16 autocast and the NHWC layout (what GPUs train with) run here too; fp16 asks for a GPU."""
+    train(config(tiny_set, tmp_path / "bf16", precision="bf16", channels_last=True, epochs=1))
+    state = torch.load(tmp_path / "bf16" / "last.pt", weights_only=False)
+    assert np.isfinite(state["history"][0]["loss"]) and all(v.dtype == torch.float32 for v in state["model"].values()
+                                                           if v.is_floating_point())
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        train(config(tiny_set, tmp_path / "fp16", precision="fp16", device="cpu"))
+    with pytest.raises(ValueError, match="--device tpu"):
+        train(config(tiny_set, tmp_path / "tpu", device="tpu"))

@@ -40,6 +40,10 @@ def train(
     out: Path = typer.Option(..., help="run folder: checkpoints, history; re-run to resume"),
     scalp: Optional[float] = typer.Option(None, help="classification: SCALP, λ·BCE + (1 − λ)·patient-aware "
                                                      "contrastive loss (the paper's λ: 0.8)"),
+    device: str = typer.Option("auto", help="classification: auto (a GPU when one is visible; under torchrun one a "
+                                            "rank), cpu or cuda"),
+    precision: str = typer.Option("fp32", help="classification: fp32, bf16 (CPU or GPU) or fp16 (GPU)"),
+    channels_last: bool = typer.Option(False, "--channels-last", help="classification: NHWC memory layout"),
     task: str = typer.Option("classification", help="classification | abnormal (binary pretraining) | "
                                                     "lung-segmentation | bone-suppression | view (frontal or "
                                                     "lateral)"),
@@ -135,7 +139,8 @@ def train(
                           task="abnormal" if task == "abnormal" else "findings",
                           init_from=str(init_from) if init_from else None, also=datasets[1:],
                           views=tuple(v.strip() for v in views.split(",") if v.strip()),
-                          shards=str(shards) if shards else None, scalp=scalp)
+                          shards=str(shards) if shards else None, scalp=scalp, device=device, precision=precision,
+                          channels_last=channels_last)
         best = run_training(cfg)
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""))

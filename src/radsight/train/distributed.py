@@ -17,6 +17,7 @@ import torch.distributed as dist
 class Ranks:
     rank: int = 0
     world: int = 1
+    local: int = 0  # the rank among this machine's processes (its GPU)
 
     @property
     def main(self) -> bool:
@@ -53,14 +54,18 @@ class Ranks:
             dist.barrier()
 
 
-def start() -> Ranks:
-    """Join the process group ``torchrun`` describes in the environment; a single process without it."""
+def start(gpu: bool | None = None) -> Ranks:
+    """Join the process group ``torchrun`` describes in the environment; a single process without it. ``gpu``:
+    whether the ranks train on GPUs (NCCL) or CPUs (gloo); None: on GPUs when any is visible."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Ranks()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Ranks(dist.get_rank(), dist.get_world_size())
+        gpu = torch.cuda.is_available() if gpu is None else gpu
+        if gpu:  # NCCL talks between GPUs: each rank takes its own before joining
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def stop(ranks: Ranks) -> None:

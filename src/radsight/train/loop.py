@@ -20,6 +20,7 @@ from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL
 from radsight.inputs import InputBuilder
 from radsight.preprocess import InputSpec
 from radsight.train import distributed
+from radsight.train.accel import Accel
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.registry import build, checkpoint_fields
 from radsight.train.scalp import ScalpModel, partners, patient_batches, scalp_loss
@@ -54,6 +55,9 @@ class TrainConfig:
     lateral_share: float = 0.1  # two views: studies with a lateral are repeated to about this share of an epoch
     shards: str | None = None  # packed shards (radsight data pack): train streamed, val read; manifests unused
     scalp: float | None = None  # λ of SCALP (radsight.train.scalp): λ·BCE + (1 − λ)·contrastive; None: BCE alone
+    device: str = "auto"  # auto (a GPU when one is visible; under torchrun one a rank), cpu or cuda
+    precision: str = "fp32"  # fp32, bf16 (CPU or GPU) or fp16 (GPU, with loss scaling)
+    channels_last: bool = False  # the NHWC memory layout (faster convolutions on recent GPUs)
 
     def __post_init__(self) -> None:
         self.views = tuple(self.views)
@@ -130,10 +134,14 @@ def network_inputs(x: Inputs, spec: InputSpec, gen: torch.Generator | None = Non
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, x: Inputs, spec: InputSpec, batch_size: int = 128) -> np.ndarray:
+def predict(net: torch.nn.Module, x: Inputs, spec: InputSpec, batch_size: int = 128,
+            accel: Accel = Accel(torch.device("cpu"))) -> np.ndarray:
     net.eval()
-    out = [torch.sigmoid(net(*network_inputs(rows_of(x, slice(i, i + batch_size)), spec)))
-           for i in range(0, count(x), batch_size)]
+    out = []
+    for i in range(0, count(x), batch_size):
+        with accel.autocast():
+            logits = net(*accel.inputs(network_inputs(rows_of(x, slice(i, i + batch_size)), spec)))
+        out.append(torch.sigmoid(logits.float()).cpu())
     return torch.cat(out).numpy()
 
 
@@ -147,7 +155,7 @@ def train(cfg: TrainConfig) -> Path:
     averaged across them, validation is split and gathered, and rank 0 alone writes files. A checkpoint holds no
     trace of N, so a run resumes on any number of processes.
     """
-    ranks = distributed.start()
+    ranks = distributed.start(gpu=cfg.device != "cpu" and torch.cuda.is_available())
     out = start_run(cfg, ranks.main)
     spec = cfg.spec
     builder = cfg.input_builder(f"trained in {cfg.out}")
@@ -170,14 +178,17 @@ def train(cfg: TrainConfig) -> Path:
         + f", val {count(x_val)} (patient-wise split); inputs {', '.join(spec.sources)}"
         + (f"; {ranks.world} processes" if ranks.distributed else ""))
 
+    accel = Accel.choose(cfg.device, cfg.precision, cfg.channels_last, ranks.local)
     net = build(cfg.architecture, num_classes=len(cfg.labels), in_chans=spec.channels)
     if cfg.two_view != isinstance(net, TwoViewDenseNet):
         raise ValueError(f"architecture {cfg.architecture} reads {'two views' if not cfg.two_view else 'one view'};"
                          f" --views {','.join(cfg.views)} needs a {'two-view' if cfg.two_view else 'single-view'} one")
     if cfg.init_from and not (out / "last.pt").exists():
         say(f"starting from {cfg.init_from}: {init_weights(net, Path(cfg.init_from))}")
-    trainee = ScalpModel(net) if cfg.scalp else net
-    model = torch.nn.parallel.DistributedDataParallel(trainee) if ranks.distributed else trainee
+    trainee = accel.place(ScalpModel(net) if cfg.scalp else net)
+    model = torch.nn.parallel.DistributedDataParallel(trainee, device_ids=[accel.device.index] if accel.cuda else None) \
+        if ranks.distributed else trainee
+    scaler = accel.scaler()
     opt = torch.optim.AdamW(trainee.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(data) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch  # warm-up: 10%, and at least 2 steps (OneCycleLR divides by its length - 1)
@@ -201,20 +212,25 @@ def train(cfg: TrainConfig) -> Path:
             model.train()
             losses = []
             for x, y, *partner in batches:  # with SCALP, each image's partner of the same patient, and its targets
-                if partner:
-                    logits, z = model(*network_inputs(x, spec, gen), *network_inputs(partner[0], spec, gen))
-                    loss = scalp_loss(logits, z, y[:, columns], partner[1][:, columns], masked_bce, cfg.scalp)
-                else:
-                    loss = masked_bce(model(*network_inputs(x, spec, gen, cfg.view_dropout)), y[:, columns])
+                with accel.autocast():
+                    if partner:
+                        xb = accel.inputs((*network_inputs(x, spec, gen), *network_inputs(partner[0], spec, gen)))
+                        logits, z = model(*xb)
+                        y, y_partner = accel.inputs((y[:, columns], partner[1][:, columns]))
+                        loss = scalp_loss(logits.float(), z.float(), y, y_partner, masked_bce, cfg.scalp)
+                    else:
+                        logits = model(*accel.inputs(network_inputs(x, spec, gen, cfg.view_dropout)))
+                        loss = masked_bce(logits.float(), y[:, columns].to(accel.device))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 losses.append(loss.item())
             loss = float(ranks.gather_rows(torch.tensor([np.mean(losses)]), ranks.world).mean())
             scored = slice(0, len(FINDINGS)) if cfg.task == "findings" else slice(0, 1)
             mine = rows_of(x_val, slice(ranks.rank, None, ranks.world))
-            probs = ranks.gather_rows(torch.from_numpy(predict(net, mine, spec)), count(x_val))
+            probs = ranks.gather_rows(torch.from_numpy(predict(net, mine, spec, accel=accel)), count(x_val))
             val_auc = mean_auroc(y_val.numpy()[:, scored], probs.numpy()[:, scored])
             history.append({"epoch": epoch, "loss": loss, "val_mean_auroc": val_auc})
             if ranks.main:
