@@ -155,6 +155,46 @@ def twoview_model(tmp_path_factory):
     return out
 
 
+def image_set(root: Path, films) -> Path:
+    """A manifest folder: ``films`` yields (name, pixels in [0, 1], patient id, split, 14 labels, "" unknown);
+    written as 8-bit PNGs under ``root/images`` and ``root/manifest.csv``."""
+    import csv
+    from PIL import Image
+
+    from radsight.core import FINDINGS
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "patient_id", "split", *FINDINGS])
+        for name, pixels, patient, split, labels in films:
+            Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(root / "images" / name)
+            writer.writerow([name, patient, split, *labels])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_set(tmp_path_factory):
+    """24 phantoms of 12 patients (18 train, 6 val) with random labels, one of them unknown."""
+    from radsight.core import FINDINGS
+    rng = np.random.default_rng(0)
+
+    def films():
+        for i in range(24):
+            labels = [int(v) for v in rng.random(len(FINDINGS)) < 0.3]
+            labels[1] = "" if i == 3 else labels[1]  # an unknown label
+            yield f"{i:03d}.png", chest_phantom(64, 64, seed=i), f"p{i // 2}", "val" if i >= 18 else "train", labels
+    return image_set(tmp_path_factory.mktemp("set"), films())
+
+
+def torchrun_train(processes: int, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node PROCESSES -m radsight train ARGS`` beside this Python."""
+    import shutil
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([torchrun, "--standalone", "--nproc-per-node", str(processes), "-m", "radsight", "train",
+                           *args], capture_output=True, text=True, timeout=600, env=env)
+
+
 def tampered_copy(model: Path, name: str, dest: Path) -> Path:
     """A copy of a model folder with one byte appended to its file ``name``."""
     import shutil

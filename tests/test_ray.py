@@ -49,6 +49,7 @@ def test_studies_on_ray_as_on_the_local_engine(twoview_model, tmp_path):
     (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
     common = [str(folder), "--model", str(twoview_model), "--no-anatomy"]
     local = CliRunner().invoke(app, ["analyze", *common, "--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
     on_ray = CliRunner().invoke(app, ["analyze", *common, "--engine", "ray", "--out", str(tmp_path / "ray")])
     assert on_ray.exit_code == 0, on_ray.output
     assert "analyzed 1 of 3 studies on Ray" in on_ray.output and "needs a frontal view" in on_ray.output

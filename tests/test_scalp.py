@@ -1,14 +1,12 @@
 """SCALP: patient-aware supervised contrastive learning beside the BCE (needs radsight[train])."""
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import chest_phantom
+from conftest import chest_phantom, image_set
 from radsight.core import FINDINGS
 
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
@@ -43,12 +41,9 @@ def test_contrastive_loss_is_lower_when_positives_are_close():
 @pytest.fixture(scope="module")
 def patient_set(tmp_path_factory):
     """Two films a patient; Effusion is a bright square in the lower lung, in both of a patient's films."""
-    root = tmp_path_factory.mktemp("scalp")
-    (root / "images").mkdir()
     rng = np.random.default_rng(1)
-    with open(root / "manifest.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "patient_id", "split", *FINDINGS])
+
+    def films():
         for patient in range(30):
             positive = patient % 2
             for film in range(2):
@@ -56,11 +51,9 @@ def patient_set(tmp_path_factory):
                 if positive:
                     cy, cx = rng.integers(34, 46), rng.integers(14, 50)
                     img[cy - 5:cy + 5, cx - 5:cx + 5] = 1.0
-                name = f"{patient}-{film}.png"
-                Image.fromarray(np.uint8(img * 255)).save(root / "images" / name)
-                writer.writerow([name, f"p{patient}", "val" if patient >= 22 else "train",
-                                 *[positive if f == "Effusion" else 0 for f in FINDINGS]])
-    return root
+                yield (f"{patient}-{film}.png", img, f"p{patient}", "val" if patient >= 22 else "train",
+                       [positive if f == "Effusion" else 0 for f in FINDINGS])
+    return image_set(tmp_path_factory.mktemp("scalp"), films())
 
 
 def config(root, out, **kw):

@@ -11,19 +11,19 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 pytest.importorskip("webdataset", reason="needs radsight[train]")
 
+from conftest import torchrun_train  # noqa: E402
 from radsight.cli import app  # noqa: E402
 from radsight.train.data import load_split  # noqa: E402
 from radsight.train.distributed import Ranks  # noqa: E402
-from radsight.train.loop import TrainConfig, train  # noqa: E402
+from radsight.train.loop import TrainConfig  # noqa: E402
 from radsight.train.shards import ShardStream, read_split  # noqa: E402
 from radsight.data.manifest import read_manifest  # noqa: E402
-from test_train import _torchrun, tiny_set  # noqa: E402,F401 - the same 24 phantoms
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def shards(tiny_set, tmp_path_factory):  # noqa: F811
+def shards(tiny_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     result = runner.invoke(app, ["data", "pack", "--manifest", str(tiny_set / "manifest.csv"), "--images",
                                  str(tiny_set / "images"), "--out", str(out), "--shard-size", "5"])
@@ -32,14 +32,14 @@ def shards(tiny_set, tmp_path_factory):  # noqa: F811
     return out
 
 
-def _folder_split(tiny_set, split):  # noqa: F811
+def _folder_split(tiny_set, split):
     cfg = TrainConfig(manifest=str(tiny_set / "manifest.csv"), images=str(tiny_set / "images"), out="unused")
     x, y, _ = load_split(read_manifest(tiny_set / "manifest.csv", tiny_set / "images").select(split),
                          cfg.input_builder("test"))
     return x, y
 
 
-def test_one_process_streams_every_training_image_once_an_epoch_as_the_folder_reads_it(shards, tiny_set):  # noqa: F811
+def test_one_process_streams_every_training_image_once_an_epoch_as_the_folder_reads_it(shards, tiny_set):
     x_folder, y_folder = _folder_split(tiny_set, "train")
     stream = ShardStream(shards, "train", buffer=4)
     for epoch in (0, 1):
@@ -72,7 +72,7 @@ def test_ranks_take_their_own_shards_and_the_same_number_of_steps(shards):
     assert len(seen[0] | seen[1]) >= 17
 
 
-def test_training_streams_from_shards_and_refuses_shards_packed_for_another_input(shards, tiny_set, tmp_path):  # noqa: F811
+def test_training_streams_from_shards_and_refuses_shards_packed_for_another_input(shards, tiny_set, tmp_path):
     result = runner.invoke(app, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--epochs", "2",
                                  "--batch-size", "8", "--threads", "1"])
     assert result.exit_code == 0, result.output
@@ -86,8 +86,8 @@ def test_training_streams_from_shards_and_refuses_shards_packed_for_another_inpu
     assert both.exit_code == 2 and "or --shards" in both.output
 
 
-def test_two_processes_stream_their_shards_under_torchrun(shards, tmp_path):
-    two = _torchrun(2, "--shards", str(shards), "--out", str(tmp_path / "ddp"), "--epochs", "2", "--batch-size", "8",
+def test_two_processes_stream_their_shards_undertorchrun_train(shards, tmp_path):
+    two = torchrun_train(2, "--shards", str(shards), "--out", str(tmp_path / "ddp"), "--epochs", "2", "--batch-size", "8",
                     "--threads", "1")
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert "2 processes" in two.stdout and two.stdout.count("best checkpoint:") == 1

@@ -1,39 +1,15 @@
 """Training, resume, export and CAM parity (needs radsight[train])."""
-import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import chest_phantom
-from radsight.core import FINDINGS
+from conftest import chest_phantom, torchrun_train
 
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 ort = pytest.importorskip("onnxruntime")
 
 from radsight.train.export import export_checkpoint, load_checkpoint  # noqa: E402
 from radsight.train.loop import TrainConfig, masked_bce, train  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_set(tmp_path_factory):
-    root = tmp_path_factory.mktemp("set")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    with open(root / "manifest.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "patient_id", "split", *FINDINGS])
-        for i in range(24):
-            img = chest_phantom(64, 64, seed=i)
-            Image.fromarray(np.round(img * 255).astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
-            labels = [int(v) for v in rng.random(len(FINDINGS)) < 0.3]
-            labels[1] = "" if i == 3 else labels[1]  # an unknown label
-            writer.writerow([f"{i:03d}.png", f"p{i // 2}", "val" if i >= 18 else "train", *labels])
-    return root
 
 
 def config(tiny_set, out, **kw):
@@ -206,14 +182,6 @@ def test_training_errors_are_one_line(tiny_set, tmp_path):
         assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
 
 
-def _torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
-    import shutil
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([torchrun, "--standalone", "--nproc-per-node", str(processes), "-m", "radsight", "train",
-                           *args], capture_output=True, text=True, timeout=600, env=env)
-
-
 def test_two_processes_under_torchrun_train_checkpoint_once_and_resume_on_one(tiny_set, tmp_path):
     """Data parallel on CPU (gloo): each process takes half of every batch; rank 0 alone writes; the checkpoint
     resumes in one process; the curve follows the one-process run's within noise."""
@@ -222,7 +190,7 @@ def test_two_processes_under_torchrun_train_checkpoint_once_and_resume_on_one(ti
     from radsight.cli import app
     args = ["--manifest", str(tiny_set / "manifest.csv"), "--images", str(tiny_set / "images"), "--batch-size", "8",
             "--threads", "1"]
-    two = _torchrun(2, *args, "--out", str(tmp_path / "ddp"), "--epochs", "3", "--stop-after", "2")
+    two = torchrun_train(2, *args, "--out", str(tmp_path / "ddp"), "--epochs", "3", "--stop-after", "2")
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert two.stdout.count("best checkpoint:") == 1 and "2 processes" in two.stdout
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
@@ -237,7 +205,7 @@ def test_two_processes_under_torchrun_train_checkpoint_once_and_resume_on_one(ti
         assert abs(a["loss"] - b["loss"]) < 0.05  # the same global batches; only the augmentation streams differ
 
 
-def test_the_other_tasks_refuse_to_run_under_torchrun(tiny_set, tmp_path, monkeypatch):
+def test_the_other_tasks_refuse_to_run_undertorchrun_train(tiny_set, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from radsight.cli import app
