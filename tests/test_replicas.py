@@ -108,3 +108,23 @@ def test_two_replicas_one_killed_every_study_done_once(database, tmp_path):
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+
+
+def test_gathering_studies_refused_ones_and_the_migration_from_version_1(database):
+    from radsight.service.pg import MIGRATIONS
+    with psycopg.connect(database, autocommit=True) as db:  # a database a radsight of schema 1 made
+        db.execute(MIGRATIONS[1])
+        db.execute("CREATE TABLE radsight_schema (version INTEGER NOT NULL); INSERT INTO radsight_schema VALUES (1)")
+        db.execute("INSERT INTO studies (id, received_at, filename, origin, status, updated_at) "
+                   "VALUES ('old', 0, 'o.dcm', 'upload', 'queued', 0)")
+    store = PostgresStudyStore(database)
+    assert store.get("old").status == "queued"
+    job = store.add("a.dcm", "stow", gather=("1.2.3", time.time() + 0.5))
+    assert store.join("1.2.3", time.time() + 0.5) == job and store.join("9.9", time.time()) is None
+    assert store.claim().id == "old" and store.claim() is None  # the study still gathers
+    time.sleep(0.6)
+    assert store.claim().id == job
+    refused = store.add("l.dcm", "dimse:CR1", error="a lateral alone")
+    assert (store.get(refused).status, store.get(refused).error) == ("failed", "a lateral alone")
+    with psycopg.connect(database) as db:
+        assert db.execute("SELECT version FROM radsight_schema").fetchall() == [(SCHEMA_VERSION,)]

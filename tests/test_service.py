@@ -281,3 +281,40 @@ def test_a_frontal_model_reads_the_frontal_of_a_study_and_names_the_lateral_it_d
     assert [(v["view"], v["read"]) for v in result["views"]] == [("frontal", True), ("lateral", False)]
     assert result["views"][1]["reason"] == "model tiny-test reads frontal views only"
     assert result["dicom_results"] == ["sr.dcm", "frontal.overlay.dcm"]
+
+
+def test_instances_of_one_study_sent_apart_are_gathered_into_one_analysis(tmp_path, twoview_model):
+    """--gather-seconds: a PA, then its lateral in another request, then a lateral of another study alone: the
+    first two are read together once no instance has come for the wait; the lone lateral fails with its reason."""
+    uid = generate_uid()
+    pa = study_dicom(tmp_path / "pa.dcm", chest_phantom(seed=6), uid, "PA")
+    lateral = study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=6), uid, "LL")
+    alone = study_dicom(tmp_path / "alone.dcm", lateral_phantom(seed=7), generate_uid(), "LL")
+    settings = _settings(tmp_path, model=str(twoview_model), lung_model=None, gather_seconds=1.5)
+    with TestClient(create_app(settings)) as client:
+        _sign_in(client)
+        ids = []
+        for path in (pa, lateral, alone):
+            body, content_type = stow_body([pydicom.dcmread(path)])
+            r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
+            assert r.status_code == 200 and not r.json()["failed"], r.json()
+            ids += r.json()["ids"]
+        assert ids[0] == ids[1] != ids[2] and client.get(f"/api/studies/{ids[0]}").json()["status"] == "gathering"
+        done = _wait(client, [ids[0], ids[2]])
+    both = done[ids[0]]["result"]
+    assert [(v["view"], v["read"]) for v in both["views"]] == [("frontal", True), ("lateral", True)]
+    assert done[ids[2]]["status"] == "failed" and "with its study's frontal view" in done[ids[2]]["error"]
+
+
+def test_a_data_folder_from_before_gathering_is_migrated(tmp_path):
+    path = tmp_path / "radsight.sqlite"
+    with sqlite3.connect(path) as db:  # the columns radsight had before
+        db.execute("CREATE TABLE studies (id TEXT PRIMARY KEY, received_at REAL NOT NULL, filename TEXT NOT NULL, "
+                   "origin TEXT NOT NULL, orthanc_id TEXT UNIQUE, status TEXT NOT NULL, attempts INTEGER NOT NULL "
+                   "DEFAULT 0, priority_rank INTEGER, abnormal REAL, result TEXT, error TEXT, updated_at REAL NOT NULL)")
+        db.execute("INSERT INTO studies (id, received_at, filename, origin, status, updated_at) "
+                   "VALUES ('old', 0, 'o.dcm', 'upload', 'queued', 0)")
+    store = StudyStore(path)
+    job = store.add("a.dcm", "stow", gather=("1.2.3", time.time() + 60))
+    assert store.join("1.2.3", time.time() + 60) == job
+    assert store.claim().id == "old" and store.claim() is None

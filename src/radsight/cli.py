@@ -575,6 +575,9 @@ def serve(
                                      "replicas (give them one --data-dir on shared storage); default SQLite"),
     lease_seconds: float = typer.Option(30.0, help="with --db: a study whose replica stops renewing its lease this "
                                                    "long is analyzed by another"),
+    gather_seconds: float = typer.Option(0.0, min=0.0, help="DICOM instances of one study that arrive apart (one "
+                                         "association or request each) are analyzed together once none has come "
+                                         "for this long; 0: each request or association is analyzed as it ends"),
 ) -> None:
     """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
     import logging
@@ -591,7 +594,8 @@ def serve(
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         cors_origins=list(cors_origin), allow_ood=allow_ood, explain=explain, dimse_port=dimse_port,
                         dimse_host=host, ae_title=ae_title, dimse_allowed=tuple(dimse_allow),
-                        dimse_destination=dimse_destination, db=db, lease_seconds=lease_seconds)
+                        dimse_destination=dimse_destination, db=db, lease_seconds=lease_seconds,
+                        gather_seconds=gather_seconds)
     try:
         application = create_app(settings)
     except ValueError as exc:  # an unknown method, one that needs radsight[train], a model it cannot read

@@ -57,6 +57,7 @@ class Settings:
     dimse_destination: str | None = None  # "AE@host:port": results (SR, SEG, SC) are sent there with C-STORE
     db: str | None = None  # postgresql://... : a job store shared by replicas (data_dir shared too); None: SQLite
     lease_seconds: float = 30.0  # with PostgreSQL: a study whose worker stops renewing this long is claimed again
+    gather_seconds: float = 0.0  # > 0: a study's instances arriving apart are analyzed together (service.intake)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -82,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     workers = Workers(store, predictor, settings.data_dir, settings.workers,
                       deliver if orthanc is not None or outbox is not None else None)
 
-    intake = Intake(settings.data_dir, store, predictor, settings.allow_ood, workers.notify)
+    intake = Intake(settings.data_dir, store, predictor, settings.allow_ood, workers.notify, settings.gather_seconds)
     poller = Poller(orthanc, store, lambda key, files: _pacs_save(intake, key, files),
                     settings.poll_interval) if orthanc else None
     node = None

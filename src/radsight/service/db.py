@@ -14,6 +14,7 @@ from radsight.triage import PRIORITY_ORDER
 
 COLUMNS = "id, received_at, filename, origin, status, attempts, result, error, orthanc_id"
 MAX_ATTEMPTS = 3  # a study that crashes the worker this often is failed, so it cannot block the queue
+# Statuses: gathering (a study's instances may still arrive until ready_at), queued, running, done, failed.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
     id TEXT PRIMARY KEY,
@@ -27,7 +28,9 @@ CREATE TABLE IF NOT EXISTS studies (
     abnormal REAL,
     result TEXT,
     error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    study_uid TEXT,
+    ready_at REAL
 );
 CREATE INDEX IF NOT EXISTS studies_status ON studies (status, received_at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,13 +81,23 @@ class SqlStore:
         with self._lock:
             rows = self._run(
                 f"SELECT {COLUMNS} FROM studies ORDER BY CASE status WHEN 'done' THEN 0 WHEN 'running' THEN 1 "
-                "WHEN 'queued' THEN 1 ELSE 2 END, priority_rank, abnormal DESC NULLS LAST, received_at LIMIT ?",
+                "WHEN 'queued' THEN 1 WHEN 'gathering' THEN 1 ELSE 2 END, priority_rank, abnormal DESC NULLS LAST, "
+                "received_at LIMIT ?",
                 (limit,)).fetchall()
         return [_study(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._run("SELECT status, COUNT(*) FROM studies GROUP BY status").fetchall())
+
+    def join(self, study_uid: str, ready_at: float) -> str | None:
+        """The analysis still gathering instances of ``study_uid``, its wait extended to ``ready_at``; None when
+        there is none (a new instance then starts one, :meth:`add` with ``gather``)."""
+        with self._lock:
+            row = self._run("UPDATE studies SET ready_at=?, updated_at=? WHERE id = (SELECT id FROM studies WHERE "
+                            "study_uid=? AND status='gathering' ORDER BY received_at LIMIT 1) AND status='gathering' "
+                            "RETURNING id", (ready_at, time.time(), study_uid)).fetchone()
+        return row[0] if row else None
 
     def get_state(self, key: str, default: str) -> str:
         with self._lock:
@@ -104,15 +117,24 @@ class StudyStore(SqlStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(studies)")}
+        for column, kind in (("study_uid", "TEXT"), ("ready_at", "REAL")):  # a data folder from before gathering
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE studies ADD COLUMN {column} {kind}")
         self._lock = threading.Lock()
 
-    def add(self, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
-        """Queue a study; None when ``orthanc_id`` is already known (a PACS study is analyzed once)."""
+    def add(self, filename: str, origin: str, orthanc_id: str | None = None, error: str | None = None,
+            gather: tuple[str, float] | None = None) -> str | None:
+        """Queue a study; None when ``orthanc_id`` is already known (a PACS study is analyzed once). ``error``:
+        record it failed instead (it arrived but cannot be analyzed); ``gather``: (StudyInstanceUID, ready_at), it
+        waits for more instances of its study until then."""
         study_id, now = uuid.uuid4().hex, time.time()
+        status, uid, ready = new_status(error, gather)
         with self._lock:
             cur = self._db.execute(
-                "INSERT OR IGNORE INTO studies (id, received_at, filename, origin, orthanc_id, status, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, 'queued', ?)", (study_id, now, filename, origin, orthanc_id, now))
+                "INSERT OR IGNORE INTO studies (id, received_at, filename, origin, orthanc_id, status, error, "
+                "study_uid, ready_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (study_id, now, filename, origin, orthanc_id, status, error, uid, ready, now))
         return study_id if cur.rowcount else None
 
     def recover(self) -> int:
@@ -125,12 +147,12 @@ class StudyStore(SqlStore):
                                     (time.time(),)).rowcount
 
     def claim(self) -> Study | None:
-        """The oldest queued study, marked running, or None."""
+        """The oldest queued study (or gathering one whose wait is over), marked running, or None."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute("SELECT id FROM studies WHERE status='queued' "
-                                       "ORDER BY received_at LIMIT 1").fetchone()
+                row = self._db.execute("SELECT id FROM studies WHERE status='queued' OR (status='gathering' AND "
+                                       "ready_at <= ?) ORDER BY received_at LIMIT 1", (time.time(),)).fetchone()
                 if row:
                     self._db.execute("UPDATE studies SET status='running', attempts=attempts+1, updated_at=? "
                                      "WHERE id=?", (time.time(), row[0]))
@@ -154,6 +176,13 @@ class StudyStore(SqlStore):
             self._db.execute("UPDATE studies SET status='failed', error=?, updated_at=? WHERE id=?",
                              (error, time.time(), study_id))
         return True
+
+def new_status(error: str | None, gather: tuple[str, float] | None) -> tuple[str, str | None, float | None]:
+    """A new row's status, study UID and ready time."""
+    if error is not None:
+        return "failed", None, None
+    return ("gathering", *gather) if gather else ("queued", None, None)
+
 
 def _study(row) -> Study:
     return Study(id=row[0], received_at=row[1], filename=row[2], origin=row[3], status=row[4], attempts=row[5],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -53,12 +54,19 @@ def by_study(parts: list[Received]) -> list[list[Received]]:
 
 class Intake:
     """``predictor``: the service's ``pipeline.Predictor``; ``store``: its job store; ``notify`` wakes the
-    workers. With ``allow_ood`` the out-of-distribution gate lets everything through (results still say)."""
+    workers. With ``allow_ood`` the out-of-distribution gate lets everything through (results still say).
+
+    ``gather_seconds`` > 0: DICOM instances of one study that arrive apart (separate requests or associations, as
+    many modalities send them) are analyzed together: the first starts an analysis that waits, each later one joins
+    it and restarts the wait, and the analysis runs once none has come for ``gather_seconds``. Each instance is
+    then screened as it comes (:meth:`screen`) and the study as a whole judged when it runs (a lateral alone is
+    recorded as failed, with its reason)."""
 
     def __init__(self, data_dir: Path, store, predictor, allow_ood: bool = False,
-                 notify: Callable[[], None] = lambda: None):
+                 notify: Callable[[], None] = lambda: None, gather_seconds: float = 0.0):
         self.data_dir, self.store, self.predictor = data_dir, store, predictor
-        self.allow_ood, self.notify = allow_ood, notify
+        self.allow_ood, self.notify, self.gather_seconds = allow_ood, notify, gather_seconds
+        self._gathering = threading.Lock()  # one process never starts two analyses of one study
         self.incoming = data_dir / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
 
@@ -88,6 +96,11 @@ class Intake:
         """Queue the parts of one study as one analysis; its id, or None when ``orthanc_id`` is already known (the
         parts' files are then removed). :class:`InputError` when the study cannot be analyzed (one lateral alone,
         no frontal view, a frontal the gate refuses); on any error the parts' files stay where they were."""
+        uid = parts[0].image.study_uid
+        if self.gather_seconds > 0 and orthanc_id is None and uid and all(p.image.study_uid == uid for p in parts):
+            for part in parts:
+                self.screen(part)
+            return self._gather(parts, origin, uid)
         self._admit(parts)
         staged = self._stage(parts)
         try:
@@ -102,6 +115,25 @@ class Intake:
         os.replace(staged, upload_path(self.data_dir, job_id))
         self.notify()
         return job_id
+
+    def _gather(self, parts: list[Received], origin: str, uid: str) -> str:
+        """Join the analysis of study ``uid`` still waiting for instances, or start one; its id."""
+        with self._gathering:
+            ready = time.time() + self.gather_seconds
+            job_id = self.store.join(uid, ready)  # the wait restarts now: no worker takes it while files move
+            if job_id is not None:
+                folder = upload_path(self.data_dir, job_id)
+                for i, part in enumerate(parts):  # named by arrival, after the first instances (1.dcm, 2.dcm...)
+                    os.replace(part.path, folder / f"{time.time_ns()}{i:04d}.dcm")
+                return job_id
+            staged = self._stage(parts, folder=True)
+            try:
+                job_id = self.store.add(parts[0].name, origin, gather=(uid, ready))
+            except BaseException:
+                self._unstage(staged, parts)
+                raise
+            os.replace(staged, upload_path(self.data_dir, job_id))
+            return job_id
 
     def queue_or_discard(self, parts: list[Received], origin: str) -> str | None:
         """:meth:`queue`, the parts' files removed when it fails: for doors that answer the sender with the error."""
@@ -123,16 +155,15 @@ class Intake:
         """Record a study that arrived but cannot be analyzed as a failed job, so the worklist shows why (for doors
         whose sender was already told the instances were stored)."""
         self.discard(parts)
-        job_id = self.store.add(parts[0].name, origin, orthanc_id)
-        if job_id is not None:
-            self.store.fail(job_id, reason)
+        self.store.add(parts[0].name, origin, orthanc_id, error=reason)
 
-    def _stage(self, parts: list[Received]) -> Path:
-        """One file as it is; several in a new folder as ``1.dcm``, ``2.dcm``...: ready to move in one step."""
+    def _stage(self, parts: list[Received], folder: bool = False) -> Path:
+        """One file as it is (unless ``folder``); several in a new folder as ``1.dcm``, ``2.dcm``...: ready to move
+        in one step."""
         uploads = self.data_dir / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         staged = uploads / f".{uuid.uuid4().hex}.tmp"
-        if len(parts) == 1:
+        if len(parts) == 1 and not folder:
             os.replace(parts[0].path, staged)
             return staged
         staged.mkdir()

@@ -14,10 +14,10 @@ import uuid
 
 import psycopg
 
-from radsight.service.db import MAX_ATTEMPTS, SqlStore, Study
+from radsight.service.db import MAX_ATTEMPTS, SqlStore, Study, new_status
 from radsight.triage import PRIORITY_ORDER
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS = {  # version -> statements that bring the previous version to it
     1: """
 CREATE TABLE studies (
@@ -38,6 +38,11 @@ CREATE TABLE studies (
 );
 CREATE INDEX studies_status ON studies (status, received_at);
 CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+""",
+    2: """
+ALTER TABLE studies ADD COLUMN study_uid TEXT;
+ALTER TABLE studies ADD COLUMN ready_at DOUBLE PRECISION;
+CREATE INDEX studies_gathering ON studies (study_uid) WHERE status = 'gathering';
 """}
 
 
@@ -68,13 +73,16 @@ class PostgresStudyStore(SqlStore):
             self._db.execute("DELETE FROM radsight_schema")
             self._db.execute("INSERT INTO radsight_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 
-    def add(self, filename: str, origin: str, orthanc_id: str | None = None) -> str | None:
+    def add(self, filename: str, origin: str, orthanc_id: str | None = None, error: str | None = None,
+            gather: tuple[str, float] | None = None) -> str | None:
         study_id, now = uuid.uuid4().hex, time.time()
+        status, uid, ready = new_status(error, gather)
         with self._lock:
             row = self._db.execute(
-                "INSERT INTO studies (id, received_at, filename, origin, orthanc_id, status, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, 'queued', %s) ON CONFLICT (orthanc_id) DO NOTHING RETURNING id",
-                (study_id, now, filename, origin, orthanc_id, now)).fetchone()
+                "INSERT INTO studies (id, received_at, filename, origin, orthanc_id, status, error, study_uid, "
+                "ready_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (orthanc_id) DO NOTHING RETURNING id",
+                (study_id, now, filename, origin, orthanc_id, status, error, uid, ready, now)).fetchone()
         return row[0] if row else None
 
     def recover(self) -> int:
@@ -98,8 +106,9 @@ class PostgresStudyStore(SqlStore):
         with self._lock, self._db.transaction():
             self._fail_exhausted(now)
             row = self._db.execute(
-                "SELECT id FROM studies WHERE status='queued' OR (status='running' AND lease_until < %s) "
-                "ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED", (now,)).fetchone()
+                "SELECT id FROM studies WHERE status='queued' OR (status='gathering' AND ready_at <= %s) "
+                "OR (status='running' AND lease_until < %s) ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+                (now, now)).fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE studies SET status='running', attempts=attempts+1, lease_owner=%s, "
