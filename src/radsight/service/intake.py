@@ -95,7 +95,9 @@ class Intake:
     def queue(self, parts: list[Received], origin: str, orthanc_id: str | None = None) -> str | None:
         """Queue the parts of one study as one analysis; its id, or None when ``orthanc_id`` is already known (the
         parts' files are then removed). :class:`InputError` when the study cannot be analyzed (one lateral alone,
-        no frontal view, a frontal the gate refuses); on any error the parts' files stay where they were."""
+        no frontal view, a frontal the gate refuses); on any error the parts' files stay where they were. When
+        gathering (DICOM parts of one study, not from Orthanc), the parts are screened one by one and join their
+        study's waiting analysis instead."""
         uid = parts[0].image.study_uid
         if self.gather_seconds > 0 and orthanc_id is None and uid and all(p.image.study_uid == uid for p in parts):
             for part in parts:
