@@ -136,15 +136,15 @@ def test_shipped_gate_refuses_drawings_and_noise_and_admits_the_example_cr(tmp_p
 
 def test_a_study_whose_frontal_the_gate_refuses_is_refused_unless_allowed(gated_model, tmp_path):
     model, _ = gated_model
-    uid = generate_uid()  # --study names the study after its first file
+    uid = generate_uid()
     pixels = np.asarray(Image.open(drawing(tmp_path / "d.png")), dtype=np.float32) / 255
     files = [str(study_dicom(tmp_path / "pa.dcm", pixels, uid, "PA")),
              str(study_dicom(tmp_path / "lat.dcm", lateral_phantom(), uid, "LL"))]
     refused = runner.invoke(app, ["analyze", "--study", *files, "--model", str(model), "--out", str(tmp_path / "o")])
     assert refused.exit_code == 1
-    assert "study pa: frontal view not like the frontal chest radiographs this model knows" in refused.output
+    assert f"study {uid}: frontal view not like the frontal chest radiographs this model knows" in refused.output
     allowed = runner.invoke(app, ["analyze", "--study", *files, "--model", str(model), "--allow-ood", "--out",
                                   str(tmp_path / "a")])
     assert allowed.exit_code == 0 and "OUT OF DISTRIBUTION" in allowed.output
-    doc = json.loads((tmp_path / "a" / "pa.json").read_text())
+    doc = json.loads((tmp_path / "a" / f"{uid}.json").read_text())
     assert doc["ood"]["in_distribution"] is False and doc["ood"]["score"] > doc["ood"]["threshold"]

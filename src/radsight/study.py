@@ -45,9 +45,13 @@ class StudyInput:
 def group_studies(paths: list[Path], one_study: bool = False) -> list[StudyInput]:
     """DICOM files by the StudyInstanceUID in their headers (pixel data is not read here), in the order each study
     is first met; every other file, and a DICOM file without a StudyInstanceUID, a study of its own. With
-    ``one_study``, the files given are one study."""
+    ``one_study``, the files given are one study, named by the StudyInstanceUID they share, else by the first
+    file."""
     if one_study:
-        studies = {"": StudyInput(paths[0].stem, list(paths), any(_header(p)[1] for p in paths))} if paths else {}
+        headers = [_header(p) for p in paths]
+        uids = {uid for uid, _ in headers}
+        name = next(iter(uids)) if len(uids) == 1 and None not in uids else (paths[0].stem if paths else "")
+        studies = {"": StudyInput(name, list(paths), any(lateral for _, lateral in headers))} if paths else {}
     else:
         studies = {}
         for path in paths:
