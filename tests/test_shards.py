@@ -91,4 +91,4 @@ def test_two_processes_stream_their_shards_undertorchrun_train(shards, tmp_path)
                     "--threads", "1")
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert "2 processes" in two.stdout and two.stdout.count("best checkpoint:") == 1
-    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["round"] == 1

@@ -20,7 +20,7 @@ def config(tiny_set, out, **kw):
 def test_resumed_run_equals_uninterrupted_run(tiny_set, tmp_path):
     train(config(tiny_set, tmp_path / "straight"))
     train(config(tiny_set, tmp_path / "resumed", stop_after=1))
-    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["epoch"] == 0
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["round"] == 0
     train(config(tiny_set, tmp_path / "resumed"))
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["model"]
@@ -75,7 +75,7 @@ def test_segmentation_trains_resumes_and_exports(mask_set, tmp_path):
                out=str(tmp_path / "seg"), holdout=["4.png"], input_size=64, base_width=4, iterations=4, batch_size=2,
                threads=1, checkpoint_every=2)
     train_segmentation(SegTrainConfig(**cfg, val=["3.png"], stop_after=2))
-    assert torch.load(tmp_path / "seg" / "last.pt", weights_only=False)["iteration"] == 2
+    assert torch.load(tmp_path / "seg" / "last.pt", weights_only=False)["history"][-1]["iteration"] == 2
     last = train_segmentation(SegTrainConfig(**cfg, val=["3.png"]))
     assert last.name == "best.pt"
     assert (tmp_path / "seg" / "holdout_dice.json").is_file()
@@ -194,9 +194,9 @@ def test_two_processes_under_torchrun_train_checkpoint_once_and_resume_on_one(ti
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
     assert two.stdout.count("best checkpoint:") == 1 and "2 processes" in two.stdout
     state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)
-    assert state["epoch"] == 1 and len(state["history"]) == 2
+    assert state["round"] == 1 and len(state["history"]) == 2
     resumed = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "ddp"), "--epochs", "3"])
-    assert resumed.exit_code == 0 and "resuming from epoch 2" in resumed.output, resumed.output
+    assert resumed.exit_code == 0 and "resuming after epoch 2 of 3" in resumed.output, resumed.output
     one = train(config(tiny_set, tmp_path / "one", epochs=3))
     ddp_history = torch.load(tmp_path / "ddp" / "last.pt", weights_only=False)["history"]
     one_history = torch.load(one.parent / "last.pt", weights_only=False)["history"]

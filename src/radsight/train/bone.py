@@ -23,7 +23,8 @@ from radsight.io import load_image
 from radsight.models.config import BONE_SUPPRESSION
 from radsight.preprocess import InputSpec, resize
 from radsight.train.data import random_affine, warp
-from radsight.train.loop import atomic_save, start_run
+from radsight.train.fit import atomic_save
+from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
 
 BONE_OUTPUT = "bone"

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
 from radsight.core import FINDINGS
 from radsight.data.manifest import read_manifest
@@ -22,6 +21,7 @@ from radsight.preprocess import InputSpec
 from radsight.train import distributed
 from radsight.train.accel import Accel
 from radsight.train.data import augment, load_split, normalise_batch
+from radsight.train.fit import Plan, Task, fit
 from radsight.train.registry import build, checkpoint_fields
 from radsight.train.scalp import ScalpModel, partners, patient_batches, scalp_loss
 from radsight.train.shards import ShardStream, read_index, read_split
@@ -170,7 +170,6 @@ def train(cfg: TrainConfig) -> Path:
                     _load(cfg, builder, split, out / f"inputs-{split}.pt") for split in ("train", "val"))
             ranks.barrier()
         data = InMemory(x_train, y_train, p_train if cfg.scalp else None)
-    y_val = y_val[:, columns]
     say = print if ranks.main else (lambda *a, **k: None)
     laterals = f" ({data.laterals} of them with a lateral, repeats included)" if cfg.two_view else ""
     say(f"train {len(data)} {'studies' if cfg.two_view else 'images'}{laterals}"
@@ -188,70 +187,64 @@ def train(cfg: TrainConfig) -> Path:
     trainee = accel.place(ScalpModel(net) if cfg.scalp else net)
     model = torch.nn.parallel.DistributedDataParallel(trainee, device_ids=[accel.device.index] if accel.cuda else None) \
         if ranks.distributed else trainee
-    scaler = accel.scaler()
-    opt = torch.optim.AdamW(trainee.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(data) // cfg.batch_size)
-    total = cfg.epochs * steps_per_epoch  # warm-up: 10%, and at least 2 steps (OneCycleLR divides by its length - 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.1, 2 / total))
-    start_epoch, best, history = 0, -1.0, []
-    last = out / "last.pt"
-    state = resume(last, net, opt, sched)
-    if state is not None and cfg.scalp:
-        trainee.projector.load_state_dict(state["projector"])
-    if state is not None:
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        say(f"resuming from epoch {start_epoch} (best val AUROC so far {best:.3f})")
-
-    with Progress(disable=not ranks.main) as progress:
-        task = progress.add_task("training", total=cfg.epochs, completed=start_epoch)
-        for epoch in range(start_epoch, min(cfg.epochs, cfg.stop_after or cfg.epochs)):
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            batches = data.epoch(epoch, cfg.seed, ranks, cfg.batch_size, gen)
-            if ranks.distributed:  # each rank its own augmentation stream
-                gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 7_919 * (ranks.rank + 1))
-            model.train()
-            losses = []
-            for x, y, *partner in batches:  # with SCALP, each image's partner of the same patient, and its targets
-                with accel.autocast():
-                    if partner:
-                        xb = accel.inputs((*network_inputs(x, spec, gen), *network_inputs(partner[0], spec, gen)))
-                        logits, z = model(*xb)
-                        y, y_partner = accel.inputs((y[:, columns], partner[1][:, columns]))
-                        loss = scalp_loss(logits.float(), z.float(), y, y_partner, masked_bce, cfg.scalp)
-                    else:
-                        logits = model(*accel.inputs(network_inputs(x, spec, gen, cfg.view_dropout)))
-                        loss = masked_bce(logits.float(), y[:, columns].to(accel.device))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                losses.append(loss.item())
-            loss = float(ranks.gather_rows(torch.tensor([np.mean(losses)]), ranks.world).mean())
-            scored = slice(0, len(FINDINGS)) if cfg.task == "findings" else slice(0, 1)
-            mine = rows_of(x_val, slice(ranks.rank, None, ranks.world))
-            probs = ranks.gather_rows(torch.from_numpy(predict(net, mine, spec, accel=accel)), count(x_val))
-            val_auc = mean_auroc(y_val.numpy()[:, scored], probs.numpy()[:, scored])
-            history.append({"epoch": epoch, "loss": loss, "val_mean_auroc": val_auc})
-            if ranks.main:
-                progress.console.print(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val mean AUROC {val_auc:.3f}")
-            state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "epoch": epoch, "best": max(best, val_auc), "history": history,
-                     **checkpoint_fields(net), "labels": cfg.labels, "input": asdict(spec),
-                     "source_models": cfg.source_models, "views": list(cfg.views),
-                     **({"projector": trainee.projector.state_dict()} if cfg.scalp else {})}
-            if not val_auc <= best:  # NaN (a val split without both classes): keep the latest
-                best = val_auc
-                if ranks.main:
-                    atomic_save(state, out / "best.pt")
-            if ranks.main:
-                atomic_save(state, last)
-            ranks.barrier()  # no rank starts the next epoch (or resumes) before the checkpoint is whole
-            progress.advance(task)
-    if ranks.main:
-        (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    task = ClassifierTask(cfg, data, (x_val, y_val[:, columns]), columns, net, ranks, accel)
+    plan = Plan(rounds=cfg.epochs, steps=cfg.epochs * -(-len(data) // cfg.batch_size), lr=cfg.lr,
+                weight_decay=cfg.weight_decay, stop_after=cfg.stop_after)
+    last = fit(task, net, plan, out, trainee, model, ranks, accel, say)
+    if ranks.main and last is not None:
+        (out / "history.json").write_text(json.dumps(last["history"], indent=2) + "\n")
     distributed.stop(ranks)
     return out / "best.pt"
+
+
+class ClassifierTask(Task):
+    """An epoch a round; the score is the val mean AUROC over the findings (or the triage output alone)."""
+
+    unit = "epoch"
+
+    def __init__(self, cfg: TrainConfig, data, val: tuple[Inputs, torch.Tensor], columns: list[int], net,
+                 ranks, accel: Accel):
+        self.cfg, self.data, self.val, self.columns, self.net = cfg, data, val, columns, net
+        self.ranks, self.accel = ranks, accel
+
+    def batches(self, round: int):
+        """The epoch's batches, each with the generator that augments it: the epoch's order is the same on every
+        rank, the augmentation each rank's own."""
+        cfg, ranks = self.cfg, self.ranks
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + round)
+        batches = self.data.epoch(round, cfg.seed, ranks, cfg.batch_size, gen)
+        if ranks.distributed:
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + round + 7_919 * (ranks.rank + 1))
+        return ((gen, *batch) for batch in batches)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        """With SCALP, a batch also holds each image's partner of the same patient and its targets."""
+        gen, x, y, *partner = batch
+        cfg, spec, accel, columns = self.cfg, self.cfg.spec, self.accel, self.columns
+        if partner:
+            logits, z = model(*accel.inputs((*network_inputs(x, spec, gen), *network_inputs(partner[0], spec, gen))))
+            y, y_partner = accel.inputs((y[:, columns], partner[1][:, columns]))
+            return scalp_loss(logits.float(), z.float(), y, y_partner, masked_bce, cfg.scalp)
+        logits = model(*accel.inputs(network_inputs(x, spec, gen, cfg.view_dropout)))
+        return masked_bce(logits.float(), y[:, columns].to(accel.device))
+
+    def measure(self, round: int, loss: float) -> dict:
+        (x_val, y_val), ranks = self.val, self.ranks
+        scored = slice(0, len(FINDINGS)) if self.cfg.task == "findings" else slice(0, 1)
+        mine = rows_of(x_val, slice(ranks.rank, None, ranks.world))
+        probs = ranks.gather_rows(torch.from_numpy(predict(self.net, mine, self.cfg.spec, accel=self.accel)),
+                                  count(x_val))
+        auc = mean_auroc(y_val.numpy()[:, scored], probs.numpy()[:, scored])
+        return {"epoch": round, "loss": loss, "val_mean_auroc": auc, "score": auc}
+
+    def line(self, entry: dict) -> str:
+        return f"epoch {entry['epoch'] + 1}/{self.cfg.epochs}  loss {entry['loss']:.4f}  val mean AUROC " \
+               f"{entry['val_mean_auroc']:.3f}"
+
+    def fields(self) -> dict:
+        cfg = self.cfg
+        return {**checkpoint_fields(self.net), "labels": cfg.labels, "input": asdict(cfg.spec),
+                "source_models": cfg.source_models, "views": list(cfg.views)}
 
 
 class InMemory:
@@ -348,20 +341,3 @@ def start_run(cfg, main: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     return out
-
-
-def resume(last: Path, net: torch.nn.Module, opt, sched) -> dict | None:
-    """Load model, optimiser and schedule from ``last`` when it exists; return the checkpoint."""
-    if not last.exists():
-        return None
-    state = torch.load(last, map_location="cpu", weights_only=False)
-    net.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    return state
-
-
-def atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)

@@ -16,7 +16,8 @@ from radsight.models.config import SEGMENTATION
 from radsight.preprocess import InputSpec, prepare, resize
 from radsight.segmentation import dice, read_mask
 from radsight.train.data import normalise_batch, photometric, random_affine, warp
-from radsight.train.loop import atomic_save, resume, start_run
+from radsight.train.fit import Plan, Task, fit
+from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
 
 
@@ -88,50 +89,59 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target) + (1 - soft_dice).mean()
 
 
+class SegmentationTask(Task):
+    """``checkpoint_every`` sampled steps a round, each from a generator seeded by the step; the score is the val
+    images' mean Dice (NaN without val images)."""
+
+    unit = "checkpoint"
+
+    def __init__(self, cfg: SegTrainConfig, x: torch.Tensor, y: torch.Tensor, rows: MaskRows, net: torch.nn.Module):
+        self.cfg, self.x, self.y, self.rows, self.net = cfg, x, y, rows, net
+
+    def batches(self, round: int):
+        cfg = self.cfg
+        for it in range(round * cfg.checkpoint_every, min((round + 1) * cfg.checkpoint_every, cfg.iterations)):
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
+            idx = torch.randint(0, len(self.x), (cfg.batch_size,), generator=gen)
+            theta = random_affine(cfg.batch_size, gen)
+            yield (normalise_batch(photometric(warp(self.x[idx], theta), gen), cfg.spec),
+                   (warp(self.y[idx], theta) > 0.5).float())
+
+    def loss(self, model, batch) -> torch.Tensor:
+        x, y = batch
+        return dice_bce(model(x), y)
+
+    def measure(self, round: int, loss: float) -> dict:
+        rows = self.rows
+        val = float(np.mean(list(mask_dice(self.net, self.cfg, rows.val, rows.mask_of).values()))) \
+            if rows.val else float("nan")
+        return {"iteration": min((round + 1) * self.cfg.checkpoint_every, self.cfg.iterations), "loss": loss,
+                "val_dice": val, "score": val}
+
+    def line(self, entry: dict) -> str:
+        return f"iteration {entry['iteration']}/{self.cfg.iterations}  loss {entry['loss']:.4f}  " \
+               f"val Dice {entry['val_dice']:.4f}"
+
+    def fields(self) -> dict:
+        return {**checkpoint_fields(self.net), "task": SEGMENTATION, "input": asdict(self.cfg.spec),
+                "labels": ["lung"]}
+
+
 def train_segmentation(cfg: SegTrainConfig) -> Path:
+    """Train for ``iterations`` sampled steps, checkpointing every ``checkpoint_every`` to ``out/last.pt`` (the
+    best val Dice to ``out/best.pt``); re-running resumes. Held-out images are scored at the end."""
     out = start_run(cfg)
     rows = mask_rows(cfg)
     x, y = load_pairs(cfg, rows.train, rows.mask_of)
     print(f"training on {len(rows.train)} pairs; {len(rows.val)} choose the checkpoint; "
           f"{len(rows.holdout)} held out")
     net = build("unet", in_chans=1, num_classes=1, base=cfg.base_width)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iterations, pct_start=0.1)
-    last = out / "last.pt"
-    state = resume(last, net, opt, sched)
-    start = state["iteration"] if state else 0
-    best = state.get("best", -1.0) if state else -1.0
-    if state:
-        print(f"resuming at iteration {start}")
-    stop = min(cfg.iterations, cfg.stop_after or cfg.iterations)
-    net.train()
-    with Progress() as progress:
-        task = progress.add_task("training", total=cfg.iterations, completed=start)
-        for it in range(start, stop):
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
-            idx = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
-            theta = random_affine(cfg.batch_size, gen)
-            xb = normalise_batch(photometric(warp(x[idx], theta), gen), cfg.spec)
-            yb = (warp(y[idx], theta) > 0.5).float()
-            loss = dice_bce(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            progress.advance(task)
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == stop:
-                val = float(np.mean(list(mask_dice(net, cfg, rows.val, rows.mask_of).values()))) \
-                    if rows.val else float("nan")
-                progress.console.print(f"iteration {it + 1}/{cfg.iterations}  loss {loss.item():.4f}  val Dice {val:.4f}")
-                state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "iteration": it + 1, **checkpoint_fields(net), "task": SEGMENTATION, "input": asdict(cfg.spec),
-                         "labels": ["lung"], "val_dice": val, "best": max(best, val)}
-                if val > best:
-                    best = val
-                    atomic_save(state, out / "best.pt")
-                atomic_save(state, last)
-    chosen = out / "best.pt" if rows.val else last
-    if rows.holdout and stop == cfg.iterations:
+    rounds = -(-cfg.iterations // cfg.checkpoint_every)
+    stop_after = -(-cfg.stop_after // cfg.checkpoint_every) if cfg.stop_after else None
+    fit(SegmentationTask(cfg, x, y, rows, net), net, Plan(rounds, cfg.iterations, cfg.lr, stop_after=stop_after), out)
+    finished = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["round"] + 1 == rounds
+    chosen = out / "best.pt" if rows.val else out / "last.pt"
+    if rows.holdout and finished:
         net.load_state_dict(torch.load(chosen, map_location="cpu", weights_only=False)["model"])
         scores = mask_dice(net, cfg, rows.holdout, rows.mask_of)
         (out / "holdout_dice.json").write_text(json.dumps(scores, indent=2) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress, track
+from rich.progress import track
 from torch import nn
 
 from radsight.core import InputError
@@ -22,7 +22,8 @@ from radsight.io import load_image
 from radsight.models.config import VIEW_CLASSIFICATION
 from radsight.preprocess import InputSpec, prepare
 from radsight.train.data import normalise_batch, photometric, warp
-from radsight.train.loop import atomic_save, resume, start_run
+from radsight.train.fit import Plan, Task, atomic_save, fit
+from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields, register
 from radsight.views import LATERAL
 
@@ -105,6 +106,38 @@ def balanced_batch(labels: torch.Tensor, size: int, share: float, gen: torch.Gen
                       frontal[torch.randint(len(frontal), (size - k,), generator=gen)]])
 
 
+class ViewTask(Task):
+    """100 sampled steps a round, each a batch balanced between laterals and frontal images; no score (the last
+    checkpoint is the model)."""
+
+    unit = "checkpoint"
+    EVERY = 100
+
+    def __init__(self, cfg: ViewTrainConfig, x: torch.Tensor, y: torch.Tensor, net: torch.nn.Module):
+        self.cfg, self.x, self.y, self.net = cfg, x, y, net
+
+    def batches(self, round: int):
+        cfg = self.cfg
+        for step in range(round * self.EVERY, min((round + 1) * self.EVERY, cfg.steps)):
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
+            idx = balanced_batch(self.y, cfg.batch_size, cfg.lateral_share, gen)
+            yield normalise_batch(strong_augment(self.x[idx], gen), cfg.spec), self.y[idx]
+
+    def loss(self, model, batch) -> torch.Tensor:
+        x, y = batch
+        return F.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
+
+    def measure(self, round: int, loss: float) -> dict:
+        return {"step": min((round + 1) * self.EVERY, self.cfg.steps), "loss": loss, "score": float("nan")}
+
+    def line(self, entry: dict) -> str:
+        return f"step {entry['step']}/{self.cfg.steps}  loss {entry['loss']:.4f}"
+
+    def fields(self) -> dict:
+        return {**checkpoint_fields(self.net), "labels": [LATERAL], "input": asdict(self.cfg.spec),
+                "task": VIEW_CLASSIFICATION}
+
+
 def train_view_classifier(cfg: ViewTrainConfig) -> Path:
     """Train for ``steps`` (no checkpoint is chosen on held-out images: the last one is the model), checkpointing
     every 100 steps to ``out/last.pt``; re-running resumes. Writes ``out/final.pt`` when done."""
@@ -117,31 +150,12 @@ def train_view_classifier(cfg: ViewTrainConfig) -> Path:
     print(f"train {int((y == 1).sum())} laterals, {int((y == 0).sum())} frontal images; "
           f"held-out patients: {', '.join(cfg.holdout) or 'none'}")
     net = build("view-cnn")
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    state = resume(out / "last.pt", net, opt, sched)
-    start = state["step"] + 1 if state else 0
-    end = min(cfg.steps, cfg.stop_after or cfg.steps)
-    with Progress() as progress:
-        task = progress.add_task("training", total=cfg.steps, completed=start)
-        for step in range(start, end):
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
-            idx = balanced_batch(y, cfg.batch_size, cfg.lateral_share, gen)
-            net.train()
-            logits = net(normalise_batch(strong_augment(x[idx], gen), cfg.spec)).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            progress.advance(task)
-            if (step + 1) % 100 == 0 or step + 1 == end:
-                progress.console.print(f"step {step + 1}/{cfg.steps}  loss {loss.item():.4f}")
-                atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                             "step": step, **checkpoint_fields(net), "labels": [LATERAL], "input": asdict(cfg.spec),
-                             "task": VIEW_CLASSIFICATION}, out / "last.pt")
-    if end == cfg.steps:
-        final = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
-        final["held_out_patients"] = list(cfg.holdout)
-        atomic_save(final, out / "final.pt")
-    return out / ("final.pt" if end == cfg.steps else "last.pt")
+    rounds = -(-cfg.steps // ViewTask.EVERY)
+    stop_after = -(-cfg.stop_after // ViewTask.EVERY) if cfg.stop_after else None
+    fit(ViewTask(cfg, x, y, net), net, Plan(rounds, cfg.steps, cfg.lr, stop_after=stop_after), out)
+    last = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    if last["round"] + 1 < rounds:
+        return out / "last.pt"
+    last["held_out_patients"] = list(cfg.holdout)
+    atomic_save(last, out / "final.pt")
+    return out / "final.pt"
