@@ -285,7 +285,8 @@ def test_a_frontal_model_reads_the_frontal_of_a_study_and_names_the_lateral_it_d
 
 def test_instances_of_one_study_sent_apart_are_gathered_into_one_analysis(tmp_path, twoview_model):
     """--gather-seconds: a PA, then its lateral in another request, then a lateral of another study alone: the
-    first two are read together once no instance has come for the wait; the lone lateral fails with its reason."""
+    first two are read together once no instance has come for the wait; the lone lateral fails with its reason; a
+    lateral sent after the study was analyzed makes a new analysis of the grown study."""
     uid = generate_uid()
     pa = study_dicom(tmp_path / "pa.dcm", chest_phantom(seed=6), uid, "PA")
     lateral = study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=6), uid, "LL")
@@ -301,9 +302,17 @@ def test_instances_of_one_study_sent_apart_are_gathered_into_one_analysis(tmp_pa
             ids += r.json()["ids"]
         assert ids[0] == ids[1] != ids[2] and client.get(f"/api/studies/{ids[0]}").json()["status"] == "gathering"
         done = _wait(client, [ids[0], ids[2]])
+        late = study_dicom(tmp_path / "late.dcm", lateral_phantom(seed=8), uid, "LL")  # after the analysis ran
+        body, content_type = stow_body([pydicom.dcmread(late)])
+        grown = client.post("/dicom-web/studies", content=body,
+                            headers={**AUTH, "Content-Type": content_type}).json()["ids"][0]
+        again = _wait(client, [grown])[grown]["result"]
     both = done[ids[0]]["result"]
     assert [(v["view"], v["read"]) for v in both["views"]] == [("frontal", True), ("lateral", True)]
     assert done[ids[2]]["status"] == "failed" and "with its study's frontal view" in done[ids[2]]["error"]
+    # the grown study is analyzed again with its earlier instances: the first lateral read, the late one listed
+    assert grown not in ids and [(v["view"], v["read"]) for v in again["views"]] == [
+        ("frontal", True), ("lateral", True), ("lateral", False)]
 
 
 def test_a_data_folder_from_before_gathering_is_migrated(tmp_path):

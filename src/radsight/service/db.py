@@ -99,6 +99,13 @@ class SqlStore:
                             "RETURNING id", (ready_at, time.time(), study_uid)).fetchone()
         return row[0] if row else None
 
+    def latest(self, study_uid: str) -> str | None:
+        """The latest analysis that gathered instances of ``study_uid``, whatever its status; None when none did."""
+        with self._lock:
+            row = self._run("SELECT id FROM studies WHERE study_uid=? ORDER BY received_at DESC LIMIT 1",
+                            (study_uid,)).fetchone()
+        return row[0] if row else None
+
     def get_state(self, key: str, default: str) -> str:
         with self._lock:
             row = self._run("SELECT value FROM state WHERE key=?", (key,)).fetchone()

@@ -36,11 +36,16 @@ def upload_path(data_dir: Path, job_id: str) -> Path:
 
 
 def upload_files(data_dir: Path, job_id: str) -> list[Path]:
-    """A queued analysis' files: the one file, or the instances of its study in the order they came."""
+    """A queued analysis' files: the one file, or the instances of its study in the order they came (earlier
+    instances of a grown study, ``0-N.dcm``, first)."""
     path = upload_path(data_dir, job_id)
     if path.is_dir():
-        return sorted(path.iterdir(), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+        return sorted(path.iterdir(), key=_arrival)
     return [path]
+
+
+def _arrival(path: Path) -> tuple[int, ...]:
+    return tuple(int(n) for n in path.stem.split("-") if n.isdigit())
 
 
 def by_study(parts: list[Received]) -> list[list[Received]]:
@@ -58,9 +63,10 @@ class Intake:
 
     ``gather_seconds`` > 0: DICOM instances of one study that arrive apart (separate requests or associations, as
     many modalities send them) are analyzed together: the first starts an analysis that waits, each later one joins
-    it and restarts the wait, and the analysis runs once none has come for ``gather_seconds``. Each instance is
-    then screened as it comes (:meth:`screen`) and the study as a whole judged when it runs (a lateral alone is
-    recorded as failed, with its reason)."""
+    it and restarts the wait, and the analysis runs once none has come for ``gather_seconds``. An instance that
+    comes after its study's analysis started starts a new one of the grown study (the earlier instances with it).
+    Each instance is then screened as it comes (:meth:`screen`) and the study as a whole judged when it runs (a
+    lateral alone is recorded as failed, with its reason)."""
 
     def __init__(self, data_dir: Path, store, predictor, allow_ood: bool = False,
                  notify: Callable[[], None] = lambda: None, gather_seconds: float = 0.0):
@@ -128,7 +134,8 @@ class Intake:
                 for i, part in enumerate(parts):  # named by arrival, after the first instances (1.dcm, 2.dcm...)
                     os.replace(part.path, folder / f"{time.time_ns()}{i:04d}.dcm")
                 return job_id
-            staged = self._stage(parts, folder=True)
+            earlier = self.store.latest(uid)
+            staged = self._stage(parts, folder=True, after=upload_files(self.data_dir, earlier) if earlier else [])
             try:
                 job_id = self.store.add(parts[0].name, origin, gather=(uid, ready))
             except BaseException:
@@ -159,9 +166,9 @@ class Intake:
         self.discard(parts)
         self.store.add(parts[0].name, origin, orthanc_id, error=reason)
 
-    def _stage(self, parts: list[Received], folder: bool = False) -> Path:
+    def _stage(self, parts: list[Received], folder: bool = False, after: list[Path] = ()) -> Path:
         """One file as it is (unless ``folder``); several in a new folder as ``1.dcm``, ``2.dcm``...: ready to move
-        in one step."""
+        in one step. ``after``: earlier instances of the study, copied in first (``0-1.dcm``...)."""
         uploads = self.data_dir / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         staged = uploads / f".{uuid.uuid4().hex}.tmp"
@@ -169,6 +176,8 @@ class Intake:
             os.replace(parts[0].path, staged)
             return staged
         staged.mkdir()
+        for i, path in enumerate(p for p in after if p.is_file()):
+            shutil.copyfile(path, staged / f"0-{i + 1}.dcm")
         for i, part in enumerate(parts):
             os.replace(part.path, staged / f"{i + 1}.dcm")
         return staged
@@ -180,7 +189,7 @@ class Intake:
             return
         for i, part in enumerate(parts):
             os.replace(staged / f"{i + 1}.dcm", part.path)
-        staged.rmdir()
+        shutil.rmtree(staged)
 
     def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what requests cut short left behind (a received file never queued, a folder never moved), once
