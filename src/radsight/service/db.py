@@ -128,6 +128,7 @@ class StudyStore(SqlStore):
         for column, kind in (("study_uid", "TEXT"), ("ready_at", "REAL")):  # a data folder from before gathering
             if column not in columns:
                 self._db.execute(f"ALTER TABLE studies ADD COLUMN {column} {kind}")
+        self._db.execute("CREATE INDEX IF NOT EXISTS studies_uid ON studies (study_uid)")
         self._lock = threading.Lock()
 
     def add(self, filename: str, origin: str, orthanc_id: str | None = None, error: str | None = None,
@@ -183,6 +184,7 @@ class StudyStore(SqlStore):
             self._db.execute("UPDATE studies SET status='failed', error=?, updated_at=? WHERE id=?",
                              (error, time.time(), study_id))
         return True
+
 
 def new_status(error: str | None, gather: tuple[str, float] | None) -> tuple[str, str | None, float | None]:
     """A new row's status, study UID and ready time."""

@@ -42,7 +42,7 @@ CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     2: """
 ALTER TABLE studies ADD COLUMN study_uid TEXT;
 ALTER TABLE studies ADD COLUMN ready_at DOUBLE PRECISION;
-CREATE INDEX studies_gathering ON studies (study_uid) WHERE status = 'gathering';
+CREATE INDEX studies_uid ON studies (study_uid);
 """}
 
 
