@@ -216,8 +216,9 @@ def analyze(
     device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto (a GPU when onnxruntime-gpu sees "
                                "one), cpu or cuda"),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="for DICOM input also write NAME.sr.dcm (TID 1500 "
-                                   "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay); for a study NAME.<view>.sc.dcm, one "
-                                   "overlay a view, and one report that references every image read"),
+                                   "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay); for a study "
+                                   "NAME.<view>.sc.dcm, one overlay a view, and one report that references every "
+                                   "image read"),
     engine: str = typer.Option("local", help="local, or ray: the same analysis on a Ray cluster, resumable "
                                "(needs radsight\\[ray])"),
     ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
@@ -716,7 +717,7 @@ def data_pack(
     bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="the model for bone_suppressed"),
 ) -> None:
     """Pack manifests into WebDataset tar shards of model inputs and targets, for radsight train --shards (needs
-    radsight\[train])."""
+    radsight\\[train])."""
     if len(manifest) != len(images):
         raise _fail("give one --images for each --manifest")
     from radsight.train.loop import TrainConfig

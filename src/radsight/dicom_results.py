@@ -108,7 +108,8 @@ def _capture(source: pydicom.Dataset, pixels: np.ndarray, photometric: hd.Photom
         ref_dataset=source, pixel_array=np.ascontiguousarray(pixels), photometric_interpretation=photometric,
         bits_allocated=bits, coordinate_system=hd.CoordinateSystemNames.PATIENT, series_instance_uid=series_uid,
         series_number=series_number, sop_instance_uid=generate_uid(), instance_number=number,
-        manufacturer=MANUFACTURER, patient_orientation=_orientation(source, view), contributing_equipment=_equipment(model))
+        manufacturer=MANUFACTURER, patient_orientation=_orientation(source, view),
+        contributing_equipment=_equipment(model))
 
 
 def _orientation(source: pydicom.Dataset, view: str | None) -> tuple[str, str]:
