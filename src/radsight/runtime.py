@@ -101,20 +101,23 @@ class Classifier(OnnxModel):
         return out
 
 
-class Segmenter(OnnxModel):
-    """Per-pixel probabilities (N, L, S, S)."""
+class Helper(OnnxModel):
+    """A model run beside a classifier (lungs, bone suppression, view): its idle threads do not spin, for
+    spinning ones slowed the classifier's 1.4x."""
 
-    spin = False  # it runs beside a classifier, whose threads its spinning ones slowed 1.4x
+    spin = False
+
+
+class Segmenter(Helper):
+    """Per-pixel probabilities (N, L, S, S)."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return sigmoid(self.run(batch)["mask_logits"].astype(np.float64))
 
 
-class BoneSuppressor(OnnxModel):
+class BoneSuppressor(Helper):
     """The bone image (N, 1, S, S) in display grey units: radsight's models output ``bone``; imported ones that
     output ``soft_tissue`` give it as their input minus their output."""
-
-    spin = False
 
     def __call__(self, batch: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """``batch``: the normalised input; ``pixels``: the same input in [0, 1] (N, 1, S, S)."""

@@ -13,7 +13,7 @@ from radsight.metrics import auroc
 from radsight.models.config import VIEW_CLASSIFICATION, ModelConfig
 from radsight.models.store import get_model
 from radsight.preprocess import prepare
-from radsight.runtime import OnnxModel, sigmoid
+from radsight.runtime import Helper, sigmoid
 
 
 class ViewModel:
@@ -23,7 +23,7 @@ class ViewModel:
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         if self.cfg.task != VIEW_CLASSIFICATION:
             raise ValueError(f"model {self.cfg.name} is a {self.cfg.task} model, not a view classifier")
-        self.session = OnnxModel(self.cfg, threads)
+        self.session = Helper(self.cfg, threads)
         self.threshold = self.cfg.threshold("lateral")
 
     def lateral_probability(self, image: Radiograph) -> float:
