@@ -22,9 +22,9 @@ from radsight.io import load_image
 from radsight.io.dicom import view_elements
 from radsight.io.loader import looks_like_dicom
 from radsight.pipeline import ood_reason
+from radsight.render import render_overlay
 from radsight.report import (DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, unique_stem,
                              write_image_files)
-from radsight.render import render_overlay
 from radsight.views import LATERAL, header_view
 
 HEADER_TAGS = ["StudyInstanceUID", "ViewPosition", "ViewCodeSequence", "PatientOrientation"]
