@@ -225,3 +225,15 @@ def test_mixed_precision_and_channels_last_train_on_a_cpu(tiny_set, tmp_path):
         train(config(tiny_set, tmp_path / "fp16", precision="fp16", device="cpu"))
     with pytest.raises(ValueError, match="--device tpu"):
         train(config(tiny_set, tmp_path / "tpu", device="tpu"))
+
+
+def test_the_lung_segmenter_trains_data_parallel_under_torchrun(mask_set, tmp_path):
+    """The lung task through the shared loop on two processes: each draws its half of every batch; one writes."""
+    two = torchrun_train(2, "--task", "lung-segmentation", "--manifest", str(mask_set / "manifest.csv"), "--images",
+                         str(mask_set / "images"), "--masks", str(mask_set / "masks"), "--out", str(tmp_path / "seg"),
+                         "--input-size", "64", "--iterations", "4", "--batch-size", "2", "--checkpoint-every", "2",
+                         "--val", "3.png", "--threads", "1")
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    assert "2 processes" in two.stdout and two.stdout.count("chosen checkpoint:") == 1
+    state = torch.load(tmp_path / "seg" / "last.pt", weights_only=False)
+    assert state["round"] == 1 and [h["iteration"] for h in state["history"]] == [2, 4]

@@ -92,7 +92,6 @@ def train(
     manifest, images = datasets[0]
     if task == "view":
         from radsight.train.view import ViewTrainConfig, train_view_classifier
-        _one_process_only(task)
         try:
             chosen = train_view_classifier(ViewTrainConfig(
                 sources=datasets, out=str(out), holdout=[h for h in holdout.split(",") if h],
@@ -100,20 +99,19 @@ def train(
                 batch_size=batch_size or 48, seed=seed, threads=threads, stop_after=stop_after))
         except ValueError as exc:
             raise _fail(str(exc))
-        typer.echo(f"checkpoint: {chosen}")
+        _echo_once(f"checkpoint: {chosen}")
         return
     if task == "lung-segmentation":
         from radsight.train.seg import SegTrainConfig, train_segmentation
         if masks is None:
             raise _fail("--task lung-segmentation needs --masks")
-        _one_process_only(task)
         seg = SegTrainConfig(manifest=str(manifest), images=str(images), masks=str(masks), out=str(out),
                              holdout=[h for h in holdout.split(",") if h], val=[v for v in val.split(",") if v],
                              input_size=input_size or 256,
                              iterations=iterations or 800, checkpoint_every=checkpoint_every,
                              batch_size=batch_size or 8, seed=seed, threads=threads,
                              stop_after=stop_after)
-        typer.echo(f"chosen checkpoint: {train_segmentation(seg)}")
+        _echo_once(f"chosen checkpoint: {train_segmentation(seg)}")
         return
     if task == "bone-suppression":
         from radsight.train.bone import BoneTrainConfig, train_bone_suppression
@@ -144,14 +142,19 @@ def train(
         best = run_training(cfg)
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""))
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run
-        typer.echo(f"best checkpoint: {best}")
+    _echo_once(f"best checkpoint: {best}")
+
+
+def _echo_once(line: str) -> None:
+    """Under torchrun, one line for the run (rank 0's)."""
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(line)
 
 
 def _one_process_only(task: str) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise _fail(f"--task {task} trains in one process; data-parallel training (torchrun) is for the classifier "
-                    f"(classification, abnormal)")
+        raise _fail(f"--task {task} trains in one process; data-parallel training (torchrun) is for the other tasks "
+                    f"(classification, abnormal, lung-segmentation, view)")
 
 
 EXAMPLE_FILE = "RG1_UNCR.dcm"

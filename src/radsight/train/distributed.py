@@ -38,6 +38,15 @@ class Ranks:
         size = -(-len(batch) // self.world) * self.world
         return batch.repeat(-(-size // len(batch)))[:size][self.rank::self.world]
 
+    def generator(self, seed: int, step: int) -> torch.Generator:
+        """A step's random draws on this rank: one process's own stream, or under torchrun each rank its own."""
+        return torch.Generator().manual_seed(seed * 100_003 + step + (7_919 * (self.rank + 1) if self.distributed
+                                                                      else 0))
+
+    def part(self, batch_size: int) -> int:
+        """This rank's share of a global batch of ``batch_size`` samples drawn at random (rounded up)."""
+        return -(-batch_size // self.world)
+
     def gather_rows(self, rows: torch.Tensor, total: int) -> torch.Tensor:
         """Rows computed rank by rank on ``range(rank, total, world)``, put back in order on every rank."""
         if not self.distributed:

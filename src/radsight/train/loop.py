@@ -214,7 +214,7 @@ class ClassifierTask(Task):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + round)
         batches = self.data.epoch(round, cfg.seed, ranks, cfg.batch_size, gen)
         if ranks.distributed:
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + round + 7_919 * (ranks.rank + 1))
+            gen = ranks.generator(cfg.seed, round)
         return ((gen, *batch) for batch in batches)
 
     def loss(self, model, batch) -> torch.Tensor:

@@ -16,6 +16,8 @@ from radsight.models.config import SEGMENTATION
 from radsight.preprocess import InputSpec, prepare, resize
 from radsight.segmentation import dice, read_mask
 from radsight.train.data import normalise_batch, photometric, random_affine, warp
+from radsight.train import distributed
+from radsight.train.distributed import Ranks
 from radsight.train.fit import Plan, Task, fit
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
@@ -90,20 +92,22 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class SegmentationTask(Task):
-    """``checkpoint_every`` sampled steps a round, each from a generator seeded by the step; the score is the val
-    images' mean Dice (NaN without val images)."""
+    """``checkpoint_every`` sampled steps a round, each from a generator seeded by the step (under torchrun, each
+    rank draws its share of the batch from its own); the score is the val images' mean Dice (NaN without val
+    images)."""
 
     unit = "checkpoint"
 
-    def __init__(self, cfg: SegTrainConfig, x: torch.Tensor, y: torch.Tensor, rows: MaskRows, net: torch.nn.Module):
-        self.cfg, self.x, self.y, self.rows, self.net = cfg, x, y, rows, net
+    def __init__(self, cfg: SegTrainConfig, x: torch.Tensor, y: torch.Tensor, rows: MaskRows, net: torch.nn.Module,
+                 ranks: Ranks = Ranks()):
+        self.cfg, self.x, self.y, self.rows, self.net, self.ranks = cfg, x, y, rows, net, ranks
 
     def batches(self, round: int):
-        cfg = self.cfg
+        cfg, size = self.cfg, self.ranks.part(self.cfg.batch_size)
         for it in range(round * cfg.checkpoint_every, min((round + 1) * cfg.checkpoint_every, cfg.iterations)):
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
-            idx = torch.randint(0, len(self.x), (cfg.batch_size,), generator=gen)
-            theta = random_affine(cfg.batch_size, gen)
+            gen = self.ranks.generator(cfg.seed, it)
+            idx = torch.randint(0, len(self.x), (size,), generator=gen)
+            theta = random_affine(size, gen)
             yield (normalise_batch(photometric(warp(self.x[idx], theta), gen), cfg.spec),
                    (warp(self.y[idx], theta) > 0.5).float())
 
@@ -129,19 +133,25 @@ class SegmentationTask(Task):
 
 def train_segmentation(cfg: SegTrainConfig) -> Path:
     """Train for ``iterations`` sampled steps, checkpointing every ``checkpoint_every`` to ``out/last.pt`` (the
-    best val Dice to ``out/best.pt``); re-running resumes. Held-out images are scored at the end."""
-    out = start_run(cfg)
+    best val Dice to ``out/best.pt``); re-running resumes. Held-out images are scored at the end. Under
+    ``torchrun``, data parallel on CPUs (gloo)."""
+    ranks = distributed.start(gpu=False)
+    out = start_run(cfg, ranks.main)
+    say = print if ranks.main else (lambda *a, **k: None)
     rows = mask_rows(cfg)
     x, y = load_pairs(cfg, rows.train, rows.mask_of)
-    print(f"training on {len(rows.train)} pairs; {len(rows.val)} choose the checkpoint; "
-          f"{len(rows.holdout)} held out")
+    say(f"training on {len(rows.train)} pairs; {len(rows.val)} choose the checkpoint; {len(rows.holdout)} held out"
+        + (f"; {ranks.world} processes" if ranks.distributed else ""))
     net = build("unet", in_chans=1, num_classes=1, base=cfg.base_width)
+    model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
     rounds = -(-cfg.iterations // cfg.checkpoint_every)
     stop_after = -(-cfg.stop_after // cfg.checkpoint_every) if cfg.stop_after else None
-    fit(SegmentationTask(cfg, x, y, rows, net), net, Plan(rounds, cfg.iterations, cfg.lr, stop_after=stop_after), out)
+    fit(SegmentationTask(cfg, x, y, rows, net, ranks), net, Plan(rounds, cfg.iterations, cfg.lr, stop_after=stop_after),
+        out, model=model, ranks=ranks, say=say)
     finished = torch.load(out / "last.pt", map_location="cpu", weights_only=False)["round"] + 1 == rounds
     chosen = out / "best.pt" if rows.val else out / "last.pt"
-    if rows.holdout and finished:
+    distributed.stop(ranks)
+    if rows.holdout and finished and ranks.main:
         net.load_state_dict(torch.load(chosen, map_location="cpu", weights_only=False)["model"])
         scores = mask_dice(net, cfg, rows.holdout, rows.mask_of)
         (out / "holdout_dice.json").write_text(json.dumps(scores, indent=2) + "\n")

@@ -22,6 +22,8 @@ from radsight.io import load_image
 from radsight.models.config import VIEW_CLASSIFICATION
 from radsight.preprocess import InputSpec, prepare
 from radsight.train.data import normalise_batch, photometric, warp
+from radsight.train import distributed
+from radsight.train.distributed import Ranks
 from radsight.train.fit import Plan, Task, atomic_save, fit
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields, register
@@ -113,14 +115,15 @@ class ViewTask(Task):
     unit = "checkpoint"
     EVERY = 100
 
-    def __init__(self, cfg: ViewTrainConfig, x: torch.Tensor, y: torch.Tensor, net: torch.nn.Module):
-        self.cfg, self.x, self.y, self.net = cfg, x, y, net
+    def __init__(self, cfg: ViewTrainConfig, x: torch.Tensor, y: torch.Tensor, net: torch.nn.Module,
+                 ranks: Ranks = Ranks()):
+        self.cfg, self.x, self.y, self.net, self.ranks = cfg, x, y, net, ranks
 
     def batches(self, round: int):
-        cfg = self.cfg
+        cfg, size = self.cfg, self.ranks.part(self.cfg.batch_size)
         for step in range(round * self.EVERY, min((round + 1) * self.EVERY, cfg.steps)):
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
-            idx = balanced_batch(self.y, cfg.batch_size, cfg.lateral_share, gen)
+            gen = self.ranks.generator(cfg.seed, step)
+            idx = balanced_batch(self.y, size, cfg.lateral_share, gen)
             yield normalise_batch(strong_augment(self.x[idx], gen), cfg.spec), self.y[idx]
 
     def loss(self, model, batch) -> torch.Tensor:
@@ -140,22 +143,30 @@ class ViewTask(Task):
 
 def train_view_classifier(cfg: ViewTrainConfig) -> Path:
     """Train for ``steps`` (no checkpoint is chosen on held-out images: the last one is the model), checkpointing
-    every 100 steps to ``out/last.pt``; re-running resumes. Writes ``out/final.pt`` when done."""
-    out = start_run(cfg)
+    every 100 steps to ``out/last.pt``; re-running resumes. Writes ``out/final.pt`` when done. Under ``torchrun``,
+    data parallel on CPUs (gloo)."""
+    ranks = distributed.start(gpu=False)
+    out = start_run(cfg, ranks.main)
+    say = print if ranks.main else (lambda *a, **k: None)
     rows = view_rows(cfg.sources)
     train_rows = [r for r in rows if r.split == "train" and r.patient not in cfg.holdout]
     x, y = load_views(train_rows, cfg.spec)
     if not (y == 1).any() or not (y == 0).any():
         raise ValueError("the training rows need both frontal and lateral images")
-    print(f"train {int((y == 1).sum())} laterals, {int((y == 0).sum())} frontal images; "
-          f"held-out patients: {', '.join(cfg.holdout) or 'none'}")
+    say(f"train {int((y == 1).sum())} laterals, {int((y == 0).sum())} frontal images; "
+        f"held-out patients: {', '.join(cfg.holdout) or 'none'}" + (f"; {ranks.world} processes" if ranks.distributed
+                                                                    else ""))
     net = build("view-cnn")
+    model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
     rounds = -(-cfg.steps // ViewTask.EVERY)
     stop_after = -(-cfg.stop_after // ViewTask.EVERY) if cfg.stop_after else None
-    fit(ViewTask(cfg, x, y, net), net, Plan(rounds, cfg.steps, cfg.lr, stop_after=stop_after), out)
+    fit(ViewTask(cfg, x, y, net, ranks), net, Plan(rounds, cfg.steps, cfg.lr, stop_after=stop_after), out,
+        model=model, ranks=ranks, say=say)
     last = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    distributed.stop(ranks)
     if last["round"] + 1 < rounds:
         return out / "last.pt"
-    last["held_out_patients"] = list(cfg.holdout)
-    atomic_save(last, out / "final.pt")
+    if ranks.main:
+        last["held_out_patients"] = list(cfg.holdout)
+        atomic_save(last, out / "final.pt")
     return out / "final.pt"
