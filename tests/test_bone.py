@@ -235,3 +235,15 @@ def test_a_classifier_reads_only_the_bone_model_it_was_trained_with(tiny_model, 
     assert Predictor(str(folder), bone_views=True).bone.cfg.name == "tiny-bone"  # not the shipped default
     with pytest.raises(ValueError, match="reads the bone_suppressed view of"):
         Predictor(str(folder), bone_model="radsight-bone-gan")
+
+
+def test_two_processes_train_the_gan_under_torchrun(pair_set, tmp_path):
+    """Data parallel: each rank draws half of every batch; the generator and the discriminator are each averaged;
+    rank 0 alone writes and prints."""
+    from conftest import torchrun_train
+    two = torchrun_train(2, "--task", "bone-suppression", "--manifest", str(pair_set / "manifest.csv"), "--images",
+                         str(pair_set / "images"), "--out", str(tmp_path / "gan"), "--stages", "32:4",
+                         "--batch-size", "4", "--threads", "1")
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    assert "2 processes" in two.stdout and two.stdout.count("chosen checkpoint:") == 1
+    assert torch.load(tmp_path / "gan" / "last.pt", weights_only=False)["step"] == 4

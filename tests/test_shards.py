@@ -86,7 +86,7 @@ def test_training_streams_from_shards_and_refuses_shards_packed_for_another_inpu
     assert both.exit_code == 2 and "or --shards" in both.output
 
 
-def test_two_processes_stream_their_shards_undertorchrun_train(shards, tmp_path):
+def test_two_processes_stream_their_shards_under_torchrun(shards, tmp_path):
     two = torchrun_train(2, "--shards", str(shards), "--out", str(tmp_path / "ddp"), "--epochs", "2", "--batch-size", "8",
                     "--threads", "1")
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]

@@ -205,16 +205,6 @@ def test_two_processes_under_torchrun_train_checkpoint_once_and_resume_on_one(ti
         assert abs(a["loss"] - b["loss"]) < 0.05  # the same global batches; only the augmentation streams differ
 
 
-def test_the_other_tasks_refuse_to_run_undertorchrun_train(tiny_set, tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from radsight.cli import app
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    result = CliRunner().invoke(app, ["train", "--task", "bone-suppression", "--manifest", str(tiny_set / "manifest.csv"),
-                                      "--images", str(tiny_set / "images"), "--out", str(tmp_path / "b")])
-    assert result.exit_code == 2 and "trains in one process" in result.output
-
-
 def test_mixed_precision_and_channels_last_train_on_a_cpu(tiny_set, tmp_path):
     """bf16 autocast and the NHWC layout (what GPUs train with) run here too; fp16 asks for a GPU."""
     train(config(tiny_set, tmp_path / "bf16", precision="bf16", channels_last=True, epochs=1))

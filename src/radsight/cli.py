@@ -115,12 +115,11 @@ def train(
         return
     if task == "bone-suppression":
         from radsight.train.bone import BoneTrainConfig, train_bone_suppression
-        _one_process_only(task)
         bone = BoneTrainConfig(manifest=str(manifest), images=str(images), out=str(out),
                                targets=str(targets) if targets else None, stages=stages, kind=kind,
                                batch_size=batch_size or 4, seed=seed, threads=threads, stop_after=stop_after)
         try:
-            typer.echo(f"chosen checkpoint: {train_bone_suppression(bone)}")
+            _echo_once(f"chosen checkpoint: {train_bone_suppression(bone)}")
         except ValueError as exc:
             raise _fail(str(exc))
         return
@@ -149,12 +148,6 @@ def _echo_once(line: str) -> None:
     """Under torchrun, one line for the run (rank 0's)."""
     if os.environ.get("RANK", "0") == "0":
         typer.echo(line)
-
-
-def _one_process_only(task: str) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise _fail(f"--task {task} trains in one process; data-parallel training (torchrun) is for the other tasks "
-                    f"(classification, abnormal, lung-segmentation, view)")
 
 
 EXAMPLE_FILE = "RG1_UNCR.dcm"

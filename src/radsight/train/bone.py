@@ -23,6 +23,7 @@ from radsight.io import load_image
 from radsight.models.config import BONE_SUPPRESSION
 from radsight.preprocess import InputSpec, resize
 from radsight.train.data import random_affine, warp
+from radsight.train import distributed
 from radsight.train.fit import atomic_save
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
@@ -146,8 +147,12 @@ def validation_psnr(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec
 
 
 def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
-    """Train; return the checkpoint chosen on the val split (the last one when there is no val split)."""
-    out = start_run(cfg)
+    """Train; return the checkpoint chosen on the val split (the last one when there is no val split). Under
+    ``torchrun``, data parallel: each rank draws its share of every batch from its own generator, the generator
+    and the discriminator are each averaged across ranks, and rank 0 alone writes."""
+    ranks = distributed.start()
+    out = start_run(cfg, ranks.main)
+    say = print if ranks.main else (lambda *a, **k: None)
     pairs = read_pairs(Path(cfg.manifest), Path(cfg.images), Path(cfg.targets) if cfg.targets else None)
     pairs = select(pairs, kind=cfg.kind) if cfg.kind else pairs
     x, y, cfg.native = load_pairs(select(pairs, "train"), max(s for s, _ in cfg.schedule))
@@ -156,12 +161,17 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
         x, y = (F.interpolate(t, size=(top, top), mode="bilinear", antialias=True, align_corners=False) for t in (x, y))
     val = select(pairs, "val")
     xv, yv, _ = load_pairs(val, cfg.size) if val else (None, None, 0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"train {len(x)} pairs, val {len(val)} pairs; stages "
-          f"{','.join(f'{s}:{n}' for s, n in cfg.schedule)}; device {device}")
+    device = torch.device("cuda", ranks.local) if torch.cuda.is_available() else torch.device("cpu")
+    say(f"train {len(x)} pairs, val {len(val)} pairs; stages {','.join(f'{s}:{n}' for s, n in cfg.schedule)}; "
+        f"device {device}" + (f"; {ranks.world} processes" if ranks.distributed else ""))
 
     gen_net = build("bone-generator", in_chans=1, base=cfg.base_width).to(device)
     disc = build("patch-discriminator", in_chans=2, base=cfg.disc_width).to(device)
+    # under torchrun each network is averaged by its own wrapper; the generator's step reads the discriminator
+    # itself, so that step synchronises the generator's gradients only
+    gen_step, disc_step = (torch.nn.parallel.DistributedDataParallel(n, device_ids=[device.index] if device.index is
+                                                                   not None else None) if ranks.distributed else n
+                           for n in (gen_net, disc))
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
     last, step, best, history = out / "last.pt", 0, -float("inf"), []
@@ -172,19 +182,19 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
         opt_g.load_state_dict(state["optimizer"])
         opt_d.load_state_dict(state["optimizer_d"])
         step, best, history = state["step"], state["best"], state["history"]
-        print(f"resuming at step {step}")
+        say(f"resuming at step {step}")
     plan = [size for size, steps in cfg.schedule for _ in range(steps)]
     stop = min(len(plan), cfg.stop_after or len(plan))
     gen_net.train()
     disc.train()
-    with Progress() as progress:
+    with Progress(disable=not ranks.main) as progress:
         task = progress.add_task("training", total=len(plan), completed=step)
         while step < stop:
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + step)
-            xb, yb = (t.to(device) for t in _batch(x, y, plan[step], cfg.crop, cfg.batch_size, gen))
-            soft = xb - gen_net(_normalise(xb, cfg.spec))
+            gen = ranks.generator(cfg.seed, step)
+            xb, yb = (t.to(device) for t in _batch(x, y, plan[step], cfg.crop, ranks.part(cfg.batch_size), gen))
+            soft = xb - gen_step(_normalise(xb, cfg.spec))
             # discriminator: hinge loss on real and generated soft tissue, conditioned on the radiograph
-            d_loss = F.relu(1 - disc(xb, yb)).mean() + F.relu(1 + disc(xb, soft.detach())).mean()
+            d_loss = F.relu(1 - disc_step(xb, yb)).mean() + F.relu(1 + disc_step(xb, soft.detach())).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -199,15 +209,22 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
                 score = validation_psnr(gen_net, xv, yv, cfg.spec) if xv is not None else float("nan")
                 history.append({"step": step, "size": plan[step - 1], "l1": l1.item(), "ssim_loss": structural.item(),
                                 "d_loss": d_loss.item(), "val_psnr": score})
-                progress.console.print(f"step {step}/{len(plan)}  size {plan[step - 1]}  L1 {l1.item():.5f}  "
-                                       f"1-SSIM {structural.item():.4f}  D {d_loss.item():.3f}  val PSNR {score:.2f}")
+                if ranks.main:
+                    progress.console.print(f"step {step}/{len(plan)}  size {plan[step - 1]}  L1 {l1.item():.5f}  "
+                                           f"1-SSIM {structural.item():.4f}  D {d_loss.item():.3f}  "
+                                           f"val PSNR {score:.2f}")
                 state = {"model": gen_net.state_dict(), "discriminator": disc.state_dict(),
                          "optimizer": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(), "step": step,
                          "best": max(best, score), "history": history, "task": BONE_SUPPRESSION,
                          **checkpoint_fields(gen_net), "labels": [BONE_OUTPUT], "input": asdict(cfg.spec)}
                 if score > best:
                     best = score
-                    atomic_save(state, out / "best.pt")
-                atomic_save(state, last)
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+                    if ranks.main:
+                        atomic_save(state, out / "best.pt")
+                if ranks.main:
+                    atomic_save(state, last)
+                ranks.barrier()
+    if ranks.main:
+        (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
+    distributed.stop(ranks)
     return out / "best.pt" if xv is not None and (out / "best.pt").exists() else last
