@@ -22,8 +22,8 @@ from radsight.image_quality import psnr
 from radsight.io import load_image
 from radsight.models.config import BONE_SUPPRESSION
 from radsight.preprocess import InputSpec, resize
-from radsight.train.data import random_affine, warp
 from radsight.train import distributed
+from radsight.train.data import random_affine, warp
 from radsight.train.fit import atomic_save
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
@@ -169,8 +169,8 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
     disc = build("patch-discriminator", in_chans=2, base=cfg.disc_width).to(device)
     # under torchrun each network is averaged by its own wrapper; the generator's step reads the discriminator
     # itself, so that step synchronises the generator's gradients only
-    gen_step, disc_step = (torch.nn.parallel.DistributedDataParallel(n, device_ids=[device.index] if device.index is
-                                                                   not None else None) if ranks.distributed else n
+    ids = [device.index] if device.type == "cuda" else None
+    gen_step, disc_step = (torch.nn.parallel.DistributedDataParallel(n, device_ids=ids) if ranks.distributed else n
                            for n in (gen_net, disc))
     opt_g = torch.optim.Adam(gen_net.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
