@@ -100,9 +100,7 @@ class Predictor:
 
     def admit(self, image: Radiograph) -> None:
         """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows."""
-        check = self.ood(image)
-        if check is not None and not check.in_distribution:
-            raise InputError(image.source, ood_reason(check))
+        refuse_ood(self.ood(image), image.source)
 
     def view_of(self, image: Radiograph) -> ViewCall | str:
         """The view ``image`` is read as (``radsight.views.decide``), or why it has none."""
@@ -313,9 +311,12 @@ def _predictor(model: str) -> Predictor:
     return Predictor(model)
 
 
-def ood_reason(check: OodCheck) -> str:
-    return (f"not like the frontal chest radiographs this model knows (out-of-distribution score {check.score:.2f} "
-            f"> {check.threshold:.2f})")
+def refuse_ood(check: OodCheck | None, source: str, what: str = "") -> None:
+    """Raise :class:`InputError` (``source``) when ``check`` finds the image unlike the radiographs the model knows;
+    ``what``: the image named in the reason ("frontal view " for a study's)."""
+    if check is not None and not check.in_distribution:
+        raise InputError(source, f"{what}not like the frontal chest radiographs this model knows (out-of-distribution "
+                                 f"score {check.score:.2f} > {check.threshold:.2f})")
 
 
 def analyze(path: str | os.PathLike, model: str = DEFAULT_MODEL, allow_ood: bool = False) -> Prediction:
@@ -323,13 +324,8 @@ def analyze(path: str | os.PathLike, model: str = DEFAULT_MODEL, allow_ood: bool
     an image the out-of-distribution gate refuses unless ``allow_ood`` (then ``prediction.ood`` says so)."""
     prediction = _predictor(model).predict(load_image(path))
     if not allow_ood:
-        _refuse_ood(prediction)
+        refuse_ood(prediction.ood, prediction.source)
     return prediction
-
-
-def _refuse_ood(prediction: Prediction) -> None:
-    if prediction.ood is not None and not prediction.ood.in_distribution:
-        raise InputError(prediction.source, ood_reason(prediction.ood))
 
 
 @dataclass
@@ -370,7 +366,7 @@ def analyze_one(predictor: Predictor, path: Path, stem: str, out_dir: Path, allo
         image = load_image(path)
         prediction = predictor.predict(image, explain)
         if not allow_ood:
-            _refuse_ood(prediction)
+            refuse_ood(prediction.ood, prediction.source)
     except InputError as exc:
         return Outcome(path, error=exc)
     if not (dicom_out and image.from_dicom):  # DICOM results for DICOM input only

@@ -21,7 +21,7 @@ from radsight.core import ImageMeta, InputError, Radiograph, StudyPrediction
 from radsight.io import load_image
 from radsight.io.dicom import view_elements
 from radsight.io.loader import looks_like_dicom
-from radsight.pipeline import ood_reason
+from radsight.pipeline import refuse_ood
 from radsight.render import render_overlay
 from radsight.report import (DISCLAIMER, SCHEMA_VERSION, atomic_write, prediction_document, unique_stem,
                              write_image_files)
@@ -112,9 +112,8 @@ def analyze_study(predictor, study: StudyInput, out_dir: Path, explain: Collecti
         if not images:
             raise InputError(study.name, "no image of this study could be read")
         outcome.prediction = predictor.predict_study(images, study.name, explain)
-        ood = outcome.prediction.ood
-        if not allow_ood and ood is not None and not ood.in_distribution:
-            raise InputError(study.name, f"frontal view {ood_reason(ood)}")
+        if not allow_ood:
+            refuse_ood(outcome.prediction.ood, study.name, "frontal view ")
     except InputError as exc:
         outcome.error = exc
         return outcome
