@@ -159,8 +159,8 @@ class DicomNode:
                     except InputError as exc:  # it was read when it came: the disk changed under it
                         log.warning("%s: %s", path.name, exc.reason)
                 try:
-                    if parts:
-                        self.intake.queue(parts, origin)
+                    if parts:  # each was screened when it came: the gate is not run again
+                        self.intake.queue(parts, origin, screened=True)
                 except InputError as exc:
                     self.intake.refuse(parts, origin, exc.reason)
         except (OSError, sqlite3.Error):  # what is left stays on disk: queued when the node starts again

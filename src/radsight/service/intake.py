@@ -98,18 +98,21 @@ class Intake:
         if not self.allow_ood and not (isinstance(call, ViewCall) and call.view == LATERAL):
             self.predictor.admit(part.image)
 
-    def queue(self, parts: list[Received], origin: str, orthanc_id: str | None = None) -> str | None:
+    def queue(self, parts: list[Received], origin: str, orthanc_id: str | None = None,
+              screened: bool = False) -> str | None:
         """Queue the parts of one study as one analysis; its id, or None when ``orthanc_id`` is already known (the
         parts' files are then removed). :class:`InputError` when the study cannot be analyzed (one lateral alone,
         no frontal view, a frontal the gate refuses); on any error the parts' files stay where they were. When
         gathering (DICOM parts of one study, not from Orthanc), the parts are screened one by one and join their
-        study's waiting analysis instead."""
+        study's waiting analysis instead. ``screened``: each part was screened as it came (the DICOM node), so the
+        out-of-distribution gate is not run on it again."""
         uid = parts[0].image.study_uid
         if self.gather_seconds > 0 and orthanc_id is None and uid and all(p.image.study_uid == uid for p in parts):
-            for part in parts:
-                self.screen(part)
+            if not screened:
+                for part in parts:
+                    self.screen(part)
             return self._gather(parts, origin, uid)
-        self._admit(parts)
+        self._admit(parts, gate=not (self.allow_ood or screened))
         staged = self._stage(parts)
         try:
             name = parts[0].name if len(parts) == 1 else f"{parts[0].name} (+{len(parts) - 1})"
@@ -151,14 +154,14 @@ class Intake:
         finally:
             self.discard(parts)
 
-    def _admit(self, parts: list[Received]) -> None:
+    def _admit(self, parts: list[Received], gate: bool) -> None:
         images = [p.image for p in parts]
         if len(images) == 1:
             self.predictor.readable_alone(images[0])
-            if not self.allow_ood:
+            if gate:
                 self.predictor.admit(images[0])
         else:
-            self.predictor.admit_study(images, images[0].study_uid or parts[0].name, gate=not self.allow_ood)
+            self.predictor.admit_study(images, images[0].study_uid or parts[0].name, gate=gate)
 
     def refuse(self, parts: list[Received], origin: str, reason: str, orthanc_id: str | None = None) -> None:
         """Record a study that arrived but cannot be analyzed as a failed job, so the worklist shows why (for doors
