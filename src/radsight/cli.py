@@ -220,13 +220,12 @@ def analyze(
     ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
-    import time
-
     from rich.console import Console
     from rich.progress import Progress
 
     from radsight.concurrency import default_workers, threads_per_worker
     from radsight.pipeline import analyze_files, expand_inputs
+    from radsight.tally import Tally
 
     given = list(paths or []) + ([_example_path()] if example else [])
     if not given:
@@ -269,52 +268,47 @@ def analyze(
         if not done:
             raise typer.Exit(1)
         return
-    done, failed = [], 0
-    start = time.perf_counter()
+    tally = Tally(console, err, quiet)
     # A bar only on a terminal (piped, it would leave a blank line); each image's line is printed as it finishes.
     with Progress(console=err, transient=True, disable=len(files) <= 3 or not err.is_terminal) as progress:
         task = progress.add_task("analyzing", total=len(files))
         for outcome in analyze_files(files, out, predictor, workers, allow_ood, wanted, dicom_out):
             progress.advance(task)
             if outcome.error is not None:
-                failed += 1
-                err.print(f"error: {outcome.error}", markup=False, highlight=False)
-                continue
-            done.append(outcome)
-            if not quiet:
-                console.print(_summary_line(outcome, out), markup=False, highlight=False)
-    seconds = time.perf_counter() - start
+                tally.failure(str(outcome.error))
+            else:
+                tally.success(outcome, _summary_line(outcome, out))
+    seconds, done = tally.seconds, tally.done
     _save_predictions(save_predictions, [o.path.name for o in done], predictor.cfg.findings,
                       [[f.probability for f in o.prediction.findings] for o in done])
     rate = len(done) / seconds if seconds > 0 else float("inf")
-    console.print(f"analyzed {len(done)} of {len(files)} images in {seconds:.1f} s ({rate:.2f} images/s); "
-                  f"{failed} failed; outputs in {out}", markup=False, highlight=False)
+    tally.say(f"analyzed {len(done)} of {len(files)} images in {seconds:.1f} s ({rate:.2f} images/s); "
+              f"{tally.failed} failed; outputs in {out}")
     if not done:
         raise typer.Exit(1)
 
 
 def _analyze_on_ray(outcomes, total: int, unit: str, out: Path, save_predictions, findings, console, err) -> None:
     """Print the engine's ``outcomes`` (``ray_engine.Done``) of ``total`` images or studies (``unit``) as they come."""
-    import time
-    start, done, failed, skipped = time.perf_counter(), [], 0, 0
+    from radsight.tally import Tally
+    tally = Tally(console, err)
     try:
         for d in outcomes:
             for note in (d.notes or "").splitlines():
-                err.print(f"error: {note}", markup=False, highlight=False)
+                tally.note(note)
             if d.error:
-                failed += 1
-                err.print(f"error: {d.error}", markup=False, highlight=False)
+                tally.failure(d.error)
             elif d.skipped:
-                skipped += 1
+                tally.skipped += 1
             else:
-                done.append(d)
-                console.print(f"{d.path} -> {out / d.json}", markup=False, highlight=False)
+                tally.success(d, f"{d.path} -> {out / d.json}")
     except ValueError as exc:
         raise _fail(str(exc))
+    done = tally.done
     _save_predictions(save_predictions, [Path(d.path).name for d in done], findings, [d.probabilities for d in done])
-    console.print(f"analyzed {len(done)} of {total} {unit} on Ray in {time.perf_counter() - start:.1f} s; "
-                  f"{skipped} already analyzed; {failed} failed; outputs in {out}", markup=False, highlight=False)
-    if not done and not skipped:
+    tally.say(f"analyzed {len(done)} of {total} {unit} on Ray in {tally.seconds:.1f} s; {tally.skipped} already "
+              f"analyzed; {tally.failed} failed; outputs in {out}")
+    if not done and not tally.skipped:
         raise typer.Exit(1)
 
 

@@ -1,12 +1,12 @@
 """``radsight analyze`` on studies: which model reads them, and the console lines of a study run."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from radsight.inputs import installed
 from radsight.models.store import DEFAULT_MODEL, DEFAULT_TWO_VIEW_MODEL
 from radsight.study import StudyInput, analyze_studies
+from radsight.tally import Tally
 
 
 def default_model(studies: list[StudyInput], one_study: bool) -> str:
@@ -19,21 +19,17 @@ def default_model(studies: list[StudyInput], one_study: bool) -> str:
 def run_studies(studies: list[StudyInput], out: Path, predictor, workers: int, explain, console, err,
                 quiet: bool = False, dicom_out: bool = False, allow_ood: bool = False) -> tuple[list, int]:
     """Analyze each study, printing a line per study and per error; the outcomes analyzed and the failures."""
-    done, failed, start = [], 0, time.perf_counter()
+    tally = Tally(console, err, quiet)
     for outcome in analyze_studies(studies, out, predictor, workers, explain, dicom_out, allow_ood):
         for exc in outcome.unreadable:
-            err.print(f"error: {exc}", markup=False, highlight=False)
+            tally.note(str(exc))
         if outcome.error is not None:
-            failed += 1
-            err.print(f"error: study {outcome.error}", markup=False, highlight=False)
-            continue
-        done.append(outcome)
-        if not quiet:
-            console.print(study_line(outcome, out), markup=False, highlight=False)
-    seconds = time.perf_counter() - start
-    console.print(f"analyzed {len(done)} of {len(studies)} studies in {seconds:.1f} s with {predictor.cfg.name}; "
-                  f"{failed} failed; outputs in {out}", markup=False, highlight=False)
-    return done, failed
+            tally.failure(f"study {outcome.error}")
+        else:
+            tally.success(outcome, study_line(outcome, out))
+    tally.say(f"analyzed {len(tally.done)} of {len(studies)} studies in {tally.seconds:.1f} s with "
+              f"{predictor.cfg.name}; {tally.failed} failed; outputs in {out}")
+    return tally.done, tally.failed
 
 
 def study_line(outcome, out: Path) -> str:
