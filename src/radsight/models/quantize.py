@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from radsight.models.config import ModelConfig
+from radsight.models.int8_graph import FLOAT_CONVS, QUANTIZED_OPS, prepare_for_int8, shared_concat_scales
 from radsight.models.store import sha256_file, user_dir, verify
 
 MAX_DELTA = 0.02  # default bound on any probability's change against float32
@@ -33,15 +34,10 @@ class _Batches:
         return None if batch is None else {"image": batch.astype(np.float32)}
 
 
-# Convolutions kept in float at each end of the network: the first see raw grey levels, the last feed the CAMs.
-# Chosen on train64's val split with the demo model (max |Δp| against float32; 300 or all 834 train images for
-# calibration): none 0.057; 1 a side 0.024; 2: 0.020 or 0.046; 3: 0.020 or 0.019; 4: 0.015 or 0.017.
-FLOAT_CONVS = 4
-
-
 def quantized_graph(source: Path, out: Path, calibration: np.ndarray, float_convs: int = FLOAT_CONVS) -> None:
-    """Write the int8 graph of ``source`` to ``out``: convolutions in int8 but ``float_convs`` at each end, the
-    CAM head's Einsum and the means in float, activations calibrated on ``calibration`` (N, C, S, S)."""
+    """Write the int8 graph of ``source`` to ``out``: :data:`QUANTIZED_OPS` in int8 but ``float_convs``
+    convolutions at each end, the CAM head's Einsum and the means in float, activations calibrated on
+    ``calibration`` (N, C, S, S)."""
     try:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -55,12 +51,16 @@ def quantized_graph(source: Path, out: Path, calibration: np.ndarray, float_conv
         pass
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
-        kept = convs[:float_convs] + convs[-float_convs:] if float_convs else []
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)  # folds BN into the convs before it
+        model = onnx.load(str(prepared))
+        kept = prepare_for_int8(model, calibration, float_convs)
+        onnx.save(model, str(prepared))
         quantize_static(str(prepared), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv"], nodes_to_exclude=kept)
+                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=kept)
+        quantized = onnx.load(str(out))
+        shared_concat_scales(quantized)
+        onnx.save(quantized, str(out))
 
 
 def quantize(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str, name: str | None = None,
@@ -77,8 +77,9 @@ def quantize(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str,
     out = replace(cfg, name=name, version=f"{cfg.version}{SUFFIX}", sha256=sha256_file(directory / cfg.weights),
                   model_card="", directory=directory, metrics={},
                   quantization={"precision": "int8", "method": "ONNX Runtime static quantization, QDQ, per-channel "
-                                "int8 weights, uint8 activations (MinMax); the first and last "
-                                f"{FLOAT_CONVS} convolutions in float", "source": cfg.name,
+                                "int8 weights, uint8 activations (MinMax); convolutions, batch norms as "
+                                "depthwise convolutions, ReLUs, concatenations and pools in int8 but the first and "
+                                f"last {FLOAT_CONVS} convolutions", "source": cfg.name,
                                 "source_version": cfg.version, "source_sha256": cfg.sha256,
                                 "calibration": calibration_source, "images": int(len(calibration))})
     out.save(directory)
