@@ -9,6 +9,9 @@ from scipy import ndimage
 from radsight.core import Box
 
 
+FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)  # ndimage.label's default, made once
+
+
 @dataclass(frozen=True)
 class BoxConfig:
     threshold: float = 0.5  # share of the heatmap's maximum a pixel must reach
@@ -47,11 +50,12 @@ def _regions(heat: np.ndarray, mask: np.ndarray, level: float, cfg: BoxConfig, g
     heat, mask = heat[window], mask[window]
     top, left = top + window[0].start, left + window[1].start
     grid_area = grid[0] * grid[1]
-    labels, count = ndimage.label(mask)
+    labels, count = ndimage.label(mask, FOUR_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    windows = ndimage.find_objects(labels)
     found = []
     for index in np.flatnonzero(sizes[1:] >= cfg.min_area * grid_area) + 1:  # label order, as before
-        r, c = _bounds(labels == index)
+        r, c = windows[index - 1]
         region, inner, y0, x0 = labels[r, c] == index, heat[r, c], top + r.start, left + c.start
         if r.stop - r.start < cfg.min_side * grid[0] or c.stop - c.start < cfg.min_side * grid[1]:
             continue
