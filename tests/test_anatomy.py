@@ -5,7 +5,7 @@ from scipy import ndimage
 from radsight.anatomy import (EvidenceRegions, cardiothoracic_ratio, energy_inside, fill_holes, heart_region,
                               label_lungs, lung_fields, outline, thorax_region)
 from radsight.explain.boxes import heatmap_boxes
-from radsight.segmentation import dice, hausdorff, iou
+from radsight.segmentation import dice, hausdorff, iou, side_dice
 
 
 def two_lungs(heart_right: int = 10, heart_left: int = 20) -> np.ndarray:
@@ -153,3 +153,13 @@ def test_fill_holes_in_a_window_equals_scipy():
         region = labels == largest
         filled = fill_holes(region, ndimage.find_objects(labels)[largest - 1])
         assert (filled == ndimage.binary_fill_holes(region)).all()
+
+
+def test_side_dice_tells_which_lung_differs():
+    truth = np.zeros((100, 120), bool)
+    truth[20:80, 10:50] = truth[20:80, 75:110] = True  # the patient's right lung on the image's left
+    predicted = truth.copy()
+    predicted[60:80, 75:110] = False  # the reference draws the left base lower (behind the heart)
+    right, left = side_dice(predicted, truth)
+    assert right == 1.0 and left == pytest.approx(2 * 40 * 35 / (60 * 35 + 40 * 35))
+    assert side_dice(predicted, np.zeros_like(truth))[0] == 0.0  # no reference regions: split at the centre

@@ -15,7 +15,7 @@ from radsight.anatomy import outline
 from radsight.io import load_image
 from radsight.lung_model import LungModel
 from radsight.preprocess import resize
-from radsight.segmentation import dice, hausdorff, iou, read_mask
+from radsight.segmentation import dice, hausdorff, iou, read_mask, side_dice
 
 
 MAX_LISTED = 30  # more images than this: the report lists the worst ones only
@@ -24,7 +24,9 @@ OVERLAYS = 20  # overlays are drawn for this many images, the lowest Dice first
 
 def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: Path, lung_model: str,
                                 subset: list[str] | None, split: str | None = None) -> dict:
-    """Each image against its reference mask (the manifest's ``mask`` column, else the image's own name)."""
+    """Each image against its reference mask (the manifest's ``mask`` column, else the image's own name); Dice
+    also for each lung (the patient's right and left), which tells a difference of convention at the heart, where
+    some references draw the lung behind it, from a lung the model missed."""
     with open(manifest, newline="") as fh:
         rows = [row for row in csv.DictReader(fh) if split is None or row.get("split") == split]
     if not rows:
@@ -46,7 +48,9 @@ def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: 
         anatomy, labels = found.anatomy, found.labels
         predicted = resize((labels > 0).astype(np.float32), image.height, image.width) > 0.5
         truth = read_mask(masks / mask_of[name], image.height, image.width) > 0.5
-        per_image[name] = {"dice": dice(predicted, truth), "iou": iou(predicted, truth),
+        right, left = side_dice(predicted, truth)
+        per_image[name] = {"dice": dice(predicted, truth), "dice_right": right, "dice_left": left,
+                           "iou": iou(predicted, truth),
                            "hausdorff_px": hausdorff(predicted, truth), "plausible": anatomy.plausible,
                            "reason": anatomy.reason, "source": source_of[name], "size": [image.width, image.height],
                            "ctr": anatomy.ctr.value if anatomy.ctr else None,
@@ -87,7 +91,7 @@ def _overlay(pixels: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> Im
 
 def _summary(values) -> dict:
     values = list(values)
-    out = {k: float(np.mean([v[k] for v in values])) for k in ("dice", "iou", "hausdorff_px")}
+    out = {k: float(np.mean([v[k] for v in values])) for k in ("dice", "dice_right", "dice_left", "iou", "hausdorff_px")}
     dices = np.asarray([v["dice"] for v in values])
     out.update(images=len(values), median_dice=float(np.median(dices)), dice_p05=float(np.percentile(dices, 5)),
                below_0_9=int((dices < 0.9).sum()), plausible=float(np.mean([v["plausible"] for v in values])),
@@ -104,15 +108,17 @@ def _listed(per_image: dict) -> list[tuple[str, dict]]:
 def _report(m: dict) -> str:
     split = f" (split {m['split']})" if m.get("split") else ""
     lines = [f"# Lung segmentation: {m['lung_model']}", "", f"{m['images']} images from `{m['manifest']}`{split}.", "",
-             "| set | images | mean Dice | median Dice | 5th pct. Dice | Dice < 0.9 | mean IoU | mean Hausdorff (px) "
-             "| plausible | CTR withheld |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| set | images | mean Dice | right lung | left lung | median Dice | 5th pct. Dice | Dice < 0.9 | mean IoU "
+             "| mean Hausdorff (px) | plausible | CTR withheld |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, v in [("all", m["mean"]), *m["by_source"].items()]:
-        lines.append(f"| {name} | {v['images']} | {v['dice']:.4f} | {v['median_dice']:.4f} | {v['dice_p05']:.4f} | "
+        lines.append(f"| {name} | {v['images']} | {v['dice']:.4f} | {v['dice_right']:.4f} | {v['dice_left']:.4f} | "
+                     f"{v['median_dice']:.4f} | {v['dice_p05']:.4f} | "
                      f"{v['below_0_9']} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']:.1%} | "
                      f"{v['ctr_withheld']} |")
     listed = _listed(m["per_image"])
     lines += ["", "Per image" + (f" (the {len(listed)} lowest Dice)" if len(listed) < m["images"] else "") + ":", "",
-              "| image | Dice | IoU | Hausdorff (px) | plausible |", "|---|---:|---:|---:|---|"]
+              "| image | Dice | right lung | left lung | IoU | Hausdorff (px) | plausible |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, v in listed:
-        lines.append(f"| {name} | {v['dice']:.4f} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']} |")
+        lines.append(f"| {name} | {v['dice']:.4f} | {v['dice_right']:.4f} | {v['dice_left']:.4f} | {v['iou']:.4f} | "
+                     f"{v['hausdorff_px']:.1f} | {v['plausible']} |")
     return "\n".join(lines) + "\n"

@@ -24,6 +24,19 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
 
 
+def side_dice(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Dice of the patient's right lung and of the left one (a frontal view: the right lung on the image's left),
+    split at the column between ``truth``'s two largest regions (the image's centre when it has fewer)."""
+    regions, count = ndimage.label(truth)
+    sizes = np.bincount(regions.ravel())[1:]
+    if count < 2:
+        cut = truth.shape[1] // 2
+    else:
+        a, b = (np.nonzero(regions == k + 1)[1].mean() for k in np.argsort(sizes)[-2:])
+        cut = int(round((a + b) / 2))
+    return dice(predicted[:, :cut], truth[:, :cut]), dice(predicted[:, cut:], truth[:, cut:])
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     union = np.logical_or(a, b).sum()
