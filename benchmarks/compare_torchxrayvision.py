@@ -12,10 +12,11 @@ values), saved in torchxrayvision's own format and imported with ``radsight mode
   - the folder, as ``radsight analyze`` runs it: one file a core at once (per-image time = wall / images).
 
 Each side runs in its own process (idle OpenMP/BLAS threads of one would otherwise spin against the
-other); radsight's process never imports torch, as in deployment. The sides take turns over ``--rounds``
-passes, so a machine that speeds up or slows down during the run affects both. Prints per-image times, the
-ratios torchxrayvision / radsight of each round and their median (above 1: radsight is faster), and the
-largest probability difference.
+other), and radsight's two ways in one each; radsight's processes never import torch, as in deployment, and the
+model is made (and quantized) in another. The sides take turns over ``--rounds`` passes, so a machine that
+speeds up or slows down during the run affects both. Prints per-image times, the ratios torchxrayvision /
+radsight of each round and their median (above 1: radsight is faster), each process's peak memory (RSS) and
+the largest probability difference.
 With ``--device cuda`` both sides run on the GPU (torch's CUDA build; onnxruntime-gpu's CUDA or TensorRT
 provider). With ``--precision int8`` radsight runs the int8 variant ``radsight models quantize`` makes (activations
 calibrated on ``--calibration`` images: a training split, never the measured ones); the probability difference
@@ -56,7 +57,13 @@ def _xrv_model(weights: str):
     return torch.load(weights, map_location="cpu", weights_only=False).eval()
 
 
-def _publisher(weights: str, files: list[Path], device: str = "cpu") -> tuple[list[float], float, list[dict]]:
+def _peak_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _publisher(weights: str, files: list[Path], device: str = "cpu") -> tuple[list[float], float, list[dict], float]:
     import torch
     import torchxrayvision as xrv
     net = _xrv_model(weights).to(device)
@@ -66,7 +73,7 @@ def _publisher(weights: str, files: list[Path], device: str = "cpu") -> tuple[li
         with torch.no_grad():
             return dict(zip(net.targets, net(torch.from_numpy(img)[None].to(device))[0].tolist()))
     run(files[0])  # warm-up
-    return _timed(run, files)
+    return (*_timed(run, files), _peak_mb())
 
 
 @lru_cache(maxsize=2)
@@ -77,17 +84,27 @@ def _predictor(home: str, anatomy: bool, threads: int, model: str):
     return Predictor(model, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads)
 
 
-def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool, model: str, device: str = "cpu") -> dict:
+def _radsight_single(home: str, files: list[Path], anatomy: bool, model: str, device: str = "cpu") -> dict:
+    """One image at a time on every core: per-image seconds, probabilities, heatmaps an image, peak memory."""
     os.environ["RADSIGHT_DEVICE"] = device
     from radsight.io import load_image
-    from radsight.concurrency import default_workers, ordered_map, threads_per_worker
-    from radsight.pipeline import analyze_files
     single = _predictor(home, anatomy, 0, model)
     single.predict(load_image(files[0]))  # warm-up
     times, _, predictions = _timed(lambda f: single.predict(load_image(f)), files)
+    return {"times": times, "probs": [{f.name: f.probability for f in p.findings} for p in predictions],
+            "heatmaps": statistics.mean(len(p.heatmaps) for p in predictions), "peak_mb": _peak_mb()}
 
+
+def _radsight_folder(home: str, files: list[Path], anatomy: bool, outputs: bool, model: str,
+                     device: str = "cpu") -> dict:
+    """The folder as ``radsight analyze`` runs it: wall seconds, files at once, peak memory."""
+    os.environ["RADSIGHT_DEVICE"] = device
+    from radsight.concurrency import default_workers, ordered_map, threads_per_worker
+    from radsight.io import load_image
+    from radsight.pipeline import analyze_files
     workers = default_workers(len(files))
     folder = _predictor(home, anatomy, threads_per_worker(workers), model)
+    folder.predict(load_image(files[0]))  # warm-up
     start = time.perf_counter()
     if outputs:
         with tempfile.TemporaryDirectory() as out:
@@ -96,9 +113,7 @@ def _radsight(home: str, files: list[Path], anatomy: bool, outputs: bool, model:
     else:
         for _ in ordered_map(lambda f: folder.predict(load_image(f)), files, workers):
             pass
-    return {"times": times, "folder_wall": time.perf_counter() - start, "workers": workers,
-            "probs": [{f.name: f.probability for f in p.findings} for p in predictions],
-            "heatmaps": statistics.mean(len(p.heatmaps) for p in predictions)}
+    return {"wall": time.perf_counter() - start, "workers": workers, "peak_mb": _peak_mb()}
 
 
 def main() -> None:
@@ -123,19 +138,23 @@ def main() -> None:
         raise SystemExit(f"no images under {args.data}")
     spawn = mp.get_context("spawn")
     rounds = []  # per round: torchxrayvision median, its wall/images, radsight median, radsight folder wall/images
-    with tempfile.TemporaryDirectory() as tmp, spawn.Pool(1) as publisher, spawn.Pool(1) as ours_pool:
-        weights = publisher.apply(_save_and_import, (tmp,))
-        model = MODEL
-        if args.precision == "int8":
-            model = publisher.apply(_quantize, (tmp, str(args.calibration), args.calibration_limit))
-        for _ in range(args.rounds):
-            times, wall, theirs = publisher.apply(_publisher, (weights, files, args.device))
-            ours = ours_pool.apply(_radsight, (tmp, files, args.anatomy, args.outputs, model, args.device))
-            rounds.append((statistics.median(times), wall / len(files), statistics.median(ours["times"]),
-                           ours["folder_wall"] / len(files)))
-        for pool in (publisher, ours_pool):  # let the workers exit on their own rather than be terminated
-            pool.close()
-            pool.join()
+    with tempfile.TemporaryDirectory() as tmp:
+        with spawn.Pool(1) as setup:  # its own process, so that quantizing weighs on no side's memory
+            weights = setup.apply(_save_and_import, (tmp,))
+            model = MODEL
+            if args.precision == "int8":
+                model = setup.apply(_quantize, (tmp, str(args.calibration), args.calibration_limit))
+        with spawn.Pool(1) as publisher, spawn.Pool(1) as single_pool, spawn.Pool(1) as folder_pool:
+            for _ in range(args.rounds):
+                times, wall, theirs, their_peak = publisher.apply(_publisher, (weights, files, args.device))
+                ours = single_pool.apply(_radsight_single, (tmp, files, args.anatomy, model, args.device))
+                ours_folder = folder_pool.apply(_radsight_folder, (tmp, files, args.anatomy, args.outputs, model,
+                                                              args.device))
+                rounds.append((statistics.median(times), wall / len(files), statistics.median(ours["times"]),
+                               ours_folder["wall"] / len(files)))
+            for pool in (publisher, single_pool, folder_pool):  # the workers exit on their own, not terminated
+                pool.close()
+                pool.join()
     diff = max(abs(p[name] - q[name]) for p, q in zip(ours["probs"], theirs) for name in p)
     a, a_wall, b, b_wall = (statistics.median(r[i] for r in rounds) for i in range(4))
     single, folder = [r[0] / r[2] for r in rounds], [r[1] / r[3] for r in rounds]
@@ -147,10 +166,12 @@ def main() -> None:
     print(f"torchxrayvision read+preprocess+forward, one image after another: median {a * 1000:.1f} ms/image, "
           f"wall/images {a_wall * 1000:.1f} ms")
     print(f"radsight, one image at a time (every core): median {b * 1000:.1f} ms/image")
-    print(f"radsight over the folder ({ours['workers']} files at once, as radsight analyze): "
+    print(f"radsight over the folder ({ours_folder['workers']} files at once, as radsight analyze): "
           f"wall/images {b_wall * 1000:.1f} ms")
     print(f"ratio torchxrayvision / radsight, one image at a time: {_ratios(single)}")
     print(f"ratio torchxrayvision / radsight, per-image time over the folder: {_ratios(folder)}")
+    print(f"peak memory (RSS) of each process: torchxrayvision {their_peak:.0f} MB; radsight one image at a time "
+          f"{ours['peak_mb']:.0f} MB, over the folder {ours_folder['peak_mb']:.0f} MB")
     print(f"max |probability difference|: {diff:.2e} (random weights, mostly saturated; "
           f"tests/test_importers.py checks parity on spread-out probabilities)")
 
