@@ -84,3 +84,16 @@ def test_a_densenet_runs_in_int8_between_its_float_ends(densenet, tmp_path):
         assert len({scales[node.input[0]], *(scales[node.input[i]] for i in range(3, len(node.input), 3))}) == 1
     probs = [1 / (1 + np.exp(-_run(m, _inputs(16, 100))["logits"])) for m in (densenet / "model.onnx", out)]
     assert np.abs(probs[1] - probs[0]).max() < 0.05
+
+
+def test_an_average_pool_with_onnx_default_strides_becomes_the_same_convolution():
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, 9, 9])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, None)
+    pool = helper.make_node("AveragePool", ["image"], ["out"], name="pool", kernel_shape=[3, 2])  # strides: 1
+    model = onnx.shape_inference.infer_shapes(helper.make_model(helper.make_graph([pool], "g", [x], [y]),
+                                                                opset_imports=[helper.make_opsetid("", 17)]))
+    inputs = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
+    before = _run(model, inputs)["out"]
+    assert average_pools_as_convs(model) == 1 and [n.op_type for n in model.graph.node] == ["Conv"]
+    np.testing.assert_allclose(_run(model, inputs)["out"], before, rtol=1e-5, atol=1e-6)

@@ -94,15 +94,17 @@ def average_pools_as_convs(model) -> int:
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type != "AveragePool" or node.input[0] not in g.widths or any(attrs.get("pads", [0])) \
-                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID") or attrs.get("ceil_mode", 0):
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID") or attrs.get("ceil_mode", 0) \
+                or any(d != 1 for d in attrs.get("dilations", [1])):
             nodes.append(node)
             continue
         kernel, channels = list(attrs["kernel_shape"]), g.widths[node.input[0]]
         weight = numpy_helper.from_array(np.full((channels, 1, *kernel), 1 / np.prod(kernel), np.float32),
-                                         f"{node.name}.depthwise.weight")
+                                         f"{node.name}.pool.weight")
         graph.initializer.append(weight)
         nodes.append(helper.make_node("Conv", [node.input[0], weight.name], list(node.output), name=f"{node.name}.pool",
-                                      group=channels, kernel_shape=kernel, strides=attrs.get("strides", kernel)))
+                                      group=channels, kernel_shape=kernel,
+                                      strides=attrs.get("strides", [1] * len(kernel))))
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
@@ -180,14 +182,15 @@ def shared_concat_scales(model) -> int:
         while parent.setdefault(key, key) != key:
             key = parent[key]
         return key
-    for node in model.graph.node:
+    for node in (n for n in model.graph.node if n.op_type == "Concat"):
         quantized = [g.made.get(name) for name in node.input] + g.readers.get(node.output[0], [])[:2]
-        if node.op_type != "Concat" or len(quantized) != len(node.input) + 1 \
+        if len(quantized) != len(node.input) + 1 \
                 or any(q is None or q.op_type != "DequantizeLinear" for q in quantized[:-1]) \
                 or quantized[-1].op_type != "QuantizeLinear":
             continue
         keys = [(q.input[1], q.input[2]) for q in quantized if len(q.input) == 3]
-        if len(keys) != len(quantized) or any(k not in g.consts for key in keys for k in key):
+        if len(keys) != len(quantized) or any(k not in g.consts for key in keys for k in key) \
+                or any(g.array(s).size != 1 for s, _ in keys):  # per-tensor scales only
             continue
         for key in keys[1:]:
             parent[root(key)] = root(keys[0])
@@ -254,7 +257,8 @@ def float_ends(model, float_convs: int = FLOAT_CONVS) -> list[str]:
 
 def prepare_for_int8(model, calibration: np.ndarray, float_convs: int = FLOAT_CONVS) -> list[str]:
     """Rewrite ``model`` (shapes inferred, batch norms after convolutions already folded into them) for
-    quantization: batch norms as depthwise convolutions, concatenated channels equalized on ``calibration``.
+    quantization: batch norms and average pools as depthwise convolutions, concatenated channels equalized on
+    ``calibration``.
     The names of the nodes to keep in float (:func:`float_ends`)."""
     batch_norms_as_convs(model)
     average_pools_as_convs(model)
