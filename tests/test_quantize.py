@@ -55,6 +55,18 @@ def test_refusal_reads_the_paired_auroc_interval():
     assert "excludes 0" in refusal({**base, "delta_mean_auroc_ci": [-0.03, -0.01]}, 0.02)
 
 
+def test_a_two_view_model_is_refused_before_any_image_is_read(twoview_model, tmp_path):
+    from typer.testing import CliRunner
+    from radsight.cli import app
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,split\nmissing.png,train\n")
+    result = CliRunner().invoke(app, ["models", "quantize", str(twoview_model), "--manifest", str(manifest),
+                                      "--images", str(tmp_path), "--check-manifest", str(manifest),
+                                      "--check-images", str(tmp_path)])
+    assert result.exit_code != 0 and "single-view classifiers only" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_compare_of_a_model_with_itself_is_exact(tiny_model):
     cfg = ModelConfig.load(tiny_model)
     y = (np.random.default_rng(1).random((10, len(cfg.labels))) < 0.5).astype(float)

@@ -11,13 +11,14 @@ from radsight.core import InputError
 from radsight.data.manifest import Manifest, read_manifest
 from radsight.io import load_image
 from radsight.models.config import ModelConfig
-from radsight.models.quantize import register
+from radsight.models.quantize import check_quantizable, register
 
 
 def run_quantize(predictor, manifest: Path, images: Path, split: str, limit: int, check_manifest: Path,
                  check_images: Path, check_split: str | None, max_delta: float, name: str | None) -> ModelConfig:
     """Raises ValueError (BenchmarkSplitError for benchmark calibration rows; no readable images) and
     QuantizationRefused with the figures."""
+    check_quantizable(predictor.cfg)
     calibration_rows = read_manifest(manifest, images).select(split)
     check_not_benchmark(calibration_rows)
     check_rows = read_manifest(check_manifest, check_images)

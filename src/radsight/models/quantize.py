@@ -63,11 +63,19 @@ def quantized_graph(source: Path, out: Path, calibration: np.ndarray, float_conv
         onnx.save(quantized, str(out))
 
 
+def check_quantizable(cfg: ModelConfig) -> None:
+    """ValueError for a model whose int8 variant cannot be made: calibration feeds the frontal view alone."""
+    if cfg.reads_lateral:
+        raise ValueError(f"model {cfg.name} reads a lateral view beside the frontal one: int8 variants are made of "
+                         f"single-view classifiers only")
+
+
 def quantize(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str, name: str | None = None,
              directory: Path | None = None) -> ModelConfig:
     """The int8 variant of ``cfg`` as a model folder (``<store>/<name>``, default ``NAME-int8``), with the float
     model's labels, thresholds, input contract and out-of-distribution gate. Measure it with :func:`compare` and
     :func:`refusal` before use; :func:`register` does all three."""
+    check_quantizable(cfg)
     name = name or cfg.name + SUFFIX
     directory = directory or user_dir() / name
     directory.mkdir(parents=True, exist_ok=True)
