@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import bone_pair, chest_phantom, make_dicom
-from radsight.image_quality import psnr, ssim
+from radsight.image_quality import ssim
 
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 
