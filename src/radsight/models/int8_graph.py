@@ -120,7 +120,8 @@ def equalize_concatenations(model, calibration: np.ndarray) -> int:
     The number of channels scaled."""
     g = _Graph(model.graph)
     concats = [n for n in model.graph.node if n.op_type == "Concat" and _axis(n) == 1 and n.output[0] not in g.outputs
-               and all(_depthwise(r) for r in g.readers.get(n.output[0], [])) and all(i in g.widths for i in n.input)]
+               and all(_depthwise(r) for r in g.readers.get(n.output[0], [])) and all(i in g.widths for i in n.input)
+               and len(set(n.input)) == len(n.input)]  # a part joined twice would need two offsets
     joined = {id(n) for n in concats}
     sources = {}  # concatenated tensor -> the convolution whose output channels it carries
     for name in {i for n in concats for i in n.input}:
