@@ -8,6 +8,7 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial.distance import directed_hausdorff
 
+from radsight.anatomy import LEFT, RIGHT, label_lungs
 from radsight.preprocess import resize
 
 
@@ -26,14 +27,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def side_dice(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Dice of the patient's right lung and of the left one (a frontal view: the right lung on the image's left),
-    split at the column between ``truth``'s two largest regions (the image's centre when it has fewer)."""
-    regions, count = ndimage.label(truth)
-    sizes = np.bincount(regions.ravel())[1:]
-    if count < 2:
-        cut = truth.shape[1] // 2
-    else:
-        a, b = (np.nonzero(regions == k + 1)[1].mean() for k in np.argsort(sizes)[-2:])
-        cut = int(round((a + b) / 2))
+    split at the column between ``truth``'s lungs as :func:`radsight.anatomy.label_lungs` names them (the image's
+    centre when it finds fewer than two)."""
+    labels, _ = label_lungs(truth.astype(np.float32))
+    columns = [np.nonzero(labels == side)[1] for side in (RIGHT, LEFT)]
+    cut = int(round(sum(c.mean() for c in columns) / 2)) if all(c.size for c in columns) else truth.shape[1] // 2
     return dice(predicted[:, :cut], truth[:, :cut]), dice(predicted[:, cut:], truth[:, cut:])
 
 
