@@ -2,7 +2,8 @@
 
 Each commit is checked out in a git worktree of its own and run with this interpreter (its dependencies) and that
 worktree's ``src`` first on the path. The inputs are made in a temporary folder, never committed:
-  - RG1 (pydicom-data's chest CR) in every encoding pydicom-data ships, with ``--dicom-out``;
+  - RG1 (pydicom-data's chest CR) in every encoding pydicom-data ships, with ``--dicom-out``: each file alone with
+    the frontal model, and the four as the one study they are;
   - the first ``--pngs`` films of NIH's benchmark folder (``--data``);
   - a multiview study (the first PA and lateral PNGs of one patient in ``multiview``), with ``--study``;
   - a study of two DICOMs made from RG1 (a PA and an LL header, one StudyInstanceUID), with ``--dicom-out``.
@@ -41,7 +42,8 @@ def make_inputs(root: Path, data: Path, pngs: int) -> dict[str, list[str]]:
         found = get_testdata_file(name)
         if found:
             shutil.copy(found, rg1 / name)
-    runs["rg1"] = [str(rg1), "--dicom-out"]
+    runs["rg1"] = [str(rg1), "--model", "radsight-nih64-demo", "--dicom-out"]  # each file alone
+    runs["rg1-study"] = [str(rg1), "--dicom-out"]  # one StudyInstanceUID: one study, the two-view model
     bench = sorted((data / "nih-cxr14" / "benchmark" / "images").glob("*.png"))[:pngs]
     if bench:
         folder = root / "benchmark"
