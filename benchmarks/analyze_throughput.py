@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from radsight.batch.run import analyze_files
 from radsight.io import expand_inputs, load_image
 from radsight.models.store import DEFAULT_MODEL
-from radsight.pipeline import Predictor, analyze_files
+from radsight.pipeline.predictor import Predictor
 
 
 def main() -> None:

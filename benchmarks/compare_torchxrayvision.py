@@ -77,18 +77,17 @@ def _publisher(weights: str, files: list[Path], device: str = "cpu") -> tuple[li
 
 
 @lru_cache(maxsize=2)
-def _predictor(home: str, anatomy: bool, threads: int, model: str):
+def _predictor(home: str, anatomy: bool, threads: int, model: str, device: str):
     os.environ["RADSIGHT_HOME"] = home
     from radsight.models.store import DEFAULT_LUNG_MODEL
-    from radsight.pipeline import Predictor
-    return Predictor(model, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads)
+    from radsight.pipeline.predictor import Predictor
+    return Predictor(model, lung_model=DEFAULT_LUNG_MODEL if anatomy else None, threads=threads, device=device)
 
 
 def _radsight_single(home: str, files: list[Path], anatomy: bool, model: str, device: str = "cpu") -> dict:
     """One image at a time on every core: per-image seconds, probabilities, heatmaps an image, peak memory."""
-    os.environ["RADSIGHT_DEVICE"] = device
     from radsight.io import load_image
-    single = _predictor(home, anatomy, 0, model)
+    single = _predictor(home, anatomy, 0, model, device)
     single.predict(load_image(files[0]))  # warm-up
     times, _, predictions = _timed(lambda f: single.predict(load_image(f)), files)
     return {"times": times, "probs": [{f.name: f.probability for f in p.findings} for p in predictions],
@@ -98,12 +97,11 @@ def _radsight_single(home: str, files: list[Path], anatomy: bool, model: str, de
 def _radsight_folder(home: str, files: list[Path], anatomy: bool, outputs: bool, model: str,
                      device: str = "cpu") -> dict:
     """The folder as ``radsight analyze`` runs it: wall seconds, files at once, peak memory."""
-    os.environ["RADSIGHT_DEVICE"] = device
+    from radsight.batch.run import analyze_files
     from radsight.concurrency import default_workers, ordered_map, threads_per_worker
     from radsight.io import load_image
-    from radsight.pipeline import analyze_files
     workers = default_workers(len(files))
-    folder = _predictor(home, anatomy, threads_per_worker(workers), model)
+    folder = _predictor(home, anatomy, threads_per_worker(workers), model, device)
     folder.predict(load_image(files[0]))  # warm-up
     start = time.perf_counter()
     if outputs:
@@ -185,7 +183,7 @@ def _save_and_import(home: str) -> str:
     import torch
     import torchxrayvision as xrv
     os.environ["RADSIGHT_HOME"] = home
-    from radsight.models.pull import import_file
+    from radsight.convert.pull import import_file
     torch.manual_seed(0)
     path = Path(home) / "xrv.pt"
     torch.save(xrv.models.DenseNet(apply_sigmoid=True).eval(), path)
@@ -197,9 +195,9 @@ def _quantize(home: str, calibration: str, limit: int) -> str:
     """The imported model's int8 variant, calibrated on ``limit`` images of the folder ``calibration``."""
     import numpy as np
     os.environ["RADSIGHT_HOME"] = home
+    from radsight.convert.quantize import quantize
     from radsight.io import expand_inputs, load_image
-    from radsight.models.quantize import quantize
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     float_model = Predictor(MODEL, lung_model=None)
     inputs = np.stack([float_model.classifier_input(load_image(f))[0]
                        for f in expand_inputs([Path(calibration)])[:limit]])

@@ -28,11 +28,11 @@ from torch import nn
 
 from radsight.core import FINDINGS
 from radsight.explain import METHODS
+from radsight.inputs.preprocess import InputSpec
 from radsight.io import expand_inputs, load_image
 from radsight.models.config import ModelConfig
 from radsight.models.store import DEFAULT_MODEL, sha256_file
-from radsight.pipeline import Predictor
-from radsight.preprocess import InputSpec
+from radsight.pipeline.predictor import Predictor
 from radsight.train.export import CLASSIFIER_OUTPUTS, export_onnx
 from radsight.train.registry import build
 

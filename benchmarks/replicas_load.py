@@ -39,7 +39,7 @@ def _port() -> int:
 
 def _serve(data: str, db: str | None) -> tuple[subprocess.Popen, str]:
     port = _port()
-    args = [sys.executable, "-m", "radsight.cli", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
+    args = [sys.executable, "-m", "radsight", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
             "--token", TOKEN, "--no-bone-views", "--lease-seconds", "5"] + (["--db", db] if db else [])
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

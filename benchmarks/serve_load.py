@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from radsight.io import expand_inputs, load_image
-from radsight.pipeline import Predictor
+from radsight.pipeline.predictor import Predictor
 
 TOKEN = "load-test"
 
@@ -62,7 +62,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
+        server = subprocess.Popen([sys.executable, "-m", "radsight", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
                                    "--token", TOKEN, "--workers", str(args.workers)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         url = f"http://127.0.0.1:{port}"

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import fuzz_originals  # noqa: E402
-
 from radsight.io import load_image  # noqa: E402
-from radsight.io.mutate import fuzz  # noqa: E402
+
+from conftest import fuzz_originals  # noqa: E402
+from mutate import fuzz  # noqa: E402
 
 
 def originals(root: Path, data: Path | None) -> dict[str, bytes]:

@@ -12,7 +12,7 @@ MODEL=src/radsight/weights/$NAME
 L=$DATA/lung-masks-public
 O=$DATA/lung-masks
 
-radsight train --task lung-segmentation --manifest "$L/manifest.csv" --images "$L/images" --masks "$L/masks" \
+radsight train --task anatomy --manifest "$L/manifest.csv" --images "$L/images" --masks "$L/masks" \
   --out "$RUN" --iterations 3600 --checkpoint-every 300 --threads 2 --seed 0
 radsight export "$RUN/best.pt" --out "$MODEL" --name "$NAME" --version 0.2.0 --license MIT \
   --training-data "lung-masks-public train split: 4,597 chest radiographs with lung masks (COVID-QU-Ex, Tahir et al. 2021; COVID-19 Radiography Database, Chowdhury et al. 2020 / Rahman et al. 2021; ieee8023 covid-chestxray-dataset images with GBSeg masks, CC BY 4.0); its 586-image val split chose the checkpoint"

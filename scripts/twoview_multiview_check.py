@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from radsight.inputs.preprocess import prepare
 from radsight.io import load_image
 from radsight.models.store import DEFAULT_TWO_VIEW_MODEL
-from radsight.pipeline import Predictor
-from radsight.preprocess import prepare
-from radsight.runtime import sigmoid
+from radsight.pipeline.predictor import Predictor
+from radsight.runtime.onnx import sigmoid
 
 
 def main() -> None:

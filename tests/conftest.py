@@ -113,9 +113,9 @@ def tiny_model(tmp_path_factory) -> Path:
     """A random-weight densenet-small exported to a model folder; Effusion's threshold is 0 (always positive)."""
     torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]")
     from radsight.core import FINDINGS
+    from radsight.inputs.preprocess import InputSpec
     from radsight.models.config import TRIAGE_LABEL, ModelConfig
     from radsight.models.store import sha256_file
-    from radsight.preprocess import InputSpec
     from radsight.train.export import CLASSIFIER_OUTPUTS, export_onnx
     from radsight.train.registry import build
 
@@ -137,9 +137,9 @@ def twoview_model(tmp_path_factory):
     """A random-weight two-view model folder; Effusion is always positive (threshold 0)."""
     torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]")
     from radsight.core import FINDINGS
+    from radsight.inputs.preprocess import InputSpec
     from radsight.models.config import TRIAGE_LABEL, ModelConfig
     from radsight.models.store import sha256_file
-    from radsight.preprocess import InputSpec
     from radsight.train.export import CLASSIFIER_OUTPUTS, export_onnx
     from radsight.train.registry import build
     out = tmp_path_factory.mktemp("twoview")
@@ -159,6 +159,7 @@ def image_set(root: Path, films) -> Path:
     """A manifest folder: ``films`` yields (name, pixels in [0, 1], patient id, split, 14 labels, "" unknown);
     written as 8-bit PNGs under ``root/images`` and ``root/manifest.csv``."""
     import csv
+
     from PIL import Image
 
     from radsight.core import FINDINGS
@@ -253,8 +254,8 @@ def tiny_bone_model(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]")
     from dataclasses import asdict
 
+    from radsight.inputs.preprocess import InputSpec
     from radsight.models.config import BONE_SUPPRESSION
-    from radsight.preprocess import InputSpec
     from radsight.train.export import export_checkpoint
     from radsight.train.registry import build, checkpoint_fields
     root = tmp_path_factory.mktemp("bone")
@@ -311,7 +312,7 @@ def start_serve(data_dir: Path, log_path: Path, *args: str, token: str = "t") ->
     import httpx
     port = free_port()
     with log_path.open("ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "radsight.cli", "serve", "--data-dir", str(data_dir),
+        server = subprocess.Popen([sys.executable, "-m", "radsight", "serve", "--data-dir", str(data_dir),
                                    "--port", str(port), "--token", token, "--allow-ood", *args],
                                   stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

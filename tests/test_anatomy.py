@@ -2,10 +2,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from radsight.anatomy import (EvidenceRegions, cardiothoracic_ratio, energy_inside, fill_holes, heart_region,
-                              label_lungs, lung_fields, outline, thorax_region)
+from radsight.evaluate.overlap import dice, hausdorff, iou, side_dice
 from radsight.explain.boxes import heatmap_boxes
-from radsight.segmentation import dice, hausdorff, iou, side_dice
+from radsight.heads.lung_geometry import (
+    EvidenceRegions,
+    cardiothoracic_ratio,
+    energy_inside,
+    fill_holes,
+    heart_region,
+    label_lungs,
+    lung_fields,
+    outline,
+    thorax_region,
+)
 
 
 def two_lungs(heart_right: int = 10, heart_left: int = 20) -> np.ndarray:
@@ -135,7 +144,7 @@ def test_outline_closes_on_the_border():
 @pytest.mark.parametrize("kind", ["gradient", "checkerboard"])
 def test_shipped_lung_model_calls_non_chest_images_implausible(kind):
     from radsight.core import Radiograph
-    from radsight.lung_model import LungModel
+    from radsight.heads.anatomy import LungModel
     yy, xx = np.mgrid[0:300, 0:300] / 300.0
     pixels = xx * 0.8 + 0.1 if kind == "gradient" else ((np.floor(yy * 6) + np.floor(xx * 6)) % 2) * 0.8 + 0.1
     anatomy = LungModel().segment(Radiograph(pixels=pixels.astype(np.float32), source=kind)).anatomy

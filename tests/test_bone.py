@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from radsight.evaluate.image_quality import ssim
+
 from conftest import bone_pair, chest_phantom, make_dicom
-from radsight.image_quality import ssim
 
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 
@@ -81,8 +82,8 @@ def bone_model(trained, tmp_path_factory):
 
 
 def test_export_runs_without_torch_and_matches_it(bone_model, trained):
-    from radsight.bone_model import BoneModel
     from radsight.core import Radiograph
+    from radsight.heads.bone import BoneModel
     cfg, best = trained
     image, _ = bone_pair(SIZE, seed=99)
     views = BoneModel(bone_model).views(Radiograph(pixels=image, source="x"))
@@ -93,8 +94,9 @@ def test_export_runs_without_torch_and_matches_it(bone_model, trained):
 
 
 def test_analyze_writes_soft_tissue_and_bone_views_at_the_input_size(bone_model, tiny_model, tmp_path):
-    from radsight.cli import app
     from typer.testing import CliRunner
+
+    from radsight.cli import app
     dicom = make_dicom(tmp_path / "study.dcm", chest_phantom(300, 260))
     result = CliRunner().invoke(app, ["analyze", str(dicom), "--model", str(tiny_model), "--bone-model",
                                       str(bone_model.directory), "--out", str(tmp_path / "out"), "--no-anatomy"])
@@ -112,7 +114,7 @@ def test_analyze_writes_soft_tissue_and_bone_views_at_the_input_size(bone_model,
 
 
 def test_evaluate_bone_pairs_reports_model_and_identity_with_cis(bone_model, pair_set, tmp_path):
-    from radsight.evaluate_bone import run_bone_evaluation
+    from radsight.evaluate.bone import run_bone_evaluation
     from radsight.models.store import DEFAULT_LUNG_MODEL
     m = run_bone_evaluation(pair_set / "manifest.csv", pair_set / "images", None, tmp_path / "ev",
                             str(bone_model.directory), DEFAULT_LUNG_MODEL, "test", bootstrap=200)
@@ -126,8 +128,9 @@ def test_evaluate_bone_pairs_reports_model_and_identity_with_cis(bone_model, pai
 
 
 def test_training_cli_on_pairs(pair_set, tmp_path):
-    from radsight.cli import app
     from typer.testing import CliRunner
+
+    from radsight.cli import app
     result = CliRunner().invoke(app, ["train", "--task", "bone-suppression", "--manifest",
                                       str(pair_set / "manifest.csv"), "--images", str(pair_set / "images"),
                                       "--out", str(tmp_path / "run"), "--stages", "32:2,64:2", "--threads", "1"])
@@ -150,9 +153,9 @@ def _gusarev_reference(state: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_gusarev_state_dict_imports_with_parity(tmp_path, monkeypatch):
-    from radsight.bone_model import BoneModel
+    from radsight.convert.pull import import_file
+    from radsight.heads.bone import BoneModel
     from radsight.io import load_image
-    from radsight.models.pull import import_file
     from radsight.train.bone_nets import GusarevAutoencoder
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "home"))
     torch.manual_seed(3)
@@ -180,10 +183,11 @@ def test_gusarev_state_dict_imports_with_parity(tmp_path, monkeypatch):
 def test_classifier_that_reads_a_missing_bone_model_refuses_to_load(tiny_model, tmp_path):
     import shutil
 
+    from typer.testing import CliRunner
+
     from radsight.cli import app
     from radsight.models.config import ModelConfig
-    from radsight.pipeline import Predictor
-    from typer.testing import CliRunner
+    from radsight.pipeline.predictor import Predictor
     folder = tmp_path / "enhanced"
     shutil.copytree(tiny_model, folder)
     cfg = ModelConfig.load(folder)
@@ -211,7 +215,7 @@ def test_a_config_that_misstates_the_networks_input_is_refused_at_load(tiny_mode
     import shutil
 
     from radsight.models.config import ModelConfig
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     folder = tmp_path / "wrong"
     shutil.copytree(tiny_model, folder)
     cfg = ModelConfig.load(folder)
@@ -225,7 +229,7 @@ def test_a_classifier_reads_only_the_bone_model_it_was_trained_with(tiny_model, 
     import shutil
 
     from radsight.models.config import ModelConfig
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     folder = tmp_path / "enhanced"
     shutil.copytree(tiny_model, folder)
     cfg = ModelConfig.load(folder)

@@ -20,6 +20,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
 httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
 playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright (radsight[test])")
 
+from radsight.pipeline.options import PredictorOptions  # noqa: E402
 from radsight.service.app import Settings, create_app  # noqa: E402
 from radsight.service.pacs import stow_body  # noqa: E402
 
@@ -30,8 +31,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 def server(tmp_path, tiny_bone_model):
     if not os.path.exists(CHROMIUM):
         server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
-    app = create_app(Settings(data_dir=tmp_path / "data", token="t", bone_model=str(tiny_bone_model),
-                              allow_ood=True))  # phantoms, not films
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t",
+                              predictor=PredictorOptions(bone_model=str(tiny_bone_model), allow_ood=True)))  # phantoms, not films
     with served(app) as url:
         yield url
 
@@ -111,8 +112,8 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
 def study_server(tmp_path, twoview_model):
     if not os.path.exists(CHROMIUM):
         server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
-    app = create_app(Settings(data_dir=tmp_path / "data", token="t", model=str(twoview_model), lung_model=None,
-                              allow_ood=True))
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t",
+                              predictor=PredictorOptions(model=str(twoview_model), lung_model=None, allow_ood=True)))
     with served(app) as url:
         yield url
 

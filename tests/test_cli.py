@@ -7,8 +7,9 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import corpus_file, make_dicom
 from radsight.cli import app
+
+from conftest import corpus_file, make_dicom
 
 runner = CliRunner()
 
@@ -65,7 +66,7 @@ def test_version():
 
 def test_piped_batch_prints_a_line_an_image_and_nothing_on_stderr(tmp_path, phantom, tiny_model):
     paths = [str(make_dicom(tmp_path / f"{i}.dcm", phantom)) for i in range(4)]  # > 3: a bar on a terminal
-    run = subprocess.run([sys.executable, "-m", "radsight.cli", "analyze", *paths, "--out", str(tmp_path / "o"),
+    run = subprocess.run([sys.executable, "-m", "radsight", "analyze", *paths, "--out", str(tmp_path / "o"),
                           "--model", str(tiny_model), "--workers", "1"], capture_output=True, text=True, check=True)
     assert run.stderr == ""
     lines = run.stdout.splitlines()
@@ -131,7 +132,6 @@ def test_models_list_shows_installed_and_pullable(tmp_path, monkeypatch):
 
 def test_models_pull_offline_fails_fast_with_a_hint(tmp_path, monkeypatch):
     import time
-
     from dataclasses import replace
 
     from radsight.models import catalog

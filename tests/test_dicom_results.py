@@ -10,8 +10,9 @@ import pydicom
 import pytest
 from typer.testing import CliRunner
 
-from conftest import chest_phantom, corpus_file, server_unavailable
 from radsight.cli import app
+
+from conftest import chest_phantom, corpus_file, server_unavailable
 
 
 @pytest.fixture(scope="module")

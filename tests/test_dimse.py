@@ -20,6 +20,7 @@ pytest.importorskip("pynetdicom", reason="the DICOM node needs radsight[serve]")
 httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
 uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
 
+from radsight.pipeline.options import PredictorOptions  # noqa: E402
 from radsight.service.app import Settings, create_app  # noqa: E402
 from radsight.service.dimse import Peer, allows  # noqa: E402
 
@@ -118,7 +119,7 @@ def test_outbox_keeps_results_across_a_restart_and_backs_off(tmp_path):
 
 def _two_view_node(tmp_path, model):
     settings = Settings(data_dir=tmp_path / "data", token="t", dimse_port=free_port(), ae_title="RADSIGHT",
-                        model=str(model), lung_model=None, allow_ood=True)  # phantoms, not films
+                        predictor=PredictorOptions(model=str(model), lung_model=None, allow_ood=True))  # phantoms
     return settings
 
 

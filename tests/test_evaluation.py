@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import shared
-from radsight.calibration import BenchmarkSplitError, check_not_benchmark, choose_thresholds
 from radsight.data.manifest import Manifest
 from radsight.data.predictions import read_predictions, write_predictions
-from radsight.evaluation import Bootstrap, evaluate_scores, operating_point
-from radsight.metrics import auroc, weighted_auroc, youden_threshold
+from radsight.evaluate.calibration import BenchmarkSplitError, check_not_benchmark, choose_thresholds
+from radsight.evaluate.metrics import auroc, weighted_auroc, youden_threshold
+from radsight.evaluate.scores import Bootstrap, evaluate_scores, operating_point
+from radsight.inputs.preprocess import InputSpec
 from radsight.models.config import ModelConfig
-from radsight.preprocess import InputSpec
+
+from conftest import shared
 
 
 def synthetic(n=300, k=3, seed=0):
@@ -102,7 +103,7 @@ def test_predictions_csv_round_trip(tmp_path):
 
 @pytest.mark.shared_data
 def test_reference_chexnet_mean_auroc_on_benchmark(tmp_path):
-    from radsight.evaluate_cmd import run_evaluation
+    from radsight.evaluate.findings import run_evaluation
     bench = shared("nih-cxr14", "benchmark")
     ref = shared("nih-cxr14", "reference", "reproduce_chexnet_preds.csv")
     m = run_evaluation(bench / "manifest.csv", bench / "images", tmp_path, None, ref, None, None, 50)
@@ -112,7 +113,7 @@ def test_reference_chexnet_mean_auroc_on_benchmark(tmp_path):
 
 
 def test_iou_iobb_and_pointing():
-    from radsight.localization import iobb, iou, localization_summary, pointing_hit
+    from radsight.evaluate.localization import iobb, iou, localization_summary, pointing_hit
     truth = (10, 10, 20, 20)
     assert iou(truth, truth) == 1 and iou(truth, (40, 40, 5, 5)) == 0
     assert iou(truth, (20, 10, 20, 20)) == pytest.approx(200 / 600)
@@ -127,7 +128,7 @@ def test_iou_iobb_and_pointing():
 
 
 def test_reliability_and_ece():
-    from radsight.metrics import reliability
+    from radsight.evaluate.metrics import reliability
     s = np.array([0.05, 0.05, 0.95, 0.95])
     perfect = reliability(np.array([0, 0, 1, 1.0]), s)
     assert perfect["ece"] == pytest.approx(0.05)
@@ -150,9 +151,10 @@ def test_evaluate_command_with_a_model_writes_report_plots_and_localization(tmp_
     from PIL import Image
     from typer.testing import CliRunner
 
-    from conftest import chest_phantom
     from radsight.cli import app
     from radsight.core import FINDINGS
+
+    from conftest import chest_phantom
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()
     rows = [["image", "patient_id", "split", *FINDINGS, "bboxes"]]
@@ -182,11 +184,12 @@ def test_evaluate_compares_explanation_methods_and_measures_robustness(tmp_path,
     from PIL import Image
     from typer.testing import CliRunner
 
-    from conftest import chest_phantom
     from radsight.cli import app
     from radsight.core import FINDINGS
+    from radsight.evaluate.robustness import PERTURBATIONS
     from radsight.explain import METHODS
-    from radsight.robustness import PERTURBATIONS
+
+    from conftest import chest_phantom
     pytest.importorskip("torch", reason="gradient methods and attacks need radsight[train]")
     rng = np.random.default_rng(1)
     (tmp_path / "img").mkdir()

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import chest_phantom
 from radsight.core import Radiograph
 from radsight.explain import METHODS, TORCH_FREE, Evidence, Target, get_method
 from radsight.models.config import ModelConfig
+from radsight.results.document import SCHEMA_VERSION
+
+from conftest import chest_phantom
 
 torch = pytest.importorskip("torch", reason="autograd comparisons need radsight[train]")
 ort = pytest.importorskip("onnxruntime")
@@ -44,7 +46,7 @@ def test_torch_graph_reproduces_onnx_runtime(tiny_model):
                                          ("densenet121", {"block_config": (1, 1, 1, 1)})])
 def test_torch_graph_runs_every_exported_architecture(tmp_path, arch, kwargs):
     """ResNet (max-pool, residual adds, a head cut to some rows: GatherND) and DenseNet-121's stem and pools."""
-    from radsight.preprocess import InputSpec
+    from radsight.inputs.preprocess import InputSpec
     from radsight.train.export import export_onnx
     from radsight.train.registry import build
     torch.manual_seed(0)
@@ -78,7 +80,7 @@ def test_gradients_in_closed_form_equal_autograd(tiny_model):
 def test_autograd_through_the_graph_equals_the_torch_module():
     """The graph's gradients are those of the network it was exported from (no hooks: retain_grad)."""
     from radsight.explain.gradients import autograd
-    from radsight.preprocess import InputSpec
+    from radsight.inputs.preprocess import InputSpec
     from radsight.train.export import export_onnx
     from radsight.train.registry import build
     torch.manual_seed(1)
@@ -133,8 +135,8 @@ def test_guided_relu_passes_positive_gradients_at_positive_inputs():
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_makes_heatmaps_and_boxes_inside_the_image(tiny_model, tmp_path, method):
-    from radsight.pipeline import Predictor
-    from radsight.report import write_outputs
+    from radsight.pipeline.predictor import Predictor
+    from radsight.results.writer import write_results
     predictor = Predictor(str(tiny_model), lung_model=None, method=method, alternates=TORCH_FREE)
     image = Radiograph(pixels=chest_phantom(), source="phantom.png")
     p = predictor.predict(image, explain=["Mass", "Abnormal"])  # a finding, and the triage output
@@ -144,10 +146,9 @@ def test_every_method_makes_heatmaps_and_boxes_inside_the_image(tiny_model, tmp_
     for f in p.findings:
         for b in f.boxes:
             assert 0 <= b.x and 0 <= b.y and b.x + b.width <= image.width and b.y + b.height <= image.height
-    files = write_outputs(image, p, tmp_path, "phantom")
-    doc = json.loads((tmp_path / files.json).read_text())
+    doc = write_results([image], p, tmp_path, "phantom").document
     effusion = next(f for f in doc["findings"] if f["name"] == "Effusion")
-    assert doc["explanation"] == method and doc["schema_version"] == "1.4"
+    assert doc["explanation"] == method and doc["schema_version"] == SCHEMA_VERSION
     assert effusion["heatmaps"][method] == effusion["heatmap"]
     assert set(effusion["heatmaps"]) == {method, *TORCH_FREE}
     assert all((tmp_path / f).is_file() for f in effusion["heatmaps"].values())
@@ -155,7 +156,7 @@ def test_every_method_makes_heatmaps_and_boxes_inside_the_image(tiny_model, tmp_
 
 
 def test_a_layer_that_is_not_in_the_graph_is_named_with_the_choices(tiny_model):
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     with pytest.raises(ValueError, match="no layer 'nope'; its layers: "):
         Predictor(str(tiny_model), lung_model=None, method="gradcam", layer="nope")
     with pytest.raises(ValueError, match="CAM reads the last feature map only"):
@@ -166,7 +167,7 @@ def test_a_model_without_feature_outputs_cannot_run_gradcam_plus_plus(tiny_model
     import shutil
 
     from radsight.explain import MissingExtra
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     folder = shutil.copytree(tiny_model, tmp_path / "old")
     cfg = ModelConfig.load(folder)
     cfg.outputs = ["logits", "cams"]
@@ -192,7 +193,7 @@ def test_without_torch_closed_forms_run_and_gradient_methods_say_what_to_install
     code = WITHOUT_TORCH + f"""
 from radsight.core import Radiograph
 from radsight.explain import MissingExtra
-from radsight.pipeline import Predictor
+from radsight.pipeline.predictor import Predictor
 import numpy as np
 p = Predictor({str(tiny_model)!r}, lung_model=None, method="gradcam++").predict(
     Radiograph(np.random.default_rng(0).random((96, 80), dtype=np.float32), "x.png"))
@@ -228,7 +229,7 @@ def _rss_mb() -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident set from /proc")
 def test_gradient_methods_hold_no_memory_across_200_images(tiny_model):
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     predictor = Predictor(str(tiny_model), lung_model=None, method="guided-gradcam", alternates=["gradcam++"])
     rng = np.random.default_rng(0)
     images = [Radiograph(rng.random((96, 80), dtype=np.float32), f"{i}.png") for i in range(8)]
@@ -248,7 +249,7 @@ def test_closed_forms_match_pytorch_grad_cam(tmp_path, method, peer):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     from torch import nn
 
-    from radsight.preprocess import InputSpec
+    from radsight.inputs.preprocess import InputSpec
     from radsight.train.export import export_onnx
     from radsight.train.registry import build
     torch.manual_seed(2)

@@ -3,9 +3,10 @@ pixel data) never crash or hang a reader, a batch or the service. Long runs: scr
 import pytest
 from typer.testing import CliRunner
 
-from conftest import fuzz_originals
 from radsight.io import load_image
-from radsight.io.mutate import fuzz, mutate
+
+from conftest import fuzz_originals
+from mutate import fuzz, mutate
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,10 @@ def test_the_service_answers_mutants_with_4xx_never_500(originals, tiny_model, t
     pytest.importorskip("fastapi", reason="needs radsight[serve]")
     from fastapi.testclient import TestClient
 
+    from radsight.pipeline.options import PredictorOptions
     from radsight.service.app import Settings, create_app
-    with TestClient(create_app(Settings(data_dir=tmp_path / "data", token="t", model=str(tiny_model)))) as client:
+    with TestClient(create_app(Settings(data_dir=tmp_path / "data", token="t",
+                                                 predictor=PredictorOptions(model=str(tiny_model))))) as client:
         for seed in range(60):
             name = sorted(originals)[seed % len(originals)]
             r = client.post("/api/studies", headers={"Authorization": "Bearer t"},

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from radsight.image_quality import ms_ssim, psnr, ssim
+from radsight.evaluate.image_quality import ms_ssim, psnr, ssim
 
 
 def _pair(seed=0, size=200, noise=0.05):

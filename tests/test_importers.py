@@ -16,10 +16,10 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision", reason="parity tests need radsight[parity] (torchvision)")
 xrv = pytest.importorskip("torchxrayvision", reason="parity tests need radsight[parity] (torchxrayvision)")
 
+from radsight.heads.triage import threshold_scaled  # noqa: E402
 from radsight.io import load_image  # noqa: E402
 from radsight.models import catalog  # noqa: E402
-from radsight.pipeline import Predictor  # noqa: E402
-from radsight.triage import threshold_scaled  # noqa: E402
+from radsight.pipeline.predictor import Predictor  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -79,7 +79,7 @@ def _save_at_publisher_path(cache, entry: catalog.Published, obj):
 
 
 def test_torchxrayvision_densenet_matches_its_own_forward(images, tmp_path, monkeypatch):
-    from radsight.models.pull import import_file
+    from radsight.convert.pull import import_file
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     entry = catalog.CATALOG["xrv-densenet121-res224-nih"]
     net = xrv.models.DenseNet()  # 18 outputs, as the published files
@@ -105,7 +105,7 @@ def test_torchxrayvision_densenet_matches_its_own_forward(images, tmp_path, monk
 
 
 def test_torchxrayvision_resnet_matches_its_own_forward(images, tmp_path, monkeypatch):
-    from radsight.models.pull import import_file
+    from radsight.convert.pull import import_file
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     entry = catalog.CATALOG["xrv-resnet50-res512-all"]
     net = torchvision.models.resnet50(num_classes=18, weights=None)
@@ -146,8 +146,8 @@ def _old_style(state: dict) -> dict:
 
 
 def test_chexnet_checkpoint_matches_torchvision(images, tmp_path, monkeypatch):
-    from radsight.models.pull import import_file
-    from radsight.train.importers import read_state_dict
+    from radsight.convert.importers import read_state_dict
+    from radsight.convert.pull import import_file
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     pngs = [p for p in images if p.endswith(".png")]  # the reproduction reads PNGs only
     net = torchvision.models.densenet121(num_classes=14, weights=None)
@@ -170,7 +170,7 @@ def test_chexnet_checkpoint_matches_torchvision(images, tmp_path, monkeypatch):
 def test_imported_model_heatmaps_lie_in_its_centre_crop(tmp_path, monkeypatch, method):
     """Every explanation method works on imported models: closed forms from the outputs the import adds,
     gradients through the imported graph."""
-    from radsight.models.pull import import_file
+    from radsight.convert.pull import import_file
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     net = xrv.models.DenseNet(num_classes=18)
     path = tmp_path / "w.pt"
@@ -189,7 +189,7 @@ def test_imported_model_heatmaps_lie_in_its_centre_crop(tmp_path, monkeypatch, m
 
 
 def test_checkpoint_cannot_run_code_while_loading(tmp_path, monkeypatch):
-    from radsight.train.importers import ImportFailed, read_state_dict
+    from radsight.convert.importers import ImportFailed, read_state_dict
     marker = tmp_path / "ran"
 
     class Evil:
@@ -205,8 +205,8 @@ def test_checkpoint_cannot_run_code_while_loading(tmp_path, monkeypatch):
 
 
 def test_wrong_format_is_refused_clearly(tmp_path, monkeypatch):
-    from radsight.models.pull import import_file
-    from radsight.train.importers import ImportFailed
+    from radsight.convert.importers import ImportFailed
+    from radsight.convert.pull import import_file
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     path = tmp_path / "r.pt"
     torch.save(torchvision.models.resnet18(num_classes=18).state_dict(), path)

@@ -12,9 +12,13 @@ torch = pytest.importorskip("torch", reason="model fixtures need radsight[train]
 import onnxruntime as ort  # noqa: E402
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
-from radsight.models.int8_graph import (  # noqa: E402
-    _channel_peaks, average_pools_as_convs, batch_norms_as_convs, equalize_concatenations)
-from radsight.models.quantize import quantized_graph  # noqa: E402
+from radsight.convert.int8_graph import (  # noqa: E402
+    _channel_peaks,
+    average_pools_as_convs,
+    batch_norms_as_convs,
+    equalize_concatenations,
+)
+from radsight.convert.quantize import quantized_graph  # noqa: E402
 
 
 def _inputs(n: int, seed: int) -> np.ndarray:
@@ -25,7 +29,7 @@ def _inputs(n: int, seed: int) -> np.ndarray:
 def densenet(tmp_path_factory):
     """A densenet-small (two layers a block) with batch norms far from identity, as ONNX, shapes inferred and the
     batch norms that follow convolutions folded, as quantization sees it."""
-    from radsight.preprocess import InputSpec
+    from radsight.inputs.preprocess import InputSpec
     from radsight.train.export import export_onnx
     from radsight.train.registry import build
     torch.manual_seed(0)

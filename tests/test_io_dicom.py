@@ -3,9 +3,10 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from conftest import corpus_file, make_dicom
 from radsight.core import InputError
 from radsight.io import load_image
+
+from conftest import corpus_file, make_dicom
 
 
 def test_monochrome1_is_inverted_to_monochrome2(tmp_path, phantom):
@@ -96,7 +97,7 @@ def test_pydicom_corpus_non_chest_and_broken_files(name, reason):
 
 
 def test_a_lateral_is_read_and_refused_by_the_predictor_of_a_frontal_model(tmp_path, phantom, tiny_model):
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     image = load_image(make_dicom(tmp_path / "l.dcm", phantom, view="LL"))  # the reader takes every view
     with pytest.raises(InputError, match=r"lateral view \(ViewPosition LL\); model tiny-test reads frontal"):
         Predictor(str(tiny_model), lung_model=None).predict(image)

@@ -4,15 +4,17 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from dataclasses import replace
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import free_port
-from radsight.models import catalog, pull
+from radsight.convert import pull
+from radsight.models import catalog
 from radsight.models.download import DownloadError, Offline, download, part_path
+
+from conftest import free_port
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

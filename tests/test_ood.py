@@ -8,10 +8,11 @@ from PIL import Image, ImageDraw
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from conftest import chest_phantom, lateral_phantom, study_dicom, tampered_copy
 from radsight.cli import app
 from radsight.core import InputError, Radiograph
-from radsight.ood import OodGate, describe, fit_gate
+from radsight.heads.ood import OodGate, describe, fit_gate
+
+from conftest import chest_phantom, lateral_phantom, study_dicom, tampered_copy
 
 runner = CliRunner()
 
@@ -94,7 +95,7 @@ def test_python_api_raises_for_out_of_distribution(gated_model, tmp_path):
 
 def test_a_tampered_gate_is_refused(gated_model, tmp_path):
     from radsight.models.store import ChecksumMismatch
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     model, _ = gated_model
     with pytest.raises(ChecksumMismatch):
         Predictor(str(tampered_copy(model, "ood.npz", tmp_path / "model")))
@@ -110,9 +111,10 @@ def test_service_answers_422_for_an_out_of_distribution_upload(gated_model, tmp_
     pytest.importorskip("fastapi", reason="needs radsight[serve]")
     from fastapi.testclient import TestClient
 
+    from radsight.pipeline.options import PredictorOptions
     from radsight.service.app import Settings, create_app
     model, root = gated_model
-    settings = Settings(data_dir=tmp_path / "data", token="t", model=str(model))
+    settings = Settings(data_dir=tmp_path / "data", token="t", predictor=PredictorOptions(model=str(model)))
     with TestClient(create_app(settings)) as client:
         auth = {"Authorization": "Bearer t"}
         bad = client.post("/api/studies", headers=auth, files={"file": ("d.png", drawing(tmp_path / "d.png").read_bytes())})
@@ -122,9 +124,10 @@ def test_service_answers_422_for_an_out_of_distribution_upload(gated_model, tmp_
 
 
 def test_shipped_gate_refuses_drawings_and_noise_and_admits_the_example_cr(tmp_path):
-    from conftest import corpus_file
     from radsight.io import load_image
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
+
+    from conftest import corpus_file
     predictor = Predictor(lung_model=None)
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 65535, (256, 256), dtype=np.uint16)).save(noise)

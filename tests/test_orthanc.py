@@ -19,6 +19,7 @@ hd = pytest.importorskip("highdicom", reason="needs radsight[serve]")
 httpx = pytest.importorskip("httpx", reason="needs radsight[serve]")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from radsight.pipeline.options import PredictorOptions  # noqa: E402
 from radsight.service.app import Settings, create_app  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "orthanc.sh"
@@ -43,7 +44,7 @@ def test_study_sent_to_orthanc_comes_back_with_sr_and_overlay(orthanc, tmp_path)
     pacs = httpx.Client(base_url=orthanc, timeout=30)
     stored = pacs.post("/instances", content=source.read_bytes()).json()
     settings = Settings(data_dir=tmp_path / "data", token="t", orthanc_url=orthanc, poll_interval=0.3,
-                        allow_ood=True)  # a phantom, not a film
+                        predictor=PredictorOptions(allow_ood=True))  # a phantom, not a film
     with TestClient(create_app(settings), headers={"Authorization": "Bearer t"}) as client:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -81,7 +82,7 @@ def test_a_study_is_taken_once_stable_with_both_views_and_analyzed_again_only_wh
     lateral = study_dicom(tmp_path / "lat.dcm", lateral_phantom(seed=1), uid, "LL")
     stored = [pacs.post("/instances", content=p.read_bytes()).json() for p in (pa, lateral)]
     settings = Settings(data_dir=tmp_path / "data", token="t", orthanc_url=orthanc, poll_interval=0.3,
-                        model=str(twoview_model), lung_model=None, allow_ood=True)
+                        predictor=PredictorOptions(model=str(twoview_model), lung_model=None, allow_ood=True))
     with TestClient(create_app(settings), headers={"Authorization": "Bearer t"}) as client:
         rows = _done(client, 1)
         assert rows[0]["study"]["view_position"] == "PA + LL"

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_dicom, tampered_copy
+from radsight.batch.run import analyze_files
+from radsight.concurrency import ordered_map, threads_per_worker
 from radsight.core import FINDINGS, InputError
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.models.store import ChecksumMismatch, get_model
-from radsight.concurrency import ordered_map, threads_per_worker
-from radsight.pipeline import Predictor, analyze_files
+from radsight.pipeline.predictor import Predictor
+
+from conftest import make_dicom, tampered_copy
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def test_prediction_fields_and_thresholds(predictor, tmp_path, phantom):
 
 
 def test_boxes_lie_inside_the_original_image(predictor, tmp_path):
-    from conftest import chest_phantom
     from radsight.io import load_image
+
+    from conftest import chest_phantom
     image = load_image(make_dicom(tmp_path / "wide.dcm", chest_phantom(300, 420)))
     p = predictor.predict(image)
     for box in p.finding("Effusion").boxes:
@@ -70,7 +73,7 @@ def test_analyze_files_writes_outputs_and_survives_bad_files(predictor, tmp_path
     outcomes = list(analyze_files([good, bad, same_name], tmp_path / "out", predictor))
     assert [o.error is None for o in outcomes] == [True, False, True]
     assert isinstance(outcomes[1].error, InputError) and "bad.dcm" in str(outcomes[1].error)
-    assert {o.files.json for o in outcomes if o.files} == {"good.json", "good-2.json"}
+    assert {o.json for o in outcomes if o.json} == {"good.json", "good-2.json"}
     doc = json.loads((tmp_path / "out" / "good.json").read_text())
     assert set(doc) >= {"source", "width", "height", "model", "triage", "findings", "image", "overlay", "disclaimer"}
     assert doc["model"] == {"name": "tiny-test", "version": "0.0.1"}
@@ -96,8 +99,8 @@ def test_files_analyzed_at_once_give_the_same_outputs_in_order(tiny_model, tmp_p
     for workers in (1, 3):
         predictor = Predictor(str(tiny_model), threads=threads_per_worker(workers))
         runs[workers] = list(analyze_files(inputs, tmp_path / f"out{workers}", predictor, workers))
-    names = {w: [o.files.json if o.files else None for o in runs[w]] for w in runs}
-    assert [o.path for o in runs[3]] == inputs
+    names = {w: [o.json for o in runs[w]] for w in runs}
+    assert [o.job.paths[0] for o in runs[3]] == inputs
     assert names[1] == names[3] == ["x.json", "x-2.json", None, "x-3.json", "x-4.json", "x-5.json"]
     for one, many in zip(runs[1], runs[3]):
         if one.prediction is not None:
@@ -130,6 +133,7 @@ def test_ordered_map_keeps_order_and_raises_what_a_worker_raised():
 
 def test_lossless_compression_gives_the_same_prediction(predictor, tmp_path, phantom):
     from pydicom.uid import JPEG2000Lossless
+
     from radsight.io import load_image
     a = predictor.predict(load_image(make_dicom(tmp_path / "a.dcm", phantom)))
     b = predictor.predict(load_image(make_dicom(tmp_path / "b.dcm", phantom, transfer_syntax=JPEG2000Lossless)))
@@ -214,7 +218,7 @@ def test_thorax_models_need_a_lung_model(tiny_model, tmp_path):
 def test_lung_mask_png_is_written(tiny_model, tmp_path, phantom):
     predictor = thorax_predictor(tiny_model, tmp_path, "image")
     [outcome] = analyze_files([make_dicom(tmp_path / "a.dcm", phantom)], tmp_path / "out", predictor)
-    doc = json.loads((tmp_path / "out" / outcome.files.json).read_text())
+    doc = json.loads((tmp_path / "out" / outcome.json).read_text())
     mask = np.asarray(Image.open(tmp_path / "out" / doc["anatomy"]["mask"]))
     assert mask.shape == (320, 288) and set(np.unique(mask)) == {0, 127, 254}
     assert mask[160, 100] == 127 and mask[160, 190] == 254  # patient's right lung on the image's left

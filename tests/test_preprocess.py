@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from radsight.preprocess import resize_skimage
+from radsight.inputs.preprocess import resize_skimage
 
 transform = pytest.importorskip("skimage.transform", reason="needs scikit-image (radsight[parity])")
 
@@ -28,7 +28,7 @@ def _image(h=40, w=60):
 
 
 def test_prepare_normalises_per_channel_and_repeats_one_source():
-    from radsight.preprocess import InputSpec, prepare
+    from radsight.inputs.preprocess import InputSpec, prepare
     image = _image(32, 32)
     x, crop = prepare(image, InputSpec(size=32, mean=(0.5, 0.25, 0.0), std=(0.25, 0.5, 1.0), channels=3))
     assert crop is None and x.shape == (3, 32, 32) and x.dtype == np.float32
@@ -39,7 +39,7 @@ def test_prepare_normalises_per_channel_and_repeats_one_source():
 
 
 def test_prepare_centre_square_and_thorax_box():
-    from radsight.preprocess import InputSpec, prepare
+    from radsight.inputs.preprocess import InputSpec, prepare
     image = _image(40, 60)
     x, crop = prepare(image, InputSpec(size=40, mean=0.0, std=1.0, crop="center"))
     assert crop == (10, 0, 40, 40)
@@ -51,7 +51,7 @@ def test_prepare_centre_square_and_thorax_box():
 
 
 def test_prepare_reads_each_source_on_its_own_channel_and_never_invents_one():
-    from radsight.preprocess import InputSpec, prepare
+    from radsight.inputs.preprocess import InputSpec, prepare
     image = _image(32, 32)
     spec = InputSpec(size=32, mean=0.0, std=1.0, channels=3, sources=("original", "lung_masked", "bone_suppressed"))
     views = {"lung_masked": np.zeros((32, 32), np.float32), "bone_suppressed": np.full((32, 32), 0.25, np.float32)}

@@ -10,8 +10,8 @@ from conftest import chest_phantom
 
 pytest.importorskip("onnx", reason="quantizing needs radsight[train]")
 
+from radsight.convert.quantize import QuantizationRefused, compare, refusal, register  # noqa: E402
 from radsight.models.config import ModelConfig  # noqa: E402
-from radsight.models.quantize import QuantizationRefused, compare, refusal, register  # noqa: E402
 
 
 def _inputs(n: int, seed: int) -> np.ndarray:
@@ -33,8 +33,8 @@ def test_register_measures_and_stores_the_int8_model(tiny_model, tmp_path, monke
     import onnx
     ops = {n.op_type for n in onnx.load(str(out.directory / "model.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    from radsight.pipeline import Predictor
     from radsight.core import Radiograph
+    from radsight.pipeline.predictor import Predictor
     p = Predictor(out.name, lung_model=None, method="gradcam++")  # the outputs every method reads are kept
     assert p.predict(Radiograph(chest_phantom(), "x.png")).heatmaps
 
@@ -57,6 +57,7 @@ def test_refusal_reads_the_paired_auroc_interval():
 
 def test_a_two_view_model_is_refused_before_any_image_is_read(twoview_model, tmp_path):
     from typer.testing import CliRunner
+
     from radsight.cli import app
     manifest = tmp_path / "m.csv"
     manifest.write_text("image,split\nmissing.png,train\n")
@@ -104,9 +105,8 @@ def test_cli_refuses_benchmark_calibration_images(tiny_model, tmp_path):
 def test_execution_providers_follow_the_device(monkeypatch):
     import onnxruntime as ort
 
-    from radsight.runtime import execution_providers
+    from radsight.runtime.onnx import execution_providers
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    monkeypatch.delenv("RADSIGHT_DEVICE", raising=False)
     assert execution_providers() == ["CPUExecutionProvider"]
     with pytest.raises(ValueError, match="pip install onnxruntime-gpu"):
         execution_providers("cuda")
@@ -114,10 +114,16 @@ def test_execution_providers_follow_the_device(monkeypatch):
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
     assert execution_providers("auto") == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert execution_providers("cpu") == ["CPUExecutionProvider"]
-    monkeypatch.setenv("RADSIGHT_DEVICE", "cpu")
-    assert execution_providers() == ["CPUExecutionProvider"]
     with pytest.raises(ValueError, match="choose one of auto, cpu, cuda"):
         execution_providers("tpu")
+
+
+def test_the_device_is_an_argument_of_every_session(tiny_model, monkeypatch):
+    from radsight.pipeline.options import PredictorOptions
+    monkeypatch.setenv("RADSIGHT_DEVICE", "cuda")  # the environment decides nothing: the options do
+    predictor = PredictorOptions(model=str(tiny_model), device="cpu").predictor()
+    sessions = [predictor.model, predictor.inputs.lungs.segmenter, *([predictor.views.session] if predictor.views else [])]
+    assert all(s.session.get_providers() == ["CPUExecutionProvider"] for s in sessions)
 
 
 def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tiny_model, tmp_path, monkeypatch):

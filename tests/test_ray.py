@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from pydicom.uid import generate_uid
+from radsight.cli import app
 
 from conftest import chest_phantom, lateral_phantom, study_dicom
-from radsight.cli import app
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs radsight[ray]")
 

@@ -1,9 +1,21 @@
 import numpy as np
 from PIL import Image, ImageDraw
 
-from radsight.core import (FINDINGS, Anatomy, Box, CardiothoracicRatio, Finding, ImageMeta, ModelRef, Prediction,
-                           Radiograph, Triage, UrgentCheck)
-from radsight.render import MAX_MAPS, PANEL_WIDTH, _anatomy_line, _font, fitted, render_overlay, shown_maps, wrap
+from radsight.core import (
+    FINDINGS,
+    Anatomy,
+    Box,
+    CardiothoracicRatio,
+    Finding,
+    ImageMeta,
+    ModelRef,
+    Prediction,
+    Radiograph,
+    Triage,
+    UrgentCheck,
+)
+from radsight.heads.findings import MAX_MAPS, shown_maps
+from radsight.results.render import PANEL_WIDTH, _anatomy_line, _font, fitted, render_overlay, wrap
 
 
 def crowded_prediction(size: int = 256) -> tuple[Radiograph, Prediction]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radsight.faithfulness import area, curves, removed
-from radsight.robustness import PERTURBATIONS, triage_decisions
+from radsight.evaluate.faithfulness import area, curves, removed
+from radsight.evaluate.robustness import PERTURBATIONS, triage_decisions
 
 
 def test_deletion_falls_faster_and_insertion_rises_faster_in_the_true_order():
@@ -45,9 +45,9 @@ def test_triage_decisions_with_and_without_a_triage_output():
 
 def test_pgd_stays_in_budget_and_raises_the_loss(tiny_model):
     torch = pytest.importorskip("torch", reason="attacks need radsight[train]")
+    from radsight.evaluate.robustness import _attack
     from radsight.explain.torch_graph import TorchGraph, as_tensor
     from radsight.models.config import ModelConfig
-    from radsight.robustness import _attack
     cfg = ModelConfig.load(tiny_model)
     graph = TorchGraph(tiny_model / "model.onnx")
     rng = np.random.default_rng(0)

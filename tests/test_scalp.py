@@ -6,13 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from conftest import chest_phantom, image_set
 from radsight.core import FINDINGS
+
+from conftest import chest_phantom, image_set
 
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 
 from radsight.train.loop import TrainConfig, train  # noqa: E402
-from radsight.train.scalp import patient_batches, partners, scalp_loss, shared_labels, supcon  # noqa: E402
+from radsight.train.scalp import partners, patient_batches, scalp_loss, shared_labels, supcon  # noqa: E402
 
 
 def test_batches_hold_one_image_a_patient():

@@ -1,7 +1,9 @@
 """radsight serve through its HTTP API: auth, limits, validation, queue, results, DICOM out, restart."""
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import signal
 import sqlite3
 import time
@@ -19,6 +21,7 @@ pytest.importorskip("highdicom", reason="needs radsight[serve]")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from radsight.pipeline.options import PredictorOptions  # noqa: E402
 from radsight.service.app import Settings, create_app  # noqa: E402
 from radsight.service.db import StudyStore  # noqa: E402
 from radsight.service.pacs import stow_body  # noqa: E402
@@ -28,7 +31,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _settings(tmp_path, **kw) -> Settings:
-    return Settings(data_dir=tmp_path / "data", token=TOKEN, **{"allow_ood": True, **kw})  # phantoms, not films
+    chosen = {f.name for f in dataclasses.fields(PredictorOptions)} & set(kw)
+    predictor = PredictorOptions(**{"allow_ood": True, **{k: kw.pop(k) for k in chosen}})  # phantoms, not films
+    return Settings(data_dir=tmp_path / "data", token=TOKEN, predictor=predictor, **kw)
 
 
 def _sign_in(client) -> None:
@@ -69,22 +74,43 @@ def test_upload_analyze_and_read_back(tmp_path):
         result = study["result"]
         assert {"findings", "triage", "model", "disclaimer"} <= set(result)
         assert result["source"] == ids[0]  # no file names or paths of the upload
-        assert result["dicom_results"] == ["sr.dcm", "overlay.dcm"] and "dicom_results" not in done[ids[1]]["result"]
+        assert result["dicom_results"] == ["study.sr.dcm", "study.sc.dcm"] and "dicom_results" not in done[ids[1]]["result"]
         image = client.get(f"/api/studies/{ids[0]}/files/image.png")
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
         assert client.get(f"/api/studies/{ids[0]}/files/..%2Fradsight.sqlite").status_code == 404
-        sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{ids[0]}/files/sr.dcm").content))
+        sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{ids[0]}/files/study.sr.dcm").content))
         assert sr.Modality == "SR" and sr.VerificationFlag == "UNVERIFIED"
         assert "NOT FOR DIAGNOSTIC USE" in sr.SeriesDescription
         assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
         assert sr.StudyInstanceUID == pydicom.dcmread(dcm).StudyInstanceUID
         assert "radsight" in [e.Manufacturer for e in sr.ContributingEquipmentSequence]
-        sc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{ids[0]}/files/overlay.dcm").content))
+        sc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{ids[0]}/files/study.sc.dcm").content))
         assert sc.SamplesPerPixel == 3 and "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
         rows = client.get("/api/worklist").json()["studies"]
         keys = [(["urgent", "high", "routine"].index(r["priority"]), -r["abnormal_probability"]) for r in rows]
         assert keys == sorted(keys)
         assert client.get("/").status_code == 200 and "Not for diagnostic use" in client.get("/").text
+
+
+def test_the_service_and_analyze_write_the_same_document_and_dicom_names(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    source = make_dicom(tmp_path / "study.dcm", chest_phantom())
+    cli = CliRunner().invoke(app, ["analyze", str(source), "--model", str(tiny_model), "--out", str(tmp_path / "cli"),
+                                   "--dicom-out", "--allow-ood", "--no-bone-views", "--also-explain",
+                                   "cam,gradcam,gradcam++"])
+    assert cli.exit_code == 0, cli.output
+    with TestClient(create_app(_settings(tmp_path, model=str(tiny_model)))) as client:
+        _sign_in(client)
+        job = client.post("/api/studies", files={"file": ("x.dcm", source.read_bytes())}, headers=AUTH).json()["id"]
+        served = _wait(client, [job])[job]["result"]
+    local = json.loads((tmp_path / "cli" / "study.json").read_text())
+    assert served.pop("source") == job and local.pop("source") == str(source)  # the only difference
+    assert served == local
+    assert served["dicom_results"][0] == "study.sr.dcm" and "study.sc.dcm" in served["dicom_results"]
+    written = {p.name for p in (tmp_path / "cli").iterdir()}
+    assert written <= {p.name for p in (tmp_path / "data" / "results" / job).iterdir()}
 
 
 def test_bone_views_are_served_and_stored_as_derived_secondary_captures(tmp_path, tiny_bone_model):
@@ -95,12 +121,12 @@ def test_bone_views_are_served_and_stored_as_derived_secondary_captures(tmp_path
         study_id = r.json()["id"]
         result = _wait(client, [study_id])[study_id]["result"]
         assert [v["name"] for v in result["views"]] == ["soft_tissue", "bone"]
-        assert result["dicom_results"] == ["sr.dcm", "overlay.dcm", "soft_tissue.dcm", "bone.dcm"]
+        assert result["dicom_results"] == ["study.sr.dcm", "study.sc.dcm", "study.soft_tissue.dcm", "study.bone.dcm"]
         for view in result["views"]:
             png = client.get(f"/api/studies/{study_id}/files/{view['file']}")
             assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (180, 200)
         source = pydicom.dcmread(dcm)
-        for name in ("soft_tissue.dcm", "bone.dcm"):
+        for name in ("study.soft_tissue.dcm", "study.bone.dcm"):
             sc = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{study_id}/files/{name}").content))
             assert sc.StudyInstanceUID == source.StudyInstanceUID and sc.PatientID == source.PatientID
             assert sc.PhotometricInterpretation == "MONOCHROME2" and sc.pixel_array.shape == (200, 180)
@@ -257,11 +283,11 @@ def test_stow_rs_analyzes_the_instances_of_one_study_together(tmp_path, twoview_
         result = _wait(client, [job])[job]["result"]
         assert [(v["view"], v["read"], v["source"]) for v in result["views"]] == [
             ("frontal", True, "1.dcm"), ("lateral", True, "2.dcm")]
-        assert result["dicom_results"] == ["sr.dcm", "frontal.overlay.dcm", "lateral.overlay.dcm"]
+        assert result["dicom_results"] == ["study.sr.dcm", "study.frontal.sc.dcm", "study.lateral.sc.dcm"]
         for view in result["views"]:
             for name in (f"image.{view['view']}.png", view["overlay"], *view["findings"]["Effusion"]["heatmaps"].values()):
                 assert client.get(f"/api/studies/{job}/files/{name}").status_code == 200, name
-        sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{job}/files/sr.dcm").content))
+        sr = pydicom.dcmread(io.BytesIO(client.get(f"/api/studies/{job}/files/study.sr.dcm").content))
         evidence = {i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
                     for series in s.ReferencedSeriesSequence for i in series.ReferencedSOPSequence}
         assert evidence == {pydicom.dcmread(p).SOPInstanceUID for p in (pa, lateral)}
@@ -280,7 +306,7 @@ def test_a_frontal_model_reads_the_frontal_of_a_study_and_names_the_lateral_it_d
         result = _wait(client, [job])[job]["result"]
     assert [(v["view"], v["read"]) for v in result["views"]] == [("frontal", True), ("lateral", False)]
     assert result["views"][1]["reason"] == "model tiny-test reads frontal views only"
-    assert result["dicom_results"] == ["sr.dcm", "frontal.overlay.dcm"]
+    assert result["dicom_results"] == ["study.sr.dcm", "study.frontal.sc.dcm"]
 
 
 def test_instances_of_one_study_sent_apart_are_gathered_into_one_analysis(tmp_path, twoview_model):

@@ -11,13 +11,14 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 pytest.importorskip("webdataset", reason="needs radsight[train]")
 
-from conftest import torchrun_train  # noqa: E402
 from radsight.cli import app  # noqa: E402
+from radsight.data.manifest import read_manifest  # noqa: E402
 from radsight.train.data import load_split  # noqa: E402
 from radsight.train.distributed import Ranks  # noqa: E402
 from radsight.train.loop import TrainConfig  # noqa: E402
 from radsight.train.shards import ShardStream, read_split  # noqa: E402
-from radsight.data.manifest import read_manifest  # noqa: E402
+
+from conftest import torchrun_train  # noqa: E402
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ pytestmark = pytest.mark.shared_data
 def test_default_classifier_benchmark_auroc_matches_its_card():
     import numpy as np
 
-    from radsight.calibration import label_matrix
     from radsight.data.manifest import read_manifest
-    from radsight.metrics import mean_auroc
-    from radsight.pipeline import Predictor, score_manifest
+    from radsight.evaluate.calibration import label_matrix
+    from radsight.evaluate.metrics import mean_auroc
+    from radsight.pipeline.predictor import Predictor, score_manifest
     bench = shared("nih-cxr14", "benchmark")
     manifest = read_manifest(bench / "manifest.csv", bench / "images")
     predictor = Predictor(lung_model=None)
@@ -25,7 +25,7 @@ def test_default_classifier_benchmark_auroc_matches_its_card():
 
 
 def test_lung_model_dice_on_the_older_pairs_matches_its_card(tmp_path):
-    from radsight.evaluate_seg import run_segmentation_evaluation
+    from radsight.evaluate.lungs import run_segmentation_evaluation
     root = shared("lung-masks")
     m = run_segmentation_evaluation(root / "manifest.csv", root / "images", root / "masks", tmp_path,
                                     "radsight-lung-unet", None)
@@ -34,7 +34,7 @@ def test_lung_model_dice_on_the_older_pairs_matches_its_card(tmp_path):
 
 
 def test_bone_model_beats_the_identity_on_held_out_bse_jsrt_cases(tmp_path):
-    from radsight.evaluate_bone import run_bone_evaluation
+    from radsight.evaluate.bone import run_bone_evaluation
     root = shared("bone-suppression")
     m = run_bone_evaluation(root / "manifest.csv", root / "images", None, tmp_path, "radsight-bone-gan",
                             "radsight-lung-unet", "test", bootstrap=200)
@@ -47,7 +47,7 @@ def test_bone_model_beats_the_identity_on_held_out_bse_jsrt_cases(tmp_path):
 def test_view_classifier_on_held_out_images_matches_its_card(tmp_path):
     from radsight.data.adapters import import_release
     from radsight.data.view_manifest import view_rows
-    from radsight.view_model import ViewModel, evaluate_views
+    from radsight.evaluate.view import ViewModel, evaluate_views
     import_release("covid-chestxray", shared("multiview"), tmp_path / "mv.csv")
     t64 = shared("nih-cxr14", "train64")
     rows = [r for r in view_rows([(str(tmp_path / "mv.csv"), str(shared("multiview")))])

@@ -13,11 +13,12 @@ from PIL import Image
 from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
-from conftest import chest_phantom, lateral_phantom, shared, study_dicom
 from radsight.cli import app
 from radsight.core import FINDINGS, ImageMeta, InputError
+from radsight.heads.view import FRONTAL, LATERAL, decide, header_view
 from radsight.io import load_image
-from radsight.views import FRONTAL, LATERAL, decide, header_view
+
+from conftest import SHARED_DATA, chest_phantom, lateral_phantom, shared, study_dicom
 
 torch = pytest.importorskip("torch", reason="the two-view model fixture needs radsight[train]")
 
@@ -103,7 +104,7 @@ def study_folder(tmp_path_factory):
 
 def test_runtime_frontal_only_equals_lateral_absent(twoview_model):
     from radsight.models.store import get_model
-    from radsight.runtime import Classifier
+    from radsight.runtime.onnx import Classifier
     model = Classifier(get_model(str(twoview_model)))
     x = np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32)
     blank = np.full_like(x, np.nan)
@@ -112,7 +113,7 @@ def test_runtime_frontal_only_equals_lateral_absent(twoview_model):
 
 
 def test_study_prediction_has_one_result_and_maps_per_view(twoview_model, study_folder):
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     root, _ = study_folder
     predictor = Predictor(str(twoview_model), lung_model=None)
     images = [load_image(root / "a-pa.dcm"), load_image(root / "a-lat.dcm")]
@@ -157,7 +158,12 @@ def test_study_dicom_out_references_every_image_read(twoview_model, study_folder
                                       str(twoview_model), "--out", str(out), "--no-anatomy", "--dicom-out"])
     assert result.exit_code == 0, result.output
     doc = json.loads((out / f"{stem}.json").read_text())
-    assert doc["dicom_results"] == [f"{stem}.sr.dcm", f"{stem}.frontal.sc.dcm", f"{stem}.lateral.sc.dcm"]
+    views = [f"{stem}.frontal.soft_tissue.dcm", f"{stem}.frontal.bone.dcm"]  # the frontal's computed views too
+    assert doc["dicom_results"] == [f"{stem}.sr.dcm", f"{stem}.frontal.sc.dcm", f"{stem}.lateral.sc.dcm", *views]
+    frontal_entry = next(v for v in doc["views"] if v["view"] == "frontal")
+    assert [v["name"] for v in frontal_entry["views"]] == ["soft_tissue", "bone"]
+    assert all((out / v["file"]).is_file() for v in frontal_entry["views"])
+    assert doc["study"]["name"] == stem
     sources = {name: pydicom.dcmread(root / f"a-{name}.dcm") for name in ("pa", "lat")}
     sr = hd.sr.srread(out / f"{stem}.sr.dcm")
     assert sr.StudyInstanceUID == stem and sr.VerificationFlag == "UNVERIFIED"
@@ -190,7 +196,7 @@ def test_frontal_model_refuses_a_dicom_lateral_with_a_reason(tiny_model, study_f
 
 
 def test_group_studies_by_uid_and_one_study_on_request(study_folder, tmp_path):
-    from radsight.study import group_studies
+    from radsight.batch.jobs import group_studies
     root, uids = study_folder
     studies = group_studies(sorted(root.iterdir()))
     assert [(s.name, len(s.paths), s.lateral_in_header) for s in studies] == [
@@ -237,10 +243,10 @@ def test_views_flag_needs_a_two_view_architecture(tmp_path):
 
 
 def test_view_classifier_learns_from_images_made_in_code(tmp_path):
+    from radsight.core import Radiograph
+    from radsight.heads.view import ViewModel
     from radsight.train.export import export_checkpoint
     from radsight.train.view import ViewTrainConfig, train_view_classifier
-    from radsight.view_model import ViewModel
-    from radsight.core import Radiograph
     (tmp_path / "images").mkdir()
     with open(tmp_path / "m.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
@@ -270,10 +276,10 @@ def test_covid_chestxray_studies_and_views(tmp_path):
 
 # --- shipped models on real pairs --------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not shared("multiview").is_dir(), reason="needs ../shared/data/multiview")
+@pytest.mark.skipif(not SHARED_DATA.joinpath("multiview").is_dir(), reason="needs ../shared/data/multiview")
 def test_study_flag_names_the_lateral_of_a_real_png_pair(tmp_path):
-    from radsight.inputs import installed
     from radsight.models.store import DEFAULT_TWO_VIEW_MODEL
+    from radsight.pipeline.inputs import installed
     if not installed(DEFAULT_TWO_VIEW_MODEL):
         pytest.skip("the two-view demonstration model is not installed")
     images = shared("multiview", "images")

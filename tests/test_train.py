@@ -137,7 +137,7 @@ def test_segmentation_reads_mask_names_and_splits_from_the_manifest(mask_set, tm
 
 def test_enhanced_inputs_train_export_and_predict(tiny_set, tiny_bone_model, tmp_path):
     from radsight.io import load_image
-    from radsight.pipeline import Predictor
+    from radsight.pipeline.predictor import Predictor
     sources = ("original", "lung_masked", "bone_suppressed")
     cfg = config(tiny_set, tmp_path / "run", sources=sources, bone_model=str(tiny_bone_model), epochs=1)
     best = train(cfg)

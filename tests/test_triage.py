@@ -1,8 +1,9 @@
 import numpy as np
 
 from radsight.core import Finding
-from radsight.evaluation import Bootstrap, urgent_summary
-from radsight.triage import UrgentPolicy, priority, urgent_checks, urgent_point, withheld_reason
+from radsight.evaluate.calibration import urgent_point
+from radsight.evaluate.scores import Bootstrap, urgent_summary
+from radsight.heads.triage import UrgentPolicy, priority, urgent_checks, withheld_reason
 
 
 def separable(n_pos=20, n_neg=200, seed=0):

@@ -1,4 +1,4 @@
 """``python -m radsight``: the radsight command (also what ``torchrun -m radsight train ...`` runs)."""
-from radsight.cli import main
+from radsight.cli import app
 
-main()
+app(prog_name="radsight")

@@ -12,6 +12,10 @@ FINDINGS: tuple[str, ...] = (
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
 )
 
+# The views radsight reads: a frontal (PA or AP) film, and a lateral one beside it.
+FRONTAL, LATERAL = "frontal", "lateral"
+LATERAL_NAMES = {"l", "ll", "rl", "lat", "lateral"}  # a manifest's ``view`` column; anything else is frontal
+
 # Other spellings met in NIH files (BBox_List_2017 says "Infiltrate").
 FINDING_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration", "Pleural Thickening": "Pleural_Thickening"}
 
@@ -136,7 +140,7 @@ class UrgentCheck:
 
 @dataclass
 class OodCheck:
-    """How far an image lies from the chest radiographs the model was fitted on (``radsight.ood``)."""
+    """How far an image lies from the chest radiographs the model was fitted on (``radsight.heads.ood``)."""
 
     score: float
     threshold: float
@@ -207,6 +211,7 @@ class Prediction:
     explanation: str | None = None  # the method that made ``heatmaps`` and the boxes (radsight.explain.METHODS)
     alternates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # method -> heatmaps
     view: ViewCall | None = None  # the view the image was read as, and how that was decided
+    sections: dict[str, Any] = field(default_factory=dict)  # results of heads run on each image, by their section
 
     def finding(self, name: str) -> Finding:
         for f in self.findings:
@@ -219,10 +224,11 @@ class Prediction:
         return [f for f in self.findings if f.positive]
 
     def to_dict(self) -> dict[str, Any]:
-        """The documented JSON document, less the names of files written beside it (see ``report``)."""
+        """The documented JSON document, less the names of files written beside it (``radsight.results``)."""
         out = asdict(replace(self, heatmaps={}, lung_mask=None, views={}, alternates={}))  # arrays: files
         del out["heatmaps"], out["lung_mask"], out["views"], out["views_model"], out["alternates"]
         out["image"] = out.pop("meta")
+        out.update(out.pop("sections"))  # each head's section at the top level
         return out
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from radsight.core import FINDINGS
+from radsight.io.atomic import atomic_write
 
 NAN = float("nan")
 UNCERTAIN_POLICIES = ("ignore", "ones", "zeros")  # CheXpert and MIMIC's -1: unknown, positive or negative
@@ -218,15 +219,16 @@ def write_manifest(rows: list[Row], path: Path) -> Path:
     def cell(value: float) -> str:
         return "" if value is None or math.isnan(value) else str(int(value)) if value in (0.0, 1.0) else str(value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", "patient_id", "split", *FINDINGS, *extras, "bboxes", *studies])
-        for r in rows:
-            writer.writerow([r.image, r.patient_id, r.split, *(cell(r.findings.get(f, NAN)) for f in FINDINGS),
-                             *(cell(r.extras.get(e, NAN)) for e in extras), r.bboxes,
-                             *([r.study_id, r.view] if studies else [])])
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image", "patient_id", "split", *FINDINGS, *extras, "bboxes", *studies])
+            for r in rows:
+                writer.writerow([r.image, r.patient_id, r.split, *(cell(r.findings.get(f, NAN)) for f in FINDINGS),
+                                 *(cell(r.extras.get(e, NAN)) for e in extras), r.bboxes,
+                                 *([r.study_id, r.view] if studies else [])])
+    atomic_write(path, write)
     return path
 
 

@@ -6,8 +6,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from radsight.core import FRONTAL, LATERAL, LATERAL_NAMES
 from radsight.data.manifest import patient_split
-from radsight.views import FRONTAL, LATERAL, LATERAL_NAMES
 
 
 @dataclass

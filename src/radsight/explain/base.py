@@ -7,11 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from radsight.preprocess import resize
-
-# Heatmaps and boxes live on a grid this long. A CAM is 7x7 or so: 128 cells place a box edge to under 1% of
-# the image (8 px of a 1024-px film, about the spread of radiologists' own boxes) at a quarter of 256's cost.
-HEATMAP_GRID = 128
+from radsight.inputs.preprocess import resize
 
 
 class MissingExtra(ValueError):
@@ -78,12 +74,6 @@ def scaled_heatmap(raw: np.ndarray, height: int, width: int, scaling: str = "ran
         low, span = 0.0, float(ref.max())
     scaled = (raw - low) / span if span > 0 else np.zeros_like(raw)
     return np.clip(resize(np.maximum(scaled, 0), height, width), 0.0, 1.0)
-
-
-def working_size(height: int, width: int, longest: int = HEATMAP_GRID) -> tuple[int, int]:
-    """Heatmaps are computed on a grid no longer than ``longest`` px, with the image's aspect."""
-    scale = min(1.0, longest / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def rows(targets: list[Target]) -> list[int]:

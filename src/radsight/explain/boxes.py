@@ -8,7 +8,6 @@ from scipy import ndimage
 
 from radsight.core import Box
 
-
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)  # ndimage.label's default, made once
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radsight.explain.base import Evidence, Explainer, Target, rows, scaled_heatmap, working_size
-
-__all__ = ["CAM", "cam_heatmap", "working_size"]
+from radsight.explain.base import Evidence, Explainer, Target, rows
 
 
 class CAM(Explainer):
@@ -23,7 +21,3 @@ class CAM(Explainer):
     def maps(self, evidence: Evidence, targets: list[Target]) -> np.ndarray:
         return evidence.outputs["cams"][rows(targets)]
 
-
-def cam_heatmap(cam: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A low-resolution CAM (h, w) -> heatmap (height, width) scaled to [0, 1] by its own range."""
-    return scaled_heatmap(cam, height, width, "range")

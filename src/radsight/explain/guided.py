@@ -12,7 +12,7 @@ import numpy as np
 from radsight.explain.base import Evidence, Explainer, Target
 from radsight.explain.gradcam import GradCAM
 from radsight.explain.gradients import in_passes
-from radsight.preprocess import resize
+from radsight.inputs.preprocess import resize
 
 
 def guided_gradients(evidence: Evidence, targets: list[Target]) -> np.ndarray:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from radsight.core import FINDINGS
-from radsight.preprocess import InputSpec
+from radsight.inputs.preprocess import InputSpec
 
 NAN = math.nan
 XRV_RELEASES = "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
@@ -35,7 +35,7 @@ CHEXNET_INPUT = InputSpec(size=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.22
 @dataclass(frozen=True)
 class Published:
     name: str
-    format: str  # an importer in radsight.train.importers
+    format: str  # an importer in radsight.convert.importers
     url: str
     labels: list[str]  # the network's outputs in order; "" = not trained
     thresholds: list[float]  # the publisher's operating points (NaN = none)

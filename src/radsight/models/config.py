@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from radsight.preprocess import InputSpec
+from radsight.inputs.preprocess import InputSpec
 
 TRIAGE_LABEL = "Abnormal"
 SEGMENTATION = "lung-segmentation"

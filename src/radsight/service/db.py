@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from radsight.triage import PRIORITY_ORDER
+from radsight.heads.triage import PRIORITY_ORDER
 
 COLUMNS = "id, received_at, filename, origin, status, attempts, result, error, orthanc_id"
 MAX_ATTEMPTS = 3  # a study that crashes the worker this often is failed, so it cannot block the queue

@@ -20,18 +20,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
-                                  DigitalXRayImageStorageForProcessing, Verification)
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
-                         JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless,
-                         JPEGLSNearLossless, RLELossless)
+from pynetdicom.sop_class import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    Verification,
+)
 
+from radsight.batch.jobs import group_studies
 from radsight.core import InputError
-from radsight.dicom_results import save_dataset
 from radsight.io import load_image
+from radsight.results.dicom import save_dataset
 from radsight.service.intake import Intake, Received
-from radsight.study import group_studies
 
 log = logging.getLogger("radsight.dimse")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radsight.core import Radiograph, ViewCall
+from radsight.heads.view import LATERAL
 from radsight.io import load_image
-from radsight.views import LATERAL
 
 
 @dataclass

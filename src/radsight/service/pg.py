@@ -14,8 +14,8 @@ import uuid
 
 import psycopg
 
+from radsight.heads.triage import PRIORITY_ORDER
 from radsight.service.db import MAX_ATTEMPTS, SqlStore, Study, new_status
-from radsight.triage import PRIORITY_ORDER
 
 SCHEMA_VERSION = 2
 MIGRATIONS = {  # version -> statements that bring the previous version to it

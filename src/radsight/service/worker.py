@@ -1,36 +1,32 @@
 """Background analysis: claim a queued study, analyze it, write its outputs and DICOM results, send them on."""
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pydicom
-from PIL import Image
 
+from radsight.batch.jobs import Job
+from radsight.batch.run import analyze_job
 from radsight.core import InputError
-from radsight.dicom_results import dicom_results, save_dataset, study_results
-from radsight.io import load_image
-from radsight.pipeline import Predictor
-from radsight.render import render_overlay
-from radsight.report import atomic_write, grey_png, prediction_document, write_outputs, write_png
+from radsight.pipeline.options import PredictorOptions
+from radsight.pipeline.predictor import Predictor
 from radsight.service.db import Study, StudyStore
 from radsight.service.intake import upload_files, upload_path
-from radsight.study import write_view_files
 
 log = logging.getLogger("radsight.service")
-DISPLAY_LONGEST = 2048  # the viewer's copy of the radiograph
 
 
 class Workers:
     """``count`` threads sharing one predictor (ONNX Runtime sessions are thread-safe)."""
 
-    def __init__(self, store: StudyStore, predictor: Predictor, data_dir: Path, count: int = 1,
-                 deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None):
-        self.store, self.predictor, self.data_dir, self.deliver = store, predictor, data_dir, deliver
+    def __init__(self, store: StudyStore, predictor: Predictor, options: PredictorOptions, data_dir: Path,
+                 count: int = 1, deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None):
+        self.store, self.predictor, self.options, self.data_dir = store, predictor, options, data_dir
+        self.deliver = deliver
         self._stop, self._wake = threading.Event(), threading.Event()
         self._threads = [threading.Thread(target=self._run, name=f"radsight-worker-{i}", daemon=True)
                          for i in range(count)]
@@ -62,7 +58,7 @@ class Workers:
         goes on. A result is recorded only while the lease is held: one that expired went to another replica."""
         with _lease(self.store, study.id):
             try:
-                result = analyze_study(self.predictor, self.data_dir, study.id, self.deliver)
+                result = analyze_study(self.predictor, self.options, self.data_dir, study.id, self.deliver)
             except InputError as exc:
                 recorded, outcome = self.store.fail(study.id, exc.reason), f"failed: {exc.reason}"
             except Exception as exc:  # a bug or a resource problem: record it, keep serving the others
@@ -107,75 +103,19 @@ def results_dir(data_dir: Path, study_id: str) -> Path:
     return data_dir / "results" / study_id
 
 
-def analyze_study(predictor: Predictor, data_dir: Path, study_id: str,
+def analyze_study(predictor: Predictor, options: PredictorOptions, data_dir: Path, study_id: str,
                   deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
-    """Outputs under ``results/<id>/``: analyze JSON, overlay, heatmaps, lung mask, the viewer's radiograph, and
-    for DICOM input its DICOM results: SR, lung SEG, Secondary Captures (sent on when ``deliver`` is set). An
-    analysis of several instances (one study's views) goes to :func:`analyze_views`."""
+    """One queued analysis (one upload, or a study's instances read together) through the writer ``radsight
+    analyze`` uses: its document and files under ``results/<id>/`` named ``study.*``, the viewer's copy of each
+    radiograph read, and for DICOM input its DICOM results, sent on when ``deliver`` is set. The document's
+    ``source`` is the study id, never the upload's path or name (they can carry patient identifiers). Instances
+    were admitted by the intake (view, out-of-distribution gate) before they were queued."""
     files = upload_files(data_dir, study_id)
-    if len(files) > 1:
-        return analyze_views(predictor, data_dir, study_id, files, deliver)
-    source = files[0]
-    image = load_image(source)
-    prediction = predictor.predict(image)
-    out = results_dir(data_dir, study_id)
-    overlay = render_overlay(image, prediction)  # drawn once: the overlay PNG and, for DICOM, the SC
-    files = write_outputs(image, prediction, out, "study", overlay)
-    write_png(_display(image.pixels), out / "image.png")
-    document = prediction_document(prediction, files)
-    document["source"] = study_id  # never the upload's path or name: those can carry patient identifiers
-    if image.from_dicom:  # DICOM in, DICOM out
-        ds = pydicom.dcmread(source, stop_before_pixels=True)  # identifiers only: pixels were read above
-        document["study"] = study_descriptors(ds, image.meta.view_position)
-        named = {f"{kind}.dcm": dataset for kind, dataset in dicom_results(ds, prediction, np.asarray(overlay)).items()}
-        _send(named, source, out, document, deliver)
-    return document
-
-
-def analyze_views(predictor: Predictor, data_dir: Path, study_id: str, files: list[Path],
-                  deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
-    """One study's instances analyzed together (``Predictor.predict_study``): the study document with a ``views``
-    list, ``study.<view>.*`` and ``image.<view>.png`` for each view read, and the study's DICOM results (``sr.dcm``
-    referencing every image read, ``seg.dcm``, ``<view>.overlay.dcm``)."""
-    images = [load_image(path) for path in files]
-    sp = predictor.predict_study(images, study_id)
-    out = results_dir(data_dir, study_id)
-    document, read = write_view_files(images, sp, out, "study")
-    for view in read:
-        write_png(_display(view.image.pixels), out / f"image.{view.view}.png")
-    document["source"] = study_id
-    for entry in document["views"]:  # an instance by its place in the study, not by the server's path
-        entry["source"] = Path(entry["source"]).name
-    headers = [(pydicom.dcmread(view.image.source, stop_before_pixels=True), view.view) for view in read]
-    positions = " + ".join(v.image.meta.view_position or v.view for v in read)
-    document["study"] = study_descriptors(headers[0][0], positions)
-    named = {f"{kind}.dcm": dataset for kind, dataset
-             in study_results(headers, sp, [np.asarray(v.overlay) for v in read]).items()}
-    _send(named, upload_path(data_dir, study_id), out, document, deliver)
-    atomic_write(out / "study.json", lambda t: t.write_text(json.dumps(document, indent=2) + "\n"))
-    return document
-
-
-def _send(named: dict[str, pydicom.Dataset], source: Path, out: Path, document: dict,
-          deliver: Callable[[Path, list[pydicom.Dataset]], None] | None) -> None:
-    """Save the DICOM results beside the outputs, list them in ``document`` and send them on."""
-    for name, dataset in named.items():
-        save_dataset(dataset, out / name)
-    document["dicom_results"] = list(named)
-    if deliver is not None:
-        deliver(source, list(named.values()))
-
-
-def study_descriptors(ds: pydicom.Dataset, view: str | None) -> dict:
-    """What tells a reader which study a worklist row is: accession number, study date (ISO) and view."""
-    date = str(ds.get("StudyDate", "") or "")
-    iso = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else (date or None)
-    return {"accession_number": str(ds.get("AccessionNumber", "") or "") or None, "study_date": iso,
-            "view_position": view}
-
-
-def _display(pixels: np.ndarray) -> Image.Image:
-    im = grey_png(pixels)
-    if max(im.size) > DISPLAY_LONGEST:
-        im.thumbnail((DISPLAY_LONGEST, DISPLAY_LONGEST), Image.Resampling.LANCZOS)
-    return im
+    job = Job(study_id, files, "study", together=len(files) > 1)
+    outcome = analyze_job(predictor, job, results_dir(data_dir, study_id),
+                          replace(options, allow_ood=True, dicom_out=True), source=study_id, viewer_copies=True)
+    if outcome.error is not None:
+        raise outcome.error
+    if deliver is not None and outcome.written.datasets:
+        deliver(upload_path(data_dir, study_id) if job.together else files[0], outcome.written.datasets)
+    return outcome.written.document

@@ -18,15 +18,16 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from radsight.data.pairs import Pair, read_pairs, select
-from radsight.image_quality import psnr
+from radsight.evaluate.image_quality import psnr
+from radsight.inputs.preprocess import InputSpec, resize
 from radsight.io import load_image
 from radsight.models.config import BONE_SUPPRESSION
-from radsight.preprocess import InputSpec, resize
 from radsight.train import distributed
 from radsight.train.data import random_affine, warp
 from radsight.train.fit import atomic_save
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
+from radsight.train.request import TrainRequest
 
 BONE_OUTPUT = "bone"
 
@@ -152,7 +153,7 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
     and the discriminator are each averaged across ranks, and rank 0 alone writes."""
     ranks = distributed.start()
     out = start_run(cfg, ranks.main)
-    say = print if ranks.main else (lambda *a, **k: None)
+    say = distributed.sayer(ranks)
     pairs = read_pairs(Path(cfg.manifest), Path(cfg.images), Path(cfg.targets) if cfg.targets else None)
     pairs = select(pairs, kind=cfg.kind) if cfg.kind else pairs
     x, y, cfg.native = load_pairs(select(pairs, "train"), max(s for s, _ in cfg.schedule))
@@ -228,3 +229,11 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
         (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     distributed.stop(ranks)
     return out / "best.pt" if xv is not None and (out / "best.pt").exists() else last
+
+
+def from_request(r: TrainRequest) -> str:
+    """``radsight train --task bone-suppression``."""
+    manifest, images = r.one_dataset()
+    return "chosen checkpoint: " + str(train_bone_suppression(BoneTrainConfig(
+        manifest=manifest, images=images, out=r.out, targets=r.targets, stages=r.stages, kind=r.kind,
+        batch_size=r.batch_size or 4, seed=r.seed, threads=r.threads, stop_after=r.stop_after)))

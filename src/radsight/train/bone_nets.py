@@ -14,8 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from radsight.train.registry import register
-
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -43,7 +41,6 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out
 
 
-@register("bone-generator")
 class BoneGenerator(nn.Module):
     """U-Net with skip connections and self-attention at the bottleneck; output: the bone image (N, 1, S, S)."""
 
@@ -71,7 +68,6 @@ class BoneGenerator(nn.Module):
         return self.head(x)
 
 
-@register("patch-discriminator")
 class PatchDiscriminator(nn.Module):
     """PatchGAN critic with spectral normalisation on every convolution; reads (radiograph, soft tissue)."""
 
@@ -92,7 +88,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([image, soft], 1))
 
 
-@register("gusarev-autoencoder")
 class GusarevAutoencoder(nn.Module):
     """Gusarev et al. 2017: three 5x5 stride-2 convolutions (16-32-64), three transposed convolutions back,
     ReLU after each, sigmoid output; the soft-tissue image in [0, 1]. Key names as public BSE-JSRT code has them

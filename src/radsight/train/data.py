@@ -15,9 +15,11 @@ from rich.progress import track
 
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
+from radsight.inputs.preprocess import InputSpec, channel_stats
 from radsight.io import load_image
-from radsight.inputs import InputBuilder
-from radsight.preprocess import InputSpec, channel_stats
+from radsight.io.atomic import atomic_write
+from radsight.pipeline.inputs import InputBuilder
+from radsight.train.distributed import log
 
 
 def load_split(manifest: Manifest, builder: InputBuilder, cache: Path | None = None
@@ -35,7 +37,7 @@ def load_split(manifest: Manifest, builder: InputBuilder, cache: Path | None = N
             try:
                 image = load_image(manifest.path(i))
             except InputError as exc:
-                print(f"skipped: {exc}")
+                log.warning("skipped: %s", exc)
                 continue
             images.append(builder.build(image, normalised=False).x)
             keep.append(i)
@@ -58,9 +60,7 @@ def cached(cache: Path | None, key: str, build: Callable[[], dict[str, torch.Ten
             return stored
     tensors = build()
     if cache is not None:
-        tmp = cache.with_suffix(".tmp")
-        torch.save({"key": key, **tensors}, tmp)
-        tmp.replace(cache)
+        atomic_write(cache, lambda tmp: torch.save({"key": key, **tensors}, tmp))
     return tensors
 
 
@@ -104,6 +104,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def normalise_batch(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """:func:`radsight.preprocess.normalise` for torch batches (N, sources, S, S) already on the model grid."""
+    """:func:`radsight.inputs.preprocess.normalise` for torch batches (N, sources, S, S) already on the model grid."""
     means, stds = (torch.from_numpy(v.copy()).view(1, -1, 1, 1) for v in channel_stats(spec))
     return (x - means.to(x.device)) / stds.to(x.device)

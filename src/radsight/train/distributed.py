@@ -6,11 +6,14 @@ training loop has one shape for 1 or N processes.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("radsight.train")
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,8 @@ def stop(ranks: Ranks) -> None:
     if ranks.distributed and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def sayer(ranks: Ranks):
+    """Rank 0's progress lines, on the ``radsight.train`` logger; the other ranks say nothing."""
+    return log.info if ranks.main else (lambda *args, **kwargs: None)

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from radsight.inputs.preprocess import InputSpec
+from radsight.io.atomic import atomic_write
 from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, VIEW_CLASSIFICATION, ModelConfig
 from radsight.models.store import sha256_file
-from radsight.preprocess import InputSpec
 from radsight.train.nets import WithCams
 from radsight.train.registry import from_checkpoint
 from radsight.train.twoview import TwoViewDenseNet, TwoViewWithCams
@@ -69,9 +70,7 @@ def add_feature_outputs(path: Path) -> list[str]:
     if not added:
         return added
     onnx.checker.check_model(model)
-    tmp = path.with_suffix(".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
     return added
 
 
@@ -85,15 +84,16 @@ def export_module(module: torch.nn.Module, spec: InputSpec, path: Path, output_n
     path.parent.mkdir(parents=True, exist_ok=True)
     image = torch.zeros(1, spec.channels, spec.size, spec.size)
     dummies = {"image": image, "lateral": torch.zeros_like(image), "lateral_present": torch.ones(1, 1)}
-    tmp = path.with_suffix(".tmp")
     batch = torch.export.Dim("batch", min=1, max=4096)
     args = tuple(dummies[name] for name in input_names)
     arguments = list(inspect.signature(module.forward).parameters)[:len(args)]  # dynamic_shapes is keyed by these
-    torch.onnx.export(module.eval(), args, str(tmp), input_names=list(input_names), output_names=output_names,
-                      opset_version=OPSET, dynamo=True, verbose=False,
-                      dynamic_shapes={name: {0: batch} for name in arguments}, external_data=False)
-    _strip_debug_info(tmp)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        torch.onnx.export(module.eval(), args, str(tmp), input_names=list(input_names), output_names=output_names,
+                          opset_version=OPSET, dynamo=True, verbose=False,
+                          dynamic_shapes={name: {0: batch} for name in arguments}, external_data=False)
+        _strip_debug_info(tmp)
+    atomic_write(path, write)
 
 
 def _strip_debug_info(path: Path) -> None:

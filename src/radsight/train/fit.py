@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from radsight.io.atomic import atomic_write
 from radsight.train.accel import Accel
-from radsight.train.distributed import Ranks
+from radsight.train.distributed import Ranks, log
 
 
 class Task:
@@ -60,7 +61,7 @@ class Plan:
 
 def fit(task: Task, net: torch.nn.Module, plan: Plan, out: Path, trainee: torch.nn.Module | None = None,
         model: torch.nn.Module | None = None, ranks: Ranks = Ranks(), accel: Accel = Accel(torch.device("cpu")),
-        say=print) -> dict:
+        say=log.info) -> dict:
     """Train ``trainee`` (``net`` with any training-only parts; its parameters are optimised), calling ``model``
     (``trainee``, or its DistributedDataParallel wrapper); ``net`` is what checkpoints hold as ``model``. Returns the
     last round's checkpoint (None when there was nothing left to run)."""
@@ -117,6 +118,4 @@ def fit(task: Task, net: torch.nn.Module, plan: Plan, out: Path, trainee: torch.
 
 
 def atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -13,16 +13,17 @@ import torch.nn.functional as F
 
 from radsight.core import FINDINGS
 from radsight.data.manifest import read_manifest
-from radsight.metrics import mean_auroc
+from radsight.evaluate.metrics import mean_auroc
+from radsight.inputs.preprocess import InputSpec
 from radsight.models.config import TRIAGE_LABEL
 from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL
-from radsight.inputs import InputBuilder
-from radsight.preprocess import InputSpec
+from radsight.pipeline.inputs import InputBuilder
 from radsight.train import distributed
 from radsight.train.accel import Accel
 from radsight.train.data import augment, load_split, normalise_batch
 from radsight.train.fit import Plan, Task, fit
 from radsight.train.registry import build, checkpoint_fields
+from radsight.train.request import TrainRequest
 from radsight.train.scalp import ScalpModel, partners, patient_batches, scalp_loss
 from radsight.train.shards import ShardStream, read_index, read_split
 from radsight.train.studies import load_studies, oversample_laterals, study_rows
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig) -> Path:
                     _load(cfg, builder, split, out / f"inputs-{split}.pt") for split in ("train", "val"))
             ranks.barrier()
         data = InMemory(x_train, y_train, p_train if cfg.scalp else None)
-    say = print if ranks.main else (lambda *a, **k: None)
+    say = distributed.sayer(ranks)
     laterals = f" ({data.laterals} of them with a lateral, repeats included)" if cfg.two_view else ""
     say(f"train {len(data)} {'studies' if cfg.two_view else 'images'}{laterals}"
         + (f" streamed from {len(data.stream.urls)} shards" if cfg.shards else "")
@@ -341,3 +342,16 @@ def start_run(cfg, main: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     return out
+
+
+def from_request(r: TrainRequest) -> str:
+    """``radsight train --task findings`` (one view or two) and ``--task abnormal`` (binary pretraining)."""
+    (manifest, images), also = r.datasets[0], r.datasets[1:]
+    cfg = TrainConfig(manifest=manifest, images=images, out=r.out, architecture=r.architecture,
+                      input_size=r.input_size or 64, epochs=r.epochs, batch_size=r.batch_size or 32, lr=r.lr,
+                      seed=r.seed, threads=r.threads, stop_after=r.stop_after, region=r.region, sources=r.sources,
+                      bone_model=r.bone_model or DEFAULT_BONE_MODEL,
+                      task="abnormal" if r.task == "abnormal" else "findings",
+                      init_from=r.init_from, also=also, views=r.views, shards=r.shards, scalp=r.scalp,
+                      device=r.device, precision=r.precision, channels_last=r.channels_last)
+    return f"best checkpoint: {train(cfg)}"

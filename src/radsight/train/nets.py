@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radsight.train.registry import register
-
 
 @dataclass(frozen=True)
 class DenseNetConfig:
@@ -163,12 +161,7 @@ class WithCams(nn.Module):
         return logits, cams
 
 
-def _register(variant: str) -> None:
-    @register(variant)
-    def make(**overrides) -> DenseNet:
-        fields = {**VARIANTS[variant].to_dict(), **overrides}
-        return DenseNet(DenseNetConfig(**{**fields, "block_config": tuple(fields["block_config"])}))
-
-
-for _variant in VARIANTS:
-    _register(_variant)
+def densenet(variant: str, **overrides) -> DenseNet:
+    """One of :data:`VARIANTS`, with ``overrides`` of its config."""
+    fields = {**VARIANTS[variant].to_dict(), **overrides}
+    return DenseNet(DenseNetConfig(**{**fields, "block_config": tuple(fields["block_config"])}))

@@ -1,4 +1,4 @@
-"""One registry of every trainable architecture, by name.
+"""One registry of every trainable architecture, by name: an explicit table (a new architecture is one line here).
 
 A checkpoint stores ``{"architecture": NAME, "arch_kwargs": {...}}``; :func:`build` rebuilds the network
 from exactly that, so nothing is inferred from a checkpoint's keys.
@@ -6,30 +6,36 @@ from exactly that, so nothing is inferred from a checkpoint's keys.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
+from radsight.train.bone_nets import BoneGenerator, GusarevAutoencoder, PatchDiscriminator
+from radsight.train.nets import VARIANTS, densenet
+from radsight.train.resnet import ResNet
+from radsight.train.twoview import densenet_small_twoview
+from radsight.train.unet import UNet
+from radsight.train.view_net import ViewCNN
+
 Builder = Callable[..., nn.Module]
-_BUILDERS: dict[str, Builder] = {}
-
-
-def register(name: str) -> Callable[[Builder], Builder]:
-    def add(fn: Builder) -> Builder:
-        if name in _BUILDERS:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _BUILDERS[name] = fn
-        return fn
-    return add
+_BUILDERS: dict[str, Builder] = {
+    **{variant: partial(densenet, variant) for variant in VARIANTS},
+    "densenet-small-twoview": densenet_small_twoview,
+    "resnet50": ResNet,
+    "unet": UNet,
+    "bone-generator": BoneGenerator,
+    "patch-discriminator": PatchDiscriminator,
+    "gusarev-autoencoder": GusarevAutoencoder,
+    "view-cnn": ViewCNN,
+}
 
 
 def architectures() -> list[str]:
-    _load_all()
     return sorted(_BUILDERS)
 
 
 def build(name: str, **kwargs) -> nn.Module:
     """A fresh network of the registered architecture ``name``; ``kwargs`` override its defaults."""
-    _load_all()
     if name not in _BUILDERS:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(_BUILDERS))}")
     net = _BUILDERS[name](**kwargs)
@@ -52,7 +58,3 @@ def from_checkpoint(state: dict) -> nn.Module:
     net.load_state_dict(state["model"])
     return net.eval()
 
-
-def _load_all() -> None:
-    """Import the modules whose builders register themselves."""
-    from radsight.train import bone_nets, nets, resnet, twoview, unet, view  # noqa: F401

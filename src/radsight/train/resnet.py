@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from radsight.train.registry import register
-
 
 class Bottleneck(nn.Module):
     expansion = 4
@@ -31,7 +29,6 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(y)) + identity)
 
 
-@register("resnet50")
 class ResNet(nn.Module):
     def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000, in_chans: int = 3):
         super().__init__()

@@ -11,16 +11,17 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
+from radsight.evaluate.overlap import dice, read_mask
+from radsight.inputs.preprocess import InputSpec, prepare, resize
 from radsight.io import load_image
 from radsight.models.config import SEGMENTATION
-from radsight.preprocess import InputSpec, prepare, resize
-from radsight.segmentation import dice, read_mask
-from radsight.train.data import normalise_batch, photometric, random_affine, warp
 from radsight.train import distributed
-from radsight.train.distributed import Ranks
+from radsight.train.data import normalise_batch, photometric, random_affine, warp
+from radsight.train.distributed import Ranks, log
 from radsight.train.fit import Plan, Task, fit
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
+from radsight.train.request import TrainRequest
 
 
 @dataclass
@@ -137,7 +138,7 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
     ``torchrun``, data parallel on CPUs (gloo)."""
     ranks = distributed.start(gpu=False)
     out = start_run(cfg, ranks.main)
-    say = print if ranks.main else (lambda *a, **k: None)
+    say = distributed.sayer(ranks)
     rows = mask_rows(cfg)
     x, y = load_pairs(cfg, rows.train, rows.mask_of)
     say(f"training on {len(rows.train)} pairs; {len(rows.val)} choose the checkpoint; {len(rows.holdout)} held out"
@@ -155,8 +156,8 @@ def train_segmentation(cfg: SegTrainConfig) -> Path:
         net.load_state_dict(torch.load(chosen, map_location="cpu", weights_only=False)["model"])
         scores = mask_dice(net, cfg, rows.holdout, rows.mask_of)
         (out / "holdout_dice.json").write_text(json.dumps(scores, indent=2) + "\n")
-        print(f"held-out Dice of {chosen.name} (at mask resolution): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        log.info(f"held-out Dice of {chosen.name} (at mask resolution): "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return chosen
 
 
@@ -175,3 +176,14 @@ def mask_dice(net: torch.nn.Module, cfg: SegTrainConfig, names: list[str],
         scores[name] = dice(resize(prob, image.height, image.width) > 0.5, truth)
     net.train(was_training)
     return scores
+
+
+def from_request(r: TrainRequest) -> str:
+    """``radsight train --task anatomy``: the lung segmenter."""
+    if r.masks is None:
+        raise ValueError(f"--task {r.task} needs --masks")
+    manifest, images = r.one_dataset()
+    return "chosen checkpoint: " + str(train_segmentation(SegTrainConfig(
+        manifest=manifest, images=images, masks=r.masks, out=r.out, holdout=list(r.holdout), val=list(r.val),
+        input_size=r.input_size or 256, iterations=r.iterations or 800, checkpoint_every=r.checkpoint_every,
+        batch_size=r.batch_size or 8, seed=r.seed, threads=r.threads, stop_after=r.stop_after)))

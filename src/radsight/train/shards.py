@@ -23,11 +23,12 @@ import webdataset as wds
 
 from radsight.core import FINDINGS, InputError
 from radsight.data.manifest import read_manifest
-from radsight.inputs import InputBuilder
+from radsight.inputs.preprocess import InputSpec
 from radsight.io import load_image
+from radsight.io.atomic import atomic_text
 from radsight.models.config import TRIAGE_LABEL
-from radsight.preprocess import InputSpec
-from radsight.train.distributed import Ranks
+from radsight.pipeline.inputs import InputBuilder
+from radsight.train.distributed import Ranks, log
 
 FORMAT = "radsight-shards/1"
 INDEX = "index.json"
@@ -51,7 +52,7 @@ def pack(sources: list[tuple[str, str]], builder: InputBuilder, out: Path, split
                     try:
                         x = builder.build(load_image(manifest.path(row)), normalised=False).x
                     except InputError as exc:
-                        print(f"skipped: {exc}")
+                        log.warning("skipped: %s", exc)
                         skipped += 1
                         continue
                     sink.write({"__key__": f"{n}-{row:08d}", "input.npy": np.round(x * SCALE).astype(np.uint16),
@@ -60,9 +61,7 @@ def pack(sources: list[tuple[str, str]], builder: InputBuilder, out: Path, split
                     count += 1
         index["splits"][split] = {"shards": sorted(p.name for p in out.glob(f"{split}-*.tar")), "count": count,
                                   "skipped": skipped}
-    tmp = out / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    tmp.replace(out / INDEX)
+    atomic_text(out / INDEX, json.dumps(index, indent=2) + "\n")
     return index
 
 

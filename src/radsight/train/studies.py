@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from radsight.core import InputError
+from radsight.core import LATERAL_NAMES, InputError
 from radsight.data.manifest import Manifest, read_manifest
-from radsight.inputs import InputBuilder
 from radsight.io import load_image
+from radsight.pipeline.inputs import InputBuilder
 from radsight.train.data import cached
-from radsight.views import LATERAL_NAMES
+from radsight.train.distributed import log
 
 
 @dataclass
@@ -69,14 +69,14 @@ def load_studies(rows: list[StudyRows], builder: InputBuilder, cache: Path | Non
             try:
                 front = builder.build(load_image(row.frontal), normalised=False).x
             except InputError as exc:
-                print(f"skipped: {exc}")
+                log.warning("skipped: %s", exc)
                 continue
             side = np.zeros_like(front)
             if row.lateral is not None:
                 try:
                     side = builder.build(load_image(row.lateral), normalised=False).x
                 except InputError as exc:
-                    print(f"lateral treated as absent: {exc}")
+                    log.warning("lateral treated as absent: %s", exc)
             fronts.append(front)
             laterals.append(side)
             present.append(float(row.lateral is not None and side.any()))

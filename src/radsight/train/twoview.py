@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from radsight.train.nets import VARIANTS, DenseNet, DenseNetConfig, WithCams
-from radsight.train.registry import register
 
 
 class TwoViewDenseNet(DenseNet):
@@ -81,7 +80,6 @@ def init_lateral_from_frontal(net: TwoViewDenseNet) -> None:
     net.lateral.load_state_dict(net.features[:net.split].state_dict())
 
 
-@register("densenet-small-twoview")
 def densenet_small_twoview(fuse_after: int = 3, **overrides) -> TwoViewDenseNet:
     """densenet-small's blocks behind a stride-2 stem: a quarter of its multiply-adds a view, and a 4x4 map a view
     at 64 px (the seed system fused after the third of four blocks, as ``fuse_after`` does by default)."""

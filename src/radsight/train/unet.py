@@ -5,8 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radsight.train.registry import register
-
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -15,7 +13,6 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-@register("unet")
 class UNet(nn.Module):
     """Encoder-decoder with skip connections; ``forward`` returns one logit map per class at input size."""
 

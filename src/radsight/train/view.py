@@ -14,39 +14,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import track
-from torch import nn
 
 from radsight.core import InputError
 from radsight.data.view_manifest import ViewRow, view_rows
+from radsight.heads.view import LATERAL
+from radsight.inputs.preprocess import InputSpec, prepare
 from radsight.io import load_image
 from radsight.models.config import VIEW_CLASSIFICATION
-from radsight.preprocess import InputSpec, prepare
-from radsight.train.data import normalise_batch, photometric, warp
 from radsight.train import distributed
-from radsight.train.distributed import Ranks
+from radsight.train.data import normalise_batch, photometric, warp
+from radsight.train.distributed import Ranks, log
 from radsight.train.fit import Plan, Task, atomic_save, fit
 from radsight.train.loop import start_run
-from radsight.train.registry import build, checkpoint_fields, register
-from radsight.views import LATERAL
-
-
-class ViewCNN(nn.Module):
-    """Four stride-2 3x3 conv/BN/ReLU stages (width, 2w, 4w, 4w), global average pooling, one logit (lateral)."""
-
-    def __init__(self, width: int = 16, in_chans: int = 1):
-        super().__init__()
-        layers, n = [], in_chans
-        for out in (width, 2 * width, 4 * width, 4 * width):
-            layers += [nn.Conv2d(n, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
-            n = out
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(n, 1))
-        self.arch_kwargs = {"width": width, "in_chans": in_chans}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-register("view-cnn")(ViewCNN)
+from radsight.train.registry import build, checkpoint_fields
+from radsight.train.request import TrainRequest
 
 
 @dataclass
@@ -78,7 +59,7 @@ def load_views(rows: list[ViewRow], spec: InputSpec) -> tuple[torch.Tensor, torc
         try:
             image = load_image(row.path)
         except InputError as exc:
-            print(f"skipped: {exc}")
+            log.warning("skipped: %s", exc)
             continue
         xs.append(prepare(image, spec, normalised=False)[0])
         ys.append(float(row.view == LATERAL))
@@ -147,7 +128,7 @@ def train_view_classifier(cfg: ViewTrainConfig) -> Path:
     data parallel on CPUs (gloo)."""
     ranks = distributed.start(gpu=False)
     out = start_run(cfg, ranks.main)
-    say = print if ranks.main else (lambda *a, **k: None)
+    say = distributed.sayer(ranks)
     rows = view_rows(cfg.sources)
     train_rows = [r for r in rows if r.split == "train" and r.patient not in cfg.holdout]
     x, y = load_views(train_rows, cfg.spec)
@@ -170,3 +151,12 @@ def train_view_classifier(cfg: ViewTrainConfig) -> Path:
         last["held_out_patients"] = list(cfg.holdout)
         atomic_save(last, out / "final.pt")
     return out / "final.pt"
+
+
+def from_request(r: TrainRequest) -> str:
+    """``radsight train --task view``."""
+    chosen = train_view_classifier(ViewTrainConfig(
+        sources=r.datasets, out=r.out, holdout=list(r.holdout), input_size=r.input_size or 64,
+        steps=r.iterations or 1500, batch_size=r.batch_size or 48, seed=r.seed, threads=r.threads,
+        stop_after=r.stop_after))
+    return f"checkpoint: {chosen}"

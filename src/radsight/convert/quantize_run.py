@@ -1,0 +1,48 @@
+"""``radsight models quantize``: the classifier's inputs for calibration (a training split) and for the check
+(labelled held-out images), then :func:`radsight.convert.quantize.register`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from radsight.convert.quantize import check_quantizable, register
+from radsight.core import InputError
+from radsight.data.manifest import Manifest, read_manifest
+from radsight.evaluate.calibration import check_not_benchmark, label_matrix
+from radsight.io import load_image
+from radsight.models.config import ModelConfig
+
+
+def run_quantize(predictor, manifest: Path, images: Path, split: str, limit: int, check_manifest: Path,
+                 check_images: Path, check_split: str | None, max_delta: float, name: str | None) -> ModelConfig:
+    """Raises ValueError (BenchmarkSplitError for benchmark calibration rows; no readable images) and
+    QuantizationRefused with the figures."""
+    check_quantizable(predictor.cfg)
+    calibration_rows = read_manifest(manifest, images).select(split)
+    check_not_benchmark(calibration_rows)
+    check_rows = read_manifest(check_manifest, check_images)
+    check_rows = check_rows.select(check_split) if check_split else check_rows
+    calibration, _ = model_inputs(predictor, calibration_rows, limit)
+    check, kept = model_inputs(predictor, check_rows, len(check_rows))
+    y = label_matrix(check_rows, predictor.cfg.labels)[kept]
+    patients = [check_rows.patient_ids[i] for i in kept]
+    return register(predictor.cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check, y, patients,
+                    f"{check_manifest}" + (f"#{check_split}" if check_split else ""), max_delta, name)
+
+
+def model_inputs(predictor, rows: Manifest, count: int) -> tuple[np.ndarray, list[int]]:
+    """The classifier inputs of the first ``count`` readable rows, and which rows they are (unreadable ones are
+    skipped)."""
+    xs, kept = [], []
+    for i in range(len(rows)):
+        if len(kept) == count:
+            break
+        try:
+            xs.append(predictor.classifier_input(load_image(rows.path(i)))[0])
+            kept.append(i)
+        except InputError:
+            continue
+    if not xs:
+        raise ValueError("no readable images")
+    return np.stack(xs), kept

@@ -1,0 +1,34 @@
+"""What ``radsight evaluate`` was asked: every option of the command, for the head's evaluator to take what it
+reads. ``model``: the model named by ``--model`` (or, for the anatomy and bone heads, by ``--lung-model`` and
+``--bone-model``), else the head's shipped model."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    task: str
+    out: Path
+    model: str | None = None
+    manifest: Path | None = None
+    images: Path | None = None
+    predictions: Path | None = None
+    reference: Path | None = None
+    split: str | None = None
+    bootstrap: int = 1000
+    masks: Path | None = None
+    lung_model: str | None = None
+    subset: tuple[str, ...] = ()
+    bone_pairs: Path | None = None
+    targets: Path | None = None
+    ood_test: tuple[str, ...] = ()
+    explain: str | None = None
+    robustness: bool = False
+
+    def need(self, *names: str) -> None:
+        """ValueError naming the first of ``names`` (options) this evaluation needs and was not given."""
+        for name in names:
+            if getattr(self, name) in (None, ()):
+                raise ValueError(f"--task {self.task} needs --{name.replace('_', '-')}")

@@ -1,0 +1,36 @@
+"""What an analysis is run with: one set of options for ``radsight analyze``, Ray's actors and the service."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from radsight.explain import DEFAULT_METHOD
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_VIEW_MODEL
+
+
+@dataclass(frozen=True)
+class PredictorOptions:
+    """The models and methods a :class:`~radsight.pipeline.predictor.Predictor` is built with (``model`` ...
+    ``threads``), and what each analysis asks of it: ``heatmaps_for`` (labels that get heatmaps and boxes below
+    their thresholds), ``allow_ood`` (analyze what the out-of-distribution gate refuses), ``dicom_out`` (DICOM
+    results for DICOM input). ``device``: auto, cpu or cuda, for every ONNX Runtime session of the predictor."""
+
+    model: str = DEFAULT_MODEL
+    lung_model: str | None = DEFAULT_LUNG_MODEL
+    bone_model: str | None = None
+    bone_views: bool = False
+    view_model: str | None = DEFAULT_VIEW_MODEL
+    method: str = DEFAULT_METHOD
+    layer: str | None = None
+    alternates: tuple[str, ...] = ()
+    heatmaps_for: tuple[str, ...] = ()
+    allow_ood: bool = False
+    dicom_out: bool = False
+    device: str = "auto"
+    threads: int = 0
+
+    def predictor(self):
+        """A :class:`~radsight.pipeline.predictor.Predictor` with these options."""
+        from radsight.pipeline.predictor import Predictor
+        return Predictor(self.model, threads=self.threads, lung_model=self.lung_model, bone_model=self.bone_model,
+                         bone_views=self.bone_views, method=self.method, layer=self.layer,
+                         alternates=self.alternates, view_model=self.view_model, device=self.device)

@@ -1,0 +1,67 @@
+"""The image files of one read view: overlay, heatmaps (one a finding and method), lung mask, computed views."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from radsight.core import Prediction, Radiograph
+from radsight.io.atomic import atomic_write
+from radsight.models.config import TRIAGE_LABEL
+from radsight.results.document import OutputFiles
+from radsight.results.render import render_overlay
+
+PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
+VIEWER_LONGEST = 2048  # the viewer's copy of the radiograph
+
+
+def write_png(image: Image.Image, path: Path) -> None:
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESSION))
+
+
+def method_slug(method: str) -> str:
+    """A method's name as it appears in file names ("gradcam++" -> "gradcampp")."""
+    return method.replace("+", "p")
+
+
+def grey_png(values: np.ndarray) -> Image.Image:
+    """(H, W) in [0, 1] -> an 8-bit greyscale image."""
+    return Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8), mode="L")
+
+
+def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
+                      overlay: Image.Image | None = None) -> OutputFiles:
+    """``stem.overlay.png``, ``stem.heatmap.<Finding>.png`` (``.<method>.png`` for alternate methods),
+    ``stem.lungs.png`` and ``stem.<view>.png``; their names (``json`` left empty). ``overlay``: the overlay when
+    the caller has drawn it already."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = OutputFiles(json="", overlay=f"{stem}.overlay.png")
+    for label in [f.name for f in p.findings] + [TRIAGE_LABEL]:  # positives, and those asked for
+        heat = p.heatmaps.get(label)
+        if heat is not None:
+            files.heatmaps[label] = f"{stem}.heatmap.{label}.png"
+            write_png(grey_png(heat), out_dir / files.heatmaps[label])
+        for method, heatmaps in p.alternates.items():
+            if label in heatmaps:
+                name = f"{stem}.heatmap.{label}.{method_slug(method)}.png"
+                files.alternates.setdefault(method, {})[label] = name
+                write_png(grey_png(heatmaps[label]), out_dir / name)
+    if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
+        files.mask = f"{stem}.lungs.png"
+        grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
+        grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
+        write_png(grey, out_dir / files.mask)
+    for name, view in p.views.items():
+        files.views[name] = f"{stem}.{name}.png"
+        write_png(grey_png(view), out_dir / files.views[name])
+    write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / files.overlay)
+    return files
+
+
+def write_viewer_copy(image: Radiograph, path: Path) -> None:
+    """The radiograph as the web viewer shows it: 8-bit, its longest side at most :data:`VIEWER_LONGEST`."""
+    im = grey_png(image.pixels)
+    if max(im.size) > VIEWER_LONGEST:
+        im.thumbnail((VIEWER_LONGEST, VIEWER_LONGEST), Image.Resampling.LANCZOS)
+    write_png(im, path)

@@ -1,0 +1,117 @@
+"""The one writer of an analysis's results, for ``radsight analyze``, Ray and the service alike.
+
+One image read alone gets ``STEM.json`` with ``STEM.*`` beside it; a study read together gets ``STEM.json`` with
+``STEM.<view>.*`` for each view read. With ``dicom_out`` and DICOM input, the DICOM results (SR, lung SEG, overlay
+and computed-view Secondary Captures) are written beside them, named by :func:`radsight.results.dicom.file_name`.
+The JSON is written last: its presence means the analysis's files are all there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL.Image import Image as PILImage
+
+from radsight.core import InputError, Prediction, Radiograph, StudyPrediction
+from radsight.io.atomic import atomic_text
+from radsight.results.document import prediction_document, study_descriptors, study_document
+from radsight.results.files import write_image_files, write_viewer_copy
+from radsight.results.render import render_overlay
+
+log = logging.getLogger("radsight.results")
+
+
+@dataclass
+class Written:
+    """What :func:`write_results` wrote: the JSON's name and document, and the DICOM results (to send on);
+    ``problem``: why no DICOM results could be made (the JSON was written without them)."""
+
+    json: str
+    document: dict
+    datasets: list[pydicom.Dataset] = field(default_factory=list)
+    problem: str | None = None
+
+
+@dataclass
+class _Read:
+    image: Radiograph
+    prediction: Prediction
+    view: str | None  # "frontal", "lateral" in a study; None alone
+    overlay: PILImage
+
+
+def write_results(images: list[Radiograph], result: Prediction | StudyPrediction, out_dir: Path, stem: str,
+                  unreadable: list[InputError] = (), dicom_out: bool = False, source: str | None = None,
+                  viewer_copies: bool = False) -> Written:
+    """Write everything one analysis produced. ``images``: what was read (one, for a :class:`Prediction`);
+    ``unreadable``: a study's files that could not be read (listed in its document); ``source``: the name the
+    document gives the input instead of its path (paths can carry patient identifiers); ``viewer_copies``: also
+    ``image.png`` (``image.<view>.png`` in a study), the web viewer's copy of each radiograph read."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, StudyPrediction):
+        by_source = {image.source: image for image in images}
+        read = [_Read(by_source[r.source], r.prediction, r.view.view, render_overlay(by_source[r.source], r.prediction))
+                for r in result.views if r.read]
+        files = iter(write_image_files(r.image, r.prediction, out_dir, f"{stem}.{r.view}", r.overlay) for r in read)
+        document = study_document(result, [next(files) if r.read else None for r in result.views], unreadable)
+    else:
+        read = [_Read(images[0], result, None, render_overlay(images[0], result))]
+        files = write_image_files(images[0], result, out_dir, stem, read[0].overlay)
+        files.json = f"{stem}.json"
+    headers = [_header(r.image) for r in read]
+    dicom_input = all(h is not None for h in headers)
+    named, problem = _dicom(out_dir, stem, result, read, headers) if dicom_input and dicom_out else ([], None)
+    if isinstance(result, StudyPrediction):
+        if named:
+            document["dicom_results"] = [name for name, _ in named]
+    else:
+        files.dicom = [name for name, _ in named]
+        document = prediction_document(result, files)
+    if dicom_input:
+        positions = " + ".join(r.image.meta.view_position or r.view or "" for r in read) or None
+        document["study"] = study_descriptors(headers[0], positions)
+        if isinstance(result, StudyPrediction):
+            document["study"]["name"] = result.study
+    if source is not None:
+        document["source"] = source
+        for entry in document.get("views", []) if isinstance(result, StudyPrediction) else []:
+            entry["source"] = Path(entry["source"]).name
+    if viewer_copies:
+        for r in read:
+            write_viewer_copy(r.image, out_dir / ("image.png" if r.view is None else f"image.{r.view}.png"))
+    atomic_text(out_dir / f"{stem}.json", json.dumps(document, indent=2) + "\n")
+    return Written(f"{stem}.json", document, [dataset for _, dataset in named], problem)
+
+
+def _header(image: Radiograph) -> pydicom.Dataset | None:
+    """A DICOM input's header (identifiers and geometry, pixels not read); None for other input."""
+    if not image.from_dicom:
+        return None
+    try:
+        return pydicom.dcmread(image.source, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001 - read once already: a header that fails now only loses descriptors
+        log.warning("header of an analyzed DICOM could not be read again (%s)", type(exc).__name__)
+        return None
+
+
+def _dicom(out_dir: Path, stem: str, result: Prediction | StudyPrediction, read: list[_Read],
+           headers: list[pydicom.Dataset]) -> tuple[list[tuple[str, pydicom.Dataset]], str | None]:
+    """The DICOM results, saved; or none and the reason a header could not carry them."""
+    from radsight.results.dicom import dicom_results, file_name, save_dataset, study_results  # highdicom: on demand
+    try:
+        if isinstance(result, StudyPrediction):
+            made = study_results([(h, r.view) for h, r in zip(headers, read)], result,
+                                 [np.asarray(r.overlay) for r in read])
+        else:
+            made = dicom_results(headers[0], result, np.asarray(read[0].overlay))
+    except Exception as exc:  # noqa: BLE001 - a header highdicom cannot build results from: reported, not raised
+        what = "headers" if isinstance(result, StudyPrediction) else "header"
+        return [], f"analyzed, but no DICOM results could be made from its {what} ({type(exc).__name__}: {exc})"
+    named = [(file_name(stem, kind), dataset) for kind, dataset in made.items()]
+    for name, dataset in named:
+        save_dataset(dataset, out_dir / name)
+    return named, None

@@ -1,0 +1,97 @@
+"""The REST API: upload a radiograph, read a study, its result files, the worklist and the model."""
+from __future__ import annotations
+
+import os
+import re
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from radsight.service.context import Service
+from radsight.service.worker import results_dir
+
+# What a study's results folder may serve (``study.`` is the writer's stem), each also per view of a study
+# (``study.frontal.overlay.png``, ``image.lateral.png``, ``study.lateral.sc.dcm``), and heatmaps.
+RESULT_FILES = {"image.png", "study.overlay.png", "study.lungs.png", "study.soft_tissue.png", "study.bone.png",
+                "study.sr.dcm", "study.seg.dcm", "study.sc.dcm", "study.soft_tissue.dcm", "study.bone.dcm"}
+
+
+class SignIn(BaseModel):
+    token: str
+
+
+def servable(name: str) -> bool:
+    """Whether a result file may be served: one of RESULT_FILES or a heatmap, each also per view of a study."""
+    if "/" in name or ".." in name:
+        return False
+    name = re.sub(r"(^|\.)(frontal|lateral)\.", r"\1", name, count=1)
+    return name in RESULT_FILES or (name.startswith("study.heatmap.") and name.endswith(".png"))
+
+
+def router(service: Service) -> APIRouter:
+    api = APIRouter()
+    writer, reader = Depends(service.access.writer), Depends(service.access.reader)
+    settings, store, predictor = service.settings, service.store, service.predictor
+
+    @api.post("/api/studies", status_code=202, dependencies=[writer])
+    async def post_study(file: UploadFile) -> dict:
+        """Queue a DICOM, PNG or JPEG radiograph (multipart field ``file``)."""
+        data = await service.read_limited(_chunks(file))
+        part = await run_in_threadpool(service.receive, data, os.path.basename(file.filename or "upload"))
+        return {"id": await run_in_threadpool(service.queue, [part], "upload"), "status": "queued"}
+
+    @api.post("/api/session", status_code=204)
+    def sign_in(body: SignIn, request: Request, response: Response) -> None:
+        """The web page's reader session: a cookie that lets this browser read (not write) until it closes."""
+        service.access.open_session(body.token, response, secure=request.url.scheme == "https")
+
+    @api.delete("/api/session", status_code=204)
+    def sign_out(response: Response) -> None:
+        service.access.close_session(response)
+
+    @api.get("/api/studies/{study_id}", dependencies=[reader])
+    def get_study(study_id: str) -> dict:
+        return service.known(study_id).public()
+
+    @api.get("/api/studies/{study_id}/files/{name}", dependencies=[reader])
+    def get_file(study_id: str, name: str) -> FileResponse:
+        service.known(study_id)
+        path = results_dir(settings.data_dir, study_id) / name
+        if not servable(name) or not path.is_file():
+            raise HTTPException(404, f"no file {name!r} for this study")
+        return FileResponse(path)
+
+    @api.get("/api/worklist", dependencies=[reader])
+    def worklist() -> dict:
+        return {"studies": [_row(s) for s in store.worklist()], "counts": store.counts()}
+
+    @api.get("/api/model")
+    def model() -> dict:
+        cfg = predictor.cfg
+        return {"name": cfg.name, "version": cfg.version, "labels": cfg.labels, "thresholds": cfg.thresholds,
+                "license": cfg.license, "intended_use": cfg.intended_use, "model_card": "/api/model/card"}
+
+    @api.get("/api/model/card")
+    def model_card() -> FileResponse:
+        path = predictor.cfg.directory / predictor.cfg.model_card if predictor.cfg.model_card else None
+        if path is None or not path.is_file():
+            raise HTTPException(404, "this model has no model card")
+        return FileResponse(path, media_type="text/markdown")
+
+    return api
+
+
+async def _chunks(file: UploadFile, size: int = 1 << 20):
+    while chunk := await file.read(size):
+        yield chunk
+
+
+def _row(s) -> dict:
+    triage = (s.result or {}).get("triage") or {}
+    positives = [f["name"] for f in (s.result or {}).get("findings", []) if f.get("positive")]
+    return {"id": s.id, "status": s.status, "received_at": s.received_at, "filename": s.filename,
+            "origin": s.origin, "study": (s.result or {}).get("study"),
+            "priority": triage.get("priority"), "abnormal_probability": triage.get("abnormal_probability"),
+            "positives": positives, "error": s.error}

@@ -1,0 +1,71 @@
+"""What the service's routes share: its settings, job store, intake, predictor and access control."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import HTTPException
+
+from radsight.core import InputError
+from radsight.pipeline.options import PredictorOptions
+from radsight.service.access import Access
+from radsight.service.intake import Intake, Received
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    token: str
+    predictor: PredictorOptions = field(default_factory=PredictorOptions)  # models, methods, OOD, device
+    workers: int = 1
+    max_upload_bytes: int = 256 * 1024 * 1024
+    orthanc_url: str | None = None
+    poll_interval: float = 2.0
+    cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
+    dimse_port: int | None = None  # a C-STORE SCP (and C-ECHO) on this port; None: no DICOM node
+    dimse_host: str = "127.0.0.1"
+    ae_title: str = "RADSIGHT"
+    dimse_allowed: tuple[str, ...] = ()  # callers: "AE", "@address" or "AE@address"; empty: any
+    dimse_destination: str | None = None  # "AE@host:port": results (SR, SEG, SC) are sent there with C-STORE
+    db: str | None = None  # postgresql://... : a job store shared by replicas (data_dir shared too); None: SQLite
+    lease_seconds: float = 30.0  # with PostgreSQL: a study whose worker stops renewing this long is claimed again
+    gather_seconds: float = 0.0  # > 0: a study's instances arriving apart are analyzed together (service.intake)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    store: object  # service.db.StudyStore or service.pg.PostgresStudyStore
+    intake: Intake
+    predictor: object  # pipeline.predictor.Predictor
+    access: Access
+
+    async def read_limited(self, stream) -> bytes:
+        """A request body, refused with 413 past the upload limit."""
+        limit, chunks, size = self.settings.max_upload_bytes, [], 0
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"upload larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def receive(self, data: bytes, filename: str) -> Received:
+        if not data:
+            raise HTTPException(400, "empty upload")
+        try:
+            return self.intake.receive(data, filename)
+        except InputError as exc:
+            raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
+
+    def queue(self, parts: list[Received], origin: str) -> str:
+        try:
+            return self.intake.queue_or_discard(parts, origin)
+        except InputError as exc:
+            raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
+
+    def known(self, study_id: str):
+        study = self.store.get(study_id)
+        if study is None:
+            raise HTTPException(404, "no such study")
+        return study
