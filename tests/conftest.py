@@ -14,7 +14,12 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 SHARED_DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -74,7 +79,9 @@ def make_dicom(path: Path, pixels: np.ndarray | None = None, *, bits: int = 12, 
         item.add_new("LUTData", "US", [int(v) for v in np.linspace(0, 4095, 2 ** bits).round()])
         ds.VOILUTSequence = [item]
     ds.PixelData = stored.tobytes()
-    if transfer_syntax != ExplicitVRLittleEndian:
+    if transfer_syntax == DeflatedExplicitVRLittleEndian:  # the whole dataset deflated as it is saved
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+    elif transfer_syntax != ExplicitVRLittleEndian:
         ds.compress(transfer_syntax)
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -176,3 +176,57 @@ def test_jpeg_baseline_is_nearly_the_uncompressed_image(tmp_path, phantom):
     jpeg = load_image(tmp_path / "jpeg.dcm")
     assert jpeg.meta.transfer_syntax.startswith("JPEG Baseline")
     assert np.abs(jpeg.pixels - plain.pixels).mean() < 0.02  # the phantom is noisy; JPEG smooths noise
+
+
+def test_a_deflated_file_reads_as_its_uncompressed_copy(tmp_path, phantom):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    plain = make_dicom(tmp_path / "plain.dcm", phantom)
+    ds = pydicom.dcmread(plain)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(tmp_path / "deflated.dcm", enforce_file_format=True)
+    assert np.array_equal(load_image(tmp_path / "deflated.dcm").pixels, load_image(plain).pixels)
+
+
+def deflate_bomb(path, phantom, pixel_bytes: int = 1 << 30) -> None:
+    """A deflated file of a few MB whose dataset inflates to ``pixel_bytes`` of pixel data (Rows and Columns that
+    match it lie inside the deflated stream)."""
+    import struct
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    ds = pydicom.dcmread(make_dicom(path.with_suffix(".seed.dcm"), phantom))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    meta = pydicom.filereader.read_file_meta_info(path)
+    head = path.read_bytes()[:132 + 12 + int(meta.FileMetaInformationGroupLength)]
+    side = int((pixel_bytes // 2) ** 0.5)
+    del ds.PixelData
+    ds.Rows = ds.Columns = side
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with open(path, "wb") as fh:
+        fh.write(head + deflate.compress(body.getvalue() + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0,
+                                                                       2 * side * side)))
+        zeros = bytes(16 << 20)
+        for _ in range(2 * side * side // len(zeros)):
+            fh.write(deflate.compress(zeros))
+        fh.write(deflate.flush())
+
+
+def test_a_deflate_bomb_is_refused_while_it_inflates(tmp_path, phantom):
+    import subprocess
+    import sys
+    bomb = tmp_path / "bomb.dcm"
+    deflate_bomb(bomb, phantom)
+    assert bomb.stat().st_size < 3 << 20
+    probe = ("import resource, sys\nfrom radsight.io import load_image\nfrom radsight.core import InputError\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n    load_image(sys.argv[1])\nexcept InputError as exc:\n    print(exc)\n"
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    run = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, timeout=120)
+    reason, grown_mb = run.stdout.strip().splitlines()
+    assert "inflates past" in reason and int(grown_mb) < 300, run.stdout + run.stderr

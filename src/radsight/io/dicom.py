@@ -1,19 +1,24 @@
 """DICOM radiographs: decode, modality LUT, VOI LUT or window, MONOCHROME1 inversion."""
 from __future__ import annotations
 
+import io
 import logging
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.pixels import apply_modality_lut, apply_voi
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from radsight.core import ImageMeta, InputError, Radiograph
-from radsight.io.limits import affine_clip, check_contrast, check_geometry, normalise_range
+from radsight.io.limits import MAX_PIXELS, affine_clip, check_contrast, check_geometry, normalise_range
 
 RADIOGRAPHY_MODALITIES = {"CR", "DX"}
+MAX_INFLATED_BYTES = 2 * MAX_PIXELS + (16 << 20)  # the largest 16-bit radiograph, and its header
 CHEST_BODY_PARTS = {"", "CHEST", "THORAX", "LUNG", "PORTABLE CHEST"}
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,11 @@ def read_dicom(path: Path, force: bool = False) -> Radiograph:
 def _read(path: Path, force: bool) -> Radiograph:
     source = str(path)
     try:
-        ds = pydicom.dcmread(path, force=force)
+        ds = _inflated(path, source) if not force and _deflated(path) else pydicom.dcmread(path, force=force)
     except InvalidDicomError as exc:
         raise InputError(source, f"not a valid DICOM file ({exc})") from exc
+    except zlib.error as exc:
+        raise InputError(source, f"deflated dataset cannot be inflated ({exc})") from exc
     except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:  # truncated or garbled header
         raise InputError(source, f"DICOM header cannot be parsed ({type(exc).__name__}: {exc})") from exc
     meta = _check_dataset(source, ds)
@@ -56,6 +63,36 @@ def _read(path: Path, force: bool) -> Radiograph:
     return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw, study_uid=study)
 
 
+def _deflated(path: Path) -> bool:
+    """Whether the file's meta group names Deflated Explicit VR Little Endian (the rest of the file not read)."""
+    try:
+        return read_file_meta_info(path).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    except Exception:  # noqa: BLE001 - a meta group pydicom cannot read: dcmread says why, with the file
+        return False
+
+
+def _inflated(path: Path, source: str) -> pydicom.Dataset:
+    """A deflated dataset, inflated as a stream that stops at :data:`MAX_INFLATED_BYTES`: its Rows and Columns lie
+    inside the deflated stream, so no size check can come before inflating, and a small file can inflate to
+    gigabytes."""
+    meta = read_file_meta_info(path)
+    if "FileMetaInformationGroupLength" not in meta:
+        raise InputError(source, "deflated DICOM without a File Meta Information Group Length")
+    inflater, parts, size = zlib.decompressobj(-zlib.MAX_WBITS), [], 0
+    with open(path, "rb") as fh:
+        preamble = fh.read(128)
+        fh.seek(132 + 12 + int(meta.FileMetaInformationGroupLength))  # preamble, DICM, the group length element
+        while (chunk := fh.read(1 << 20)) or inflater.unconsumed_tail:
+            parts.append(inflater.decompress(inflater.unconsumed_tail + chunk, MAX_INFLATED_BYTES + 1 - size))
+            size += len(parts[-1])
+            if size > MAX_INFLATED_BYTES:
+                raise InputError(source, f"deflated dataset inflates past {MAX_INFLATED_BYTES:,} bytes (the largest "
+                                         f"radiograph radsight reads)")
+    dataset = read_dataset(io.BytesIO(b"".join(parts)), is_implicit_VR=False, is_little_endian=True)
+    return pydicom.FileDataset(source, dataset, preamble=preamble, file_meta=meta, is_implicit_VR=False,
+                               is_little_endian=True)
+
+
 def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
     """Refuse what is not a single-frame grayscale frontal chest radiograph; collect metadata."""
     if "PixelData" not in ds:
@@ -63,6 +100,8 @@ def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
     for attr in ("Rows", "Columns", "BitsAllocated"):
         if attr not in ds:
             raise InputError(source, f"DICOM image lacks {attr}")
+    if int(ds.BitsAllocated) not in (8, 16):  # with Rows, Columns and one frame: the decoded size, known up front
+        raise InputError(source, f"{ds.BitsAllocated} bits allocated; a radiograph has 8 or 16")
     modality = str(ds.get("Modality", "")).upper() or None
     if modality is not None and modality not in RADIOGRAPHY_MODALITIES:
         raise InputError(source, f"modality {modality} is not a radiograph (expected CR or DX)")

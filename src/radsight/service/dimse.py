@@ -8,7 +8,6 @@ Results wait in a SQLite outbox (and as files) until the destination has taken t
 """
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import socket
@@ -129,12 +128,11 @@ class DicomNode:
             event.assoc.kill()  # as pynetdicom's own rejections do: the A-ASSOCIATE-RJ leaves before the socket closes
 
     def _on_store(self, event) -> pydicom.Dataset | int:
-        dataset = event.dataset
-        dataset.file_meta = event.file_meta
-        buffer = io.BytesIO()
+        uid = str(event.request.AffectedSOPInstanceUID)
         try:
-            dataset.save_as(buffer, enforce_file_format=True)
-            part = self.intake.receive(buffer.getvalue(), f"{dataset.SOPInstanceUID}.dcm", self._folder(event.assoc))
+            # stored as it came, undecoded: a deflated dataset is inflated when it is read, under the reader's cap
+            data = event.encoded_dataset(include_meta=True)
+            part = self.intake.receive(data, f"{uid}.dcm", self._folder(event.assoc))
             try:
                 self.intake.screen(part)
             except InputError:
@@ -143,7 +141,7 @@ class DicomNode:
         except InputError as exc:
             return _failure(CANNOT_UNDERSTAND, exc.reason)
         except (OSError, sqlite3.Error) as exc:  # the disk or the queue: ask the sender to try again later
-            log.error("C-STORE of %s not stored: %s", dataset.get("SOPInstanceUID"), exc)
+            log.error("C-STORE of %s not stored: %s", uid, exc)
             return _failure(OUT_OF_RESOURCES, "not stored; try again")
         return 0x0000  # the pixels are let go: the instance is read again when its association ends
 
