@@ -5,6 +5,7 @@ names (stems) are chosen from the whole list before anything runs, so every engi
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,10 @@ import pydicom
 from radsight.core import LATERAL, ImageMeta
 from radsight.heads.view import header_view
 from radsight.io.dicom import view_elements
+from radsight.io.library_warnings import quiet_libraries
 from radsight.io.loader import looks_like_dicom
 
+log = logging.getLogger(__name__)
 HEADER_TAGS = ["StudyInstanceUID", "ViewPosition", "ViewCodeSequence", "PatientOrientation"]
 
 
@@ -80,7 +83,8 @@ def _header(path: Path) -> tuple[str | None, bool]:
         with open(path, "rb") as fh:
             if not looks_like_dicom(fh.read(132)):
                 return None, False
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        with quiet_libraries(log):
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
         lateral = header_view(ImageMeta(**view_elements(ds))).view == LATERAL
         return str(ds.get("StudyInstanceUID", "")).strip() or None, lateral
     except Exception:  # noqa: BLE001 - any parser failure: the file is analyzed (and refused) as it is later

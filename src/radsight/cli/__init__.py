@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from radsight.cli import analyze, data, evaluate, models, serve, train
+from radsight.cli.common import configure_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use.")
@@ -20,6 +21,7 @@ def _print_version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     """radsight: chest X-ray findings, triage, heatmaps and boxes. Not for diagnostic use."""
+    configure_logging()
 
 
 app.command()(train.train)

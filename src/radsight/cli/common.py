@@ -78,3 +78,22 @@ def training_log():
         yield
     finally:
         logger.removeHandler(handler)
+
+
+def configure_logging(level: int = logging.WARNING, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """The command's log on stderr with no patient data in it: every handler redacts quoted values, Python warnings
+    pass through it (redacted), pydicom's own warning lines (radsight logs them redacted at DEBUG) and highdicom's
+    INFO lines are left out."""
+    from radsight.io.library_warnings import Redacting
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(fmt))
+        root.addHandler(handler)
+    root.setLevel(level)
+    for handler in root.handlers:
+        if not any(isinstance(f, Redacting) for f in handler.filters):
+            handler.addFilter(Redacting())
+    logging.captureWarnings(True)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from radsight.cli.common import check_device, fail
+from radsight.cli.common import check_device, configure_logging, fail
 from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, DEFAULT_MODEL
 
 
@@ -54,7 +54,7 @@ def serve(
     if not token:
         raise fail("an API token is required: --token or RADSIGHT_API_TOKEN")
     check_device(device)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(logging.INFO, "%(asctime)s %(name)s %(levelname)s %(message)s")
     options = PredictorOptions(model=model, lung_model=lung_model, bone_model=bone_model if bone_views else None,
                                bone_views=bone_views, method=explain, allow_ood=allow_ood, device=device)
     settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 import zlib
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from radsight.core import ImageMeta, InputError, Radiograph
+from radsight.io.library_warnings import quiet_libraries
 from radsight.io.limits import MAX_PIXELS, affine_clip, check_contrast, check_geometry, normalise_range
 
 RADIOGRAPHY_MODALITIES = {"CR", "DX"}
@@ -24,19 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def read_dicom(path: Path, force: bool = False) -> Radiograph:
-    """Read a DICOM radiograph; pydicom's warnings about this file join the error, or the log on success."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    """Read a DICOM radiograph; pydicom's warnings about this file (redacted: they quote header values) join the
+    error, or the debug log on success."""
+    with quiet_libraries(log) as notes:
         try:
-            image = _read(path, force)
+            return _read(path, force)
         except InputError as exc:
-            notes = "; ".join(dict.fromkeys(str(w.message) for w in caught))
-            if notes:
-                raise InputError(exc.source, f"{exc.reason} [{notes}]") from exc.__cause__
-            raise
-    for w in caught:
-        log.warning("%s: %s", path, w.message)
-    return image
+            error = exc
+    if notes:
+        raise InputError(error.source, f"{error.reason} [{'; '.join(notes)}]") from error.__cause__
+    raise error
 
 
 def _read(path: Path, force: bool) -> Radiograph:

@@ -18,6 +18,7 @@ from PIL.Image import Image as PILImage
 
 from radsight.core import InputError, Prediction, Radiograph, StudyPrediction
 from radsight.io.atomic import atomic_text
+from radsight.io.library_warnings import quiet_libraries
 from radsight.results.document import prediction_document, study_descriptors, study_document
 from radsight.results.files import write_image_files, write_viewer_copy
 from radsight.results.render import render_overlay
@@ -92,7 +93,8 @@ def _header(image: Radiograph) -> pydicom.Dataset | None:
     if not image.from_dicom:
         return None
     try:
-        return pydicom.dcmread(image.source, stop_before_pixels=True)
+        with quiet_libraries(log):
+            return pydicom.dcmread(image.source, stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - read once already: a header that fails now only loses descriptors
         log.warning("header of an analyzed DICOM could not be read again (%s)", type(exc).__name__)
         return None
@@ -103,11 +105,12 @@ def _dicom(out_dir: Path, stem: str, result: Prediction | StudyPrediction, read:
     """The DICOM results, saved; or none and the reason a header could not carry them."""
     from radsight.results.dicom import dicom_results, file_name, save_dataset, study_results  # highdicom: on demand
     try:
-        if isinstance(result, StudyPrediction):
-            made = study_results([(h, r.view) for h, r in zip(headers, read)], result,
-                                 [np.asarray(r.overlay) for r in read])
-        else:
-            made = dicom_results(headers[0], result, np.asarray(read[0].overlay))
+        with quiet_libraries(log):  # highdicom's warnings quote header values: the patient's and physicians' names
+            if isinstance(result, StudyPrediction):
+                made = study_results([(h, r.view) for h, r in zip(headers, read)], result,
+                                     [np.asarray(r.overlay) for r in read])
+            else:
+                made = dicom_results(headers[0], result, np.asarray(read[0].overlay))
     except Exception as exc:  # noqa: BLE001 - a header highdicom cannot build results from: reported, not raised
         what = "headers" if isinstance(result, StudyPrediction) else "header"
         return [], f"analyzed, but no DICOM results could be made from its {what} ({type(exc).__name__}: {exc})"
