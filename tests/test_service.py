@@ -353,3 +353,45 @@ def test_a_data_folder_from_before_gathering_is_migrated(tmp_path):
     job = store.add("a.dcm", "stow", gather=("1.2.3", time.time() + 60))
     assert store.join("1.2.3", time.time() + 60) == job
     assert store.claim().id == "old" and store.claim() is None
+
+
+def _raw_post(url: str, path: str, headers: dict[str, str], total: int, chunk: int = 64 * 1024) -> tuple[int, int]:
+    """POST ``total`` bytes of body to ``path``, a chunk at a time, until the server answers; the status and how
+    many body bytes were sent by then."""
+    import select
+    import socket
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{head}\r\n".encode())
+        sent, block = 0, b"\0" * chunk
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(block)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += chunk
+        answer = sock.recv(4096).decode("latin-1")
+    return int(answer.split(" ", 2)[1]), sent
+
+
+def test_bodies_are_refused_before_they_are_read(tmp_path):
+    from conftest import served
+    with served(create_app(_settings(tmp_path))) as url:
+        upload = {"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(300 << 20)}
+        status, sent = _raw_post(url, "/api/studies", upload, 300 << 20)  # no token
+        assert status == 401 and sent < 5 << 20
+        status, sent = _raw_post(url, "/api/studies", {**upload, **AUTH}, 300 << 20)  # over the 256 MB limit
+        assert status == 413 and sent < 5 << 20
+        status, sent = _raw_post(url, "/dicom-web/studies", {"Content-Type": "multipart/related; type=x",
+                                                             "Content-Length": str(300 << 20)}, 300 << 20)
+        assert status == 401 and sent < 5 << 20
+        status, sent = _raw_post(url, "/api/session", {"Content-Type": "application/json",
+                                                       "Content-Length": str(200 << 20)}, 200 << 20)
+        assert status == 413 and sent < 5 << 20
+    with TestClient(create_app(_settings(tmp_path, max_upload_bytes=200_000))) as client:
+        chunks = (b"\0" * 65536 for _ in range(10))  # no Content-Length: counted as it streams
+        r = client.post("/dicom-web/studies", content=chunks, headers={**AUTH, "Content-Type": "multipart/related"})
+        assert r.status_code == 413

@@ -25,6 +25,11 @@ class Access:
     def token_matches(self, token: str) -> bool:
         return hmac.compare_digest(token.encode(), self._token)
 
+    def bearer_matches(self, authorization: str | None) -> bool:
+        """Whether an Authorization header carries the token as a bearer credential."""
+        scheme, _, credentials = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and self.token_matches(credentials.strip())
+
     def writer(self, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
         if credentials is None or not self.token_matches(credentials.credentials):
             raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})

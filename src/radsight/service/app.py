@@ -17,6 +17,7 @@ from radsight.service import api, dicomweb, viewer
 from radsight.service.access import Access
 from radsight.service.context import Service, Settings
 from radsight.service.db import StudyStore
+from radsight.service.guard import BodyGuard
 from radsight.service.intake import Intake
 from radsight.service.pacs import Orthanc, Poller
 from radsight.service.worker import Workers
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     service = Service(settings, store, intake, predictor, Access(settings.token))
+    app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))
     app.include_router(viewer.router())
