@@ -72,6 +72,11 @@ def test_two_replicas_one_killed_every_study_done_once(database, tmp_path):
             proc, url = start_serve(data, log, "--db", database, "--lease-seconds", "3", "--no-bone-views")
             procs.append(proc)
             urls.append(url)
+        signed_in = httpx.post(f"{urls[0]}/api/session", json={"token": "t"})
+        cookies = {"radsight_session": signed_in.cookies["radsight_session"]}
+        assert httpx.get(f"{urls[1]}/api/worklist", cookies=cookies).status_code == 200  # sessions are shared
+        assert httpx.delete(f"{urls[1]}/api/session", cookies=cookies).status_code == 204
+        assert httpx.get(f"{urls[0]}/api/worklist", cookies=cookies).status_code == 401  # and so is revoking one
         png = tmp_path / "x.png"
         headers = {"Authorization": "Bearer t"}
         ids = []

@@ -174,6 +174,30 @@ def test_reads_need_the_token_or_a_reader_session_and_writes_never_take_the_cook
         assert client.get("/api/worklist").status_code == 401
 
 
+def test_each_sign_in_opens_its_own_session_and_sign_out_revokes_it(tmp_path):
+    from radsight.service.access import MAX_FAILURES, SESSION_COOKIE
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        sessions = []
+        for _ in range(2):
+            assert client.post("/api/session", json={"token": TOKEN}).status_code == 204
+            sessions.append(client.cookies.get(SESSION_COOKIE))
+        assert sessions[0] != sessions[1]
+        client.cookies.clear()
+        client.cookies.set(SESSION_COOKIE, sessions[0])
+        assert client.delete("/api/session").status_code == 204  # signs the first out, server side
+        for session, status in zip(sessions, (401, 200)):
+            client.cookies.clear()
+            client.cookies.set(SESSION_COOKIE, session)  # a kept copy of the cookie
+            assert client.get("/api/worklist").status_code == status
+        client.cookies.clear()
+        wrong = {"Authorization": "Bearer wrong"}
+        answers = [client.get("/api/worklist", headers=wrong).status_code for _ in range(MAX_FAILURES + 5)]
+        assert answers[:MAX_FAILURES] == [401] * MAX_FAILURES and set(answers[MAX_FAILURES:]) == {429}
+        assert client.post("/api/session", json={"token": TOKEN}).status_code == 429  # the client waits it out
+        r = client.post("/api/studies", headers=wrong, files={"file": ("x.png", b"x")})
+        assert r.status_code == 429 and r.headers["retry-after"] == "60"
+
+
 def test_stow_rs_queues_each_part(tmp_path):
     good = pydicom.dcmread(make_dicom(tmp_path / "g.dcm"))
     ct = pydicom.dcmread(make_dicom(tmp_path / "c.dcm", modality="CT"))

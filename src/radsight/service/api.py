@@ -45,11 +45,11 @@ def router(service: Service) -> APIRouter:
     @api.post("/api/session", status_code=204)
     def sign_in(body: SignIn, request: Request, response: Response) -> None:
         """The web page's reader session: a cookie that lets this browser read (not write) until it closes."""
-        service.access.open_session(body.token, response, secure=request.url.scheme == "https")
+        service.access.open_session(body.token, request, response)
 
     @api.delete("/api/session", status_code=204)
-    def sign_out(response: Response) -> None:
-        service.access.close_session(response)
+    def sign_out(request: Request, response: Response) -> None:
+        service.access.close_session(request, response)
 
     @api.get("/api/studies/{study_id}", dependencies=[reader])
     def get_study(study_id: str) -> dict:

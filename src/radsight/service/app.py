@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    service = Service(settings, store, intake, predictor, Access(settings.token))
+    service = Service(settings, store, intake, predictor, Access(settings.token, store))
     app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))

@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 CREATE INDEX IF NOT EXISTS studies_status ON studies (status, received_at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (digest TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS auth_failures (client TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS auth_failures_client ON auth_failures (client, at);
 """
 
 
@@ -115,6 +118,32 @@ class SqlStore:
         with self._lock:
             self._run("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                       "SET value = excluded.value", (key, value))
+
+
+    def open_session(self, digest: str, expires: float) -> None:
+        """A reader session (its id's SHA-256) valid until ``expires``; expired ones are dropped."""
+        with self._lock:
+            self._run("DELETE FROM sessions WHERE expires < ?", (time.time(),))
+            self._run("INSERT INTO sessions (digest, expires) VALUES (?, ?)", (digest, expires))
+
+    def session_open(self, digest: str) -> bool:
+        with self._lock:
+            row = self._run("SELECT expires FROM sessions WHERE digest=?", (digest,)).fetchone()
+        return row is not None and row[0] >= time.time()
+
+    def close_session(self, digest: str) -> None:
+        with self._lock:
+            self._run("DELETE FROM sessions WHERE digest=?", (digest,))
+
+    def failures(self, client: str, since: float, add: bool = False) -> int:
+        """Failed token attempts from ``client`` since ``since`` (with ``add``, this one counted first); older
+        ones are dropped."""
+        with self._lock:
+            self._run("DELETE FROM auth_failures WHERE at < ?", (since,))
+            if add:
+                self._run("INSERT INTO auth_failures (client, at) VALUES (?, ?)", (client, time.time()))
+            return self._run("SELECT COUNT(*) FROM auth_failures WHERE client=? AND at >= ?",
+                             (client, since)).fetchone()[0]
 
 
 class StudyStore(SqlStore):

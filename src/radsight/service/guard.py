@@ -29,8 +29,12 @@ class BodyGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         upload = path == WRITES[0] or path == WRITES[1] or path.startswith(WRITES[1] + "/")
         limit = self.upload_limit if upload else JSON_LIMIT
-        if upload and not self.access.bearer_matches(headers.get("authorization")):
-            return await _answer(send, 401, "a valid bearer token is required", {"www-authenticate": "Bearer"})
+        if upload:
+            client = scope["client"][0] if scope.get("client") else "unknown"
+            try:
+                self.access.check(client, self.access.bearer_matches(headers.get("authorization")))
+            except HTTPException as exc:
+                return await _answer(send, exc.status_code, exc.detail, exc.headers)
         try:
             stated = int(headers.get("content-length", "0"))
         except ValueError:

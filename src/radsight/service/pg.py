@@ -17,7 +17,7 @@ import psycopg
 from radsight.heads.triage import PRIORITY_ORDER
 from radsight.service.db import MAX_ATTEMPTS, SqlStore, Study, new_status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS = {  # version -> statements that bring the previous version to it
     1: """
 CREATE TABLE studies (
@@ -43,6 +43,11 @@ CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ALTER TABLE studies ADD COLUMN study_uid TEXT;
 ALTER TABLE studies ADD COLUMN ready_at DOUBLE PRECISION;
 CREATE INDEX studies_uid ON studies (study_uid);
+""",
+    3: """
+CREATE TABLE sessions (digest TEXT PRIMARY KEY, expires DOUBLE PRECISION NOT NULL);
+CREATE TABLE auth_failures (client TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+CREATE INDEX auth_failures_client ON auth_failures (client, at);
 """}
 
 
