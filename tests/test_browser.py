@@ -124,7 +124,8 @@ def test_a_study_shows_its_views_side_by_side_with_their_own_heatmaps(study_serv
              study_dicom(tmp_path / "lat.dcm", lateral_phantom(1200, 1100, seed=4), uid, "LL")]
     body, content_type = stow_body([pydicom.dcmread(f) for f in files])
     api = httpx.Client(base_url=study_server, headers={"Authorization": "Bearer t"}, timeout=30)
-    job = api.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type}).json()["ids"][0]
+    job = api.post("/dicom-web/studies", content=body,
+                   headers={"Content-Type": content_type}).headers["x-radsight-studies"]
     deadline = time.time() + 60
     while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
         time.sleep(0.2)

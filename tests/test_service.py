@@ -205,9 +205,21 @@ def test_stow_rs_queues_each_part(tmp_path):
     with TestClient(create_app(_settings(tmp_path))) as client:
         _sign_in(client)
         r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
-        assert r.status_code == 200
-        assert len(r.json()["ids"]) == 1 and "modality CT" in r.json()["failed"][0]["error"]
-        assert _wait(client, r.json()["ids"])[r.json()["ids"][0]]["status"] == "done"
+        assert r.status_code == 202 and r.headers["content-type"] == "application/dicom+json"
+        answer = pydicom.Dataset.from_json(r.json())  # PS3.18's Store Instances Response
+        assert [i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence] == [good.SOPInstanceUID]
+        assert [(i.ReferencedSOPInstanceUID, i.FailureReason) for i in answer.FailedSOPSequence] == [
+            (ct.SOPInstanceUID, 0xC000)]
+        assert "part 2: " in r.headers["warning"] and "modality CT" in r.headers["warning"]
+        ids = r.headers["x-radsight-studies"].split(",")
+        assert len(ids) == 1 and _wait(client, ids)[ids[0]]["status"] == "done"
+        only_ct, ct_type = stow_body([ct])
+        assert client.post("/dicom-web/studies", content=only_ct, headers={**AUTH, "Content-Type": ct_type}
+                           ).status_code == 409  # all failed
+        r = client.post(f"/dicom-web/studies/{generate_uid()}", content=body,
+                        headers={**AUTH, "Content-Type": "MULTIPART/RELATED" + content_type[len("multipart/related"):]})
+        answer = pydicom.Dataset.from_json(r.json())  # into another study: neither instance is of it
+        assert r.status_code == 409 and [i.FailureReason for i in answer.FailedSOPSequence] == [0xA900, 0xA900]
 
 
 def test_interrupted_study_resumes_once_after_restart(tmp_path):
@@ -300,10 +312,11 @@ def test_stow_rs_analyzes_the_instances_of_one_study_together(tmp_path, twoview_
     settings = _settings(tmp_path, model=str(twoview_model), lung_model=None)
     with TestClient(create_app(settings)) as client:
         _sign_in(client)
-        r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type}).json()
-        assert [s["parts"] for s in r["studies"]] == [[1, 3]] and r["ids"] == [r["studies"][0]["id"]]
-        assert [f["part"] for f in r["failed"]] == [2] and "with its study's frontal view" in r["failed"][0]["error"]
-        job = r["ids"][0]
+        r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
+        answer = pydicom.Dataset.from_json(r.json())
+        assert r.status_code == 202 and len(answer.ReferencedSOPSequence) == 2 and len(answer.FailedSOPSequence) == 1
+        assert "part 2: " in r.headers["warning"] and "with its study's frontal view" in r.headers["warning"]
+        [job] = r.headers["x-radsight-studies"].split(",")
         result = _wait(client, [job])[job]["result"]
         assert [(v["view"], v["read"], v["source"]) for v in result["views"]] == [
             ("frontal", True, "1.dcm"), ("lateral", True, "2.dcm")]
@@ -326,7 +339,8 @@ def test_a_frontal_model_reads_the_frontal_of_a_study_and_names_the_lateral_it_d
     body, content_type = stow_body([pydicom.dcmread(p) for p in files])
     with TestClient(create_app(_settings(tmp_path, model=str(tiny_model), lung_model=None))) as client:
         _sign_in(client)
-        job = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type}).json()["ids"][0]
+        job = client.post("/dicom-web/studies", content=body,
+                          headers={**AUTH, "Content-Type": content_type}).headers["x-radsight-studies"]
         result = _wait(client, [job])[job]["result"]
     assert [(v["view"], v["read"]) for v in result["views"]] == [("frontal", True), ("lateral", False)]
     assert result["views"][1]["reason"] == "model tiny-test reads frontal views only"
@@ -348,14 +362,14 @@ def test_instances_of_one_study_sent_apart_are_gathered_into_one_analysis(tmp_pa
         for path in (pa, lateral, alone):
             body, content_type = stow_body([pydicom.dcmread(path)])
             r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
-            assert r.status_code == 200 and not r.json()["failed"], r.json()
-            ids += r.json()["ids"]
+            assert r.status_code == 200 and "FailedSOPSequence" not in pydicom.Dataset.from_json(r.json()), r.json()
+            ids += r.headers["x-radsight-studies"].split(",")
         assert ids[0] == ids[1] != ids[2] and client.get(f"/api/studies/{ids[0]}").json()["status"] == "gathering"
         done = _wait(client, [ids[0], ids[2]])
         late = study_dicom(tmp_path / "late.dcm", lateral_phantom(seed=8), uid, "LL")  # after the analysis ran
         body, content_type = stow_body([pydicom.dcmread(late)])
         grown = client.post("/dicom-web/studies", content=body,
-                            headers={**AUTH, "Content-Type": content_type}).json()["ids"][0]
+                            headers={**AUTH, "Content-Type": content_type}).headers["x-radsight-studies"]
         again = _wait(client, [grown])[grown]["result"]
     both = done[ids[0]]["result"]
     assert [(v["view"], v["read"]) for v in both["views"]] == [("frontal", True), ("lateral", True)]
@@ -419,3 +433,17 @@ def test_bodies_are_refused_before_they_are_read(tmp_path):
         chunks = (b"\0" * 65536 for _ in range(10))  # no Content-Length: counted as it streams
         r = client.post("/dicom-web/studies", content=chunks, headers={**AUTH, "Content-Type": "multipart/related"})
         assert r.status_code == 413
+
+
+def test_dicomweb_client_stores_instances_and_reads_the_answer(tmp_path):
+    dicomweb = pytest.importorskip("dicomweb_client", reason="needs dicomweb-client (radsight[test])")
+    from conftest import served
+    good = pydicom.dcmread(make_dicom(tmp_path / "g.dcm"))
+    ct = pydicom.dcmread(make_dicom(tmp_path / "c.dcm", modality="CT"))
+    with served(create_app(_settings(tmp_path))) as url:
+        client = dicomweb.DICOMwebClient(url=f"{url}/dicom-web", headers=AUTH)
+        answer = client.store_instances([good])
+        assert isinstance(answer, pydicom.Dataset)
+        assert [i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence] == [good.SOPInstanceUID]
+        answer = client.store_instances([good, ct], study_instance_uid=good.StudyInstanceUID)  # some refused: 202
+        assert [i.ReferencedSOPInstanceUID for i in answer.FailedSOPSequence] == [ct.SOPInstanceUID]

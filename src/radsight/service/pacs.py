@@ -33,17 +33,24 @@ def stow_body(datasets: list[pydicom.Dataset]) -> tuple[bytes, str]:
 
 
 def split_multipart(body: bytes, content_type: str) -> list[bytes]:
-    """The parts of a multipart/related body (STOW-RS), without their headers."""
-    params = dict(p.strip().split("=", 1) for p in content_type.split(";")[1:] if "=" in p)
-    boundary = params.get("boundary", "").strip('"')
+    """The parts of a multipart/related body (STOW-RS), without their headers. Per RFC 2046 a delimiter is the
+    boundary at the start of a line (CRLF before it, but for the first): the same bytes inside a part's data are
+    data."""
+    params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
+              (p.partition("=") for p in content_type.split(";")[1:]) if v}
+    boundary = params.get("boundary", "")
     if not boundary:
         raise ValueError("multipart/related without a boundary")
+    delimiter = b"--" + boundary.encode()
+    start = 0 if body.startswith(delimiter) else body.find(b"\r\n" + delimiter)
+    if start < 0:
+        return []
     parts = []
-    for chunk in body.split(b"--" + boundary.encode())[1:]:
+    for chunk in (b"\r\n" + body[start:]).split(b"\r\n" + delimiter)[1:]:
         if chunk.startswith(b"--"):
             break
-        head, _, payload = chunk.partition(b"\r\n\r\n")
-        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
+        _, _, payload = chunk.partition(b"\r\n\r\n")
+        parts.append(payload)
     return parts
 
 
