@@ -447,3 +447,27 @@ def test_dicomweb_client_stores_instances_and_reads_the_answer(tmp_path):
         assert [i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence] == [good.SOPInstanceUID]
         answer = client.store_instances([good, ct], study_instance_uid=good.StudyInstanceUID)  # some refused: 202
         assert [i.ReferencedSOPInstanceUID for i in answer.FailedSOPSequence] == [ct.SOPInstanceUID]
+
+
+def test_an_instance_sent_again_is_not_analyzed_again(tmp_path, tiny_model):
+    dcm = make_dicom(tmp_path / "a.dcm").read_bytes()
+    png = _png(chest_phantom(seed=3))
+
+    def send(client, data, name, query=""):
+        return client.post(f"/api/studies{query}", files={"file": (name, data)}, headers=AUTH).json()
+
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        _sign_in(client)
+        first = send(client, dcm, "a.dcm")
+        _wait(client, [first["id"]])
+        again = send(client, dcm, "a.dcm")
+        assert again == {"id": first["id"], "status": "done"}  # the earlier analysis answers
+        forced = send(client, dcm, "a.dcm", "?force=true")["id"]
+        assert forced != first["id"]
+        assert send(client, png, "b.png")["id"] != send(client, png, "b.png")["id"]  # no SOP Instance UID
+        _wait(client, [forced])
+        body, content_type = stow_body([pydicom.dcmread(io.BytesIO(dcm))])
+        r = client.post("/dicom-web/studies", content=body, headers={**AUTH, "Content-Type": content_type})
+        assert r.status_code == 200 and r.headers["x-radsight-studies"] == forced  # the latest analysis
+    with TestClient(create_app(_settings(tmp_path, model=str(tiny_model)))) as client:
+        assert send(client, dcm, "a.dcm")["id"] not in (first["id"], forced)  # another model version: again

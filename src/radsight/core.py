@@ -68,6 +68,7 @@ class Radiograph:
     meta: ImageMeta = field(default_factory=ImageMeta)
     stored_values: np.ndarray | None = field(default=None, repr=False)
     study_uid: str | None = field(default=None, repr=False)  # StudyInstanceUID: groups the views of one study
+    instance_uid: str | None = field(default=None, repr=False)  # SOPInstanceUID: the same instance sent again
 
     def model_pixels(self, kind: str) -> np.ndarray:
         """``display`` pixels, or ``stored`` ones: stored values over 2**BitsStored - 1, MONOCHROME2, without

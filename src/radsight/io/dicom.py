@@ -57,7 +57,9 @@ def _read(path: Path, force: bool) -> Radiograph:
         np.subtract(1.0, pixels, out=pixels)  # a fresh array: invert in place, no second film-sized copy
     check_contrast(source, pixels)
     study = str(ds.get("StudyInstanceUID", "")).strip() or None
-    return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw, study_uid=study)
+    instance = str(ds.get("SOPInstanceUID", "")).strip() or None
+    return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw, study_uid=study,
+                      instance_uid=instance)
 
 
 def _deflated(path: Path) -> bool:

@@ -36,11 +36,13 @@ def router(service: Service) -> APIRouter:
     settings, store, predictor = service.settings, service.store, service.predictor
 
     @api.post("/api/studies", status_code=202, dependencies=[writer])
-    async def post_study(file: UploadFile) -> dict:
-        """Queue a DICOM, PNG or JPEG radiograph (multipart field ``file``)."""
+    async def post_study(file: UploadFile, force: bool = False) -> dict:
+        """Queue a DICOM, PNG or JPEG radiograph (multipart field ``file``). A DICOM instance this model version
+        analyzed before is not analyzed again: the answer is that analysis and its status (``?force=true``: again)."""
         data = await service.read_limited(_chunks(file))
         part = await run_in_threadpool(service.receive, data, os.path.basename(file.filename or "upload"))
-        return {"id": await run_in_threadpool(service.queue, [part], "upload"), "status": "queued"}
+        job = await run_in_threadpool(service.queue, [part], "upload", force)
+        return {"id": job, "status": store.get(job).status}
 
     @api.post("/api/session", status_code=204)
     def sign_in(body: SignIn, request: Request, response: Response) -> None:

@@ -58,9 +58,9 @@ class Service:
         except InputError as exc:
             raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
 
-    def queue(self, parts: list[Received], origin: str) -> str:
+    def queue(self, parts: list[Received], origin: str, force: bool = False) -> str:
         try:
-            return self.intake.queue_or_discard(parts, origin)
+            return self.intake.queue_or_discard(parts, origin, force)
         except InputError as exc:
             raise HTTPException(422, f"cannot be analyzed: {exc.reason}") from exc
 

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS studies (
 CREATE INDEX IF NOT EXISTS studies_status ON studies (status, received_at);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (digest TEXT PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS analyses (instances TEXT NOT NULL, model TEXT NOT NULL, study_id TEXT NOT NULL,
+                                     PRIMARY KEY (instances, model));
 CREATE TABLE IF NOT EXISTS auth_failures (client TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS auth_failures_client ON auth_failures (client, at);
 """
@@ -119,6 +121,17 @@ class SqlStore:
             self._run("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                       "SET value = excluded.value", (key, value))
 
+
+    def analysis_of(self, instances: str, model: str) -> str | None:
+        """The analysis of exactly these instances (a digest of their SOP Instance UIDs) by ``model``, if any."""
+        with self._lock:
+            row = self._run("SELECT study_id FROM analyses WHERE instances=? AND model=?", (instances, model)).fetchone()
+        return row[0] if row else None
+
+    def remember(self, instances: str, model: str, study_id: str) -> None:
+        with self._lock:
+            self._run("INSERT INTO analyses (instances, model, study_id) VALUES (?, ?, ?) ON CONFLICT (instances, "
+                      "model) DO UPDATE SET study_id = excluded.study_id", (instances, model, study_id))
 
     def open_session(self, digest: str, expires: float) -> None:
         """A reader session (its id's SHA-256) valid until ``expires``; expired ones are dropped."""

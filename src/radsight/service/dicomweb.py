@@ -27,20 +27,21 @@ def router(service: Service) -> APIRouter:
     web = APIRouter()
 
     @web.post("/dicom-web/studies", dependencies=[Depends(service.access.writer)])
-    async def stow(request: Request) -> Response:
+    async def stow(request: Request, force: bool = False) -> Response:
         """STOW-RS: ``multipart/related; type="application/dicom"``, one instance per part. The parts of one study
-        (StudyInstanceUID) are analyzed together: one result for its frontal and lateral views."""
-        return await _store(service, request, None)
+        (StudyInstanceUID) are analyzed together: one result for its frontal and lateral views. Instances this model
+        version analyzed before are not analyzed again (``?force=true``: again)."""
+        return await _store(service, request, None, force)
 
     @web.post("/dicom-web/studies/{study}", dependencies=[Depends(service.access.writer)])
-    async def stow_into(study: str, request: Request) -> Response:
+    async def stow_into(study: str, request: Request, force: bool = False) -> Response:
         """STOW-RS into one study: instances of another study are refused."""
-        return await _store(service, request, study)
+        return await _store(service, request, study, force)
 
     return web
 
 
-async def _store(service: Service, request: Request, study: str | None) -> Response:
+async def _store(service: Service, request: Request, study: str | None, force: bool) -> Response:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "multipart/related":
         raise HTTPException(415, "STOW-RS needs multipart/related; type=\"application/dicom\"")
@@ -66,7 +67,7 @@ async def _store(service: Service, request: Request, study: str | None) -> Respo
     for group in by_study(received):
         numbers = [number[id(part)] for part in group]
         try:
-            jobs.append(await run_in_threadpool(service.queue, group, "stow"))
+            jobs.append(await run_in_threadpool(service.queue, group, "stow", force))
             taken += numbers
         except HTTPException as exc:
             failed += [(n, CANNOT_UNDERSTAND, exc.detail) for n in numbers]

@@ -7,6 +7,7 @@ are then *queued* as one analysis: one file as ``uploads/<id>``, several as the 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -99,19 +100,28 @@ class Intake:
             self.predictor.admit(part.image)
 
     def queue(self, parts: list[Received], origin: str, orthanc_id: str | None = None,
-              screened: bool = False) -> str | None:
+              screened: bool = False, force: bool = False) -> str | None:
         """Queue the parts of one study as one analysis; its id, or None when ``orthanc_id`` is already known (the
         parts' files are then removed). :class:`InputError` when the study cannot be analyzed (one lateral alone,
         no frontal view, a frontal the gate refuses); on any error the parts' files stay where they were. When
         gathering (DICOM parts of one study, not from Orthanc), the parts are screened one by one and join their
         study's waiting analysis instead. ``screened``: each part was screened as it came (the DICOM node), so the
-        out-of-distribution gate is not run on it again."""
+        out-of-distribution gate is not run on it again.
+
+        DICOM instances analyzed before, exactly these and by this model version, are not analyzed again: the
+        earlier analysis's id is returned and the parts' files removed, unless ``force``. A new model version, or
+        the study with an instance more, is analyzed again."""
         uid = parts[0].image.study_uid
         if self.gather_seconds > 0 and orthanc_id is None and uid and all(p.image.study_uid == uid for p in parts):
             if not screened:
                 for part in parts:
                     self.screen(part)
             return self._gather(parts, origin, uid)
+        instances, model = _instances(parts), f"{self.predictor.cfg.name}@{self.predictor.cfg.version}"
+        earlier = self.store.analysis_of(instances, model) if instances and not force else None
+        if earlier is not None:
+            self.discard(parts)
+            return earlier
         self._admit(parts, gate=not (self.allow_ood or screened))
         staged = self._stage(parts)
         try:
@@ -124,6 +134,8 @@ class Intake:
             _remove(staged)
             return None
         os.replace(staged, upload_path(self.data_dir, job_id))
+        if instances:
+            self.store.remember(instances, model, job_id)
         self.notify()
         return job_id
 
@@ -147,10 +159,10 @@ class Intake:
             os.replace(staged, upload_path(self.data_dir, job_id))
             return job_id
 
-    def queue_or_discard(self, parts: list[Received], origin: str) -> str | None:
+    def queue_or_discard(self, parts: list[Received], origin: str, force: bool = False) -> str | None:
         """:meth:`queue`, the parts' files removed when it fails: for doors that answer the sender with the error."""
         try:
-            return self.queue(parts, origin)
+            return self.queue(parts, origin, force=force)
         finally:
             self.discard(parts)
 
@@ -216,3 +228,11 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def _instances(parts: list[Received]) -> str | None:
+    """A digest of the parts' SOP Instance UIDs (order aside); None when one has none (a PNG or JPEG)."""
+    uids = [p.image.instance_uid for p in parts]
+    if not all(uids):
+        return None
+    return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()

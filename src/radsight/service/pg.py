@@ -46,6 +46,8 @@ CREATE INDEX studies_uid ON studies (study_uid);
 """,
     3: """
 CREATE TABLE sessions (digest TEXT PRIMARY KEY, expires DOUBLE PRECISION NOT NULL);
+CREATE TABLE analyses (instances TEXT NOT NULL, model TEXT NOT NULL, study_id TEXT NOT NULL,
+                       PRIMARY KEY (instances, model));
 CREATE TABLE auth_failures (client TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
 CREATE INDEX auth_failures_client ON auth_failures (client, at);
 """}
