@@ -133,6 +133,12 @@ def test_garbage_with_dcm_suffix(tmp_path):
     path.write_bytes(b"this is not dicom at all" * 20)
     with pytest.raises(InputError, match="junk.dcm"):
         load_image(path)
+    text = tmp_path / "notes.dcm"
+    text.write_text("a text file renamed .dcm\n" * 10)  # one reason, whatever the name (the service's: .part)
+    with pytest.raises(InputError, match="not a DICOM, PNG or JPEG file"):
+        load_image(text)
+    with pytest.raises(InputError, match="not a DICOM, PNG or JPEG file"):
+        load_image(text.rename(tmp_path / "notes.part"))
 
 
 def _as_chest_dx(name, tmp_path):

@@ -256,8 +256,8 @@ def report_markdown(m: dict) -> str:
 
 def _urgent_markdown(u: dict) -> list[str]:
     rate = u["urgent_per_100_studies"]
-    lines = [f"**Urgent flags**: {'—' if rate is None else f'{rate:.1f}'} studies in 100 flagged urgent "
-             f"({u['studies']} studies). Policy: operating point for specificity "
+    flagged = "—" if rate is None else f"{round(rate * u['studies'] / 100)} of {u['studies']} studies flagged urgent"
+    lines = [f"**Urgent flags**: {flagged}. Policy: operating point for specificity "
              f"{u['policy']['target_specificity']:g} on the validation split; withheld below validated AUROC "
              f"{u['policy']['min_auroc']:g} or specificity {u['policy']['min_specificity']:g}, or with fewer than "
              f"{u['policy']['min_positives']} validation positives.", ""]

@@ -46,6 +46,8 @@ def _read(path: Path, force: bool) -> Radiograph:
         raise InputError(source, f"deflated dataset cannot be inflated ({exc})") from exc
     except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:  # truncated or garbled header
         raise InputError(source, f"DICOM header cannot be parsed ({type(exc).__name__}: {exc})") from exc
+    if force and "SOPClassUID" not in ds and "PixelData" not in ds:  # nothing of DICOM in it: one reason everywhere
+        raise InputError(source, "not a DICOM, PNG or JPEG file")
     meta = _check_dataset(source, ds)
     check_geometry(source, int(ds.Rows), int(ds.Columns))
     try:
