@@ -80,3 +80,12 @@ def test_a_new_head_needs_only_its_module_and_one_registration_line(monkeypatch,
     trained = CliRunner().invoke(app, ["train", "--task", "brightness", "--manifest", str(source), "--images",
                                        str(Path(source).parent), "--out", str(tmp_path / "t")])
     assert trained.exit_code == 2 and "not trained here" in trained.output
+
+
+def test_train_refuses_options_its_task_ignores(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("image,target,patient_id,split\n")
+    result = CliRunner().invoke(app, ["train", "--task", "bone-suppression", "--epochs", "2", "--lr", "0.1",
+                                      "--manifest", str(manifest), "--images", str(tmp_path), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--epochs, --lr: not an option of --task bone-suppression" in result.output

@@ -89,6 +89,9 @@ def train(
         input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
         stop_after=stop_after)
     module, function = head.train.split(":")
+    ignored = request.ignored(getattr(importlib.import_module(module), "READS", set()))
+    if ignored:
+        raise fail(f"{', '.join(ignored)}: not an option of --task {head.task}")
     try:
         with training_log():
             line = getattr(importlib.import_module(module), function)(request)

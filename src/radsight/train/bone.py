@@ -231,6 +231,10 @@ def train_bone_suppression(cfg: BoneTrainConfig) -> Path:
     return out / "best.pt" if xv is not None and (out / "best.pt").exists() else last
 
 
+# the options of radsight train this task reads (TrainRequest.ignored names the others given)
+READS = {"targets", "stages", "kind", "batch_size"}
+
+
 def from_request(r: TrainRequest) -> str:
     """``radsight train --task bone-suppression``."""
     manifest, images = r.one_dataset()

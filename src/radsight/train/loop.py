@@ -344,13 +344,18 @@ def start_run(cfg, main: bool = True) -> Path:
     return out
 
 
+# the options of radsight train this task reads (TrainRequest.ignored names the others given)
+READS = {"shards", "scalp", "device", "precision", "channels_last", "views", "region", "sources", "bone_model",
+         "init_from", "architecture", "input_size", "epochs", "batch_size", "lr"}
+
+
 def from_request(r: TrainRequest) -> str:
     """``radsight train --task findings`` (one view or two) and ``--task abnormal`` (binary pretraining)."""
     (manifest, images), also = r.datasets[0], r.datasets[1:]
     cfg = TrainConfig(manifest=manifest, images=images, out=r.out, architecture=r.architecture,
                       input_size=r.input_size or 64, epochs=r.epochs, batch_size=r.batch_size or 32, lr=r.lr,
                       seed=r.seed, threads=r.threads, stop_after=r.stop_after, region=r.region, sources=r.sources,
-                      bone_model=r.bone_model or DEFAULT_BONE_MODEL,
+                      bone_model=r.bone_model,
                       task="abnormal" if r.task == "abnormal" else "findings",
                       init_from=r.init_from, also=also, views=r.views, shards=r.shards, scalp=r.scalp,
                       device=r.device, precision=r.precision, channels_last=r.channels_last)

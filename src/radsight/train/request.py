@@ -1,7 +1,11 @@
 """What ``radsight train`` was asked: every option of the command, for the head's trainer to take what it reads."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from radsight.models.store import DEFAULT_BONE_MODEL
+
+COMMON = {"task", "datasets", "out", "seed", "threads", "stop_after"}  # what every training task reads
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class TrainRequest:
     checkpoint_every: int = 50
     region: str = "image"
     sources: tuple[str, ...] = ("original",)
-    bone_model: str | None = None
+    bone_model: str = DEFAULT_BONE_MODEL
     init_from: str | None = None
     architecture: str = "densenet-small"
     input_size: int | None = None
@@ -35,6 +39,12 @@ class TrainRequest:
     seed: int = 0
     threads: int = 0
     stop_after: int | None = None
+
+    def ignored(self, reads: set[str]) -> list[str]:
+        """The options given (other than their defaults) that a task reading ``reads`` would ignore, as
+        ``--option`` names."""
+        return [f"--{f.name.replace('_', '-')}" for f in fields(self)
+                if f.name not in COMMON | reads and getattr(self, f.name) != f.default]
 
     def one_dataset(self) -> tuple[str, str]:
         """The one (manifest, images) of a task that trains on one; ValueError for several."""

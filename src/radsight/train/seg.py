@@ -178,6 +178,10 @@ def mask_dice(net: torch.nn.Module, cfg: SegTrainConfig, names: list[str],
     return scores
 
 
+# the options of radsight train this task reads (TrainRequest.ignored names the others given)
+READS = {"masks", "holdout", "val", "input_size", "iterations", "checkpoint_every", "batch_size"}
+
+
 def from_request(r: TrainRequest) -> str:
     """``radsight train --task anatomy``: the lung segmenter."""
     if r.masks is None:

@@ -153,6 +153,10 @@ def train_view_classifier(cfg: ViewTrainConfig) -> Path:
     return out / "final.pt"
 
 
+# the options of radsight train this task reads (TrainRequest.ignored names the others given)
+READS = {"holdout", "input_size", "iterations", "batch_size"}
+
+
 def from_request(r: TrainRequest) -> str:
     """``radsight train --task view``."""
     chosen = train_view_classifier(ViewTrainConfig(
