@@ -69,6 +69,7 @@ class Radiograph:
     stored_values: np.ndarray | None = field(default=None, repr=False)
     study_uid: str | None = field(default=None, repr=False)  # StudyInstanceUID: groups the views of one study
     instance_uid: str | None = field(default=None, repr=False)  # SOPInstanceUID: the same instance sent again
+    header: Any = field(default=None, repr=False)  # DICOM: the dataset as read, less its pixel data (for results)
 
     def model_pixels(self, kind: str) -> np.ndarray:
         """``display`` pixels, or ``stored`` ones: stored values over 2**BitsStored - 1, MONOCHROME2, without

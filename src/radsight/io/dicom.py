@@ -60,8 +60,9 @@ def _read(path: Path, force: bool) -> Radiograph:
     check_contrast(source, pixels)
     study = str(ds.get("StudyInstanceUID", "")).strip() or None
     instance = str(ds.get("SOPInstanceUID", "")).strip() or None
+    del ds.PixelData  # the header is kept for the DICOM results; the pixels are in ``raw``
     return Radiograph(pixels=pixels, source=source, meta=meta, stored_values=raw, study_uid=study,
-                      instance_uid=instance)
+                      instance_uid=instance, header=ds)
 
 
 def _deflated(path: Path) -> bool:

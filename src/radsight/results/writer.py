@@ -53,51 +53,41 @@ def write_results(images: list[Radiograph], result: Prediction | StudyPrediction
     document gives the input instead of its path (paths can carry patient identifiers); ``viewer_copies``: also
     ``image.png`` (``image.<view>.png`` in a study), the web viewer's copy of each radiograph read."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(result, StudyPrediction):
+    study = isinstance(result, StudyPrediction)
+    if study:
         by_source = {image.source: image for image in images}
         read = [_Read(by_source[r.source], r.prediction, r.view.view, render_overlay(by_source[r.source], r.prediction))
                 for r in result.views if r.read]
-        files = iter(write_image_files(r.image, r.prediction, out_dir, f"{stem}.{r.view}", r.overlay) for r in read)
-        document = study_document(result, [next(files) if r.read else None for r in result.views], unreadable)
     else:
         read = [_Read(images[0], result, None, render_overlay(images[0], result))]
-        files = write_image_files(images[0], result, out_dir, stem, read[0].overlay)
-        files.json = f"{stem}.json"
-    headers = [_header(r.image) for r in read]
+    files = [write_image_files(r.image, r.prediction, out_dir, f"{stem}.{r.view}" if study else stem, r.overlay)
+             for r in read]
+    headers = [r.image.header if r.image.from_dicom else None for r in read]
     dicom_input = all(h is not None for h in headers)
     named, problem = _dicom(out_dir, stem, result, read, headers) if dicom_input and dicom_out else ([], None)
-    if isinstance(result, StudyPrediction):
-        if named:
-            document["dicom_results"] = [name for name, _ in named]
+    dicom_names = [name for name, _ in named]
+    if study:
+        each = iter(files)
+        document = study_document(result, [next(each) if r.read else None for r in result.views], unreadable)
+        if dicom_names:
+            document["dicom_results"] = dicom_names
     else:
-        files.dicom = [name for name, _ in named]
-        document = prediction_document(result, files)
+        files[0].dicom = dicom_names
+        document = prediction_document(result, files[0])
     if dicom_input:
         positions = " + ".join(r.image.meta.view_position or r.view or "" for r in read) or None
         document["study"] = study_descriptors(headers[0], positions)
-        if isinstance(result, StudyPrediction):
+        if study:
             document["study"]["name"] = result.study
     if source is not None:
         document["source"] = source
-        for entry in document.get("views", []) if isinstance(result, StudyPrediction) else []:
+        for entry in document["views"] if study else []:
             entry["source"] = Path(entry["source"]).name
     if viewer_copies:
         for r in read:
             write_viewer_copy(r.image, out_dir / ("image.png" if r.view is None else f"image.{r.view}.png"))
     atomic_text(out_dir / f"{stem}.json", json.dumps(document, indent=2) + "\n")
     return Written(f"{stem}.json", document, [dataset for _, dataset in named], problem)
-
-
-def _header(image: Radiograph) -> pydicom.Dataset | None:
-    """A DICOM input's header (identifiers and geometry, pixels not read); None for other input."""
-    if not image.from_dicom:
-        return None
-    try:
-        with quiet_libraries(log):
-            return pydicom.dcmread(image.source, stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - read once already: a header that fails now only loses descriptors
-        log.warning("header of an analyzed DICOM could not be read again (%s)", type(exc).__name__)
-        return None
 
 
 def _dicom(out_dir: Path, stem: str, result: Prediction | StudyPrediction, read: list[_Read],
