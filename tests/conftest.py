@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -333,3 +334,15 @@ def start_serve(data_dir: Path, log_path: Path, *args: str, token: str = "t") ->
             time.sleep(0.1)
     server.kill()
     raise AssertionError(f"server did not start: {log_path.read_text()[-2000:]}")
+
+
+def stow_body(datasets: list[pydicom.Dataset], boundary: str = "radsight-test-boundary") -> tuple[bytes, str]:
+    """A multipart/related STOW-RS request body and its content type."""
+    parts = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        parts.append(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + buffer.getvalue()
+                     + b"\r\n")
+    body = b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'

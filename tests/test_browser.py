@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from conftest import chest_phantom, lateral_phantom, make_dicom, served, server_unavailable, study_dicom
+from conftest import chest_phantom, lateral_phantom, make_dicom, served, server_unavailable, stow_body, study_dicom
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 uvicorn = pytest.importorskip("uvicorn", reason="needs radsight[serve]")
@@ -22,7 +22,6 @@ playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright
 
 from radsight.pipeline.options import PredictorOptions  # noqa: E402
 from radsight.service.app import Settings, create_app  # noqa: E402
-from radsight.service.pacs import stow_body  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

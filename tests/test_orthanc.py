@@ -2,8 +2,12 @@
 PACS is taken once stable, analyzed, and its SR and overlay come back into the same study over STOW-RS."""
 from __future__ import annotations
 
+import contextlib
+import datetime
 import io
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -34,9 +38,21 @@ def orthanc(tmp_path):
                              capture_output=True, text=True, timeout=600)
     if started.returncode != 0:
         server_unavailable(f"Orthanc could not be started here: {started.stderr.strip()[-300:]}")
-    pid = int(started.stdout.split()[-1])
+    group = int(started.stdout.split()[-1])
     yield f"http://127.0.0.1:{port}"
-    subprocess.run(["kill", str(pid)], check=False)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+
+
+def test_orthanc_listens_on_loopback_only(orthanc):
+    """Every listening socket of the processes scripts/orthanc.sh started is bound to 127.0.0.1 (seen with ss)."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    port = orthanc.rsplit(":", 1)[1]
+    sockets = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    group = {line for line in sockets if "Orthanc" in line or "socat" in line}
+    assert any(f"127.0.0.1:{port} " in line for line in group), sockets
+    assert all(line.split()[3].startswith("127.0.0.1:") for line in group), group
 
 
 def test_study_sent_to_orthanc_comes_back_with_sr_and_overlay(orthanc, tmp_path):
@@ -98,6 +114,25 @@ def test_a_study_is_taken_once_stable_with_both_views_and_analyzed_again_only_wh
         pacs.post("/instances", content=second.read_bytes())
         rows = _done(client, 2)
     assert sorted(r["filename"][-4:] for r in rows) == ["(+1)", "(+2)"]  # PA + lateral; then with the second PA
+
+
+def test_any_dicomweb_archive_is_polled_by_qido_rs(orthanc, tmp_path):
+    """The same Orthanc, spoken to as a plain DICOMweb archive (--dicomweb): its study of today is found by QIDO-RS,
+    taken once unchanged for stable_seconds, and its SR comes back by STOW-RS through dicomweb-client."""
+    source = make_dicom(tmp_path / "cxr.dcm")
+    ds = pydicom.dcmread(source)
+    ds.StudyDate = datetime.date.today().strftime("%Y%m%d")
+    ds.save_as(source)
+    pacs = httpx.Client(base_url=orthanc, timeout=30)
+    stored = pacs.post("/instances", content=source.read_bytes()).json()
+    settings = Settings(data_dir=tmp_path / "data", token="t", dicomweb_url=f"{orthanc}/dicom-web", stable_seconds=1,
+                        poll_interval=0.3, predictor=PredictorOptions(allow_ood=True))
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer t"}) as client:
+        rows = _done(client, 1)
+        time.sleep(2.0)  # more polls: the study with radsight's results in it has no new radiograph
+        assert len(client.get("/api/worklist").json()["studies"]) == 1
+    series = pacs.get(f"/studies/{stored['ParentStudy']}/series", params={"expand": True}).json()
+    assert rows[0]["status"] == "done" and {s["MainDicomTags"].get("Modality") for s in series} >= {"SR", "OT"}
 
 
 def _done(client, count: int, timeout: float = 90) -> list[dict]:

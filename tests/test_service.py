@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import generate_uid
 
-from conftest import chest_phantom, lateral_phantom, make_dicom, start_serve, study_dicom
+from conftest import chest_phantom, lateral_phantom, make_dicom, start_serve, stow_body, study_dicom
 
 pytest.importorskip("fastapi", reason="needs radsight[serve]")
 pytest.importorskip("highdicom", reason="needs radsight[serve]")
@@ -24,7 +24,6 @@ from fastapi.testclient import TestClient  # noqa: E402
 from radsight.pipeline.options import PredictorOptions  # noqa: E402
 from radsight.service.app import Settings, create_app  # noqa: E402
 from radsight.service.db import StudyStore  # noqa: E402
-from radsight.service.pacs import stow_body  # noqa: E402
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -430,8 +429,10 @@ def test_bodies_are_refused_before_they_are_read(tmp_path):
                                                        "Content-Length": str(200 << 20)}, 200 << 20)
         assert status == 413 and sent < 5 << 20
     with TestClient(create_app(_settings(tmp_path, max_upload_bytes=200_000))) as client:
-        chunks = (b"\0" * 65536 for _ in range(10))  # no Content-Length: counted as it streams
-        r = client.post("/dicom-web/studies", content=chunks, headers={**AUTH, "Content-Type": "multipart/related"})
+        head = b"--x\r\nContent-Type: application/dicom\r\n\r\n"
+        chunks = (head if i == 0 else b"\0" * 65536 for i in range(10))  # no Content-Length: counted as it streams
+        r = client.post("/dicom-web/studies", content=chunks,
+                        headers={**AUTH, "Content-Type": "multipart/related; boundary=x"})
         assert r.status_code == 413
 
 

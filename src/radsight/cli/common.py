@@ -97,3 +97,4 @@ def configure_logging(level: int = logging.WARNING, fmt: str = "%(levelname)s %(
     logging.captureWarnings(True)
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)  # a line per request otherwise

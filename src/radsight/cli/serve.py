@@ -23,6 +23,11 @@ def serve(
     workers: int = typer.Option(1, help="analysis threads"),
     max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
     orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
+    dicomweb: Optional[str] = typer.Option(None, help="any DICOMweb archive's root URL (dcm4chee, a cloud "
+                                           "healthcare API): new radiograph studies found by QIDO-RS, results "
+                                           "stored by STOW-RS"),
+    stable_seconds: float = typer.Option(60.0, min=0.0, help="with --dicomweb: a study is taken once its "
+                                         "radiographs were unchanged this long"),
     cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
     allow_ood: bool = typer.Option(False, "--allow-ood", help="queue images the out-of-distribution gate refuses "
                                                               "(default: answer 422)"),
@@ -44,7 +49,7 @@ def serve(
                                          "association or request each) are analyzed together once none has come "
                                          "for this long; 0: each request or association is analyzed as it ends"),
 ) -> None:
-    """The triage worklist service: REST API, STOW-RS, Orthanc polling, the reader's viewer (needs radsight\\[serve])."""
+    """The triage worklist service: REST API, STOW-RS, PACS polling (Orthanc, DICOMweb), the reader's viewer (needs radsight\\[serve])."""
     import logging
 
     import uvicorn
@@ -59,6 +64,7 @@ def serve(
                                bone_views=bone_views, method=explain, allow_ood=allow_ood, device=device)
     settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
+                        dicomweb_url=dicomweb, stable_seconds=stable_seconds,
                         cors_origins=list(cors_origin), dimse_port=dimse_port,
                         dimse_host=host, ae_title=ae_title, dimse_allowed=tuple(dimse_allow),
                         dimse_destination=dimse_destination, db=db, lease_seconds=lease_seconds,

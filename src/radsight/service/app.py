@@ -19,7 +19,7 @@ from radsight.service.context import Service, Settings
 from radsight.service.db import StudyStore
 from radsight.service.guard import BodyGuard
 from radsight.service.intake import Intake
-from radsight.service.pacs import Orthanc, Poller
+from radsight.service.pacs import DicomwebArchive, Orthanc, Poller
 from radsight.service.worker import Workers
 
 __all__ = ["Settings", "create_app"]
@@ -36,23 +36,23 @@ def create_app(settings: Settings) -> FastAPI:
     options = replace(settings.predictor, alternates=alternates, dicom_out=True,
                       threads=threads_per_worker(settings.workers))
     predictor = options.predictor()
-    orthanc = Orthanc(settings.orthanc_url) if settings.orthanc_url else None
+    archive = _archive(settings)
     outbox = None
     if settings.dimse_destination:
         from radsight.service.dimse import Outbox, Peer
         outbox = Outbox(settings.data_dir / "outbox", Peer.parse(settings.dimse_destination), settings.ae_title)
 
     def deliver(source: Path, results: list) -> None:
-        """Results to where they go: the Orthanc they came from, and the DIMSE destination's outbox."""
-        if orthanc is not None:
-            orthanc.store(source, results)
+        """Results to where they go: the archive they came from, and the DIMSE destination's outbox."""
+        if archive is not None:
+            archive.store(results)
         if outbox is not None:
             outbox.put(results)
     workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
-                      deliver if orthanc is not None or outbox is not None else None)
+                      deliver if archive is not None or outbox is not None else None)
     intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds)
-    poller = Poller(orthanc, store, lambda key, files: _pacs_save(intake, key, files),
-                    settings.poll_interval) if orthanc else None
+    poller = Poller(archive, store, lambda key, files: _pacs_save(intake, key, files),
+                    settings.poll_interval) if archive else None
     node = None
     if settings.dimse_port is not None:
         from radsight.service.dimse import DicomNode
@@ -88,21 +88,31 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def _archive(settings: Settings) -> DicomwebArchive | None:
+    if settings.orthanc_url and settings.dicomweb_url:
+        raise ValueError("give --orthanc or --dicomweb, not both")
+    if settings.orthanc_url:
+        return Orthanc(settings.orthanc_url)
+    if settings.dicomweb_url:
+        return DicomwebArchive(settings.dicomweb_url, stable_seconds=settings.stable_seconds)
+    return None
+
+
 def _pacs_save(intake: Intake, key: str, files: list[tuple[str, bytes]]) -> str | None:
-    """One stable Orthanc study queued as one analysis; one it cannot be is recorded as failed, with its reason."""
+    """One stable PACS study queued as one analysis; one it cannot be is recorded as failed, with its reason."""
     parts = []
     for instance, data in files:
         try:
-            parts.append(intake.receive(data, f"orthanc-{instance}"))
+            parts.append(intake.receive(data, f"pacs-{instance.rsplit('/', 1)[-1]}"))
         except InputError as exc:
-            log.info("Orthanc instance %s skipped: %s", instance, exc.reason)
+            log.info("PACS instance %s skipped: %s", instance, exc.reason)
     if not parts:
         return None
     try:
-        return intake.queue(parts, "orthanc", key)
+        return intake.queue(parts, "pacs", key)
     except InputError as exc:
-        log.info("Orthanc study %s not analyzed: %s", key, exc.reason)
-        intake.refuse(parts, "orthanc", exc.reason, key)
+        log.info("PACS study %s not analyzed: %s", key, exc.reason)
+        intake.refuse(parts, "pacs", exc.reason, key)
         return None
     except BaseException:
         intake.discard(parts)

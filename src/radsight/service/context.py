@@ -19,7 +19,9 @@ class Settings:
     predictor: PredictorOptions = field(default_factory=PredictorOptions)  # models, methods, OOD, device
     workers: int = 1
     max_upload_bytes: int = 256 * 1024 * 1024
-    orthanc_url: str | None = None
+    orthanc_url: str | None = None  # an Orthanc: new studies from its change log, results back by STOW-RS
+    dicomweb_url: str | None = None  # any DICOMweb archive: new studies by QIDO-RS, results back by STOW-RS
+    stable_seconds: float = 60.0  # with dicomweb_url: a study is taken once its radiographs were unchanged this long
     poll_interval: float = 2.0
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
     dimse_port: int | None = None  # a C-STORE SCP (and C-ECHO) on this port; None: no DICOM node

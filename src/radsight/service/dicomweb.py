@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from radsight.service.context import Service
 from radsight.service.intake import by_study
-from radsight.service.pacs import split_multipart
+from radsight.service.multipart import MultipartError, TooLarge, media_type, read_parts
 
 # PS3.18 10.5.3 / PS3.4 Annex B failure reasons
 CANNOT_UNDERSTAND = 0xC000  # the instance is not one radsight can analyze
@@ -43,12 +43,13 @@ def router(service: Service) -> APIRouter:
 
 async def _store(service: Service, request: Request, study: str | None, force: bool) -> Response:
     content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "multipart/related":
+    if media_type(content_type)[0] != "multipart/related":
         raise HTTPException(415, "STOW-RS needs multipart/related; type=\"application/dicom\"")
-    body = await service.read_limited(request.stream())
     try:
-        parts = split_multipart(body, content_type)
-    except ValueError as exc:
+        parts = await read_parts(request.stream(), content_type, service.settings.max_upload_bytes)
+    except TooLarge as exc:
+        raise HTTPException(413, str(exc)) from exc
+    except MultipartError as exc:
         raise HTTPException(400, str(exc)) from exc
     if not parts:
         raise HTTPException(400, "no DICOM parts")

@@ -1,72 +1,101 @@
-"""Orthanc as the PACS: studies are taken once Orthanc calls them stable (its change log), results go back into
-the study over DICOMweb STOW-RS."""
+"""The PACS: studies are taken once they stop growing, results go back into the study over DICOMweb STOW-RS
+(dicomweb-client, so any DICOMweb archive will do: Orthanc, dcm4chee, a cloud healthcare API).
+
+Two ways to find new studies: :class:`Orthanc` follows Orthanc's change log (its StableStudy changes);
+:class:`DicomwebArchive` asks any archive over QIDO-RS for radiograph series and takes a study once its instances
+were the same for ``stable_seconds``.
+"""
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import logging
 import threading
-import uuid
+import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
 
 from radsight.io.dicom import RADIOGRAPHY_MODALITIES
 from radsight.service.db import StudyStore
 
 log = logging.getLogger("radsight.service")
+Save = Callable[[str, list[tuple[str, bytes]]], "str | None"]
+ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)  # the instance as it was stored, not transcoded
 
 
-def stow_body(datasets: list[pydicom.Dataset]) -> tuple[bytes, str]:
-    """A multipart/related STOW-RS request body and its content type."""
-    boundary = uuid.uuid4().hex
-    parts = []
-    for ds in datasets:
+class DeliveryError(Exception):
+    """Results the archive did not take."""
+
+
+class DicomwebArchive:
+    """A DICOMweb archive at ``url`` (its DICOMweb root, e.g. ``http://pacs/dicom-web``). Polling asks QIDO-RS
+    for radiograph series of studies dated within ``days`` days."""
+
+    def __init__(self, url: str, timeout: float = 30.0, stable_seconds: float = 60.0, days: int = 1):
+        self.web = DICOMwebClient(url.rstrip("/"), timeout=timeout)
+        self.stable_seconds, self.days = stable_seconds, days
+        self._seen: dict[str, tuple[str, float]] = {}  # study UID -> (its key, when first seen with that key)
+
+    def store(self, datasets: list[pydicom.Dataset]) -> None:
+        """STOW-RS the results into the radiograph's study; DeliveryError when the archive refuses any."""
+        try:
+            answer = self.web.store_instances(datasets)
+        except requests.RequestException as exc:
+            raise DeliveryError(f"STOW-RS failed: {exc}") from exc
+        failed = answer.get("FailedSOPSequence") if answer is not None else None
+        if failed:
+            raise DeliveryError(f"the archive refused {len(failed)} of {len(datasets)} results")
+
+    def poll(self, store: StudyStore, save: Save) -> int:
+        """Queue each study whose radiographs were unchanged for ``stable_seconds`` and were not analyzed as they
+        are now. Returns how many studies were queued."""
+        studies: dict[str, dict[str, list[str]]] = {}  # study UID -> series UID -> instance UIDs
+        since = (datetime.date.today() - datetime.timedelta(days=self.days)).strftime("%Y%m%d")
+        for modality in sorted(RADIOGRAPHY_MODALITIES):
+            for series in self.web.search_for_series(search_filters={"Modality": modality, "StudyDate": f"{since}-"},
+                                                     get_remaining=True):
+                study, uid = _value(series, "0020000D"), _value(series, "0020000E")
+                if study and uid:
+                    studies.setdefault(study, {})[uid] = []
+        queued, now = 0, time.monotonic()
+        for study, series in studies.items():
+            for uid in series:
+                series[uid] = [_value(i, "00080018") for i in
+                               self.web.search_for_instances(study, uid, get_remaining=True)]
+            instances = [f"{s}/{i}" for s, uids in series.items() for i in uids if i]
+            key = study_key(study, instances)
+            first_seen = self._seen.setdefault(study, (key, now))
+            if first_seen[0] != key:
+                self._seen[study] = (key, now)
+                continue
+            if now - first_seen[1] < self.stable_seconds or store.knows(key):
+                continue
+            files = [(i, self._retrieve(study, i)) for i in instances]
+            queued += save(key, files) is not None
+        self._seen = {s: v for s, v in self._seen.items() if s in studies}
+        return queued
+
+    def _retrieve(self, study: str, instance: str) -> bytes:
+        series, sop = instance.split("/")
+        ds = self.web.retrieve_instance(study, series, sop, media_types=ANY_TRANSFER_SYNTAX)
         buffer = io.BytesIO()
         ds.save_as(buffer, enforce_file_format=True)
-        parts.append(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + buffer.getvalue()
-                     + b"\r\n")
-    body = b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+        return buffer.getvalue()
 
 
-def split_multipart(body: bytes, content_type: str) -> list[bytes]:
-    """The parts of a multipart/related body (STOW-RS), without their headers. Per RFC 2046 a delimiter is the
-    boundary at the start of a line (CRLF before it, but for the first): the same bytes inside a part's data are
-    data."""
-    params = {k.strip().lower(): v.strip().strip('"') for k, _, v in
-              (p.partition("=") for p in content_type.split(";")[1:]) if v}
-    boundary = params.get("boundary", "")
-    if not boundary:
-        raise ValueError("multipart/related without a boundary")
-    delimiter = b"--" + boundary.encode()
-    start = 0 if body.startswith(delimiter) else body.find(b"\r\n" + delimiter)
-    if start < 0:
-        return []
-    parts = []
-    for chunk in (b"\r\n" + body[start:]).split(b"\r\n" + delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        _, _, payload = chunk.partition(b"\r\n\r\n")
-        parts.append(payload)
-    return parts
+class Orthanc(DicomwebArchive):
+    """Orthanc at ``url`` (its REST root; DICOMweb under ``/dicom-web``): new studies from its change log."""
 
-
-class Orthanc:
     def __init__(self, url: str, timeout: float = 30.0):
-        self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        super().__init__(url.rstrip("/") + "/dicom-web", timeout)
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
 
-    def store(self, source: Path, datasets: list[pydicom.Dataset]) -> None:
-        """STOW-RS the results into the radiograph's study."""
-        body, content_type = stow_body(datasets)
-        response = self.http.post("/dicom-web/studies", content=body,
-                                  headers={"Content-Type": content_type, "Accept": "application/dicom+json"})
-        response.raise_for_status()
-
-    def poll(self, store: StudyStore, save: Callable[[str, list[tuple[str, bytes]]], str | None]) -> int:
+    def poll(self, store: StudyStore, save: Save) -> int:
         """Queue each study Orthanc calls stable since the last poll (a StableStudy change: no new instance for
         Orthanc's StableAge seconds) whose radiographs were not analyzed as they are now: ``save(key, [(instance,
         bytes)...])`` gets all of them at once. Returns how many studies were queued."""
@@ -94,27 +123,32 @@ class Orthanc:
                 for instance in s.get("Instances", [])]
 
 
+def _value(attributes: dict, tag: str) -> str | None:
+    """The first value of ``tag`` in a DICOM JSON object (a QIDO-RS match)."""
+    values = attributes.get(tag, {}).get("Value") or [None]
+    return str(values[0]) if values[0] is not None else None
+
+
 def study_key(study: str, instances: list[str]) -> str:
-    """A study as it is now: its Orthanc ID and which radiographs it holds (a radiograph added later makes a new
-    key, so the grown study is analyzed again)."""
+    """A study as it is now: its ID and which radiographs it holds (a radiograph added later makes a new key, so
+    the grown study is analyzed again)."""
     return f"{study}/{hashlib.sha256(chr(10).join(sorted(instances)).encode()).hexdigest()[:16]}"
 
 
 class Poller(threading.Thread):
-    def __init__(self, orthanc: Orthanc, store: StudyStore, save: Callable[[str, list[tuple[str, bytes]]], str | None],
-                 interval: float = 2.0):
-        super().__init__(name="radsight-orthanc-poller", daemon=True)
-        self.orthanc, self.store, self.save, self.interval = orthanc, store, save, interval
+    def __init__(self, archive: DicomwebArchive, store: StudyStore, save: Save, interval: float = 2.0):
+        super().__init__(name="radsight-pacs-poller", daemon=True)
+        self.archive, self.store, self.save, self.interval = archive, store, save, interval
         self._stopping = threading.Event()  # not _stop: Thread has a method of that name
 
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self.orthanc.poll(self.store, self.save)
-            except httpx.HTTPError as exc:
-                log.warning("Orthanc poll failed: %s", exc)
+                self.archive.poll(self.store, self.save)
+            except (httpx.HTTPError, requests.RequestException) as exc:
+                log.warning("PACS poll failed: %s", exc)
             except Exception:  # a malformed answer or a bug: logged in full; the poller must outlive it
-                log.exception("Orthanc poll failed")
+                log.exception("PACS poll failed")
             self._stopping.wait(self.interval)
 
     def stop(self) -> None:
