@@ -13,7 +13,7 @@ if [ ! -x .venv/bin/radsight ] || ! .venv/bin/python -c 'import fastapi, highdic
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[serve,example]"
 fi
 orthanc_pid=$(bash scripts/orthanc.sh "$data/orthanc" 8042 4242)
-trap 'kill $orthanc_pid 2>/dev/null || true' EXIT
-echo "Orthanc on http://127.0.0.1:8042 (pid $orthanc_pid); radsight on http://127.0.0.1:8000"
+trap 'kill -- -$orthanc_pid 2>/dev/null || true' EXIT
+echo "Orthanc on http://127.0.0.1:8042 (process group $orthanc_pid); radsight on http://127.0.0.1:8000"
 echo "API token (the page asks for it once): $RADSIGHT_API_TOKEN"
 .venv/bin/radsight serve --data-dir "$data" --orthanc http://127.0.0.1:8042 --port 8000
