@@ -50,7 +50,12 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        failed = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.goto(server)
+        page.wait_for_selector("#signin:not([hidden])")
+        assert all(f.startswith("401 ") for f in failed), failed  # only the reads that ask for a session
+        assert page.get_attribute("link[rel=icon]", "href") == "data:,"  # no /favicon.ico request to answer 404
         page.fill("#token", "wrong")  # reads need a reader session: the page asks for the token
         page.click("#signin button")
         page.wait_for_selector("#signin-error:has-text('wrong token')")
@@ -63,8 +68,16 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         rows = {r["id"]: r for r in page.eval_on_selector_all(
             "#worklist tbody tr", "rows => rows.map(r => ({id: r.dataset.id, study: r.cells[3].textContent}))")}
         assert rows[ids[0]]["study"] == "acc. ACC1 · 2026-01-01 · PA" and rows[ids[1]]["study"] == "b.png"
+        fits = "e => e.scrollWidth <= e.clientWidth + 1"  # at 1400 px no column of the worklist is cut
+        assert page.eval_on_selector("#list", fits), page.eval_on_selector("#list", "e => [e.scrollWidth, e.clientWidth]")
         page.click(f"#worklist tbody tr[data-id='{ids[0]}']")
         page.wait_for_selector("#findings tbody tr:nth-child(14)")
+        swatches = page.eval_on_selector_all("#findings .swatch", "s => s.map(x => x.style.background)")
+        assert len(set(swatches)) == 14  # each finding's boxes in a colour of its own
+        labels = page.evaluate("""() => { const m = document.createElement('canvas').getContext('2d'); const placed = [];
+            for (let i = 0; i < 4; i++) placed.push(label(m, 'Effusion', 10, 10, 14, placed, 500)); return placed; }""")
+        assert all(a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"]
+                   for i, a in enumerate(labels) for b in labels[i + 1:])  # labels at one place do not overlap
         film, stage = (page.eval_on_selector(sel, "e => { const r = e.getBoundingClientRect(); "
                                                    "return [r.left, r.top, r.right, r.bottom]; }")
                        for sel in ("#stage canvas.image", "#stage"))
@@ -93,6 +106,7 @@ def test_worklist_and_viewer_in_chromium(server, tmp_path):
         before = page.eval_on_selector("#stage canvas.image", canvas)
         page.select_option("#view", "bone")
         assert page.eval_on_selector("#stage canvas.image", canvas) != before  # the bone view replaces the radiograph
+        assert page.inner_text(".pane figcaption") == "PA · bone"  # the caption names the view shown
         page.select_option("#view", "radiograph")
         assert page.eval_on_selector("#stage canvas.image", canvas) == before
         page.fill("#width", "180")

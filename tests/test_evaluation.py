@@ -167,6 +167,7 @@ def test_evaluate_command_with_a_model_writes_report_plots_and_localization(tmp_
                                       "--images", str(tmp_path / "img"), "--out", str(tmp_path / "ev"),
                                       "--bootstrap", "50"])
     assert result.exit_code == 0, result.output
+    assert "scoring: 30 to do" in result.output and "scoring: 30/30 done in" in result.output  # not a terminal
     import json
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["source"]["images"] == 30 and m["localization"]["Effusion"]["boxes"] == 3

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from rich.progress import Progress
 
 from radsight.core import InputError
 from radsight.data.manifest import Manifest
 from radsight.evaluate.faithfulness import STEPS, area, curve_inputs, removed
 from radsight.evaluate.localization import box_cases, localization_summary
+from radsight.evaluate.progress import stage
 from radsight.explain import METHODS, get_method
 from radsight.io import load_image
 
@@ -39,10 +39,9 @@ def method_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[str],
     seconds: dict[str, list[float]] = {m.name: [] for m in methods}
     rng = np.random.default_rng(seed)
     size = predictor.cfg.input.size
-    with Progress(transient=True) as progress:
-        task = progress.add_task("explanation methods", total=len(manifest))
+    with stage("explanation methods", len(manifest)) as progress:
         for i, truth in enumerate(truths):
-            progress.advance(task)
+            progress.advance()
             present = [f for f in findings if y[i, labels.index(f)] == 1]
             if not present and not truth:
                 continue

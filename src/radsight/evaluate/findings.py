@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from radsight.core import FINDINGS
@@ -16,6 +15,7 @@ from radsight.evaluate import plots
 from radsight.evaluate.calibration import label_matrix
 from radsight.evaluate.localization import IOU_THRESHOLDS, box_cases, localization_summary
 from radsight.evaluate.metrics import reliability
+from radsight.evaluate.progress import stage
 from radsight.evaluate.request import EvaluateRequest
 from radsight.evaluate.scores import Bootstrap, evaluate_scores, urgent_summary
 from radsight.heads.lung_geometry import energy_inside, on_grid, thorax_region
@@ -37,9 +37,8 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
         from radsight.pipeline.predictor import Predictor, score_manifest
         predictor = Predictor(model)
         labels, thresholds = predictor.cfg.labels, dict(predictor.cfg.thresholds)
-        with Progress(transient=True) as progress:
-            task = progress.add_task("scoring", total=len(manifest))
-            scores, errors = score_manifest(predictor, manifest, on_progress=lambda n: progress.advance(task, n))
+        with stage("scoring", len(manifest)) as progress:
+            scores, errors = score_manifest(predictor, manifest, on_progress=lambda n: progress.advance(n))
         source.update(model=predictor.cfg.name, version=predictor.cfg.version, unreadable=[str(e) for e in errors])
     else:
         labels, scores = list(FINDINGS), read_predictions(predictions, manifest.images, list(FINDINGS))
@@ -104,10 +103,9 @@ def explanation_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[
     ctr = np.full(len(manifest), np.nan)
     energy: dict[str, list[float]] = {f: [] for f in findings}
     implausible, withheld, against_boxes, boxes_outside = 0, 0, [], [0, 0]  # (boxes, mostly outside the thorax)
-    with Progress(transient=True) as progress:
-        task = progress.add_task("explaining", total=len(manifest))
+    with stage("explaining", len(manifest)) as progress:
         for i, truth in enumerate(truths):
-            progress.advance(task)
+            progress.advance()
             if not truth and not with_anatomy:
                 continue
             try:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.progress import Progress
 
 from radsight.core import InputError
 from radsight.evaluate.metrics import auroc
+from radsight.evaluate.progress import stage
 from radsight.evaluate.request import EvaluateRequest
 from radsight.heads.ood import PARTS, fit_gate
 from radsight.io import load_image
@@ -51,10 +51,9 @@ def gate_vectors(predictor, paths: list[Path], label: str) -> tuple[dict[str, np
     """The gate's vectors (part -> (N, K)) for the readable images, and which of ``paths`` were readable."""
     found: dict[str, list[np.ndarray]] = {name: [] for name in PARTS}
     readable = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(label, total=len(paths))
+    with stage(label, len(paths)) as progress:
         for path in paths:
-            progress.advance(task)
+            progress.advance()
             try:
                 image = load_image(path)
             except InputError:

@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
@@ -29,9 +30,11 @@ def _roc(ax, y: np.ndarray, s: np.ndarray, label: str, **style) -> None:
 def roc_all(path: Path, labels: list[str], y: np.ndarray, s: np.ndarray, aucs: dict[str, float | None]) -> None:
     fig = Figure(figsize=(7, 6.5), layout="constrained")
     ax = fig.subplots()
+    palette = colormaps["tab20"]  # 20 distinct colours; past 10 curves the line style changes too
     for j, name in enumerate(labels):
         if aucs.get(name) is not None:
-            _roc(ax, y[:, j], s[:, j], f"{name} ({aucs[name]:.3f})", lw=1.2)
+            _roc(ax, y[:, j], s[:, j], f"{name} ({aucs[name]:.3f})", lw=1.2, color=palette((2 * j) % 20 + j // 10 % 2),
+                 ls="-" if j < 10 else "--")
     ax.plot([0, 1], [0, 1], ls=":", c="grey")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC per finding (AUROC)", aspect="equal")
     ax.legend(fontsize=7, loc="lower right")

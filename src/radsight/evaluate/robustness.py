@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
-from rich.progress import Progress
 from scipy import ndimage
 
 from radsight.core import Radiograph
 from radsight.data.manifest import Manifest
 from radsight.evaluate.metrics import auroc
+from radsight.evaluate.progress import stage
 from radsight.heads.triage import threshold_scaled
 from radsight.models.config import TRIAGE_LABEL
 from radsight.pipeline.predictor import image_batches
@@ -105,10 +105,9 @@ def robustness_pass(predictor, manifest: Manifest, y: np.ndarray, labels: list[s
                   *PERTURBATIONS]
     scores = {c: np.full((len(manifest), len(labels)), np.nan) for c in conditions}
     spec = predictor.cfg.input
-    with Progress(transient=True) as progress:
-        task = progress.add_task("robustness", total=len(manifest))
+    with stage("robustness", len(manifest)) as progress:
         for rows, images, covered in image_batches(manifest, batch_size):
-            progress.advance(task, covered)
+            progress.advance(covered)
             if not images:
                 continue
             x = np.stack([predictor.classifier_input(im)[0] for im in images])

@@ -8,6 +8,11 @@ const METHOD_NAMES = { cam: "CAM", gradcam: "Grad-CAM", "gradcam++": "Grad-CAM++
   "guided-backprop": "guided backpropagation" };
 
 const SIGN_IN = "sign in";
+// One colour per finding, in the model's label order (distinct for 14 findings; a key is in the findings table).
+const PALETTE = ["#ffb000", "#ff5370", "#4dd0e1", "#a5e05a", "#c792ea", "#ff8a3d", "#f0e68c", "#82aaff",
+  "#ff79c6", "#5af78e", "#e0e0e0", "#ffcb6b", "#9aedfe", "#d4a373"];
+let colours = {};
+function findingColour(name) { return colours[name] || PALETTE[0]; }
 
 async function json(url) {
   const r = await fetch(url);  // reads carry the reader session cookie
@@ -107,7 +112,7 @@ function makePane(data, img) {
   const marks = document.createElement("canvas");
   figure.className = "pane"; figure.dataset.view = data.label; frame.className = "frame";
   canvas.className = "image"; marks.className = "marks";
-  caption.textContent = data.label;
+  caption.textContent = data.label === "radiograph" ? VIEW_NAMES.radiograph : data.label;
   canvas.width = marks.width = img.width; canvas.height = marks.height = img.height;
   frame.append(canvas, marks); figure.append(caption, frame);
   return { ...data, figure, canvas, marks, views: { radiograph: img }, maps: {}, pixels: null };
@@ -143,10 +148,14 @@ async function open(id) {
   $("method").replaceChildren(...ordered.map((m) => new Option((METHOD_NAMES[m] || m) + (m === own ? " (boxes)" : ""), m)));
   $("method-choice").hidden = ordered.length < 2;
   method = ordered.includes(own) ? own : ordered[0];
+  colours = Object.fromEntries(r.findings.map((f, i) => [f.name, PALETTE[i % PALETTE.length]]));
   const body = $("findings").tBodies[0];
   body.replaceChildren(...r.findings.map((f) => {
     const tr = document.createElement("tr");
     const box = tr.insertCell();
+    const swatch = document.createElement("span");
+    swatch.className = "swatch"; swatch.style.background = findingColour(f.name); swatch.title = "its boxes' colour";
+    box.append(swatch);
     if (panes.some((p) => Object.keys((p.findings[f.name] || {}).heatmaps || {}).length)) {
       const cb = document.createElement("input");
       cb.type = "checkbox"; cb.dataset.finding = f.name; cb.className = "heat"; cb.onchange = render;
@@ -175,6 +184,10 @@ let current_result = null, method = "cam";
 
 // The chosen view (radiograph, soft tissue, bone) becomes the pixels that window/level act on.
 function showView(pane, name) {
+  const caption = pane.figure.querySelector("figcaption");
+  const shown = VIEW_NAMES[name] || name;
+  caption.textContent = pane.label === "radiograph" ? shown
+    : name === "radiograph" ? pane.label : `${pane.label} · ${shown}`;
   const ctx = pane.canvas.getContext("2d");
   ctx.drawImage(pane.views[name], 0, 0, pane.canvas.width, pane.canvas.height);
   pane.pixels = ctx.getImageData(0, 0, pane.canvas.width, pane.canvas.height);
@@ -207,12 +220,13 @@ function drawMarks(p, positive, checked) {
   m.globalAlpha = 1;
   m.lineWidth = Math.max(2, w / 400);
   if ($("show-boxes").checked) {
+    const size = Math.max(12, w / 60), placed = [];
+    m.font = `${size}px sans-serif`; m.textBaseline = "top";
     for (const [name, f] of Object.entries(p.findings)) {
       if (!positive.has(name)) continue;
       for (const b of f.boxes || []) {
-        m.strokeStyle = "#ffb000"; m.strokeRect(b.x * sx, b.y * sy, b.width * sx, b.height * sy);
-        m.fillStyle = "#ffb000"; m.font = `${Math.max(12, w / 60)}px sans-serif`;
-        m.fillText(name, b.x * sx + 4, b.y * sy + Math.max(14, w / 50));
+        m.strokeStyle = findingColour(name); m.strokeRect(b.x * sx, b.y * sy, b.width * sx, b.height * sy);
+        placed.push(label(m, name, b.x * sx + 2, b.y * sy + 2, size, placed, h));
       }
     }
   }
@@ -224,6 +238,19 @@ function drawMarks(p, positive, checked) {
       m.closePath(); m.stroke();
     }
   }
+}
+
+// A finding's name on a dark ground in its colour, moved down (then up) past labels already placed so none overlap.
+function label(m, name, x, y, size, placed, height) {
+  const box = { x, y, w: m.measureText(name).width + 6, h: size + 4 };
+  const hits = (a) => placed.some((b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h);
+  for (let step = 0; hits(box) && step < 40; step++) {
+    box.y = y + (step % 2 ? -1 : 1) * Math.ceil((step + 1) / 2) * box.h;
+    box.y = Math.min(Math.max(0, box.y), height - box.h);
+  }
+  m.fillStyle = "rgba(0, 0, 0, 0.7)"; m.fillRect(box.x, box.y, box.w, box.h);
+  m.fillStyle = findingColour(name); m.fillText(name, box.x + 3, box.y + 2);
+  return box;
 }
 
 // Zoom 1 fits each film whole in its pane (the stage's width shared by the panes); the canvases' CSS size follows,
