@@ -32,7 +32,10 @@ def train(
                                               "lateral)"),
     views: str = typer.Option("frontal", help="classification: frontal, or frontal,lateral (a two-view "
                                               "architecture; manifests with study_id and view columns)"),
-    masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="lung-segmentation: mask folder"),
+    masks: list[Path] = typer.Option([], exists=True, file_okay=False,
+                                     help="anatomy: mask folder, one for each --manifest: a subfolder per structure "
+                                          "(right_lung, left_lung, heart, right_clavicle, left_clavicle) or lung "
+                                          "masks alone"),
     targets: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
                                            help="bone-suppression: soft-tissue images (default: targets/ beside "
                                                 "--images)"),
@@ -82,7 +85,7 @@ def train(
     request = TrainRequest(
         task=head.task, datasets=[(str(m), str(i)) for m, i in zip(manifest, images)] or [("", "")], out=str(out),
         shards=str(shards) if shards else None, scalp=scalp, device=device, precision=precision,
-        channels_last=channels_last, views=words(views), masks=str(masks) if masks else None,
+        channels_last=channels_last, views=words(views), masks=tuple(str(m) for m in masks),
         targets=str(targets) if targets else None, stages=stages, kind=kind, holdout=words(holdout), val=words(val),
         iterations=iterations, checkpoint_every=checkpoint_every, region=region, sources=words(sources),
         bone_model=bone_model, init_from=str(init_from) if init_from else None, architecture=architecture,

@@ -14,7 +14,8 @@ from rich.progress import Progress
 class _Lines:
     def __init__(self, label: str, total: int):
         self.label, self.total, self.done, self.started = label, total, 0, time.monotonic()
-        self._next = max(1, total // 10)
+        self._step = -(-total // 10) if total >= 50 else total  # a line every tenth of a long stage
+        self._next = self._step
         self._say(f"{total} to do")
 
     def _say(self, text: str) -> None:
@@ -24,7 +25,7 @@ class _Lines:
         self.done += n
         if self.done >= self._next and self.done < self.total:
             self._say(f"{self.done}/{self.total}")
-            self._next = self.done + max(1, self.total // 10)
+            self._next = self.done + self._step
 
     def close(self) -> None:
         self._say(f"{self.done}/{self.total} done in {time.monotonic() - self.started:.1f} s")

@@ -86,5 +86,5 @@ def lung_segments(p: Prediction) -> list[Segment]:
 
 HEAD = Head(task="anatomy", summary="the lung fields and the cardiothoracic ratio", model_tasks=(SEGMENTATION,),
             default_model=DEFAULT_LUNG_MODEL, read=LungModel.segment, section="anatomy", draw=draw_anatomy,
-            segments=lung_segments, train="radsight.train.seg:from_request",
+            segments=lung_segments, train="radsight.train.anatomy:from_request",
             evaluate="radsight.evaluate.lungs:from_request")

@@ -19,7 +19,7 @@ class TrainRequest:
     precision: str = "fp32"
     channels_last: bool = False
     views: tuple[str, ...] = ("frontal",)
-    masks: str | None = None
+    masks: tuple[str, ...] = ()  # one mask folder per dataset
     targets: str | None = None
     stages: str = "128:200,256:400,512:400"
     kind: str | None = None

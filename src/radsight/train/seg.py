@@ -183,11 +183,11 @@ READS = {"masks", "holdout", "val", "input_size", "iterations", "checkpoint_ever
 
 
 def from_request(r: TrainRequest) -> str:
-    """``radsight train --task anatomy``: the lung segmenter."""
-    if r.masks is None:
+    """``radsight train --task anatomy`` with one flat folder of lung masks: the lung segmenter."""
+    if not r.masks:
         raise ValueError(f"--task {r.task} needs --masks")
     manifest, images = r.one_dataset()
     return "chosen checkpoint: " + str(train_segmentation(SegTrainConfig(
-        manifest=manifest, images=images, masks=r.masks, out=r.out, holdout=list(r.holdout), val=list(r.val),
+        manifest=manifest, images=images, masks=r.masks[0], out=r.out, holdout=list(r.holdout), val=list(r.val),
         input_size=r.input_size or 256, iterations=r.iterations or 800, checkpoint_every=r.checkpoint_every,
         batch_size=r.batch_size or 8, seed=r.seed, threads=r.threads, stop_after=r.stop_after)))
