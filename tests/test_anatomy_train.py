@@ -12,7 +12,16 @@ from PIL import Image
 torch = pytest.importorskip("torch", reason="needs radsight[train]")
 
 from radsight.train.anatomy import (  # noqa: E402
-    LUNGS, STRUCTURES, AnatomyTrainConfig, MaskSet, partial_loss, planes, read_samples, train_anatomy, unet_from_onnx)
+    LUNGS,
+    STRUCTURES,
+    AnatomyTrainConfig,
+    MaskSet,
+    partial_loss,
+    planes,
+    read_samples,
+    train_anatomy,
+    unet_from_onnx,
+)
 
 
 def _ellipse(size: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:

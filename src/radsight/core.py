@@ -183,6 +183,22 @@ class CardiothoracicRatio:
     thoracic_line: tuple[tuple[float, float], tuple[float, float]] | None
     enlarged: bool | None  # CTR > 0.5 on a PA view; None when the view is not known to be PA, or no value
     reason: str | None = None  # why no value is given
+    method: str = "lung_borders"  # "heart": from the heart's outline; "lung_borders": from the lungs' inner borders
+    cardiac_mm: float | None = None  # the diameters in mm where the pixel spacing is known
+    thoracic_mm: float | None = None
+
+
+@dataclass
+class Structure:
+    """One outlined structure besides the lungs (the heart, a clavicle): where it is, how large, and whether its
+    outline is one that structure can have (when not, ``reason`` says why and nothing is measured from it)."""
+
+    name: str  # "heart", "right clavicle", "left clavicle" (the patient's side)
+    polygon: list[tuple[float, float]]  # outline (x, y) in original image pixels; empty when none was found
+    area_px: float
+    plausible: bool
+    reason: str | None = None
+    area_cm2: float | None = None  # when PixelSpacing is known
 
 
 @dataclass
@@ -192,6 +208,8 @@ class Anatomy:
     reason: str | None = None  # why the segmentation is implausible
     lungs: list[LungField] = field(default_factory=list)
     ctr: CardiothoracicRatio | None = None
+    heart: Structure | None = None  # with a model that outlines it
+    clavicles: list[Structure] = field(default_factory=list)
 
 
 @dataclass
@@ -207,6 +225,7 @@ class Prediction:
     classifier_crop: list[int] | None = None  # x, y, width, height the classifier read, when not the whole image
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # name -> (h, w) in [0, 1]
     lung_mask: np.ndarray | None = field(default=None, repr=False)  # (h, w) uint8: 0 none, 1 right, 2 left
+    structure_masks: dict[str, np.ndarray] | None = field(default=None, repr=False)  # heart, clavicles: bool (h, w)
     views: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # derived views at the image's size
     views_model: ModelRef | None = None  # the model that made ``views``
     ood: OodCheck | None = None  # None when the model has no out-of-distribution gate
@@ -227,8 +246,9 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON document, less the names of files written beside it (``radsight.results``)."""
-        out = asdict(replace(self, heatmaps={}, lung_mask=None, views={}, alternates={}))  # arrays: files
-        del out["heatmaps"], out["lung_mask"], out["views"], out["views_model"], out["alternates"]
+        out = asdict(replace(self, heatmaps={}, lung_mask=None, structure_masks=None, views={}, alternates={}))
+        del out["heatmaps"], out["lung_mask"], out["structure_masks"], out["views"], out["views_model"]
+        del out["alternates"]
         out["image"] = out.pop("meta")
         out.update(out.pop("sections"))  # each head's section at the top level
         return out

@@ -110,7 +110,14 @@ def evaluate(
     split: Optional[str] = typer.Option(None, help="only rows of this split"),
     bootstrap: int = typer.Option(1000, help="patient bootstrap resamples"),
     masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False,
-                                         help="reference lung masks: evaluate the lung model (Dice, IoU, Hausdorff)"),
+                                         help="reference masks: a folder per structure (heart, right_lung, left_lung, "
+                                              "right_clavicle, left_clavicle) or lung masks alone: evaluate the "
+                                              "anatomy model (Dice, surface distances, CTR)"),
+    landmarks: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                             help="with --masks: reference outline landmarks (image, structure, "
+                                                  "index, x, y)"),
+    pixel_spacing_mm: Optional[float] = typer.Option(None, min=0.0, help="with --masks: the images' pixel size "
+                                                     "(distances in mm; DICOM spacing otherwise)"),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung segmentation model"),
     subset: str = typer.Option("", help="comma-separated image names to evaluate (e.g. held-out pairs)"),
     bone_pairs: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
@@ -133,8 +140,9 @@ def evaluate(
 
     findings: AUROC with patient-bootstrap 95% CIs, operating points, urgent flags, triage, calibration,
     localization, CTR and CAM-in-thorax, and a paired comparison with a reference; with --explain, per explanation
-    method; with --robustness, under attacks and natural changes. anatomy (--masks): lung segmentation Dice, IoU and
-    Hausdorff. bone-suppression (--bone-pairs): PSNR, SSIM and MS-SSIM. view: accuracy, lateral sensitivity.
+    method; with --robustness, under attacks and natural changes. anatomy (--masks): Dice per structure, surface
+    distances, the CTR against the reference masks', landmarks. bone-suppression (--bone-pairs): PSNR, SSIM and
+    MS-SSIM. view: accuracy, lateral sensitivity.
     ood (--ood-test): the out-of-distribution gate's AUROC and refusals."""
     import importlib
 
@@ -151,7 +159,8 @@ def evaluate(
     chosen = model if model is not None and _serves(model, head) else (own or head.default_model)
     request = EvaluateRequest(task=head.task, out=out, model=chosen, manifest=manifest, images=images,
                               predictions=predictions, reference=reference, split=split, bootstrap=bootstrap,
-                              masks=masks, lung_model=lung_model, subset=tuple(s for s in subset.split(",") if s),
+                              masks=masks, landmarks=landmarks, pixel_spacing_mm=pixel_spacing_mm,
+                              lung_model=lung_model, subset=tuple(s for s in subset.split(",") if s),
                               bone_pairs=bone_pairs, targets=targets, ood_test=tuple(ood_test), explain=explain,
                               robustness=robustness)
     module, function = head.evaluate.split(":")

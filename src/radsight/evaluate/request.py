@@ -19,6 +19,8 @@ class EvaluateRequest:
     split: str | None = None
     bootstrap: int = 1000
     masks: Path | None = None
+    landmarks: Path | None = None  # anatomy: reference outline landmarks (landmarks.csv)
+    pixel_spacing_mm: float | None = None  # anatomy: the images' pixel size, for distances in mm
     lung_model: str | None = None
     subset: tuple[str, ...] = ()
     bone_pairs: Path | None = None

@@ -26,6 +26,8 @@ class Segment:
     code: tuple[str, str, str]
     mask: np.ndarray  # bool (H, W)
     model: ModelRef
+    laterality: tuple[str, str, str] | None = None  # a modifier of the code (SNOMED CT Right or Left)
+    organ: bool = True  # category Organ; else Anatomical Structure (a bone)
 
 
 # draw(draw, prediction, scale, width, height): on an overlay picture ``width`` x ``height``, ``scale`` times the

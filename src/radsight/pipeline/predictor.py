@@ -196,6 +196,7 @@ class Predictor:
             prediction.sections[head.section] = head.read(session.cfg, outputs, image)
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
+            prediction.structure_masks = built.lungs.masks
         if built.bone is not None:
             prediction.views = {"soft_tissue": built.bone.soft_tissue, "bone": built.bone.bone}
             prediction.views_model = ModelRef(self.bone.cfg.name, self.bone.cfg.version)

@@ -15,7 +15,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from radsight.core import Box, Finding, ModelRef, Prediction, StudyPrediction
+from radsight.core import Anatomy, Box, Finding, ModelRef, Prediction, StudyPrediction
 from radsight.heads.registry import HEADS
 from radsight.heads.view import LATERAL, LATERAL_POSITIONS
 from radsight.io.atomic import atomic_write
@@ -28,6 +28,12 @@ PROBABILITY = hd.sr.CodedConcept("RS-P", SCHEME, "Probability of finding")
 ABOVE_THRESHOLD = hd.sr.CodedConcept("RS-T", SCHEME, "Above operating threshold")
 CHEST_XRAY = hd.sr.CodedConcept("36643-5", "LN", "XR Chest 2V")
 NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+RATIO = hd.sr.CodedConcept("{ratio}", "UCUM", "ratio")
+MM = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
+CTR = hd.sr.CodedConcept("RS-CTR", SCHEME, "Cardiothoracic ratio")
+CARDIAC_DIAMETER = hd.sr.CodedConcept("RS-CD", SCHEME, "Maximal transverse cardiac diameter")
+THORACIC_DIAMETER = hd.sr.CodedConcept("RS-TD", SCHEME, "Maximal internal thoracic diameter")
+HEART = hd.sr.CodedConcept("80891009", "SCT", "Heart")
 
 
 def _equipment(model: str) -> list[hd.ContributingEquipment]:
@@ -40,7 +46,7 @@ def structured_report(source: pydicom.Dataset, p: Prediction, also: list[pydicom
     """TID 1500 measurement report of one image: one group per finding with its probability, whether it passes
     the operating threshold, and its strongest box as an SCOORD polyline on the source image. VerificationFlag
     UNVERIFIED. ``also``: other results of the same analysis (the lung SEG), listed with the source as evidence."""
-    return _measurement_report(p.model, p.findings, [(source, None, _boxes(p))], also)
+    return _measurement_report(p.model, p.findings, [(source, None, _boxes(p))], also, p.anatomy)
 
 
 def study_report(views: list[tuple[pydicom.Dataset, str]], sp: StudyPrediction,
@@ -50,7 +56,7 @@ def study_report(views: list[tuple[pydicom.Dataset, str]], sp: StudyPrediction,
     strongest box on each view that has one (one group a view), or, without boxes, names every view read."""
     read = [v.prediction for v in sp.views if v.read]
     return _measurement_report(sp.model, sp.findings, [(ds, name, _boxes(p)) for (ds, name), p in zip(views, read)],
-                               also)
+                               also, read[0].anatomy if read else None)
 
 
 def _boxes(p: Prediction) -> dict[str, list[Box]]:
@@ -59,7 +65,7 @@ def _boxes(p: Prediction) -> dict[str, list[Box]]:
 
 def _measurement_report(model: ModelRef, findings: list[Finding],
                         views: list[tuple[pydicom.Dataset, str | None, dict[str, list[Box]]]],
-                        also: list[pydicom.Dataset]) -> pydicom.Dataset:
+                        also: list[pydicom.Dataset], anatomy: Anatomy | None = None) -> pydicom.Dataset:
     algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {model.name}", version=model.version,
                                               family=codes.DCM.ArtificialIntelligence)
     device = hd.sr.ObserverContext(
@@ -90,6 +96,8 @@ def _measurement_report(model: ModelRef, findings: list[Finding],
                 finding_type=kind, algorithm_id=algorithm, measurements=[probability],
                 qualitative_evaluations=[verdict],
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds, _, _ in views]))
+    if anatomy is not None and anatomy.ctr is not None and anatomy.ctr.value is not None:
+        groups.append(_ctr_group(anatomy, views[0][0]))
     report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=device),
                                      procedure_reported=CHEST_XRAY, imaging_measurements=groups)
     return hd.sr.Comprehensive3DSR(evidence=[ds for ds, _, _ in views] + list(also), content=report,
@@ -97,6 +105,25 @@ def _measurement_report(model: ModelRef, findings: list[Finding],
                                    sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
                                    is_complete=True, is_verified=False, series_description=NOT_FOR_DIAGNOSIS,
                                    contributing_equipment=_equipment(model.name))
+
+
+def _ctr_group(anatomy: Anatomy, source: pydicom.Dataset) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The cardiothoracic ratio (by the anatomy model) and, where the spacing is known, its two diameters in mm;
+    the method (from the heart's outline or the lungs' inner borders) in the tracking identifier."""
+    ctr, model = anatomy.ctr, anatomy.model
+    algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {model.name}", version=model.version,
+                                              family=codes.DCM.ArtificialIntelligence)
+    measurements = [hd.sr.Measurement(name=CTR, value=round(ctr.value, 4), unit=RATIO, algorithm_id=algorithm)]
+    if ctr.cardiac_mm is not None and ctr.thoracic_mm is not None:
+        measurements += [hd.sr.Measurement(name=CARDIAC_DIAMETER, value=round(ctr.cardiac_mm, 1), unit=MM,
+                                           algorithm_id=algorithm),
+                         hd.sr.Measurement(name=THORACIC_DIAMETER, value=round(ctr.thoracic_mm, 1), unit=MM,
+                                           algorithm_id=algorithm)]
+    method = "from the heart outline" if ctr.method == "heart" else "from the lungs' inner borders"
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Cardiothoracic ratio ({method})"),
+        finding_type=HEART, algorithm_id=algorithm, measurements=measurements,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
 
 
 def _capture(source: pydicom.Dataset, pixels: np.ndarray, photometric: hd.PhotometricInterpretationValues,
@@ -154,7 +181,7 @@ def view_capture(source: pydicom.Dataset, view: str, pixels: np.ndarray, model: 
 
 
 def segmentation(source: pydicom.Dataset, p: Prediction) -> pydicom.Dataset | None:
-    """Every head's structures (``Head.segments``: the lung fields today) as one binary DICOM Segmentation on the
+    """Every head's structures (``Head.segments``: the lung fields, heart and clavicles) as one binary DICOM Segmentation on the
     source image's pixel grid, a segment each; None when no head outlined anything."""
     found = [segment for head in HEADS.values() if head.segments is not None for segment in head.segments(p)]
     if not found:
@@ -162,11 +189,15 @@ def segmentation(source: pydicom.Dataset, p: Prediction) -> pydicom.Dataset | No
     frames = np.stack([s.mask for s in found], axis=-1).astype(np.uint8)[None]
     model = found[0].model  # the SEG's device: the model of its first segment
     segments = [hd.seg.SegmentDescription(
-        segment_number=i + 1, segment_label=s.label, segmented_property_category=codes.SCT.Organ,
+        segment_number=i + 1, segment_label=s.label,
+        segmented_property_category=codes.SCT.Organ if s.organ else codes.SCT.AnatomicalStructure,
         segmented_property_type=hd.sr.CodedConcept(*s.code), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(name=s.model.name, version=s.model.version,
                                                                     family=codes.DCM.ArtificialIntelligence))
         for i, s in enumerate(found)]
+    for description, s in zip(segments, found):
+        if s.laterality is not None:
+            description.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept(*s.laterality)]
     seg = hd.seg.Segmentation(
         source_images=[_valid_geometry(source)], pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,

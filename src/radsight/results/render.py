@@ -151,4 +151,5 @@ def _anatomy_line(a: Anatomy, view: str | None) -> str:
         flag = ", enlarged (> 0.5, PA)" if a.ctr.enlarged else " (PA)"
     else:
         flag = " (view unknown: not graded)" if not view else f" (view {view}, not PA: not graded)"
-    return f"Cardiothoracic ratio {a.ctr.value:.2f}{flag}"
+    method = " from the heart" if a.ctr.method == "heart" else ""
+    return f"Cardiothoracic ratio {a.ctr.value:.2f}{method}{flag}"

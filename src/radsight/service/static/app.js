@@ -128,7 +128,9 @@ async function open(id) {
   for (const data of paneData(r)) panes.push(makePane(data, await loadImage(base + data.image)));
   $("stage").replaceChildren(...panes.map((p) => p.figure));
   $("zoom").value = 1;  // opens fitted: every film whole in its pane
-  const first = panes[0];
+  const first = panes[0], anatomy = first.anatomy || {};
+  $("heart-choice").hidden = !(anatomy.heart && anatomy.heart.plausible);
+  $("clavicle-choice").hidden = !(anatomy.clavicles || []).some((c) => c.plausible);
   for (const v of first.derived) if (v.file) first.views[v.name] = await loadImage(base + v.file);
   $("view").replaceChildren(...Object.keys(first.views).map((name) => new Option(VIEW_NAMES[name] || name, name)));
   $("view-choice").hidden = Object.keys(first.views).length < 2;
@@ -230,11 +232,16 @@ function drawMarks(p, positive, checked) {
       }
     }
   }
-  if ($("show-lungs").checked && p.anatomy && p.anatomy.lungs) {
-    m.strokeStyle = "#40e0ff";
-    for (const lung of p.anatomy.lungs) {
+  const a = p.anatomy || {};
+  const outlines = [[$("show-lungs").checked, a.lungs || [], "#40e0ff"],
+    [$("show-heart").checked, a.heart && a.heart.plausible ? [a.heart] : [], "#ff8c00"],
+    [$("show-clavicles").checked, (a.clavicles || []).filter((c) => c.plausible), "#ff00ff"]];
+  for (const [shown, structures, colour] of outlines) {
+    if (!shown) continue;
+    m.strokeStyle = colour;
+    for (const s of structures) {
       m.beginPath();
-      lung.polygon.forEach(([x, y], i) => (i ? m.lineTo(x * sx, y * sy) : m.moveTo(x * sx, y * sy)));
+      s.polygon.forEach(([x, y], i) => (i ? m.lineTo(x * sx, y * sy) : m.moveTo(x * sx, y * sy)));
       m.closePath(); m.stroke();
     }
   }
@@ -266,7 +273,7 @@ function fit() {
   }
 }
 
-for (const id of ["width", "level", "show-boxes", "show-lungs", "opacity"]) $(id).addEventListener("input", render);
+for (const id of ["width", "level", "show-boxes", "show-lungs", "show-heart", "show-clavicles", "opacity"]) $(id).addEventListener("input", render);
 $("zoom").addEventListener("input", fit);
 window.addEventListener("resize", () => { if (current_result) fit(); });
 $("view").addEventListener("change", () => { showView(panes[0], $("view").value); render(); });
