@@ -66,6 +66,10 @@ def test_heart_and_clavicles_are_outlined_and_the_ctr_comes_from_the_heart(anato
     # heart 0.24 of the width (0.43-0.67), thorax from the right lung's outer border (0.13) to the left's (0.87)
     assert ctr.value == pytest.approx(0.24 / 0.74, abs=0.03)
     assert ctr.cardiac_mm == pytest.approx(ctr.cardiac_px * 0.25) and ctr.thoracic_mm > ctr.cardiac_mm
+    assert {k: len(v) for k, v in a.landmarks.items()} == {"right lung": 44, "left lung": 50, "heart": 26,
+                                                          "right clavicle": 23, "left clavicle": 23}
+    top = min(range(44), key=lambda i: a.landmarks["right lung"][i][1])
+    assert top == 0  # the SCR order: the right lung's landmarks start at its apex
 
 
 def test_an_implausible_heart_falls_back_to_the_lung_borders(tmp_path):

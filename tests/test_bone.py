@@ -127,6 +127,26 @@ def test_evaluate_bone_pairs_reports_model_and_identity_with_cis(bone_model, pai
     assert (tmp_path / "ev" / "report.md").is_file() and (tmp_path / "ev" / m["per_image"][0]["side_by_side"]).is_file()
 
 
+def test_bone_evaluation_measures_psnr_inside_the_clavicles_in_and_outside_the_lungs(bone_model, pair_set, tmp_path):
+    from radsight.evaluate.bone import run_bone_evaluation
+    from radsight.models.store import DEFAULT_LUNG_MODEL
+    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    shapes = {"right_lung": (xx - 0.3) ** 2 / 0.03 + (yy - 0.5) ** 2 / 0.1 < 1,
+              "left_lung": (xx - 0.7) ** 2 / 0.03 + (yy - 0.5) ** 2 / 0.1 < 1,
+              "right_clavicle": (np.abs(yy - 0.22) < 0.03) & (xx > 0.1) & (xx < 0.45),
+              "left_clavicle": (np.abs(yy - 0.22) < 0.03) & (xx > 0.55) & (xx < 0.9)}
+    for name, mask in shapes.items():
+        (tmp_path / "anatomy" / name).mkdir(parents=True)
+        for i in range(24, 28):
+            Image.fromarray(np.uint8(mask * 255)).save(tmp_path / "anatomy" / name / f"p{i}.png")
+    m = run_bone_evaluation(pair_set / "manifest.csv", pair_set / "images", None, tmp_path / "ev",
+                            str(bone_model.directory), DEFAULT_LUNG_MODEL, "test", bootstrap=50,
+                            anatomy=tmp_path / "anatomy")
+    summary = m["summary"]["synthetic"]
+    for region in ("clavicles-in-lungs", "clavicles-outside-lungs"):
+        assert np.isfinite(summary[f"psnr_{region}"]["model"]["mean"]) and f"ssim_{region}" not in summary
+
+
 def test_training_cli_on_pairs(pair_set, tmp_path):
     from typer.testing import CliRunner
 

@@ -210,6 +210,8 @@ class Anatomy:
     ctr: CardiothoracicRatio | None = None
     heart: Structure | None = None  # with a model that outlines it
     clavicles: list[Structure] = field(default_factory=list)
+    # outline landmarks of each plausible structure ("right lung", "heart"...), a fixed count in a fixed order
+    landmarks: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 Per image: PSNR, SSIM and MS-SSIM of the model's soft-tissue view and of the identity baseline (the
 radiograph itself), over the whole image and inside the lung fields (found by the lung model on the
-radiograph). Means with 95% bootstrap CIs over patients, and the paired difference model - identity.
+radiograph); with reference anatomy masks (``--masks``: a folder per structure, files named by patient id), PSNR
+inside the clavicles, split into their part inside the lung fields and the part outside (BSE-JSRT's targets keep
+the clavicles outside the lungs). Means with 95% bootstrap CIs over patients, and the paired difference model -
+identity.
 Each kind of pair (e.g. BSE-JSRT, dual-energy) is summarised on its own. Side-by-side images are written.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rich.table import Table
 
 from radsight.data.pairs import read_pairs, select
 from radsight.evaluate.image_quality import ms_ssim, psnr, ssim
+from radsight.evaluate.overlap import read_mask
 from radsight.evaluate.request import EvaluateRequest
 from radsight.evaluate.scores import Bootstrap, _ci
 from radsight.heads.anatomy import LungModel
@@ -27,11 +31,13 @@ from radsight.io import load_image
 from radsight.results.files import grey_png
 
 METRICS = {"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim}
-REGIONS = ("image", "lungs")
+REGIONS = ("image", "lungs", "clavicles-in-lungs", "clavicles-outside-lungs")
+CLAVICLE_REGIONS = REGIONS[2:]  # PSNR only: SSIM's windows do not fit a thin band
 
 
 def run_bone_evaluation(manifest: Path, images: Path, targets: Path | None, out: Path, bone_model: str,
-                        lung_model: str, split: str | None = "test", bootstrap: int = 1000) -> dict:
+                        lung_model: str, split: str | None = "test", bootstrap: int = 1000,
+                        anatomy: Path | None = None) -> dict:
     pairs = select(read_pairs(manifest, images, targets), split)
     if not pairs:
         raise ValueError(f"{manifest}: no pairs in split {split!r}")
@@ -46,11 +52,14 @@ def run_bone_evaluation(manifest: Path, images: Path, targets: Path | None, out:
         inside = resize(lungs.segment(image).probability, image.height, image.width) >= 0.5
         row = {"image": pair.image.name, "patient_id": pair.patient_id, "kind": pair.kind or "pairs",
                "side_by_side": f"{pair.image.stem}.bone.png"}
-        for region in REGIONS:
-            mask = inside if region == "lungs" else None
+        regions = {"image": None, "lungs": inside, **clavicle_regions(anatomy, pair.patient_id, image.height,
+                                                                      image.width)}
+        for region, mask in regions.items():
             if mask is not None and not mask.any():
                 continue
             for metric, fn in METRICS.items():
+                if region in CLAVICLE_REGIONS and metric != "psnr":
+                    continue
                 row[f"model_{metric}_{region}"] = fn(soft, target, mask)
                 row[f"identity_{metric}_{region}"] = fn(image.pixels, target, mask)
         rows.append(row)
@@ -65,6 +74,19 @@ def run_bone_evaluation(manifest: Path, images: Path, targets: Path | None, out:
     (out / "report.md").write_text(report_markdown(metrics))
     _print(metrics)
     return metrics
+
+
+def clavicle_regions(anatomy: Path | None, patient_id: str, height: int, width: int) -> dict[str, np.ndarray]:
+    """The reference clavicles' parts inside and outside the reference lung fields (none without masks for this
+    patient)."""
+    if anatomy is None:
+        return {}
+    files = {s: anatomy / s / f"{patient_id}.png" for s in ("right_clavicle", "left_clavicle", "right_lung", "left_lung")}
+    if not all(f.is_file() for f in files.values()):
+        return {}
+    masks = {s: read_mask(f, height, width) > 0.5 for s, f in files.items()}
+    clavicles, lungs = masks["right_clavicle"] | masks["left_clavicle"], masks["right_lung"] | masks["left_lung"]
+    return {"clavicles-in-lungs": clavicles & lungs, "clavicles-outside-lungs": clavicles & ~lungs}
 
 
 def summarise(rows: list[dict], n: int = 1000) -> dict:
@@ -106,7 +128,7 @@ def report_markdown(m: dict) -> str:
         lines += [f"## {kind} ({summary['images']} images)", "",
                   "| metric | region | model | identity | model - identity |", "|---|---|---|---|---|"]
         for metric, region, v in _summary_rows(summary):
-            cells = [f"{v[n]['mean']:.4f} [{v[n]['ci'][0]:.4f}, {v[n]['ci'][1]:.4f}]"
+            cells = [f"{v[n]['mean']:.4f}" + (f" [{v[n]['ci'][0]:.4f}, {v[n]['ci'][1]:.4f}]" if v[n]["ci"] else "")
                      for n in ("model", "identity", "difference")]
             lines.append(f"| {metric} | {region} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -122,7 +144,7 @@ def _print(m: dict) -> None:
         for metric, region, v in _summary_rows(summary):
             d = v["difference"]
             table.add_row(metric, region, f"{v['model']['mean']:.4f}", f"{v['identity']['mean']:.4f}",
-                          f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
+                          f"{d['mean']:+.4f}" + (f" [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]" if d["ci"] else ""))
         console.print(table)
 
 
@@ -132,4 +154,5 @@ def from_request(r: EvaluateRequest) -> None:
     pairs = r.bone_pairs or r.manifest
     if pairs is None:
         raise ValueError(f"--task {r.task} needs --bone-pairs")
-    run_bone_evaluation(pairs, r.images, r.targets, r.out, r.model, r.lung_model, r.split or "test", r.bootstrap)
+    run_bone_evaluation(pairs, r.images, r.targets, r.out, r.model, r.lung_model, r.split or "test", r.bootstrap,
+                        r.masks)

@@ -11,6 +11,7 @@ import numpy as np
 from radsight.core import Anatomy, ModelRef, Prediction, Radiograph
 from radsight.heads.base import Head, Segment
 from radsight.heads.heart_geometry import clavicle_doubt, heart_doubt, heart_ratio, largest_region, structure
+from radsight.heads.landmarks import trace
 from radsight.heads.lung_geometry import LEFT, RIGHT, cardiothoracic_ratio, label_lungs, lung_fields, thorax_box
 from radsight.inputs.preprocess import Crop, prepare, resize, working_size
 from radsight.models.config import SEGMENTATION, ModelConfig
@@ -51,6 +52,7 @@ class LungModel:
             anatomy.lungs = lung_fields(labels, image.height, image.width, spacing)
             if masks is not None:
                 self._structures(anatomy, masks, labels, image)
+            anatomy.landmarks = outline_landmarks(anatomy)
             heart_ok = anatomy.heart is not None and anatomy.heart.plausible
             anatomy.ctr = heart_ratio(masks["heart"], labels, image.height, image.width, view, spacing) if heart_ok \
                 else with_mm(cardiothoracic_ratio(labels, image.height, image.width, view), spacing)
@@ -69,6 +71,14 @@ class LungModel:
         """Where the thorax lies; None (the whole image) when the lungs are not plausible."""
         found = found or self.segment(image)
         return thorax_box(found.labels, image.height, image.width) if found.anatomy.plausible else None
+
+
+def outline_landmarks(anatomy: Anatomy) -> dict[str, list[tuple[float, float]]]:
+    """Each plausible structure's landmarks traced around its outline (``heads.landmarks``)."""
+    outlines = {f"{lung.side} lung": lung.polygon for lung in anatomy.lungs}
+    outlines.update((s.name, s.polygon) for s in ([anatomy.heart] if anatomy.heart else []) + anatomy.clavicles
+                    if s.plausible)
+    return {name: trace(polygon, name.replace(" ", "_")) for name, polygon in outlines.items() if len(polygon) > 2}
 
 
 def with_mm(ctr, spacing_mm: tuple[float, float] | None):
@@ -104,6 +114,11 @@ def draw_anatomy(draw, prediction: Prediction, scale: float, w: int, h: int) -> 
         points = [(x * scale, y * scale) for x, y in polygon]
         if len(points) > 2:
             draw.line(points + points[:1], fill=colour, width=width)
+    for name, points in anatomy.landmarks.items():
+        colour = LUNG_COLOUR if "lung" in name else HEART_COLOUR if name == "heart" else CLAVICLE_COLOUR
+        for x, y in points:
+            r = width + 1
+            draw.ellipse([x * scale - r, y * scale - r, x * scale + r, y * scale + r], outline=colour, width=1)
     if anatomy.ctr is not None and anatomy.ctr.value is not None:
         for line, colour in ((anatomy.ctr.thoracic_line, THORAX_COLOUR), (anatomy.ctr.cardiac_line, HEART_COLOUR)):
             (x0, y0), (x1, y1) = line
