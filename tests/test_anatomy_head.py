@@ -148,3 +148,33 @@ def test_evaluate_anatomy_writes_per_structure_metrics_ctr_and_landmarks(anatomy
     assert mean["heart"]["assd_mm"] < 3 and len(mean["heart"]["dice_ci"]) == 2
     assert m["ctr"]["heart"]["mae"] < 0.02 and m["ctr"]["heart"]["measured"] == 3
     assert m["landmarks"]["mean"]["point_to_outline_mm"] < 3 and "point_to_point_mm" in m["landmarks"]["mean"]
+
+
+@pytest.mark.parametrize("value, years", [("045Y", 45.0), ("018M", 1.5), ("003W", 21 / 365.25), ("002D", 2 / 365.25),
+                                          ("", None), (None, None)])
+def test_patient_age_strings_are_read(value, years):
+    from radsight.io.dicom import age_in_years
+    assert age_in_years(value) == (pytest.approx(years) if years is not None else None)
+
+
+def test_a_malformed_age_is_ignored_with_a_warning_that_quotes_nothing(caplog):
+    from radsight.io.dicom import age_in_years
+    with caplog.at_level("WARNING"):
+        assert age_in_years("45 years") is None
+    assert "ignored" in caplog.text and "45" not in caplog.text
+
+
+def test_a_childs_ctr_is_given_but_not_graded_and_the_age_is_not_written(anatomy_model, tmp_path):
+    from radsight.io import load_image
+    path = make_dicom(tmp_path / "child.dcm", chest_phantom(640, 576))
+    ds = pydicom.dcmread(path)
+    ds.PatientAge = "001Y"
+    ds.save_as(path)
+    image = load_image(path)
+    assert image.meta.stated_age_years == 1.0
+    ctr = LungModel(str(anatomy_model)).segment(image).anatomy.ctr
+    assert ctr.value is not None and ctr.enlarged is None and "child" in ctr.not_graded
+    from radsight.core import ModelRef, Prediction, Triage
+    doc = Prediction(source="x", width=1, height=1, model=ModelRef("m", "1"),
+                     triage=Triage(0.5, 0.5, "routine"), findings=[], meta=image.meta).to_dict()
+    assert "stated_age_years" not in doc["image"]

@@ -43,6 +43,8 @@ class ImageMeta:
     pixel_spacing_mm: tuple[float, float] | None = None  # (row, column); None when unknown
     transfer_syntax: str | None = None
     windowing: str | None = None  # how pixel values were mapped to [0, 1]
+    # PatientAge in years, to grade what depends on age (a child's CTR); never written to results
+    stated_age_years: float | None = field(default=None, repr=False)
 
 
 def affine_float32(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
@@ -184,6 +186,7 @@ class CardiothoracicRatio:
     enlarged: bool | None  # CTR > 0.5 on a PA view; None when the view is not known to be PA, or no value
     reason: str | None = None  # why no value is given
     method: str = "lung_borders"  # "heart": from the heart's outline; "lung_borders": from the lungs' inner borders
+    not_graded: str | None = None  # why ``enlarged`` is None although there is a value (the view, a child's film)
     cardiac_mm: float | None = None  # the diameters in mm where the pixel spacing is known
     thoracic_mm: float | None = None
 
@@ -252,6 +255,7 @@ class Prediction:
         del out["heatmaps"], out["lung_mask"], out["structure_masks"], out["views"], out["views_model"]
         del out["alternates"]
         out["image"] = out.pop("meta")
+        out["image"].pop("stated_age_years", None)
         out.update(out.pop("sections"))  # each head's section at the top level
         return out
 

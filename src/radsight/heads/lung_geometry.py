@@ -154,6 +154,22 @@ def border_doubt(labels: np.ndarray, limits: BorderLimits = BorderLimits()) -> s
     return None
 
 
+ADULT_AGE = 16  # below it (a stated PatientAge) the 0.5 bar does not apply: a young child's normal CTR reaches 0.6
+
+
+def grade(ratio: CardiothoracicRatio, view: str | None, age_years: float | None = None) -> CardiothoracicRatio:
+    """``enlarged`` (CTR > 0.5) on an adult's PA film; otherwise None, and ``not_graded`` says why."""
+    if ratio.value is None:
+        return ratio
+    if (view or "").upper() != "PA":
+        ratio.enlarged, ratio.not_graded = None, "view unknown" if not view else f"view {view}, not PA"
+    elif age_years is not None and age_years < ADULT_AGE:
+        ratio.enlarged, ratio.not_graded = None, f"a child's film (stated age under {ADULT_AGE})"
+    else:
+        ratio.enlarged, ratio.not_graded = ratio.value > 0.5, None
+    return ratio
+
+
 def cardiothoracic_ratio(labels: np.ndarray, height: int, width: int, view: str | None,
                          limits: LungLimits = LungLimits()) -> CardiothoracicRatio | None:
     """The CTR of two plausible lung fields; withheld, with the reason, when they cannot be trusted to trace the

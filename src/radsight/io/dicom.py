@@ -124,7 +124,23 @@ def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
         body_part=body_part or None,
         pixel_spacing_mm=_pixel_spacing(ds),
         transfer_syntax=ts.name if ts is not None else None,
+        stated_age_years=age_in_years(ds.get("PatientAge")),
     )
+
+
+AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+
+
+def age_in_years(value) -> float | None:
+    """A DICOM Age String (``045Y``, ``018M``, ``003W``, ``002D``) in years; None when absent, and None with a
+    warning (naming no value: it is patient data) when malformed."""
+    text = str(value or "").strip().upper()
+    if not text:
+        return None
+    if len(text) == 4 and text[:3].isdigit() and text[3] in AGE_UNITS:
+        return int(text[:3]) * AGE_UNITS[text[3]]
+    log.warning("PatientAge is not a DICOM age string (nnnD, nnnW, nnnM or nnnY); ignored")
+    return None
 
 
 def view_elements(ds: pydicom.Dataset) -> dict[str, str | None]:

@@ -150,6 +150,6 @@ def _anatomy_line(a: Anatomy, view: str | None) -> str:
     if a.ctr.enlarged is not None:
         flag = ", enlarged (> 0.5, PA)" if a.ctr.enlarged else " (PA)"
     else:
-        flag = " (view unknown: not graded)" if not view else f" (view {view}, not PA: not graded)"
+        flag = f" ({a.ctr.not_graded or ('view unknown' if not view else f'view {view}, not PA')}: not graded)"
     method = " from the heart" if a.ctr.method == "heart" else ""
     return f"Cardiothoracic ratio {a.ctr.value:.2f}{method}{flag}"
