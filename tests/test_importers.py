@@ -216,3 +216,32 @@ def test_wrong_format_is_refused_clearly(tmp_path, monkeypatch):
     with pytest.raises(ImportFailed, match="not a readable PyTorch checkpoint"):
         import_file("chexnet", tmp_path / "junk.pt", "y")
     assert not (tmp_path / "store" / "models" / "x").exists()
+
+
+def test_torchxrayvision_anatomy_pspnet_matches_the_publishers_network(tmp_path, monkeypatch):
+    """The publisher's PSPNet (built directly: its wrapper downloads weights), small stages, random weights and
+    batch-norm statistics: radsight's imported model, preprocessing in its graph, gives the publisher's logits
+    of the five structures it maps."""
+    from torchxrayvision.baseline_models.chestx_det.ptsemseg.pspnet import pspnet
+
+    from radsight.convert.pull import import_file
+    from radsight.runtime.onnx import Segmenter
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
+    torch.manual_seed(0)
+    net = pspnet(14, block_config=[1, 1, 1, 1]).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "pspnet.pth")
+    cfg = import_file("xrv-pspnet", tmp_path / "pspnet.pth", "xrv-pspnet")
+    assert cfg.labels == ["right_lung", "left_lung", "heart", "right_clavicle", "left_clavicle"]
+    pixels = torch.rand(1, 1, 512, 512)
+    ours = Segmenter(cfg, 0, "cpu")(pixels.numpy())
+    xrv_pixels = pixels * 2048 - 1024  # torchxrayvision's range for the same image
+    normalise = torchvision.transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    with torch.no_grad():  # the publisher's PSPNet.forward, less its download: repeat, rescale, normalise, net
+        logits = net(normalise((xrv_pixels.repeat(1, 3, 1, 1) + 1024) / 2048))[:, [5, 4, 8, 1, 0]]
+    theirs = torch.sigmoid(logits).numpy()  # the Segmenter gives probabilities
+    assert np.abs(ours - theirs).max() <= 1e-4
+    assert logits.std() > 1e-3  # the maps vary: the comparison is not vacuous

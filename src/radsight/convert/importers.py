@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from radsight.models.catalog import FORMAT_DEFAULTS, Published
-from radsight.models.config import BONE_SUPPRESSION, ModelConfig
+from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, ModelConfig
 from radsight.models.store import sha256_file
 from radsight.train.bone_nets import GusarevAutoencoder
 from radsight.train.export import CLASSIFIER_OUTPUTS, export_module, export_onnx
 from radsight.train.nets import DenseNet, DenseNetConfig
+from radsight.train.pspnet import PSPNET_TARGETS, PSPNet, XrvAnatomy, blocks_of
 from radsight.train.resnet import ResNet
 
 IMPORT_VERSION = "imported"
@@ -105,11 +106,14 @@ def canonical_key(key: str) -> str:
 
 
 def build_network(fmt: str, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    head = state.get({"xrv-resnet": "fc.weight", "gusarev-bone": "enc1.weight"}.get(fmt, "classifier.weight"))
+    head = state.get({"xrv-resnet": "fc.weight", "gusarev-bone": "enc1.weight",
+                      "xrv-pspnet": "classification.weight"}.get(fmt, "classifier.weight"))
     if head is None:
         raise ImportFailed(f"format {fmt}: the checkpoint has no classifier layer; is it a {fmt} file?")
     if fmt == "gusarev-bone":
         net = GusarevAutoencoder(in_chans=head.shape[1], width=head.shape[0])
+    elif fmt == "xrv-pspnet":
+        net = PSPNet(num_classes=head.shape[0], blocks=blocks_of(state))
     elif fmt == "xrv-resnet":
         net = ResNet(num_classes=head.shape[0], in_chans=state["conv1.weight"].shape[1])
     elif fmt in ("xrv-densenet", "chexnet"):
@@ -147,6 +151,8 @@ def import_checkpoint(fmt: str, file: Path, out: Path, name: str, published: Pub
                   "source_sha256": source_sha256 or sha256_file(file)}
     if fmt == "gusarev-bone":
         return _import_image_model(net, published, out, name, provenance)
+    if fmt == "xrv-pspnet":
+        return _import_anatomy_model(net, published, out, name, provenance)
     n_out = net.head.out_features
     if n_out != len(published.labels):
         raise ImportFailed(f"{file}: {n_out} outputs, but {published.name} has {len(published.labels)} labels")
@@ -175,6 +181,26 @@ def _import_image_model(net: torch.nn.Module, published: Published, out: Path, n
     _check_export(net, None, spec, out / "model.onnx", "soft_tissue")
     cfg = ModelConfig(name=name, version=IMPORT_VERSION, architecture=published.architecture, labels=["soft_tissue"],
                       input=spec, task=BONE_SUPPRESSION, outputs=["soft_tissue"],
+                      sha256=sha256_file(out / "model.onnx"), license=published.license,
+                      training_data=published.training_data, model_card="", provenance=provenance, directory=out)
+    cfg.save(out)
+    return cfg
+
+
+def _import_anatomy_model(net: PSPNet, published: Published, out: Path, name: str, provenance: dict) -> ModelConfig:
+    """torchxrayvision's anatomy PSPNet as a radsight anatomy model: its lung, heart and clavicle outputs in
+    radsight's structure order, its preprocessing inside the graph."""
+    if net.classification.out_channels != len(PSPNET_TARGETS):
+        raise ImportFailed(f"a ChestX-Det PSPNet has {len(PSPNET_TARGETS)} outputs, this one "
+                           f"{net.classification.out_channels}")
+    names = {"right_lung": "Right Lung", "left_lung": "Left Lung", "heart": "Heart",
+             "right_clavicle": "Right Clavicle", "left_clavicle": "Left Clavicle"}
+    wrapped = XrvAnatomy(net, [PSPNET_TARGETS.index(names[s]) for s in published.labels]).eval()
+    spec = published.input
+    export_module(wrapped, spec, out / "model.onnx", ["mask_logits"])
+    _check_export(wrapped, None, spec, out / "model.onnx", "mask_logits")
+    cfg = ModelConfig(name=name, version=IMPORT_VERSION, architecture=published.architecture,
+                      labels=list(published.labels), input=spec, task=SEGMENTATION, outputs=["mask_logits"],
                       sha256=sha256_file(out / "model.onnx"), license=published.license,
                       training_data=published.training_data, model_card="", provenance=provenance, directory=out)
     cfg.save(out)

@@ -112,10 +112,22 @@ GUSAREV_BONE = Published(
     license="the publisher's; JSRT and BSE-JSRT are for research and education",
     reference="Gusarev et al., Deep learning models for bone suppression in chest radiographs, CIBCB 2017")
 
+XRV_PSPNET = Published(
+    name="xrv-pspnet", format="xrv-pspnet",
+    url="https://github.com/mlmed/torchxrayvision/releases/download/v1/pspnet_chestxray_best_model_4.pth",
+    labels=["right_lung", "left_lung", "heart", "right_clavicle", "left_clavicle"], thresholds=[],
+    input=InputSpec(size=512, mean=0.0, std=1.0, channels=1), architecture="pspnet",
+    training_data="ChestX-Det (Deepwise AI Lab; NIH ChestX-ray14 films with anatomy masks), as the publisher trained "
+                  "it; radsight maps its Right/Left Lung, Heart and Right/Left Clavicle outputs onto its structures",
+    license=XRV_LICENSE,
+    reference="Lian et al., A Structure-Aware Relation Network for Thoracic Diseases Detection and Segmentation, "
+              "IEEE TMI 2021; " + XRV_PAPER)
+
 # What a hand-imported file of each format is, unless the user names a catalog entry.
 FORMAT_DEFAULTS: dict[str, Published] = {
     "xrv-densenet": CATALOG["xrv-densenet121-res224-all"],
     "xrv-resnet": CATALOG["xrv-resnet50-res512-all"],
     "chexnet": CATALOG["chexnet-arnoweng"],
     "gusarev-bone": GUSAREV_BONE,
+    "xrv-pspnet": XRV_PSPNET,
 }
