@@ -18,7 +18,7 @@ from radsight.models.config import TRIAGE_LABEL
 # "study" is an object (name, accession number, date, view) wherever the input is DICOM or a study; a study's
 # frontal view lists its computed "views"; DICOM results are named STEM.sr.dcm, STEM.seg.dcm, STEM.sc.dcm,
 # STEM.<view>.dcm (the service's STEM is "study"). README's changelog lists each change.
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
 
