@@ -16,3 +16,14 @@ radsight train --task anatomy \
   --manifest "$L/manifest.csv" --images "$L/images" --masks "$L/masks" \
   --init-from src/radsight/weights/radsight-lung-unet/model.onnx \
   --out "$RUN" --iterations 2000 --checkpoint-every 100 --batch-size 8 --lr 1e-3 --threads "$THREADS" --seed 0
+
+NAME=radsight-anatomy
+MODEL=src/radsight/weights/$NAME
+radsight export "$RUN/best.pt" --out "$MODEL" --name "$NAME" --version 0.1.0 --license "MIT (code); weights: JSRT/SCR research-and-education terms" \
+  --training-data "jsrt-scr train split (95 JSRT films with SCR heart, lung and clavicle masks; Shiraishi et al. 2000, van Ginneken et al. 2006) and lung-masks-public train split (4,597 films, lungs only: COVID-QU-Ex, COVID-19 Radiography Database, GBSeg/ieee8023); their val splits chose the checkpoint; started from radsight-lung-unet 0.2.0"
+radsight evaluate --task anatomy --masks "$J/masks" --manifest "$J/manifest.csv" --images "$J/images" --split test \
+  --landmarks "$J/landmarks.csv" --pixel-spacing-mm 0.7 --lung-model "$MODEL" --out "$RUN/jsrt-test"
+radsight evaluate --task anatomy --masks "$J/masks" --manifest "$J/manifest.csv" --images "$J/images" --split test \
+  --landmarks "$J/landmarks.csv" --pixel-spacing-mm 0.7 --lung-model radsight-lung-unet --out "$RUN/jsrt-test-lung-unet"
+radsight evaluate --task anatomy --masks "$L/masks" --manifest "$L/manifest.csv" --images "$L/images" --split test \
+  --lung-model "$MODEL" --out "$RUN/public-test"
