@@ -8,11 +8,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radsight.core import Anatomy, ModelRef, Prediction, Radiograph
+from radsight.core import Anatomy, CardiothoracicRatio, ModelRef, Prediction, Radiograph
 from radsight.heads.base import Head, Segment
 from radsight.heads.heart_geometry import clavicle_doubt, heart_doubt, heart_ratio, largest_region, structure
 from radsight.heads.landmarks import trace
-from radsight.heads.lung_geometry import LEFT, RIGHT, cardiothoracic_ratio, grade, label_lungs, lung_fields, thorax_box
+from radsight.heads.lung_geometry import (
+    LEFT,
+    RIGHT,
+    cardiothoracic_ratio,
+    grade,
+    label_lungs,
+    lung_fields,
+    opacity_doubt,
+    thorax_box,
+)
 from radsight.inputs.preprocess import Crop, prepare, resize, working_size
 from radsight.models.config import SEGMENTATION, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, get_model
@@ -56,6 +65,10 @@ class LungModel:
             heart_ok = anatomy.heart is not None and anatomy.heart.plausible
             anatomy.ctr = heart_ratio(masks["heart"], labels, image.height, image.width, view, spacing) if heart_ok \
                 else with_mm(cardiothoracic_ratio(labels, image.height, image.width, view), spacing)
+            opaque = opacity_doubt(resize(image.pixels, *grid), labels)
+            if anatomy.ctr is not None and opaque is not None:
+                anatomy.ctr = CardiothoracicRatio(None, None, None, None, None, None, reason=opaque,
+                                                  method=anatomy.ctr.method)
             if anatomy.ctr is not None:
                 grade(anatomy.ctr, view, image.meta.stated_age_years)
         return LungResult(anatomy, labels, prob, masks)

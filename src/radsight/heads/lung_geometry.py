@@ -170,6 +170,21 @@ def grade(ratio: CardiothoracicRatio, view: str | None, age_years: float | None 
     return ratio
 
 
+def opacity_doubt(pixels: np.ndarray, labels: np.ndarray, margin: float = 0.1) -> str | None:
+    """Why no heart border can be seen (None: it can): a lung field as dense as the mediastinum beside it, as a
+    whited-out hemithorax (effusion, collapse, pneumonectomy) is. ``pixels``: the film on the labels' grid."""
+    middle = heart_region(labels, dilate=0.0) & ~(labels > 0)
+    if not middle.any():
+        return None
+    mediastinum = float(np.median(pixels[middle]))
+    for side, value in (("right", RIGHT), ("left", LEFT)):
+        inside = labels == value
+        if inside.any() and float(np.median(pixels[inside])) >= mediastinum - margin:
+            return (f"the {side} lung field is as dense as the mediastinum (a whited-out hemithorax): the heart "
+                    f"border beside it cannot be seen")
+    return None
+
+
 def cardiothoracic_ratio(labels: np.ndarray, height: int, width: int, view: str | None,
                          limits: LungLimits = LungLimits()) -> CardiothoracicRatio | None:
     """The CTR of two plausible lung fields; withheld, with the reason, when they cannot be trusted to trace the
