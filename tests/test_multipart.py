@@ -46,3 +46,24 @@ def test_media_types_and_parameter_names_compare_case_insensitively():
         for i in range(0, len(BODY), 5):
             yield BODY[i:i + 5]
     assert len(asyncio.run(read_parts(chunks(), 'Multipart/Related; BOUNDARY=b0', 1 << 20))) == 2
+
+
+def test_mutated_bodies_give_parts_or_a_multipart_error_never_another_exception():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for case in range(3000):
+        body = bytearray(BODY)
+        for _ in range(rng.integers(1, 6)):
+            at = int(rng.integers(0, len(body)))
+            kind = rng.integers(0, 3)
+            if kind == 0:
+                body[at] = int(rng.integers(0, 256))
+            elif kind == 1:
+                del body[at:at + int(rng.integers(1, 20))]
+            else:
+                body[at:at] = bytes(rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8))
+        try:
+            parts = _parse(bytes(body), int(rng.integers(1, 64)), limit=10_000)
+        except (MultipartError, TooLarge):
+            continue
+        assert all(isinstance(p, bytes) for p in parts), case
