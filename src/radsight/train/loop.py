@@ -16,7 +16,7 @@ from radsight.data.manifest import read_manifest
 from radsight.evaluate.metrics import mean_auroc
 from radsight.inputs.preprocess import InputSpec
 from radsight.models.config import TRIAGE_LABEL
-from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL
+from radsight.models.store import DEFAULT_BONE_MODEL, LUNG_UNET_MODEL
 from radsight.pipeline.inputs import InputBuilder
 from radsight.train import distributed
 from radsight.train.accel import Accel
@@ -46,7 +46,7 @@ class TrainConfig:
     stop_after: int | None = None  # stop (resumably) once this many epochs are done
     region: str = "image"  # or "thorax": train on the lungs' bounding box, found by lung_model
     sources: tuple[str, ...] = ("original",)  # input channels: original, lung_masked, bone_suppressed
-    lung_model: str = DEFAULT_LUNG_MODEL
+    lung_model: str = LUNG_UNET_MODEL  # the recipes of the shipped classifiers read its masks
     bone_model: str = DEFAULT_BONE_MODEL
     task: str = "findings"  # or "abnormal": binary pretraining, normal vs any finding
     init_from: str | None = None  # a checkpoint whose weights start this run (a head of another shape is not)
