@@ -11,7 +11,7 @@ from radsight.core import Radiograph  # noqa: E402
 from radsight.evaluate.overlap import read_mask  # noqa: E402
 from radsight.heads.anatomy import LungModel  # noqa: E402
 from radsight.io import load_image  # noqa: E402
-from radsight.models.store import DEFAULT_LUNG_MODEL  # noqa: E402
+from radsight.models.store import ANATOMY_MODEL, LUNG_UNET_MODEL  # noqa: E402
 
 from conftest import make_dicom, shared
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.shared_data
 JSRT_TEST_FILM = "JPCNN017.png"  # a test-split film without a nodule
 
 
-@pytest.fixture(scope="module")
-def model():
-    return LungModel(DEFAULT_LUNG_MODEL)
+@pytest.fixture(scope="module", params=[ANATOMY_MODEL, LUNG_UNET_MODEL])
+def model(request):
+    return LungModel(request.param)
 
 
 def _no_number_without_reason(anatomy) -> None:

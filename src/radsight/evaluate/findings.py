@@ -21,13 +21,15 @@ from radsight.evaluate.scores import Bootstrap, evaluate_scores, urgent_summary
 from radsight.heads.lung_geometry import energy_inside, on_grid, thorax_region
 from radsight.heads.triage import UrgentPolicy
 from radsight.models.config import TRIAGE_LABEL
+from radsight.models.store import DEFAULT_LUNG_MODEL
 
 
 def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | None, predictions: Path | None,
                    reference: Path | None, split: str | None, n_boot: int, methods: list[str] = (),
-                   robustness: bool = False) -> dict:
+                   robustness: bool = False, lung_model: str | None = DEFAULT_LUNG_MODEL) -> dict:
     """``methods``: explanation methods to compare (:mod:`radsight.evaluate.explain`); ``robustness``: measure
-    under attacks and natural changes (:mod:`radsight.evaluate.robustness`)."""
+    under attacks and natural changes (:mod:`radsight.evaluate.robustness`); ``lung_model``: the anatomy model
+    whose CTR is scored for Cardiomegaly and whose thorax bounds the boxes."""
     manifest = read_manifest(manifest_path, images)
     if split:
         manifest = manifest.select(split)
@@ -35,7 +37,7 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
     predictor, thresholds = None, {}
     if model is not None:
         from radsight.pipeline.predictor import Predictor, score_manifest
-        predictor = Predictor(model)
+        predictor = Predictor(model, lung_model=lung_model)
         labels, thresholds = predictor.cfg.labels, dict(predictor.cfg.thresholds)
         with stage("scoring", len(manifest)) as progress:
             scores, errors = score_manifest(predictor, manifest, on_progress=lambda n: progress.advance(n))
@@ -301,4 +303,4 @@ def from_request(r: EvaluateRequest) -> None:
         raise ValueError("--explain and --robustness need a --model, not --predictions")
     methods = chosen_methods(r.explain) if r.explain else []
     run_evaluation(r.manifest, r.images, r.out, None if r.predictions else r.model, r.predictions, r.reference,
-                   r.split, r.bootstrap, methods, r.robustness)
+                   r.split, r.bootstrap, methods, r.robustness, r.lung_model or DEFAULT_LUNG_MODEL)
