@@ -123,7 +123,7 @@ def build_network(fmt: str, state: dict[str, torch.Tensor]) -> torch.nn.Module:
         raise ImportFailed(f"unknown format {fmt!r}; known: {', '.join(FORMAT_DEFAULTS)}")
     wanted = net.state_dict()
     state = {k: v for k, v in state.items() if k not in _IGNORED_KEYS}
-    if fmt == "chexnet":  # checkpoints from before BatchNorm counted batches
+    if fmt in ("chexnet", "xrv-pspnet"):  # checkpoints from before BatchNorm counted batches
         state = {**{k: wanted[k] for k in wanted if k.endswith("num_batches_tracked")}, **state}
     missing, unexpected = sorted(set(wanted) - set(state)), sorted(set(state) - set(wanted))
     if missing or unexpected:
