@@ -167,3 +167,35 @@ def test_a_study_shows_its_views_side_by_side_with_their_own_heatmaps(study_serv
         browser.close()
     if os.environ.get("RADSIGHT_SCREENSHOT_DIR"):
         shutil.copy(shot, os.environ["RADSIGHT_SCREENSHOT_DIR"])
+
+
+def test_the_heart_and_clavicles_can_be_toggled(tmp_path, tiny_model):
+    """With a multi-structure anatomy model the viewer offers a heart and a clavicles toggle, each redrawing."""
+    if not os.path.exists(CHROMIUM):
+        server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
+    from test_anatomy_head import fixed_anatomy_model
+    anatomy = fixed_anatomy_model(tmp_path / "anatomy")
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t", predictor=PredictorOptions(
+        model=str(tiny_model), lung_model=str(anatomy), bone_model=None, bone_views=False, allow_ood=True)))
+    with served(app) as url:
+        api = httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}, timeout=30)
+        job = api.post("/api/studies", files={"file": ("a.dcm", make_dicom(tmp_path / "a.dcm").read_bytes())}).json()["id"]
+        deadline = time.time() + 60
+        while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
+            time.sleep(0.2)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(url)
+            page.fill("#token", "t")
+            page.click("#signin button")
+            page.click(f"#worklist tbody tr[data-id='{job}']")
+            page.wait_for_selector("#findings tbody tr:nth-child(14)")
+            assert page.is_visible("#heart-choice") and page.is_visible("#clavicle-choice")
+            marks = "c => c.toDataURL()"
+            with_all = page.eval_on_selector("#stage canvas.marks", marks)
+            page.uncheck("#show-heart")
+            without_heart = page.eval_on_selector("#stage canvas.marks", marks)
+            page.uncheck("#show-clavicles")
+            assert len({with_all, without_heart, page.eval_on_selector("#stage canvas.marks", marks)}) == 3
+            browser.close()
