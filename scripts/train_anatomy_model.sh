@@ -21,6 +21,8 @@ NAME=radsight-anatomy
 MODEL=src/radsight/weights/$NAME
 radsight export "$RUN/best.pt" --out "$MODEL" --name "$NAME" --version 0.1.0 --license "MIT (code); weights: JSRT/SCR research-and-education terms" \
   --training-data "jsrt-scr train split (95 JSRT films with SCR heart, lung and clavicle masks; Shiraishi et al. 2000, van Ginneken et al. 2006) and lung-masks-public train split (4,597 films, lungs only: COVID-QU-Ex, COVID-19 Radiography Database, GBSeg/ieee8023); their val splits chose the checkpoint; started from radsight-lung-unet 0.2.0"
+python scripts/fit_landmark_positions.py --model "$MODEL" --manifest "$J/manifest.csv" --images "$J/images" \
+  --landmarks "$J/landmarks.csv" --split train
 radsight evaluate --task anatomy --masks "$J/masks" --manifest "$J/manifest.csv" --images "$J/images" --split test \
   --landmarks "$J/landmarks.csv" --pixel-spacing-mm 0.7 --lung-model "$MODEL" --out "$RUN/jsrt-test"
 radsight evaluate --task anatomy --masks "$J/masks" --manifest "$J/manifest.csv" --images "$J/images" --split test \

@@ -178,3 +178,19 @@ def test_a_childs_ctr_is_given_but_not_graded_and_the_age_is_not_written(anatomy
     doc = Prediction(source="x", width=1, height=1, model=ModelRef("m", "1"),
                      triage=Triage(0.5, 0.5, "routine"), findings=[], meta=image.meta).to_dict()
     assert "stated_age_years" not in doc["image"]
+
+
+def test_fitted_landmark_positions_are_recovered_and_traced_at():
+    from radsight.heads.landmarks import fit_positions, oriented, trace
+    angles = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    circle = [(100 + 50 * np.cos(a), 100 + 50 * np.sin(a)) for a in angles]
+    shares = np.sort(np.random.default_rng(0).uniform(0, 1, 26))
+    ordered = oriented(circle, "heart")
+    closed = np.vstack([ordered, ordered[:1]])
+    lengths = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
+    points = np.stack([np.interp(shares * lengths[-1], lengths, closed[:, 0]),
+                       np.interp(shares * lengths[-1], lengths, closed[:, 1])], axis=1)
+    fitted = fit_positions([({"heart": circle}, {"heart": points})] * 3)["heart"]
+    assert np.abs(np.asarray(fitted) - shares).max() < 0.01
+    traced = np.asarray(trace(circle, "heart", shares=fitted))
+    assert np.hypot(*(traced - points).T).max() < 2.0

@@ -73,7 +73,8 @@ def read_landmarks(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return {image: {s: np.array(sorted(p))[:, 1:] for s, p in by.items()} for image, by in points.items()}
 
 
-def landmark_errors(predicted: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
+def landmark_errors(predicted: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                    shares: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Mean point-to-point error (traced points against the reference's, in order) and point-to-outline error
     (each reference point to the predicted outline), in pixels, over the structures both have."""
     p2p, p2o = [], []
@@ -84,7 +85,8 @@ def landmark_errors(predicted: dict[str, np.ndarray], reference: dict[str, np.nd
         polygon = np.asarray(outline(mask, 1.0, 1.0, max_points=4000))
         dense = _densify(polygon)
         p2o += list(cKDTree(dense).query(ref)[0])
-        traced = np.asarray(trace(polygon, name, len(ref)))
+        fitted = (shares or {}).get(name)
+        traced = np.asarray(trace(polygon, name, len(ref), shares=fitted if fitted and len(fitted) == len(ref) else None))
         p2p += list(np.hypot(*(traced - ref).T))
     return {"point_to_point": float(np.mean(p2p)) if p2p else float("nan"),
             "point_to_outline": float(np.mean(p2o)) if p2o else float("nan")}
@@ -145,7 +147,7 @@ def _one(model: LungModel, r: EvaluateRequest, row: dict, structures: list[str],
                       "lung_borders": borders.value if borders is not None else None}
     if points:
         out["landmarks"] = {k: v * scale for k, v in landmark_errors(
-            predicted, points).items()}
+            predicted, points, model.landmark_shares).items()}
     return out
 
 

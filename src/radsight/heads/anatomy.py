@@ -11,7 +11,7 @@ import numpy as np
 from radsight.core import Anatomy, CardiothoracicRatio, ModelRef, Prediction, Radiograph
 from radsight.heads.base import Head, Segment
 from radsight.heads.heart_geometry import clavicle_doubt, heart_doubt, heart_ratio, largest_region, structure
-from radsight.heads.landmarks import trace
+from radsight.heads.landmarks import read_positions, trace
 from radsight.heads.lung_geometry import (
     LEFT,
     RIGHT,
@@ -44,6 +44,7 @@ class LungModel:
     def __init__(self, lung_model: str | ModelConfig = DEFAULT_LUNG_MODEL, threads: int = 0, device: str = "auto"):
         self.cfg = lung_model if isinstance(lung_model, ModelConfig) else get_model(lung_model)
         self.segmenter = Segmenter(self.cfg, threads, device)
+        self.landmark_shares = read_positions(self.cfg.directory)  # fitted point positions; none: equal arcs
 
     def segment(self, image: Radiograph) -> LungResult:
         """Lung fields (and heart and clavicles) and CTR, the lung labels on the anatomy grid, and the raw lung
@@ -61,7 +62,7 @@ class LungModel:
             anatomy.lungs = lung_fields(labels, image.height, image.width, spacing)
             if masks is not None:
                 self._structures(anatomy, masks, labels, image)
-            anatomy.landmarks = outline_landmarks(anatomy)
+            anatomy.landmarks = outline_landmarks(anatomy, self.landmark_shares)
             heart_ok = anatomy.heart is not None and anatomy.heart.plausible
             anatomy.ctr = heart_ratio(masks["heart"], labels, image.height, image.width, view, spacing) if heart_ok \
                 else with_mm(cardiothoracic_ratio(labels, image.height, image.width, view), spacing)
@@ -88,12 +89,20 @@ class LungModel:
         return thorax_box(found.labels, image.height, image.width) if found.anatomy.plausible else None
 
 
-def outline_landmarks(anatomy: Anatomy) -> dict[str, list[tuple[float, float]]]:
-    """Each plausible structure's landmarks traced around its outline (``heads.landmarks``)."""
-    outlines = {f"{lung.side} lung": lung.polygon for lung in anatomy.lungs}
-    outlines.update((s.name, s.polygon) for s in ([anatomy.heart] if anatomy.heart else []) + anatomy.clavicles
-                    if s.plausible)
-    return {name: trace(polygon, name.replace(" ", "_")) for name, polygon in outlines.items() if len(polygon) > 2}
+def structure_outlines(anatomy: Anatomy) -> dict[str, list[tuple[float, float]]]:
+    """Each plausible structure's outline, by its landmark set's name (``right_lung``, ``heart``...)."""
+    outlines = {f"{lung.side}_lung": lung.polygon for lung in anatomy.lungs}
+    outlines.update((s.name.replace(" ", "_"), s.polygon)
+                    for s in ([anatomy.heart] if anatomy.heart else []) + anatomy.clavicles if s.plausible)
+    return {name: polygon for name, polygon in outlines.items() if len(polygon) > 2}
+
+
+def outline_landmarks(anatomy: Anatomy, shares: dict[str, list[float]] | None = None
+                      ) -> dict[str, list[tuple[float, float]]]:
+    """Each plausible structure's landmarks traced around its outline (``heads.landmarks``), named with spaces."""
+    shares = shares or {}
+    return {name.replace("_", " "): trace(polygon, name, shares=shares.get(name))
+            for name, polygon in structure_outlines(anatomy).items()}
 
 
 def with_mm(ctr, spacing_mm: tuple[float, float] | None):

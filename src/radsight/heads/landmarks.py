@@ -1,8 +1,18 @@
 """Outline landmarks traced from a structure's outline: a fixed number of points in a fixed order, as the SCR /
-HybridGNet landmark sets have them (right lung 44, left lung 50, heart 26, each clavicle 23)."""
+HybridGNet landmark sets have them (right lung 44, left lung 50, heart 26, each clavicle 23).
+
+Each point sits at a share of the outline's length from its topmost point, going round in the set's direction:
+at equal shares, or at the shares an anatomy model ships in its folder (``landmarks.json``: each point's mean share
+on its training films, :func:`fit_positions`), which puts each numbered point nearer where observers put it.
+"""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+
+POSITIONS_FILE = "landmarks.json"
 
 COUNTS = {"right_lung": 44, "left_lung": 50, "heart": 26, "right_clavicle": 23, "left_clavicle": 23}
 # Each set's order, as in jsrt-scr's reference landmarks (identical in all 130 cases but a few): the direction
@@ -17,17 +27,54 @@ def signed_area(points: np.ndarray) -> float:
     return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
 
 
-def trace(polygon, structure: str, count: int | None = None) -> list[tuple[float, float]]:
-    """``count`` points (default the set's) at equal arc length around a closed outline, in the set's order."""
+def oriented(polygon, structure: str) -> np.ndarray:
+    """A closed outline going round in the set's direction, from its topmost point."""
     points = np.asarray(polygon, dtype=np.float64)
-    direction, top_share = ORDER[structure]
-    count = count or COUNTS[structure]
-    if np.sign(signed_area(points)) != direction:
+    if np.sign(signed_area(points)) != ORDER[structure][0]:
         points = points[::-1]
-    points = np.roll(points, -int(np.argmin(points[:, 1])), axis=0)
+    return np.roll(points, -int(np.argmin(points[:, 1])), axis=0)
+
+
+def _lengths(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     closed = np.vstack([points, points[:1]])
-    lengths = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
-    at = np.arange(count) * lengths[-1] / count
+    return closed, np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(closed, axis=0).T))])
+
+
+def trace(polygon, structure: str, count: int | None = None,
+          shares: list[float] | None = None) -> list[tuple[float, float]]:
+    """The set's points around a closed outline: at ``shares`` of its length from the top, else ``count`` (default
+    the set's) at equal arc length, placed so the top falls where the set has it."""
+    closed, lengths = _lengths(oriented(polygon, structure))
+    if shares is not None:
+        at = np.asarray(shares) % 1.0 * lengths[-1]
+    else:
+        count = count or COUNTS[structure]
+        at = (np.arange(count) / count - round(ORDER[structure][1] * count) / count) % 1.0 * lengths[-1]
     traced = np.stack([np.interp(at, lengths, closed[:, 0]), np.interp(at, lengths, closed[:, 1])], axis=1)
-    traced = np.roll(traced, int(round(top_share * count)), axis=0)
     return [(round(float(x), 1), round(float(y), 1)) for x, y in traced]
+
+
+def fit_positions(cases: list[tuple[dict[str, list], dict[str, np.ndarray]]]) -> dict[str, list[float]]:
+    """Each point's mean share of the outline from its top (a circular mean), over ``cases`` of (outlines by
+    structure, reference points by structure)."""
+    from scipy.spatial import cKDTree
+    angles: dict[str, list[np.ndarray]] = {}
+    for outlines, points in cases:
+        for structure, polygon in outlines.items():
+            if structure not in points or len(polygon) < 3:
+                continue
+            ordered = oriented(polygon, structure)
+            _, lengths = _lengths(ordered)
+            share = lengths[cKDTree(ordered).query(points[structure])[1]] / lengths[-1]
+            angles.setdefault(structure, []).append(share * 2 * np.pi)
+    return {s: [round(float(v), 5) for v in np.angle(np.exp(1j * np.stack(a)).mean(axis=0)) / (2 * np.pi) % 1.0]
+            for s, a in angles.items()}
+
+
+def read_positions(folder: Path | None) -> dict[str, list[float]]:
+    """The shares an anatomy model ships (none: equal arc length)."""
+    path = Path(folder) / POSITIONS_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {s: v for s, v in data.get("shares", {}).items() if s in COUNTS and len(v) == COUNTS[s]}
