@@ -12,7 +12,6 @@ from rich.table import Table
 from scipy import ndimage
 
 from radsight.evaluate.overlap import dice, hausdorff, iou, read_mask, side_dice
-from radsight.evaluate.request import EvaluateRequest
 from radsight.heads.anatomy import LungModel
 from radsight.heads.lung_geometry import outline
 from radsight.inputs.preprocess import resize
@@ -122,9 +121,3 @@ def _report(m: dict) -> str:
         lines.append(f"| {name} | {v['dice']:.4f} | {v['dice_right']:.4f} | {v['dice_left']:.4f} | {v['iou']:.4f} | "
                      f"{v['hausdorff_px']:.1f} | {v['plausible']} |")
     return "\n".join(lines) + "\n"
-
-
-def from_request(r: EvaluateRequest) -> None:
-    """``radsight evaluate --task anatomy``: the lung model against reference masks."""
-    r.need("manifest", "images", "masks")
-    run_segmentation_evaluation(r.manifest, r.images, r.masks, r.out, r.model, list(r.subset), r.split)
