@@ -3,10 +3,11 @@ overlay, and five segments in the DICOM SEG; the lung-border CTR where the heart
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pydicom
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+onnx = pytest.importorskip("onnx", reason="the fixed anatomy model is written with onnx (radsight[train])")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from radsight.heads.anatomy import STRUCTURES, LungModel  # noqa: E402
 from radsight.inputs.preprocess import InputSpec  # noqa: E402
