@@ -139,17 +139,9 @@ def test_a_study_shows_its_views_side_by_side_with_their_own_heatmaps(study_serv
     api = httpx.Client(base_url=study_server, headers={"Authorization": "Bearer t"}, timeout=30)
     job = api.post("/dicom-web/studies", content=body,
                    headers={"Content-Type": content_type}).headers["x-radsight-studies"]
-    deadline = time.time() + 60
-    while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
-        time.sleep(0.2)
+    _wait_done(api, job)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(study_server)
-        page.fill("#token", "t")
-        page.click("#signin button")
-        page.click(f"#worklist tbody tr[data-id='{job}']")
-        page.wait_for_selector("#findings tbody tr:nth-child(14)")
+        browser, page = _open_study(p, study_server, job)
         assert page.eval_on_selector_all(".pane figcaption", "c => c.map(x => x.textContent)") == ["frontal", "lateral"]
         rect = "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }"
         films = page.eval_on_selector_all(".pane canvas.image", f"cs => cs.map({rect})")
@@ -180,17 +172,9 @@ def test_the_heart_and_clavicles_can_be_toggled(tmp_path, tiny_model):
     with served(app) as url:
         api = httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}, timeout=30)
         job = api.post("/api/studies", files={"file": ("a.dcm", make_dicom(tmp_path / "a.dcm").read_bytes())}).json()["id"]
-        deadline = time.time() + 60
-        while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
-            time.sleep(0.2)
+        _wait_done(api, job)
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(url)
-            page.fill("#token", "t")
-            page.click("#signin button")
-            page.click(f"#worklist tbody tr[data-id='{job}']")
-            page.wait_for_selector("#findings tbody tr:nth-child(14)")
+            browser, page = _open_study(p, url, job)
             assert page.is_visible("#heart-choice") and page.is_visible("#clavicle-choice")
             marks = "c => c.toDataURL()"
             with_all = page.eval_on_selector("#stage canvas.marks", marks)
@@ -199,3 +183,21 @@ def test_the_heart_and_clavicles_can_be_toggled(tmp_path, tiny_model):
             page.uncheck("#show-clavicles")
             assert len({with_all, without_heart, page.eval_on_selector("#stage canvas.marks", marks)}) == 3
             browser.close()
+
+
+def _wait_done(api, job: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
+        time.sleep(0.2)
+
+
+def _open_study(p, url: str, job: str):
+    """Chromium at 1400x900 signed in (token "t") with ``job`` open in the viewer: (browser, page)."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new"])
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.fill("#token", "t")
+    page.click("#signin button")
+    page.click(f"#worklist tbody tr[data-id='{job}']")
+    page.wait_for_selector("#findings tbody tr:nth-child(14)")
+    return browser, page

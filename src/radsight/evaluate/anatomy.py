@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from radsight.evaluate.lungs import run_segmentation_evaluation
-from radsight.evaluate.overlap import dice, read_mask
+from radsight.evaluate.overlap import dice, read_mask, surface_distances
 from radsight.evaluate.progress import stage
 from radsight.evaluate.request import EvaluateRequest
+from radsight.evaluate.scores import Bootstrap, _ci
 from radsight.heads.anatomy import STRUCTURES, LungModel
 from radsight.heads.heart_geometry import heart_ratio
 from radsight.heads.landmarks import trace
@@ -26,23 +26,13 @@ from radsight.inputs.preprocess import resize
 from radsight.io import load_image
 
 
-def surface_distances(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(average symmetric surface distance, Hausdorff distance) between two masks' boundaries, in pixels; inf when
-    one is empty."""
-    pa, pb = (np.argwhere(m & ~ndimage.binary_erosion(m)) for m in (a.astype(bool), b.astype(bool)))
-    if not len(pa) or not len(pb):
-        return float("inf"), float("inf")
-    da, db = cKDTree(pb).query(pa)[0], cKDTree(pa).query(pb)[0]
-    return float((da.sum() + db.sum()) / (len(da) + len(db))), float(max(da.max(), db.max()))
-
-
-def bootstrap_ci(values: list[float], resamples: int, seed: int = 0) -> list[float] | None:
-    """95% percentile interval of the mean over cases resampled with replacement."""
+def bootstrap_ci(values: list[float], resamples: int) -> list[float] | None:
+    """95% interval of the mean over cases resampled with replacement (:class:`Bootstrap`, a case each)."""
     v = np.asarray([x for x in values if np.isfinite(x)])
     if len(v) < 2 or resamples < 1:
         return None
-    means = v[np.random.default_rng(seed).integers(0, len(v), (resamples, len(v)))].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    weights = Bootstrap([str(i) for i in range(len(v))], n=resamples).weights().astype(np.float64)
+    return _ci(list(weights @ v / weights.sum(axis=1)))
 
 
 def predicted_masks(found, height: int, width: int) -> dict[str, np.ndarray]:
@@ -58,7 +48,7 @@ def predicted_masks(found, height: int, width: int) -> dict[str, np.ndarray]:
 def reference_ctr(masks: dict[str, np.ndarray]) -> float | None:
     """The CTR measured on the reference masks (heart outline, lungs' outer borders)."""
     labels = masks["right_lung"].astype(np.uint8) * RIGHT + (masks["left_lung"] & ~masks["right_lung"]) * LEFT
-    ratio = heart_ratio(masks["heart"], labels.astype(np.uint8), *labels.shape, None, None)
+    ratio = heart_ratio(masks["heart"], labels.astype(np.uint8), *labels.shape, None)
     return ratio.value if ratio is not None else None
 
 
@@ -86,7 +76,8 @@ def landmark_errors(predicted: dict[str, np.ndarray], reference: dict[str, np.nd
         dense = _densify(polygon)
         p2o += list(cKDTree(dense).query(ref)[0])
         fitted = (shares or {}).get(name)
-        traced = np.asarray(trace(polygon, name, len(ref), shares=fitted if fitted and len(fitted) == len(ref) else None))
+        fitted = fitted if fitted and len(fitted) == len(ref) else None
+        traced = np.asarray(trace(polygon, name, len(ref), shares=fitted))
         p2p += list(np.hypot(*(traced - ref).T))
     return {"point_to_point": float(np.mean(p2p)) if p2p else float("nan"),
             "point_to_outline": float(np.mean(p2o)) if p2o else float("nan")}

@@ -46,6 +46,17 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return np.argwhere(mask & ~ndimage.binary_erosion(mask))
 
 
+def surface_distances(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(average symmetric surface distance, Hausdorff distance) between two masks' boundaries, in pixels; inf when
+    one is empty."""
+    from scipy.spatial import cKDTree
+    pa, pb = _boundary(a), _boundary(b)
+    if not len(pa) or not len(pb):
+        return float("inf"), float("inf")
+    da, db = cKDTree(pb).query(pa)[0], cKDTree(pa).query(pb)[0]
+    return float((da.sum() + db.sum()) / (len(da) + len(db))), float(max(da.max(), db.max()))
+
+
 def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric Hausdorff distance between the masks' boundaries, in pixels (inf if one mask is empty)."""
     pa, pb = _boundary(a), _boundary(b)

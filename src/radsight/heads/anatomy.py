@@ -64,14 +64,15 @@ class LungModel:
                 self._structures(anatomy, masks, labels, image)
             anatomy.landmarks = outline_landmarks(anatomy, self.landmark_shares)
             heart_ok = anatomy.heart is not None and anatomy.heart.plausible
-            anatomy.ctr = heart_ratio(masks["heart"], labels, image.height, image.width, view, spacing) if heart_ok \
-                else with_mm(cardiothoracic_ratio(labels, image.height, image.width, view), spacing)
-            opaque = opacity_doubt(resize(image.pixels, *grid), labels)
-            if anatomy.ctr is not None and opaque is not None:
-                anatomy.ctr = CardiothoracicRatio(None, None, None, None, None, None, reason=opaque,
-                                                  method=anatomy.ctr.method)
+            anatomy.ctr = heart_ratio(masks["heart"], labels, image.height, image.width, view) if heart_ok \
+                else cardiothoracic_ratio(labels, image.height, image.width, view)
+            if anatomy.ctr is not None and anatomy.ctr.value is not None:  # the film is read only for a value
+                opaque = opacity_doubt(resize(image.pixels, *grid), labels)
+                if opaque is not None:
+                    anatomy.ctr = CardiothoracicRatio(None, None, None, None, None, None, reason=opaque,
+                                                      method=anatomy.ctr.method)
             if anatomy.ctr is not None:
-                grade(anatomy.ctr, view, image.meta.stated_age_years)
+                grade(with_mm(anatomy.ctr, spacing), view, image.meta.stated_age_years)
         return LungResult(anatomy, labels, prob, masks)
 
     @staticmethod

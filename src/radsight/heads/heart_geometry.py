@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from radsight.core import CardiothoracicRatio, Structure
-from radsight.heads.lung_geometry import LEFT, RIGHT, fill_holes, outline
+from radsight.heads.lung_geometry import fill_holes, outline, thoracic_line, thorax_width
 
 
 @dataclass(frozen=True)
@@ -65,36 +65,28 @@ def heart_doubt(heart: np.ndarray, lungs: np.ndarray, limits: HeartLimits = Hear
     return None
 
 
-def heart_ratio(heart: np.ndarray, labels: np.ndarray, height: int, width: int, view: str | None,
-                spacing_mm: tuple[float, float] | None) -> CardiothoracicRatio | None:
+def heart_ratio(heart: np.ndarray, labels: np.ndarray, height: int, width: int,
+                view: str | None) -> CardiothoracicRatio | None:
     """The CTR from the heart's outline and the lungs' outer borders (both on one grid); None when the lungs share
     fewer than 3 rows."""
-    right, left = labels == RIGHT, labels == LEFT
-    both = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
-    if len(both) < 3:
+    t = thorax_width(labels)
+    if t is None:
         return None
     cols = np.arange(labels.shape[1])
-    r_outer = np.where(right, cols, labels.shape[1]).min(axis=1)
-    l_outer = np.where(left, cols, -1).max(axis=1)
-    widths = l_outer[both] - r_outer[both] + 1
-    t_row = both[int(np.argmax(widths))]
-    midline = (r_outer[t_row] + l_outer[t_row] + 1) / 2
     rows = np.flatnonzero(heart.any(axis=1))
     h_right = np.where(heart[rows], cols, labels.shape[1]).min(axis=1)  # the image's left: the patient's right
     h_left = np.where(heart[rows], cols, -1).max(axis=1) + 1
-    mrd, mld = max(0.0, float(midline - h_right.min())), max(0.0, float(h_left.max() - midline))
+    mrd, mld = max(0.0, float(t.midline - h_right.min())), max(0.0, float(h_left.max() - t.midline))
     r_row, l_row = rows[int(np.argmin(h_right))], rows[int(np.argmax(h_left))]
     sy, sx = height / labels.shape[0], width / labels.shape[1]
-    thoracic, cardiac = float(widths.max()) * sx, (mrd + mld) * sx
-    y_t, y_c = float((t_row + 0.5) * sy), float(((r_row + l_row) / 2 + 0.5) * sy)
+    thoracic, cardiac = t.width * sx, (mrd + mld) * sx
+    y_c = float(((r_row + l_row) / 2 + 0.5) * sy)
     value = cardiac / thoracic
-    mm = spacing_mm[1] if spacing_mm else None
     return CardiothoracicRatio(
         value=value, cardiac_px=cardiac, thoracic_px=thoracic,
-        cardiac_line=((float(midline - mrd) * sx, y_c), (float(midline + mld) * sx, y_c)),
-        thoracic_line=((float(r_outer[t_row]) * sx, y_t), (float(l_outer[t_row] + 1) * sx, y_t)),
-        enlarged=(value > 0.5) if (view or "").upper() == "PA" else None, method="heart",
-        cardiac_mm=cardiac * mm if mm else None, thoracic_mm=thoracic * mm if mm else None)
+        cardiac_line=((float(t.midline - mrd) * sx, y_c), (float(t.midline + mld) * sx, y_c)),
+        thoracic_line=thoracic_line(t, sx, sy), enlarged=(value > 0.5) if (view or "").upper() == "PA" else None,
+        method="heart")
 
 
 def clavicle_doubt(mask: np.ndarray, lungs: np.ndarray, side: str) -> str | None:

@@ -185,39 +185,64 @@ def opacity_doubt(pixels: np.ndarray, labels: np.ndarray, margin: float = 0.1) -
     return None
 
 
+@dataclass(frozen=True)
+class Thorax:
+    """The chest's widest row between the lung fields' outer borders, on the labels' grid."""
+
+    rows: np.ndarray  # the rows both lungs share
+    r_outer: np.ndarray  # each row's right lung's outer (image-left) border
+    l_outer: np.ndarray  # each row's left lung's outer (image-right) border
+    row: int  # the widest row
+    width: float  # its width, in grid pixels
+    midline: float  # its middle: a proxy for the spine
+
+
+def thorax_width(labels: np.ndarray) -> Thorax | None:
+    """The maximal internal thoracic diameter of two labelled lungs; None when they share fewer than 3 rows."""
+    right, left = labels == RIGHT, labels == LEFT
+    both = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
+    if len(both) < 3:
+        return None
+    cols = np.arange(labels.shape[1])
+    r_outer = np.where(right, cols, labels.shape[1]).min(axis=1)
+    l_outer = np.where(left, cols, -1).max(axis=1)
+    widths = l_outer[both] - r_outer[both] + 1
+    row = int(both[int(np.argmax(widths))])
+    return Thorax(both, r_outer, l_outer, row, float(widths.max()), (r_outer[row] + l_outer[row] + 1) / 2)
+
+
+def thoracic_line(t: Thorax, sx: float, sy: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    y = float((t.row + 0.5) * sy)
+    return (float(t.r_outer[t.row]) * sx, y), (float(t.l_outer[t.row] + 1) * sx, y)
+
+
 def cardiothoracic_ratio(labels: np.ndarray, height: int, width: int, view: str | None,
                          limits: LungLimits = LungLimits()) -> CardiothoracicRatio | None:
     """The CTR of two plausible lung fields; withheld, with the reason, when they cannot be trusted to trace the
     heart borders (:func:`border_doubt`); None when the lungs share fewer than 3 rows."""
     right, left = labels == RIGHT, labels == LEFT
-    both = np.flatnonzero(right.any(axis=1) & left.any(axis=1))
-    if len(both) < 3:
+    t = thorax_width(labels)
+    if t is None:
         return None
     doubt = border_doubt(labels)
     if doubt is not None:
         return CardiothoracicRatio(None, None, None, None, None, None, reason=doubt)
     cols = np.arange(labels.shape[1])
-    r_outer = np.where(right, cols, labels.shape[1]).min(axis=1)
     r_inner = np.where(right, cols, -1).max(axis=1)
     l_inner = np.where(left, cols, labels.shape[1]).min(axis=1)
-    l_outer = np.where(left, cols, -1).max(axis=1)
-    widths = l_outer[both] - r_outer[both] + 1
-    t_row = both[int(np.argmax(widths))]
-    span = both[-1] - both[0]
+    both, span = t.rows, t.rows[-1] - t.rows[0]
     heart = both[(both >= both[0] + limits.heart_from * span) & (both <= both[0] + limits.heart_to * span)]
-    midline = (r_outer[t_row] + l_outer[t_row] + 1) / 2
-    mrd_rows, mld_rows = midline - (r_inner[heart] + 1), l_inner[heart] - midline
+    mrd_rows, mld_rows = t.midline - (r_inner[heart] + 1), l_inner[heart] - t.midline
     r_row, l_row = heart[int(np.argmax(mrd_rows))], heart[int(np.argmax(mld_rows))]
     mrd, mld = max(0.0, float(mrd_rows.max())), max(0.0, float(mld_rows.max()))
     sy, sx = height / labels.shape[0], width / labels.shape[1]
-    thoracic, cardiac = float(widths.max()) * sx, (mrd + mld) * sx
-    y_t, y_c = float((t_row + 0.5) * sy), float(((r_row + l_row) / 2 + 0.5) * sy)
+    thoracic, cardiac = t.width * sx, (mrd + mld) * sx
+    y_c = float(((r_row + l_row) / 2 + 0.5) * sy)
     value = cardiac / thoracic
     return CardiothoracicRatio(
         value=value, cardiac_px=cardiac, thoracic_px=thoracic,
-        cardiac_line=((float(midline - mrd) * sx, y_c), (float(midline + mld) * sx, y_c)),
-        thoracic_line=((float(r_outer[t_row]) * sx, y_t), (float(l_outer[t_row] + 1) * sx, y_t)),
-        enlarged=(value > 0.5) if (view or "").upper() == "PA" else None)
+        cardiac_line=((float(t.midline - mrd) * sx, y_c), (float(t.midline + mld) * sx, y_c)),
+        thoracic_line=thoracic_line(t, sx, sy), enlarged=(value > 0.5) if (view or "").upper() == "PA" else None)
 
 
 def thorax_region(labels: np.ndarray, dilate: float = 0.03) -> np.ndarray:
