@@ -20,8 +20,8 @@ from radsight.train.anatomy import (  # noqa: E402
     planes,
     read_samples,
     train_anatomy,
-    unet_from_onnx,
 )
+from radsight.train.unet import unet_from_onnx  # noqa: E402
 
 
 def _ellipse(size: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:

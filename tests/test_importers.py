@@ -245,3 +245,50 @@ def test_torchxrayvision_anatomy_pspnet_matches_the_publishers_network(tmp_path,
     theirs = torch.sigmoid(logits).numpy()  # the Segmenter gives probabilities
     assert np.abs(ours - theirs).max() <= 1e-4
     assert logits.std() > 1e-3  # the maps vary: the comparison is not vacuous
+
+
+class _AgeContract(torch.nn.Module):
+    """A network of the RIKEN age model's contract: (N, 3, 320, 320) ImageNet-normalised in, one age out."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 7, stride=4, padding=3)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean((2, 3))) * 100 + 50
+
+
+def test_riken_age_model_matches_the_publishers_wrapper(images, tmp_path, monkeypatch):
+    """torchxrayvision's AgeModel (its constructor finds the TorchScript file where it would have downloaded it)
+    around a scripted network of the same contract with random weights: radsight's imported model, from the
+    image file through its pixel contract and the ONNX graph, gives the publisher's age to 1e-4."""
+    from torchxrayvision.baseline_models.riken import AgeModel
+
+    from radsight.convert.pull import import_file
+    from radsight.heads.age_sex import read_age_sex
+    from radsight.inputs.preprocess import prepare
+    from radsight.runtime.onnx import OnnxModel
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    scripted = torch.jit.script(_AgeContract().eval())
+    entry = catalog.CATALOG["xrv-riken-age"]
+    where = tmp_path / "home" / ".torchxrayvision" / "models_data"
+    where.mkdir(parents=True)
+    scripted.save(str(where / entry.url.rsplit("/", 1)[1]))
+    publisher = AgeModel().eval()
+    cfg = import_file("xrv-riken-age", where / entry.url.rsplit("/", 1)[1], entry.name)
+    assert cfg.task == "age-sex" and cfg.outputs == ["age"] and cfg.fitted == {}
+    session, ages = OnnxModel(cfg), []
+    for path in images:
+        image = load_image(path)
+        ours = session.run(prepare(image, cfg.input)[0][None])
+        with torch.no_grad():
+            theirs = float(publisher(_xrv_input(path, 320))[0, 0])
+        assert abs(float(ours["age"][0, 0]) - theirs) <= TOLERANCE, (path, ours["age"], theirs)
+        sections = read_age_sex(cfg, ours, image)
+        assert sections["age"].estimate == pytest.approx(theirs, abs=TOLERANCE)  # no correction fitted
+        assert sections["sex"].probability_female is None and "no sex" in sections["sex"].reason
+        ages.append(theirs)
+    assert np.std(ages) > 0.5, "the ages hardly vary: the comparison would be vacuous"

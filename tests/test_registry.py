@@ -17,6 +17,7 @@ SMALL = {
     "densenet-small-twoview": dict(num_classes=3, block_config=(1, 1, 1, 1), growth_rate=4, num_init_features=8,
                                    fuse_after=2),
     "view-cnn": dict(width=4),
+    "age-sex-net": dict(base=4, depth=2, width=8),
 }
 
 

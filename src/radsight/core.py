@@ -45,6 +45,10 @@ class ImageMeta:
     windowing: str | None = None  # how pixel values were mapped to [0, 1]
     # PatientAge in years, to grade what depends on age (a child's CTR); never written to results
     stated_age_years: float | None = field(default=None, repr=False)
+    stated_sex: str | None = field(default=None, repr=False)  # PatientSex F or M, to check the film's apparent sex
+
+    # what results never copy from the header (patient data radsight reads only to compare with)
+    STATED = ("stated_age_years", "stated_sex")
 
 
 def affine_float32(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
@@ -204,6 +208,44 @@ class Structure:
     area_cm2: float | None = None  # when PixelSpacing is known
 
 
+OLDEST_WRITTEN = 89  # ages above it are written "90+" (no exact age over 89 leaves radsight)
+
+
+def written_age(years: float) -> float | str:
+    """An age as results write it: years to one decimal, or "90+" above :data:`OLDEST_WRITTEN`."""
+    return "90+" if years > OLDEST_WRITTEN else round(float(years), 1)
+
+
+@dataclass
+class AgeEstimate:
+    """The film's apparent age: ``estimate`` in years (bias-corrected), the 80% interval its validation residuals
+    give, and ``gap``, the estimate's excess over the stated age (PatientAge) corrected for the gap's dependence
+    on age; None without a stated age."""
+
+    model: ModelRef
+    estimate: float
+    interval_80: tuple[float, float]
+    gap: float | None = None
+
+    def document(self) -> dict[str, Any]:
+        return {"model": asdict(self.model), "estimate": written_age(self.estimate),
+                "interval_80": [written_age(v) for v in self.interval_80],
+                "gap": None if self.gap is None else round(self.gap, 1)}
+
+
+@dataclass
+class SexEstimate:
+    """The film's apparent sex: ``probability_female``, and ``mismatch``: True when it confidently disagrees with
+    the stated sex (PatientSex), at ``threshold`` (chosen for a 1% false-alarm rate on validation films); None
+    without a stated sex. ``reason``: why there is no estimate (a model that gives none)."""
+
+    model: ModelRef
+    probability_female: float | None
+    mismatch: bool | None = None
+    threshold: float | None = None
+    reason: str | None = None
+
+
 @dataclass
 class Anatomy:
     model: ModelRef
@@ -255,8 +297,12 @@ class Prediction:
         del out["heatmaps"], out["lung_mask"], out["structure_masks"], out["views"], out["views_model"]
         del out["alternates"]
         out["image"] = out.pop("meta")
-        out["image"].pop("stated_age_years", None)
-        out.update(out.pop("sections"))  # each head's section at the top level
+        for name in ImageMeta.STATED:
+            out["image"].pop(name, None)
+        # each head's section at the top level, as the section's ``document()`` writes it where it has one
+        out.update({k: v.document() if hasattr(v, "document") else out["sections"][k]
+                    for k, v in self.sections.items()})
+        del out["sections"]
         return out
 
 

@@ -41,7 +41,8 @@ def analyze(
     also_explain: str = typer.Option("", help="also write heatmaps by these methods (comma-separated; as the service "
                                      "writes cam, gradcam and gradcam++ maps for its viewer)"),
     heatmaps_for: str = typer.Option("", help="heatmaps and boxes for these findings even below their thresholds: "
-                                     "comma-separated names, 'all', or 'Abnormal' for the triage output"),
+                                     "comma-separated names, 'all', 'Abnormal' for the triage output, or 'Age' "
+                                     "for where the apparent age is read (occlusion map)"),
     device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto (a GPU when onnxruntime-gpu sees "
                                "one), cpu or cuda"),
     dicom_out: bool = typer.Option(False, "--dicom-out", help="for DICOM input also write NAME.sr.dcm (TID 1500 "
@@ -78,10 +79,11 @@ def analyze(
                                heatmaps_for=tuple(wanted), allow_ood=allow_ood,
                                dicom_out=dicom_out, device=device, threads=threads_per_worker(workers))
     predictor = build_predictor(options)
-    unknown = [n for n in wanted if n not in predictor.cfg.labels and n not in FINDINGS]
+    head_maps = [head.heatmap[0] for head, _ in predictor.each_image if head.heatmap]
+    unknown = [n for n in wanted if n not in predictor.cfg.labels and n not in FINDINGS and n not in head_maps]
     if unknown:
         raise fail(f"--heatmaps-for: {', '.join(unknown)}: not a label of {predictor.cfg.name} "
-                   f"({', '.join(predictor.cfg.labels)})")
+                   f"({', '.join(predictor.cfg.labels + head_maps)})")
     together = study or predictor.cfg.reads_lateral
     jobs = studies if together else image_jobs(files)
     report = Report(out, "studies" if together else "images", len(jobs), predictor.cfg.name, quiet)

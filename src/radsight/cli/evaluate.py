@@ -133,8 +133,11 @@ def evaluate(
                                           "faithfulness (deletion, insertion) and time"),
     robustness: bool = typer.Option(False, "--robustness", help="AUROC and triage flips under FGSM/PGD attacks "
                                     "(needs radsight\\[train]) and under JPEG, noise, contrast and rotation"),
+    metadata: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                            help="age-sex: NIH's Data_Entry table (CSV or .csv.gz), filling the "
+                                                 "manifest's empty age and sex cells by image name"),
     task: Optional[str] = typer.Option(None, help="a head's task word: findings, abnormal, anatomy, "
-                                       "bone-suppression, view, ood (default: the named model's head)"),
+                                       "bone-suppression, view, ood, age-sex (default: the named model's head)"),
 ) -> None:
     """Measure a head's model on labelled images it did not train on (``--task``, default: the named model's head).
 
@@ -142,7 +145,8 @@ def evaluate(
     localization, CTR and CAM-in-thorax, and a paired comparison with a reference; with --explain, per explanation
     method; with --robustness, under attacks and natural changes. anatomy (--masks): Dice per structure, surface
     distances, the CTR against the reference masks', landmarks. bone-suppression (--bone-pairs): PSNR, SSIM and
-    MS-SSIM. view: accuracy, lateral sensitivity.
+    MS-SSIM. view: accuracy, lateral sensitivity. age-sex: age MAE (bias-corrected, uncorrected, the training
+    mean's), R², bias slopes, MAE by decade, sex AUROC.
     ood (--ood-test): the out-of-distribution gate's AUROC and refusals."""
     import importlib
 
@@ -162,7 +166,7 @@ def evaluate(
                               masks=masks, landmarks=landmarks, pixel_spacing_mm=pixel_spacing_mm,
                               lung_model=lung_model, subset=tuple(s for s in subset.split(",") if s),
                               bone_pairs=bone_pairs, targets=targets, ood_test=tuple(ood_test), explain=explain,
-                              robustness=robustness)
+                              robustness=robustness, metadata=metadata)
     module, function = head.evaluate.split(":")
     try:
         line = getattr(importlib.import_module(module), function)(request)

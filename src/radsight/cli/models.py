@@ -43,7 +43,7 @@ def models_pull(name: str = typer.Argument(..., help="a published model, as `rad
 
 
 @app.command("import")
-def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-densenet | xrv-resnet | chexnet | gusarev-bone | xrv-pspnet"),
+def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-densenet | xrv-resnet | chexnet | gusarev-bone | xrv-pspnet | xrv-riken-age"),
                   file: Path = typer.Argument(..., exists=True, dir_okay=False),
                   name: str = typer.Option(..., help="name to register; a published name takes its labels, "
                                                      "thresholds and input contract"),

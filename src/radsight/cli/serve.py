@@ -34,6 +34,8 @@ def serve(
     explain: str = typer.Option("cam", help="method of the heatmaps and boxes (see analyze); the viewer can also "
                                             "show cam, gradcam and gradcam++ maps"),
     device: str = typer.Option("auto", envvar="RADSIGHT_DEVICE", help="auto, cpu or cuda (see analyze)"),
+    heatmaps_for: str = typer.Option("", help="maps for these outputs besides the positive findings (see analyze), "
+                                     "e.g. Age: where the apparent age is read (about 50 more model runs a film)"),
     dimse_port: Optional[int] = typer.Option(None, help="also a DICOM node: C-STORE SCP and C-ECHO on this port "
                                              "(same listen address)"),
     ae_title: str = typer.Option("RADSIGHT", help="the DICOM node's AE title"),
@@ -61,7 +63,8 @@ def serve(
     check_device(device)
     configure_logging(logging.INFO, "%(asctime)s %(name)s %(levelname)s %(message)s")
     options = PredictorOptions(model=model, lung_model=lung_model, bone_model=bone_model if bone_views else None,
-                               bone_views=bone_views, method=explain, allow_ood=allow_ood, device=device)
+                               bone_views=bone_views, method=explain, allow_ood=allow_ood, device=device,
+                               heatmaps_for=tuple(n.strip() for n in heatmaps_for.split(",") if n.strip()))
     settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         dicomweb_url=dicomweb, stable_seconds=stable_seconds,

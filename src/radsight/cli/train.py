@@ -29,7 +29,7 @@ def train(
     channels_last: bool = typer.Option(False, "--channels-last", help="classification: NHWC memory layout"),
     task: str = typer.Option("findings", help="a head's task word: findings | abnormal (binary pretraining) | "
                                               "anatomy (lung segmentation) | bone-suppression | view (frontal or "
-                                              "lateral)"),
+                                              "lateral) | age-sex"),
     views: str = typer.Option("frontal", help="classification: frontal, or frontal,lateral (a two-view "
                                               "architecture; manifests with study_id and view columns)"),
     masks: list[Path] = typer.Option([], exists=True, file_okay=False,
@@ -52,7 +52,11 @@ def train(
                                                  "bone_suppressed"),
     bone_model: str = typer.Option(DEFAULT_BONE_MODEL, help="classification: the model for bone_suppressed"),
     init_from: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
-                                             help="classification: start from this checkpoint (e.g. --task abnormal)"),
+                                             help="classification: start from this checkpoint (e.g. --task abnormal); "
+                                                  "anatomy, age-sex: a U-Net's model.onnx too"),
+    metadata: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                            help="age-sex: NIH's Data_Entry table (CSV or .csv.gz), filling the "
+                                                 "manifests' empty age and sex cells by image name"),
     architecture: str = typer.Option("densenet-small", help="classification: a registered architecture"),
     input_size: Optional[int] = typer.Option(None, help="default 64 (classification), 256 (lung-segmentation)"),
     epochs: int = typer.Option(40),
@@ -89,6 +93,7 @@ def train(
         targets=str(targets) if targets else None, stages=stages, kind=kind, holdout=words(holdout), val=words(val),
         iterations=iterations, checkpoint_every=checkpoint_every, region=region, sources=words(sources),
         bone_model=bone_model, init_from=str(init_from) if init_from else None, architecture=architecture,
+        metadata=str(metadata) if metadata else None,
         input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
         stop_after=stop_after)
     module, function = head.train.split(":")

@@ -7,16 +7,16 @@ collected by name, so no publisher code is imported or run.
 from __future__ import annotations
 
 import _compat_pickle
-import math
 import pickle
 import re
 import types
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from radsight.convert.checks import ImportFailed
+from radsight.convert.checks import check_export as _check_export
 from radsight.models.catalog import FORMAT_DEFAULTS, Published
 from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, ModelConfig
 from radsight.models.store import sha256_file
@@ -32,10 +32,6 @@ _SAFE_GLOBALS = {("collections", "OrderedDict"), ("copyreg", "_reconstructor"), 
                  ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
                  ("torch.nn.parameter", "Parameter"), ("torch._tensor", "_rebuild_from_type_v2"), ("torch", "Size")}
 _IGNORED_KEYS = {"op_threshs"}  # torchxrayvision's thresholds buffer: radsight keeps thresholds in the config
-
-
-class ImportFailed(ValueError):
-    pass
 
 
 class _Stub:
@@ -145,10 +141,13 @@ def import_checkpoint(fmt: str, file: Path, out: Path, name: str, published: Pub
     published = published or FORMAT_DEFAULTS.get(fmt)
     if published is None:
         raise ImportFailed(f"unknown format {fmt!r}; known: {', '.join(FORMAT_DEFAULTS)}")
-    net = build_network(fmt, read_state_dict(file))
     provenance = {"format": fmt, "publisher_entry": published.name, "url": published.url,
                   "reference": published.reference, "source_file": file.name,
                   "source_sha256": source_sha256 or sha256_file(file)}
+    if fmt == "xrv-riken-age":  # a TorchScript archive, not a pickled state
+        from radsight.convert.riken_age import import_riken_age
+        return import_riken_age(file, out, name, published, provenance)
+    net = build_network(fmt, read_state_dict(file))
     if fmt == "gusarev-bone":
         return _import_image_model(net, published, out, name, provenance)
     if fmt == "xrv-pspnet":
@@ -205,21 +204,6 @@ def _import_anatomy_model(net: PSPNet, published: Published, out: Path, name: st
                       training_data=published.training_data, model_card="", provenance=provenance, directory=out)
     cfg.save(out)
     return cfg
-
-
-def _check_export(net: torch.nn.Module, keep: list[int] | None, spec, path: Path, output: str = "logits") -> None:
-    """The ONNX file must reproduce the network's output (``keep``: those columns); refuse to register it otherwise."""
-    import onnxruntime as ort
-
-    x = torch.randn(2, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = net(x) if keep is None else net(x)[:, keep]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([output], {"image": x.numpy()})[0]
-    err = float(np.max(np.abs(got - expected.numpy())))
-    if not math.isfinite(err) or err > 1e-3 * max(1.0, float(np.abs(expected.numpy()).max())):
-        path.unlink()
-        raise ImportFailed(f"ONNX export differs from the network (max |{output} difference| {err:.2e})")
 
 
 __all__ = ["ImportFailed", "build_network", "canonical_key", "import_checkpoint", "read_state_dict"]

@@ -28,6 +28,7 @@ class EvaluateRequest:
     ood_test: tuple[str, ...] = ()
     explain: str | None = None
     robustness: bool = False
+    metadata: Path | None = None  # age-sex: NIH's Data_Entry table, filling empty age/sex cells
 
     def need(self, *names: str) -> None:
         """ValueError naming the first of ``names`` (options) this evaluation needs and was not given."""

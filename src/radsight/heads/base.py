@@ -46,8 +46,10 @@ class Head:
     training needs radsight[train], evaluation runs on the base install.
 
     ``on_each_image``: the predictor runs the head's default model (when installed) on each image it reads, and
-    puts ``read(cfg, outputs, image)`` in the prediction's ``sections[section]``: a new head needs no other code
-    in the predictor or the writer. The heads of the first release are wired into the predictor by hand, since
+    puts ``read(cfg, outputs, image)`` in the prediction's ``sections[section]`` (a head with several
+    ``sections`` reads a dict of them): a new head needs no other code in the predictor or the writer.
+    ``heatmap``: (name, fn(session, image) -> map): a map ``--heatmaps-for NAME`` asks for, put in the
+    prediction's heatmaps under that name. The heads of the first release are wired into the predictor by hand, since
     they feed one another (the lungs crop the classifier's input, the view decides what is read, the gate scores
     the classifier's features)."""
 
@@ -57,8 +59,10 @@ class Head:
     default_model: str | None = None
     read: Callable | None = None
     section: str | None = None
+    sections: tuple[str, ...] = ()
     draw: Draw | None = None
     segments: Callable[[Prediction], list[Segment]] | None = None
     train: str | None = None
     evaluate: str | None = None
     on_each_image: bool = False
+    heatmap: tuple[str, Callable] | None = None

@@ -125,7 +125,14 @@ def _check_dataset(source: str, ds: pydicom.Dataset) -> ImageMeta:
         pixel_spacing_mm=_pixel_spacing(ds),
         transfer_syntax=ts.name if ts is not None else None,
         stated_age_years=age_in_years(ds.get("PatientAge")),
+        stated_sex=sex_of(ds.get("PatientSex")),
     )
+
+
+def sex_of(value) -> str | None:
+    """PatientSex as F or M; None when absent, O (other) or anything else."""
+    text = str(value or "").strip().upper()
+    return text if text in ("F", "M") else None
 
 
 AGE_UNITS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}

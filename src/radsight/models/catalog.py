@@ -123,6 +123,17 @@ XRV_PSPNET = Published(
     reference="Lian et al., A Structure-Aware Relation Network for Thoracic Diseases Detection and Segmentation, "
               "IEEE TMI 2021; " + XRV_PAPER)
 
+XRV_RIKEN_AGE = Published(
+    name="xrv-riken-age", format="xrv-riken-age",
+    url=XRV_RELEASES + "baseline_models_riken_xray_age_every_model_age_senet154_v2_tl_26_ft_7_fp32.pt",
+    labels=["age"], thresholds=[], input=xrv_input(320), architecture="senet154 (TorchScript)",
+    training_data="NIH ChestX-ray14 films, as the publisher trained it (so its figures on NIH images are not "
+                  "independent); estimates age only",
+    license=XRV_LICENSE + "; the weights: the publisher's (pirocv/xray_age)",
+    reference="Ieki et al., Deep learning-based age estimation from chest X-rays indicates cardiovascular "
+              "prognosis, Communications Medicine 2022; " + XRV_PAPER)
+CATALOG[XRV_RIKEN_AGE.name] = XRV_RIKEN_AGE
+
 # What a hand-imported file of each format is, unless the user names a catalog entry.
 FORMAT_DEFAULTS: dict[str, Published] = {
     "xrv-densenet": CATALOG["xrv-densenet121-res224-all"],
@@ -130,4 +141,5 @@ FORMAT_DEFAULTS: dict[str, Published] = {
     "chexnet": CATALOG["chexnet-arnoweng"],
     "gusarev-bone": GUSAREV_BONE,
     "xrv-pspnet": XRV_PSPNET,
+    "xrv-riken-age": XRV_RIKEN_AGE,
 }

@@ -11,6 +11,7 @@ TRIAGE_LABEL = "Abnormal"
 SEGMENTATION = "lung-segmentation"
 BONE_SUPPRESSION = "bone-suppression"
 VIEW_CLASSIFICATION = "view-classification"
+AGE_SEX = "age-sex"
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ModelConfig:
     source_models: dict[str, str] = field(default_factory=dict)  # input source -> the model that makes it
     ood: dict = field(default_factory=dict)  # the out-of-distribution gate: file, sha256, threshold, how it was fitted
     quantization: dict = field(default_factory=dict)  # an int8 variant: its float source, calibration, measured cost
+    fitted: dict = field(default_factory=dict)  # what a head's reading was fitted with on validation (age correction)
     directory: Path | None = field(default=None, compare=False, repr=False)
 
     @property

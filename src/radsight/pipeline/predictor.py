@@ -131,7 +131,7 @@ class Predictor:
         prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
         prediction.view = view
         prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
-        self._attach_image_results(prediction, built, image)
+        self._attach_image_results(prediction, built, image, explain)
         return prediction
 
     def study_views(self, images: list[Radiograph], name: str) -> tuple[list[ViewCall | str], int, int | None]:
@@ -176,7 +176,7 @@ class Predictor:
                                    lungs if i == front else None, self.method, (int(i == side), shown))
                 p.view = call
                 if i == front:
-                    self._attach_image_results(p, built, image)
+                    self._attach_image_results(p, built, image, explain)
                 results.append(ViewResult(image.source, call, True, p))
             else:
                 results.append(ViewResult(image.source, call if isinstance(call, ViewCall) else None, False,
@@ -188,12 +188,16 @@ class Predictor:
         return StudyPrediction(name, frontal.model, frontal.triage,
                                [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name, frontal.ood)
 
-    def _attach_image_results(self, prediction: Prediction, built, image: Radiograph) -> None:
+    def _attach_image_results(self, prediction: Prediction, built, image: Radiograph,
+                              explain: Collection[str] = ()) -> None:
         """The anatomy (lung fields, CTR, mask), the computed views (soft tissue, bone) and the sections of the heads
-        run on each image (``Head.on_each_image``), of the image read."""
+        run on each image (``Head.on_each_image``), of the image read, with their maps named in ``explain``."""
         for head, session in self.each_image:
             outputs = session.run(prepare(image, session.cfg.input)[0][None])
-            prediction.sections[head.section] = head.read(session.cfg, outputs, image)
+            read = head.read(session.cfg, outputs, image)
+            prediction.sections.update(read if head.sections else {head.section: read})
+            if head.heatmap is not None and head.heatmap[0] in explain:
+                prediction.heatmaps[head.heatmap[0]] = head.heatmap[1](session, image)
         if built.lungs is not None:
             prediction.anatomy, prediction.lung_mask = built.lungs.anatomy, built.lungs.labels
             prediction.structure_masks = built.lungs.masks

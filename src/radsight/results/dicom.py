@@ -15,7 +15,17 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from radsight.core import Anatomy, Box, Finding, ModelRef, Prediction, StudyPrediction
+from radsight.core import (
+    OLDEST_WRITTEN,
+    AgeEstimate,
+    Anatomy,
+    Box,
+    Finding,
+    ModelRef,
+    Prediction,
+    SexEstimate,
+    StudyPrediction,
+)
 from radsight.heads.registry import HEADS
 from radsight.heads.view import LATERAL, LATERAL_POSITIONS
 from radsight.io.atomic import atomic_write
@@ -34,6 +44,10 @@ CTR = hd.sr.CodedConcept("RS-CTR", SCHEME, "Cardiothoracic ratio")
 CARDIAC_DIAMETER = hd.sr.CodedConcept("RS-CD", SCHEME, "Maximal transverse cardiac diameter")
 THORACIC_DIAMETER = hd.sr.CodedConcept("RS-TD", SCHEME, "Maximal internal thoracic diameter")
 HEART = hd.sr.CodedConcept("80891009", "SCT", "Heart")
+APPARENT = hd.sr.CodedConcept("RS-APPEAR", SCHEME, "Apparent age and sex of the film")
+APPARENT_AGE = hd.sr.CodedConcept("RS-AGE", SCHEME, "Apparent age")
+FEMALE_PROBABILITY = hd.sr.CodedConcept("RS-PF", SCHEME, "Probability of female sex")
+YEARS = hd.sr.CodedConcept("a", "UCUM", "year")
 
 
 def _equipment(model: str) -> list[hd.ContributingEquipment]:
@@ -46,7 +60,7 @@ def structured_report(source: pydicom.Dataset, p: Prediction, also: list[pydicom
     """TID 1500 measurement report of one image: one group per finding with its probability, whether it passes
     the operating threshold, and its strongest box as an SCOORD polyline on the source image. VerificationFlag
     UNVERIFIED. ``also``: other results of the same analysis (the lung SEG), listed with the source as evidence."""
-    return _measurement_report(p.model, p.findings, [(source, None, _boxes(p))], also, p.anatomy)
+    return _measurement_report(p.model, p.findings, [(source, None, _boxes(p))], also, p.anatomy, p.sections)
 
 
 def study_report(views: list[tuple[pydicom.Dataset, str]], sp: StudyPrediction,
@@ -56,7 +70,7 @@ def study_report(views: list[tuple[pydicom.Dataset, str]], sp: StudyPrediction,
     strongest box on each view that has one (one group a view), or, without boxes, names every view read."""
     read = [v.prediction for v in sp.views if v.read]
     return _measurement_report(sp.model, sp.findings, [(ds, name, _boxes(p)) for (ds, name), p in zip(views, read)],
-                               also, read[0].anatomy if read else None)
+                               also, read[0].anatomy if read else None, read[0].sections if read else {})
 
 
 def _boxes(p: Prediction) -> dict[str, list[Box]]:
@@ -65,7 +79,8 @@ def _boxes(p: Prediction) -> dict[str, list[Box]]:
 
 def _measurement_report(model: ModelRef, findings: list[Finding],
                         views: list[tuple[pydicom.Dataset, str | None, dict[str, list[Box]]]],
-                        also: list[pydicom.Dataset], anatomy: Anatomy | None = None) -> pydicom.Dataset:
+                        also: list[pydicom.Dataset], anatomy: Anatomy | None = None,
+                        sections: dict | None = None) -> pydicom.Dataset:
     algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {model.name}", version=model.version,
                                               family=codes.DCM.ArtificialIntelligence)
     device = hd.sr.ObserverContext(
@@ -98,6 +113,8 @@ def _measurement_report(model: ModelRef, findings: list[Finding],
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds, _, _ in views]))
     if anatomy is not None and anatomy.ctr is not None and anatomy.ctr.value is not None:
         groups.append(_ctr_group(anatomy, views[0][0]))
+    if (sections or {}).get("age") is not None:
+        groups.append(_age_group(sections["age"], sections.get("sex"), views[0][0]))
     report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=device),
                                      procedure_reported=CHEST_XRAY, imaging_measurements=groups)
     return hd.sr.Comprehensive3DSR(evidence=[ds for ds, _, _ in views] + list(also), content=report,
@@ -123,6 +140,23 @@ def _ctr_group(anatomy: Anatomy, source: pydicom.Dataset) -> hd.sr.MeasurementsA
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Cardiothoracic ratio ({method})"),
         finding_type=HEART, algorithm_id=algorithm, measurements=measurements,
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
+
+
+def _age_group(age: AgeEstimate, sex: SexEstimate | None,
+               source: pydicom.Dataset) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The film's apparent age in years (90 for any estimate over 89, as the results write "90+") and, where the
+    model estimates it, the probability of female sex."""
+    algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {age.model.name}", version=age.model.version,
+                                              family=codes.DCM.ArtificialIntelligence)
+    measurements = [hd.sr.Measurement(name=APPARENT_AGE, value=round(min(age.estimate, OLDEST_WRITTEN + 1), 1),
+                                      unit=YEARS, algorithm_id=algorithm)]
+    if sex is not None and sex.probability_female is not None:
+        measurements.append(hd.sr.Measurement(name=FEMALE_PROBABILITY, value=round(sex.probability_female, 6),
+                                              unit=NO_UNITS, algorithm_id=algorithm))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Apparent age and sex"),
+        finding_type=APPARENT, algorithm_id=algorithm, measurements=measurements,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
 
 

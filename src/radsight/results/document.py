@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import pydicom
 
 from radsight.core import InputError, Prediction, StudyPrediction
+from radsight.heads.registry import HEADS
 from radsight.models.config import TRIAGE_LABEL
 
 # 1.1: "views" (soft-tissue and bone images); 1.2: "triage.urgent"; 1.3: "explanation", findings' "heatmaps",
@@ -17,8 +18,9 @@ from radsight.models.config import TRIAGE_LABEL
 # "view_code" and "patient_orientation"; study documents. 2.0: one writer for the CLI, Ray and the service:
 # "study" is an object (name, accession number, date, view) wherever the input is DICOM or a study; a study's
 # frontal view lists its computed "views"; DICOM results are named STEM.sr.dcm, STEM.seg.dcm, STEM.sc.dcm,
-# STEM.<view>.dcm (the service's STEM is "study"). README's changelog lists each change.
-SCHEMA_VERSION = "2.1"
+# STEM.<view>.dcm (the service's STEM is "study"). 2.2: "age" and "sex" (the age-sex head). README's changelog
+# lists each change.
+SCHEMA_VERSION = "2.2"
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
 
@@ -47,6 +49,10 @@ def prediction_document(p: Prediction, files: OutputFiles | None = None) -> dict
         finding["heatmaps"].update((method, named[name]) for method, named in files.alternates.items()
                                    if name in named)
     doc["triage"]["heatmap"] = files.heatmaps.get(TRIAGE_LABEL)
+    for head in HEADS.values():  # a head's own map, in its (first) section
+        key = (head.sections or (head.section,))[0]
+        if head.heatmap is not None and doc.get(key) is not None:
+            doc[key]["heatmap"] = files.heatmaps.get(head.heatmap[0])
     if doc["anatomy"] is not None:
         doc["anatomy"]["mask"] = files.mask
     model = None if p.views_model is None else {"name": p.views_model.name, "version": p.views_model.version}

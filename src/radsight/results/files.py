@@ -37,7 +37,8 @@ def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str
     the caller has drawn it already."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = OutputFiles(json="", overlay=f"{stem}.overlay.png")
-    for label in [f.name for f in p.findings] + [TRIAGE_LABEL]:  # positives, and those asked for
+    named = [f.name for f in p.findings] + [TRIAGE_LABEL]
+    for label in named + [n for n in p.heatmaps if n not in named]:  # positives, those asked for, the heads' maps
         heat = p.heatmaps.get(label)
         if heat is not None:
             files.heatmaps[label] = f"{stem}.heatmap.{label}.png"

@@ -27,6 +27,7 @@ from radsight.train.fit import Plan, Task, fit
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
 from radsight.train.request import TrainRequest
+from radsight.train.unet import unet_from_onnx
 
 STRUCTURES = ("right_lung", "left_lung", "heart", "right_clavicle", "left_clavicle")
 LUNGS = len(STRUCTURES)  # the bit of the label planes that holds a lungs-only mask (both lungs as one)
@@ -189,40 +190,6 @@ def val_dice(net: torch.nn.Module, val: Samples, spec: InputSpec, batch: int = 1
                 scores.setdefault(name, []).append(dice(guess, truth[i, bit]))
     net.train(was_training)
     return {k: float(np.mean(v)) for k, v in scores.items()}
-
-
-def unet_from_onnx(net: torch.nn.Module, path: Path) -> str:
-    """Start ``net`` (a U-Net) from an exported U-Net's ONNX weights, whose batch norms were folded into the
-    convolutions: each convolution takes the folded weights, its batch norm the folded bias with unit scale and
-    zero mean, so the network computes what the file does. The head is taken only where its shape matches; a lung
-    model's one lung channel starts both lung channels."""
-    import onnx
-    from onnx import numpy_helper
-    weights = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load(str(path)).graph.initializer}
-    state, taken = net.state_dict(), 0
-    for name, value in weights.items():
-        if name.endswith(".weight_bias") or not name.endswith(".weight") or name.startswith("head"):
-            continue
-        module = name[: -len(".weight")]
-        prefix, index = module.rsplit(".", 1)
-        norm = f"{prefix}.{int(index) + 1}"
-        if state.get(name) is None or state[name].shape != value.shape or f"{norm}.running_var" not in state:
-            continue
-        eps = dict(net.named_modules())[norm].eps
-        state[name] = value
-        state[f"{norm}.weight"] = torch.ones_like(state[f"{norm}.weight"])
-        state[f"{norm}.bias"] = weights[f"{name}_bias"]
-        state[f"{norm}.running_mean"] = torch.zeros_like(state[f"{norm}.running_mean"])
-        state[f"{norm}.running_var"] = torch.full_like(state[f"{norm}.running_var"], 1 - eps)
-        taken += 1
-    head_w, head_b = weights.get("head.weight"), weights.get("head.bias")
-    if head_w is not None and head_b is not None and head_w.shape[1:] == state["head.weight"].shape[1:]:
-        for channel in range(min(2, state["head.weight"].shape[0])) if head_w.shape[0] == 1 else ():
-            state["head.weight"][channel], state["head.bias"][channel] = head_w[0], head_b[0]
-    if not taken:
-        raise ValueError(f"{path}: no convolution matches this U-Net")
-    net.load_state_dict(state)
-    return f"{taken} convolutions taken from {path}"
 
 
 def train_anatomy(cfg: AnatomyTrainConfig) -> Path:

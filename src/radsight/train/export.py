@@ -9,8 +9,9 @@ import torch
 
 from radsight.inputs.preprocess import InputSpec
 from radsight.io.atomic import atomic_write
-from radsight.models.config import BONE_SUPPRESSION, SEGMENTATION, VIEW_CLASSIFICATION, ModelConfig
+from radsight.models.config import AGE_SEX, BONE_SUPPRESSION, SEGMENTATION, VIEW_CLASSIFICATION, ModelConfig
 from radsight.models.store import sha256_file
+from radsight.train.age_net import AgeSexOutputs
 from radsight.train.nets import WithCams
 from radsight.train.registry import from_checkpoint
 from radsight.train.twoview import TwoViewDenseNet, TwoViewWithCams
@@ -108,7 +109,10 @@ def _strip_debug_info(path: Path) -> None:
 
 
 # What each task's network returns, by ONNX output name.
-TASK_OUTPUTS = {SEGMENTATION: ["mask_logits"], BONE_SUPPRESSION: ["bone"], VIEW_CLASSIFICATION: ["lateral_logit"]}
+TASK_OUTPUTS = {SEGMENTATION: ["mask_logits"], BONE_SUPPRESSION: ["bone"], VIEW_CLASSIFICATION: ["lateral_logit"],
+                AGE_SEX: ["age", "female_logit"]}
+# What wraps a task's training network for export (its outputs as the head reads them).
+EXPORT_FORM = {AGE_SEX: AgeSexOutputs}
 
 
 def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, license: str,
@@ -118,8 +122,8 @@ def export_checkpoint(checkpoint: Path, out: Path, name: str, version: str, lice
     spec = InputSpec(**state["input"])
     task = state.get("task", "classification")
     if task in TASK_OUTPUTS:
-        export_module(net, spec, out / "model.onnx", TASK_OUTPUTS[task])
-        fields = {"task": task, "outputs": TASK_OUTPUTS[task]}
+        export_module(EXPORT_FORM.get(task, lambda n: n)(net).eval(), spec, out / "model.onnx", TASK_OUTPUTS[task])
+        fields = {"task": task, "outputs": TASK_OUTPUTS[task], "fitted": dict(state.get("fitted", {}))}
     else:
         export_onnx(net, spec, out / "model.onnx")
         fields = {"source_models": dict(state.get("source_models", {})), "outputs": CLASSIFIER_OUTPUTS,

@@ -10,6 +10,7 @@ from functools import partial
 
 from torch import nn
 
+from radsight.train.age_net import AgeSexNet
 from radsight.train.bone_nets import BoneGenerator, GusarevAutoencoder, PatchDiscriminator
 from radsight.train.nets import VARIANTS, densenet
 from radsight.train.resnet import ResNet
@@ -27,6 +28,7 @@ _BUILDERS: dict[str, Builder] = {
     "patch-discriminator": PatchDiscriminator,
     "gusarev-autoencoder": GusarevAutoencoder,
     "view-cnn": ViewCNN,
+    "age-sex-net": AgeSexNet,
 }
 
 

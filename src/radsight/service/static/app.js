@@ -97,13 +97,32 @@ function paneData(r) {
   if ((r.views || []).some((v) => "read" in v)) {
     return r.views.filter((v) => v.read).map((v) => ({
       label: v.view, image: `image.${v.view}.png`, width: v.width, height: v.height,
-      findings: v.findings || {}, anatomy: v.anatomy, derived: [] }));
+      findings: withAgeMap(v.findings || {}, v.age, r.explanation), anatomy: v.anatomy, derived: [] }));
   }
   const own = r.explanation || "cam";  // results before schema 1.3 were CAM's
   const findings = Object.fromEntries(r.findings.map((f) => [f.name, {
     boxes: f.boxes || [], heatmaps: f.heatmaps || (f.heatmap ? { [own]: f.heatmap } : {}) }]));
   return [{ label: (r.study && r.study.view_position) || "radiograph", image: "image.png", width: r.width,
-            height: r.height, findings, anatomy: r.anatomy, derived: r.views || [] }];
+            height: r.height, findings: withAgeMap(findings, r.age, own), anatomy: r.anatomy, derived: r.views || [] }];
+}
+
+// The age head's map (where the apparent age is read) is drawn like a finding's, under the name "Age".
+function withAgeMap(findings, age, own) {
+  if (!age || !age.heatmap) return findings;
+  return { ...findings, Age: { boxes: [], heatmaps: { [own || "cam"]: age.heatmap } } };
+}
+
+// The apparent age and sex, as the summary line says them ("" when the result has none).
+function ageSexLine(r) {
+  const front = (r.views || []).find((v) => v.read && v.age) || r;
+  const age = front.age, sex = front.sex;
+  if (!age) return "";
+  const years = (v) => (typeof v === "string" ? v : Math.round(v));
+  let text = ` Apparent age ${years(age.estimate)} (80%: ${years(age.interval_80[0])}-${years(age.interval_80[1])})`;
+  if (age.gap !== null && age.gap !== undefined) text += `, ${age.gap >= 0 ? "+" : ""}${Math.round(age.gap)} y from the stated age`;
+  text += ".";
+  if (sex && sex.mismatch) text += " APPARENT SEX DIFFERS FROM THE STATED SEX: check that the film is this patient's.";
+  return text;
 }
 
 function makePane(data, img) {
@@ -169,6 +188,13 @@ async function open(id) {
     if (f.positive) tr.className = "positive";
     return tr;
   }));
+  if (panes.some((p) => p.findings.Age)) {  // the age map's row: a checkbox, no probability
+    const tr = body.insertRow(), box = tr.insertCell(), cb = document.createElement("input");
+    cb.type = "checkbox"; cb.dataset.finding = "Age"; cb.className = "heat"; cb.onchange = render;
+    box.append(cb);
+    tr.insertCell().textContent = "where the apparent age is read";
+    tr.insertCell().colSpan = 3;
+  }
   const t = r.triage;
   const notes = (t.urgent || []).filter((u) => u.withheld).map((u) => ` No urgent flag for ${u.finding}: ${u.withheld}.`);
   if (r.ood && !r.ood.in_distribution) {
@@ -176,7 +202,8 @@ async function open(id) {
   }
   for (const v of (r.views || []).filter((v) => v.read === false)) notes.push(` Not read: ${v.view || "an image"} (${v.reason}).`);
   $("summary").textContent = `triage ${t.priority}: abnormal ${pct(t.abnormal_probability)} ` +
-    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}.${notes.join("")} ${r.disclaimer}`;
+    `(threshold ${pct(t.threshold)}); model ${r.model.name} ${r.model.version}.${ageSexLine(r)}${notes.join("")} ` +
+    r.disclaimer;
   current_result = r;
   render();
   refresh();
