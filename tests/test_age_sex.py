@@ -183,3 +183,54 @@ def test_the_head_learns_a_planted_age_signal_and_exports_to_onnx(tmp_path):
                 "mae_ci"):
         assert key in written["age"]
     assert (tmp_path / "eval" / "age.png").is_file() and "MAE" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_analyze_gives_every_film_an_apparent_age_and_a_gap_only_where_the_header_states_one(tmp_path):
+    """With the shipped age model: a DICOM stating 045Y and F gets a gap and a sex check, a PNG and a DICOM with a
+    malformed PatientAge get an estimate and no gap; the JSON copies neither stated value; the SR measures the age."""
+    import pydicom
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    from radsight.heads.age_sex import DEFAULT_AGE_MODEL
+    from radsight.pipeline.inputs import installed
+
+    from conftest import make_dicom
+    if installed(DEFAULT_AGE_MODEL) is None:
+        pytest.skip(f"{DEFAULT_AGE_MODEL} is not installed")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, age in (("stated", "045Y"), ("malformed", "45 years")):
+        path = make_dicom(folder / f"{name}.dcm", chest_phantom(320, 288))
+        ds = pydicom.dcmread(path)
+        ds.PatientAge, ds.PatientSex = age, "F"
+        ds.save_as(path)
+    Image.fromarray(np.round(chest_phantom(320, 288) * 255).astype(np.uint8)).save(folder / "plain.png")
+    result = CliRunner().invoke(app, ["analyze", str(folder), "--out", str(tmp_path / "out"), "--dicom-out",
+                                      "--allow-ood", "--no-bone-views", "--heatmaps-for", "Age"])
+    assert result.exit_code == 0, result.output
+    docs = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text()) for name in ("stated", "malformed",
+                                                                                          "plain")}
+    assert isinstance(docs["stated"]["age"]["gap"], float) and docs["stated"]["sex"]["mismatch"] in (True, False)
+    for name in ("malformed", "plain"):
+        assert docs[name]["age"]["estimate"] is not None and docs[name]["age"]["gap"] is None
+    assert docs["plain"]["sex"]["mismatch"] is None
+    assert docs["stated"]["age"]["heatmap"] == "stated.heatmap.Age.png"
+    assert (tmp_path / "out" / "stated.heatmap.Age.png").is_file()
+    assert "045Y" not in json.dumps(docs["stated"]) and "stated_sex" not in json.dumps(docs["stated"])
+    sr = pydicom.dcmread(tmp_path / "out" / "stated.sr.dcm")
+    assert "Apparent age" in str(sr.ContentSequence)
+
+
+def test_age_sex_trains_under_torchrun(tmp_path):
+    """Two CPU processes (gloo) share each epoch's batches; the main one writes the checkpoint with its fitted
+    correction."""
+    torch = pytest.importorskip("torch", reason="needs radsight[train]")
+    from conftest import torchrun_train
+    data = _set(tmp_path / "set", n=48)
+    run = torchrun_train(2, "--task", "age-sex", "--manifest", str(data / "manifest.csv"), "--images",
+                         str(data / "images"), "--out", str(tmp_path / "ddp"), "--epochs", "2", "--batch-size", "8",
+                         "--input-size", "32")
+    assert run.returncode == 0, run.stderr[-2000:]
+    best = torch.load(tmp_path / "ddp" / "best.pt", map_location="cpu", weights_only=False)
+    assert best["round"] in (0, 1) and "train_mean_age" in best["fitted"]

@@ -183,8 +183,12 @@ def train_age_sex(cfg: AgeSexTrainConfig) -> Path:
     if ranks.main:
         net.load_state_dict(best["model"])
         raw, p_female = predict(net, val.x, cfg.spec)
-        best["fitted"] = {**fit_calibration(raw, val.age.numpy(), p_female, val.female.numpy()),
-                          "train_mean_age": float(train.age.mean())}
+        try:
+            fitted = fit_calibration(raw, val.age.numpy(), p_female, val.female.numpy())
+        except ValueError as exc:  # a model that has not learned age yet: its estimates stay uncorrected
+            log.warning("no bias correction fitted: %s", exc)
+            fitted = {}
+        best["fitted"] = {**fitted, "train_mean_age": float(train.age.mean())}
         atomic_save(best, out / "best.pt")
         say(f"fitted on {len(val.age)} validation films: {best['fitted']}")
     return out / "best.pt"
