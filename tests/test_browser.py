@@ -185,6 +185,38 @@ def test_the_heart_and_clavicles_can_be_toggled(tmp_path, tiny_model):
             browser.close()
 
 
+def test_the_apparent_age_and_its_map_are_shown(tmp_path, tiny_model):
+    """With the age model installed and ``heatmaps_for=("Age",)``, the summary says the apparent age and its gap
+    from the stated age, and the age map has a toggle of its own that draws on the film."""
+    if not os.path.exists(CHROMIUM):
+        server_unavailable("needs Debian's chromium (scripts/test.sh installs it)")
+    from radsight.heads.age_sex import DEFAULT_AGE_MODEL
+    from radsight.pipeline.inputs import installed
+    if installed(DEFAULT_AGE_MODEL) is None:
+        pytest.skip(f"{DEFAULT_AGE_MODEL} is not installed")
+    app = create_app(Settings(data_dir=tmp_path / "data", token="t", predictor=PredictorOptions(
+        model=str(tiny_model), lung_model=None, bone_model=None, bone_views=False, allow_ood=True,
+        heatmaps_for=("Age",))))
+    path = make_dicom(tmp_path / "a.dcm")
+    ds = pydicom.dcmread(path)
+    ds.PatientAge = "045Y"
+    ds.save_as(path)
+    with served(app) as url:
+        api = httpx.Client(base_url=url, headers={"Authorization": "Bearer t"}, timeout=30)
+        job = api.post("/api/studies", files={"file": ("a.dcm", path.read_bytes())}).json()["id"]
+        _wait_done(api, job)
+        with playwright.sync_playwright() as p:
+            browser, page = _open_study(p, url, job)
+            summary = page.inner_text("#summary")
+            assert "Apparent age" in summary and "from the stated age" in summary and "045" not in summary
+            page.uncheck("#show-boxes")
+            marks = "c => c.toDataURL()"
+            before = page.eval_on_selector("#stage canvas.marks", marks)
+            page.check("input.heat[data-finding='Age']")
+            assert page.eval_on_selector("#stage canvas.marks", marks) != before
+            browser.close()
+
+
 def _wait_done(api, job: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and api.get(f"/api/studies/{job}").json()["status"] != "done":
