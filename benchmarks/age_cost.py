@@ -7,9 +7,9 @@ radsight-lung-unet. Same films, same run, taking turns film by film.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
+
+from turns import print_medians, time_in_turns
 
 from radsight.heads.age_sex import DEFAULT_AGE_MODEL, age_map, read_age_sex
 from radsight.heads.anatomy import LungModel
@@ -36,19 +36,7 @@ def main() -> None:
         return read_age_sex(session.cfg, session.run(prepare(film, session.cfg.input)[0][None]), film)
     runs = {f"{args.model} (head)": head, f"{args.model} (map)": lambda film: age_map(session, film),
             f"{args.peer} (anatomy head)": peer.segment}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for fn in runs.values():
-        fn(films[0])  # warm-up
-    for film in films:
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn(film)
-            times[name].append(time.perf_counter() - start)
-    base = statistics.median(times[f"{args.peer} (anatomy head)"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:40s} median {median * 1000:7.1f} ms a film ({len(values)} films, {args.threads} thread)  "
-              f"ratio to {args.peer}: {median / base:.2f}")
+    print_medians(time_in_turns(films, runs), f"{args.peer} (anatomy head)", args.threads)
 
 
 if __name__ == "__main__":

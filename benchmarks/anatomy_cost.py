@@ -7,9 +7,9 @@ the same films in the same run, taking turns film by film so the machine's noise
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
+
+from turns import print_medians, time_in_turns
 
 from radsight.heads.anatomy import LungModel
 from radsight.io import expand_inputs, load_image
@@ -28,19 +28,8 @@ def main() -> None:
         raise SystemExit(f"no images under {args.data}")
     films = [load_image(f) for f in files]
     models = {name: LungModel(name, threads=args.threads) for name in (args.model, args.peer)}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for name, model in models.items():
-        model.segment(films[0])  # warm-up
-    for film in films:
-        for name, model in models.items():
-            start = time.perf_counter()
-            model.segment(film)
-            times[name].append(time.perf_counter() - start)
-    base = statistics.median(times[args.peer])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:24s} median {median * 1000:7.1f} ms a film ({len(values)} films, {args.threads} thread)  "
-              f"ratio to {args.peer}: {median / base:.2f}")
+    print_medians(time_in_turns(films, {name: model.segment for name, model in models.items()}), args.peer,
+                  args.threads)
 
 
 if __name__ == "__main__":
