@@ -257,6 +257,22 @@ def thorax_region(labels: np.ndarray, dilate: float = 0.03) -> np.ndarray:
     return ndimage.binary_dilation(region, iterations=radius) if radius > 0 else region
 
 
+def nodule_region(labels: np.ndarray, below: float = 0.1) -> np.ndarray:
+    """Where lung lies on a frontal film, for a search for nodules: the convex hull of both lung fields (so the
+    lung behind the heart, between them, is inside) and, below it, a band of ``below`` of the lungs' height (the
+    lung behind the diaphragm's dome, below the fields' visible bases). Empty without lungs."""
+    lungs = labels > 0
+    if not lungs.any():
+        return lungs
+    hull = convex_hull(lungs)
+    rows = np.flatnonzero(lungs.any(axis=1))
+    band = round(below * (rows[-1] - rows[0] + 1))
+    shifted = hull.copy()
+    for step in range(1, band + 1):
+        shifted[step:] |= hull[:-step]
+    return shifted
+
+
 def heart_region(labels: np.ndarray, limits: LungLimits = LungLimits(), dilate: float = 0.03) -> np.ndarray:
     """Between the lungs from the heart's top row (``heart_from`` of their joint height) to their bases, dilated
     by ``dilate`` of the grid's longest side: where the heart and its borders lie on a frontal film."""
