@@ -19,7 +19,8 @@ from conftest import chest_phantom, make_dicom
 
 
 def test_every_head_has_a_task_word_a_default_model_and_an_evaluation():
-    assert list(HEADS) == ["findings", "abnormal", "anatomy", "bone-suppression", "view", "ood", "age-sex"]
+    assert list(HEADS) == ["findings", "abnormal", "anatomy", "bone-suppression", "view", "ood", "age-sex",
+                           "nodules"]
     for head in HEADS.values():
         assert head.default_model and head.evaluate and head.read is not None
     assert get_head("lung-segmentation") is HEADS["anatomy"] and get_head("classification") is HEADS["findings"]

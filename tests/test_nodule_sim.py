@@ -43,3 +43,20 @@ def test_a_simulated_nodule_is_placed_in_the_region_with_its_contrast():
     assert out.min() >= 0 and out.max() <= 1
     same, none = simulate(film, np.zeros_like(region), np.array([0.05]), 0.7, rng)
     assert none == [] and np.array_equal(same, film)
+
+
+def test_nodule_targets_move_with_their_warped_film():
+    torch = pytest.importorskip("torch", reason="needs radsight[train]")
+    from radsight.train.data import random_affine, warp
+    from radsight.train.nodules import moved, targets
+    size = 64
+    heat, radius = targets([(20.0, 30.0, 8.4)], size, 0.7)  # radius 6 px
+    assert heat[30, 20] == pytest.approx(1.0) and radius[30, 20] == pytest.approx(np.log(6.0))
+    assert np.isinf(radius[5, 5])
+    theta = random_affine(1, torch.Generator().manual_seed(3))
+    film = np.zeros((size, size), np.float32)
+    film[28:33, 18:23] = 1.0  # a bright square at (20, 30)
+    warped = warp(torch.from_numpy(film)[None, None], theta)[0, 0].numpy()
+    (x, y, d), = moved([(20.0, 30.0, 8.4)], theta[0].numpy(), size)
+    cy, cx = np.argwhere(warped > 0.5).mean(0)
+    assert abs(cx - x) < 1.0 and abs(cy - y) < 1.0 and 0.85 < d / 8.4 < 1.15

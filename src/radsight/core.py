@@ -247,6 +247,31 @@ class SexEstimate:
 
 
 @dataclass
+class Detection:
+    """One lesion a detector found: its centre and radius in the original image's pixels, its diameter in mm
+    (None without pixel spacing), its score, and where it lies (right lung, left lung, retrocardiac,
+    subdiaphragmatic)."""
+
+    x: float
+    y: float
+    radius_px: float
+    diameter_mm: float | None
+    score: float
+    location: str
+
+
+@dataclass
+class Detections:
+    """A detector's findings above its operating ``threshold`` (chosen on validation films); ``reason`` says why
+    nothing was searched (no lung fields found)."""
+
+    model: ModelRef
+    threshold: float
+    detections: list[Detection] = field(default_factory=list)
+    reason: str | None = None
+
+
+@dataclass
 class Anatomy:
     model: ModelRef
     plausible: bool

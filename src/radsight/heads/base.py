@@ -66,3 +66,4 @@ class Head:
     evaluate: str | None = None
     on_each_image: bool = False
     heatmap: tuple[str, Callable] | None = None
+    reads_lungs: bool = False  # read(..., lungs=LABELS): the plausible lung labels on the anatomy grid, or None

@@ -1,12 +1,12 @@
 """Every head radsight has, in the order the overlay draws them: a new head is one line here."""
 from __future__ import annotations
 
-from radsight.heads import age_sex, anatomy, bone, findings, ood, view
+from radsight.heads import age_sex, anatomy, bone, findings, nodules, ood, view
 from radsight.heads.base import Head
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 
 HEADS: dict[str, Head] = {h.task: h for h in (findings.HEAD, findings.ABNORMAL, anatomy.HEAD, bone.HEAD, view.HEAD,
-                                              ood.HEAD, age_sex.HEAD)}
+                                              ood.HEAD, age_sex.HEAD, nodules.HEAD)}
 # Task words of earlier releases, still taken by ``radsight train --task``.
 ALIASES = {"classification": "findings", "lung-segmentation": "anatomy"}
 

@@ -12,6 +12,7 @@ SEGMENTATION = "lung-segmentation"
 BONE_SUPPRESSION = "bone-suppression"
 VIEW_CLASSIFICATION = "view-classification"
 AGE_SEX = "age-sex"
+NODULE_DETECTION = "nodule-detection"
 
 
 @dataclass

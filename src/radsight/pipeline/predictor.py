@@ -192,9 +192,10 @@ class Predictor:
                               explain: Collection[str] = ()) -> None:
         """The anatomy (lung fields, CTR, mask), the computed views (soft tissue, bone) and the sections of the heads
         run on each image (``Head.on_each_image``), of the image read, with their maps named in ``explain``."""
+        lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
         for head, session in self.each_image:
             outputs = session.run(prepare(image, session.cfg.input)[0][None])
-            read = head.read(session.cfg, outputs, image)
+            read = head.read(session.cfg, outputs, image, **({"lungs": lungs} if head.reads_lungs else {}))
             prediction.sections.update(read if head.sections else {head.section: read})
             if head.heatmap is not None and head.heatmap[0] in explain:
                 prediction.heatmaps[head.heatmap[0]] = head.heatmap[1](session, image)

@@ -9,7 +9,14 @@ import torch
 
 from radsight.inputs.preprocess import InputSpec
 from radsight.io.atomic import atomic_write
-from radsight.models.config import AGE_SEX, BONE_SUPPRESSION, SEGMENTATION, VIEW_CLASSIFICATION, ModelConfig
+from radsight.models.config import (
+    AGE_SEX,
+    BONE_SUPPRESSION,
+    NODULE_DETECTION,
+    SEGMENTATION,
+    VIEW_CLASSIFICATION,
+    ModelConfig,
+)
 from radsight.models.store import sha256_file
 from radsight.train.age_net import AgeSexOutputs
 from radsight.train.nets import WithCams
@@ -110,7 +117,7 @@ def _strip_debug_info(path: Path) -> None:
 
 # What each task's network returns, by ONNX output name.
 TASK_OUTPUTS = {SEGMENTATION: ["mask_logits"], BONE_SUPPRESSION: ["bone"], VIEW_CLASSIFICATION: ["lateral_logit"],
-                AGE_SEX: ["age", "female_logit"]}
+                AGE_SEX: ["age", "female_logit"], NODULE_DETECTION: ["nodule_maps"]}
 # What wraps a task's training network for export (its outputs as the head reads them).
 EXPORT_FORM = {AGE_SEX: AgeSexOutputs}
 

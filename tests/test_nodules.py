@@ -1,0 +1,77 @@
+"""The nodule head: peaks of its centre map become points with a radius, duplicates merge, nothing is searched
+for outside the lungs' region, and a film without lungs gets no detections and a reason."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radsight.core import ImageMeta, Radiograph
+from radsight.heads.nodules import NO_LUNGS, decode, location, read_nodules
+from radsight.inputs.preprocess import InputSpec
+from radsight.models.config import NODULE_DETECTION, ModelConfig
+
+
+def _maps(size: int, blobs: list[tuple[float, float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Centre logits with a Gaussian bump of peak probability ``p`` at each (x, y, radius, p), and the log radius."""
+    yy, xx = np.mgrid[:size, :size]
+    prob = np.full((size, size), 1e-4)
+    log_radius = np.zeros((size, size))
+    for x, y, r, p in blobs:
+        bump = p * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * max(1.0, r / 3) ** 2))
+        log_radius = np.where(bump > prob, np.log(r), log_radius)
+        prob = np.maximum(prob, bump)
+    return np.log(prob / (1 - prob)), log_radius
+
+
+def test_planted_blobs_are_found_at_their_places_best_first_with_their_radius():
+    logits, log_radius = _maps(64, [(20, 30, 4, 0.9), (45, 12, 6, 0.6)])
+    found = decode(logits, log_radius)
+    assert [(x, y) for x, y, _, _ in found[:2]] == [(20.0, 30.0), (45.0, 12.0)]
+    assert found[0][2] == pytest.approx(4.0) and found[0][3] == pytest.approx(0.9, abs=1e-6)
+    assert all(s < 0.6 for *_, s in found[2:])
+
+
+def test_duplicates_within_a_radius_merge_into_the_best():
+    logits, log_radius = _maps(64, [(20, 30, 6, 0.9), (24, 30, 6, 0.8)])  # two peaks 4 px apart, radius 6
+    found = decode(logits, log_radius, min_score=0.5)
+    assert len(found) == 1 and found[0][:2] == (20.0, 30.0)
+
+
+def test_nothing_is_searched_for_outside_the_region():
+    logits, log_radius = _maps(64, [(20, 30, 4, 0.9), (60, 60, 4, 0.9)])
+    region = np.zeros((128, 128), bool)
+    region[40:80, 20:60] = True  # holds (20, 30) on the 64 grid, not (60, 60)
+    assert [(x, y) for x, y, _, _ in decode(logits, log_radius, region, min_score=0.5)] == [(20.0, 30.0)]
+
+
+def test_locations_name_the_lung_behind_the_heart_and_below_the_dome():
+    labels = np.zeros((100, 100), np.uint8)
+    labels[20:70, 10:40], labels[20:70, 60:90] = 1, 2
+    assert location(labels, 20, 40) == "right lung" and location(labels, 70, 40) == "left lung"
+    assert location(labels, 50, 40) == "retrocardiac" and location(labels, 20, 80) == "subdiaphragmatic"
+
+
+def _cfg() -> ModelConfig:
+    return ModelConfig(name="nod", version="0", architecture="unet", labels=["nodule"],
+                       input=InputSpec(size=64, mean=0.5, std=0.25, channels=1), task=NODULE_DETECTION,
+                       outputs=["nodule_maps"], fitted={"threshold": 0.5})
+
+
+def test_a_film_without_lungs_gets_no_detections_and_a_reason():
+    logits, log_radius = _maps(64, [(20, 30, 4, 0.9)])
+    outputs = {"nodule_maps": np.stack([logits, log_radius])[None]}
+    film = Radiograph(np.zeros((128, 128), np.float32), "x.png")
+    found = read_nodules(_cfg(), outputs, film, lungs=None)
+    assert found.detections == [] and found.reason == NO_LUNGS
+
+
+def test_detections_come_in_the_images_pixels_with_mm_where_the_spacing_is_known():
+    logits, log_radius = _maps(64, [(20, 30, 4, 0.9), (40, 30, 4, 0.3)])
+    outputs = {"nodule_maps": np.stack([logits, log_radius])[None]}
+    lungs = np.zeros((256, 256), np.uint8)
+    lungs[40:200, 30:110], lungs[40:200, 146:226] = 1, 2
+    film = Radiograph(np.zeros((256, 256), np.float32), "x.dcm", ImageMeta(pixel_spacing_mm=(0.5, 0.5)))
+    found = read_nodules(_cfg(), outputs, film, lungs=lungs)
+    assert len(found.detections) == 1  # the 0.3 peak is below the operating point
+    d = found.detections[0]
+    assert (d.x, d.y, d.radius_px, d.diameter_mm, d.location) == (80.0, 120.0, 16.0, 16.0, "right lung")
