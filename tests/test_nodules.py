@@ -75,3 +75,27 @@ def test_detections_come_in_the_images_pixels_with_mm_where_the_spacing_is_known
     assert len(found.detections) == 1  # the 0.3 peak is below the operating point
     d = found.detections[0]
     assert (d.x, d.y, d.radius_px, d.diameter_mm, d.location) == (80.0, 120.0, 16.0, 16.0, "right lung")
+
+
+def test_the_sr_holds_each_nodule_as_a_circle_with_its_score_and_diameter(tmp_path):
+    pytest.importorskip("highdicom")
+    import pydicom
+
+    from radsight.core import Detection, Detections, ModelRef, Prediction, Triage
+    from radsight.results.dicom import structured_report
+
+    from conftest import chest_phantom, make_dicom
+    ref = ModelRef("nod", "0")
+    source = pydicom.dcmread(make_dicom(tmp_path / "a.dcm", chest_phantom()))
+    p = Prediction(source="a.dcm", width=288, height=320, model=ref, triage=Triage(0.1, 0.5, "routine"), findings=[],
+                   sections={"nodules": Detections(ref, 0.5, [Detection(100.0, 120.0, 8.0, 3.2, 0.8, "right lung")])})
+    sr = structured_report(source, p)
+    texts = []
+
+    def walk(items):
+        for item in items:
+            texts.append(str(item.get("TextValue", "")))
+            walk(item.get("ContentSequence", []))
+    walk(sr.ContentSequence)
+    assert "Nodule 1 (right lung)" in texts
+    assert "CIRCLE" in str(sr.ContentSequence) and "Diameter" in str(sr.ContentSequence)

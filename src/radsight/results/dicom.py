@@ -20,6 +20,7 @@ from radsight.core import (
     AgeEstimate,
     Anatomy,
     Box,
+    Detections,
     Finding,
     ModelRef,
     Prediction,
@@ -48,6 +49,8 @@ APPARENT = hd.sr.CodedConcept("RS-APPEAR", SCHEME, "Apparent age and sex of the 
 APPARENT_AGE = hd.sr.CodedConcept("RS-AGE", SCHEME, "Apparent age")
 FEMALE_PROBABILITY = hd.sr.CodedConcept("RS-PF", SCHEME, "Probability of female sex")
 YEARS = hd.sr.CodedConcept("a", "UCUM", "year")
+NODULE = hd.sr.CodedConcept("27925004", "SCT", "Nodule")
+DIAMETER = hd.sr.CodedConcept("81827009", "SCT", "Diameter")
 
 
 def _equipment(model: str) -> list[hd.ContributingEquipment]:
@@ -113,6 +116,8 @@ def _measurement_report(model: ModelRef, findings: list[Finding],
                 source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds, _, _ in views]))
     if anatomy is not None and anatomy.ctr is not None and anatomy.ctr.value is not None:
         groups.append(_ctr_group(anatomy, views[0][0]))
+    if (sections or {}).get("nodules") is not None:
+        groups += _nodule_groups(sections["nodules"], views[0][0])
     if (sections or {}).get("age") is not None:
         groups.append(_age_group(sections["age"], sections.get("sex"), views[0][0]))
     report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=device),
@@ -141,6 +146,27 @@ def _ctr_group(anatomy: Anatomy, source: pydicom.Dataset) -> hd.sr.MeasurementsA
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Cardiothoracic ratio ({method})"),
         finding_type=HEART, algorithm_id=algorithm, measurements=measurements,
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)])
+
+
+def _nodule_groups(found: Detections, source: pydicom.Dataset) -> list:
+    """One group a detected nodule: a circle on the source image (centre and a point on its edge), its score
+    and, where the spacing is known, its diameter in mm."""
+    algorithm = hd.sr.AlgorithmIdentification(name=f"radsight {found.model.name}", version=found.model.version,
+                                              family=codes.DCM.ArtificialIntelligence)
+    groups = []
+    for i, d in enumerate(found.detections, 1):
+        circle = np.array([[d.x, d.y], [d.x + max(d.radius_px, 1.0), d.y]], dtype=np.float32)
+        region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.CIRCLE, graphic_data=circle,
+                                   source_image=hd.sr.SourceImageForRegion.from_source_image(source))
+        measurements = [hd.sr.Measurement(name=PROBABILITY, value=round(d.score, 6), unit=NO_UNITS,
+                                          algorithm_id=algorithm)]
+        if d.diameter_mm is not None:
+            measurements.append(hd.sr.Measurement(name=DIAMETER, value=round(d.diameter_mm, 1), unit=MM,
+                                                  algorithm_id=algorithm))
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"Nodule {i} ({d.location})"),
+            referenced_region=region, finding_type=NODULE, algorithm_id=algorithm, measurements=measurements))
+    return groups
 
 
 def _age_group(age: AgeEstimate, sex: SexEstimate | None,

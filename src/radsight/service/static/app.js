@@ -97,13 +97,15 @@ function paneData(r) {
   if ((r.views || []).some((v) => "read" in v)) {
     return r.views.filter((v) => v.read).map((v) => ({
       label: v.view, image: `image.${v.view}.png`, width: v.width, height: v.height,
-      findings: withAgeMap(v.findings || {}, v.age, r.explanation), anatomy: v.anatomy, derived: [] }));
+      findings: withAgeMap(v.findings || {}, v.age, r.explanation), anatomy: v.anatomy, nodules: v.nodules,
+      derived: [] }));
   }
   const own = r.explanation || "cam";  // results before schema 1.3 were CAM's
   const findings = Object.fromEntries(r.findings.map((f) => [f.name, {
     boxes: f.boxes || [], heatmaps: f.heatmaps || (f.heatmap ? { [own]: f.heatmap } : {}) }]));
   return [{ label: (r.study && r.study.view_position) || "radiograph", image: "image.png", width: r.width,
-            height: r.height, findings: withAgeMap(findings, r.age, own), anatomy: r.anatomy, derived: r.views || [] }];
+            height: r.height, findings: withAgeMap(findings, r.age, own), anatomy: r.anatomy, nodules: r.nodules,
+            derived: r.views || [] }];
 }
 
 // The age head's map (where the apparent age is read) is drawn like a finding's, under the name "Age".
@@ -257,6 +259,13 @@ function drawMarks(p, positive, checked) {
         m.strokeStyle = findingColour(name); m.strokeRect(b.x * sx, b.y * sy, b.width * sx, b.height * sy);
         placed.push(label(m, name, b.x * sx + 2, b.y * sy + 2, size, placed, h));
       }
+    }
+  }
+  if ($("show-boxes").checked) {  // detected nodules: a circle each, with its score
+    m.strokeStyle = m.fillStyle = "#ffdc00";
+    for (const d of (p.nodules || {}).detections || []) {
+      m.beginPath(); m.arc(d.x * sx, d.y * sy, d.radius_px * sx + 3, 0, 2 * Math.PI); m.stroke();
+      m.fillText(`nodule ${d.score.toFixed(2)}`, (d.x + d.radius_px) * sx + 6, (d.y - d.radius_px) * sy);
     }
   }
   const a = p.anatomy || {};
