@@ -29,7 +29,7 @@ def train(
     channels_last: bool = typer.Option(False, "--channels-last", help="classification: NHWC memory layout"),
     task: str = typer.Option("findings", help="a head's task word: findings | abnormal (binary pretraining) | "
                                               "anatomy (lung segmentation) | bone-suppression | view (frontal or "
-                                              "lateral) | age-sex"),
+                                              "lateral) | age-sex | nodules"),
     views: str = typer.Option("frontal", help="classification: frontal, or frontal,lateral (a two-view "
                                               "architecture; manifests with study_id and view columns)"),
     masks: list[Path] = typer.Option([], exists=True, file_okay=False,
@@ -54,6 +54,9 @@ def train(
     init_from: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                              help="classification: start from this checkpoint (e.g. --task abnormal); "
                                                   "anatomy, age-sex: a U-Net's model.onnx too"),
+    simulated_share: float = typer.Option(0.5, min=0.0, max=1.0,
+                                          help="nodules: the share of each batch drawn from films without a nodule, "
+                                               "with simulated ones (0: real nodule films only)"),
     metadata: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                             help="age-sex: NIH's Data_Entry table (CSV or .csv.gz), filling the "
                                                  "manifests' empty age and sex cells by image name"),
@@ -93,7 +96,7 @@ def train(
         targets=str(targets) if targets else None, stages=stages, kind=kind, holdout=words(holdout), val=words(val),
         iterations=iterations, checkpoint_every=checkpoint_every, region=region, sources=words(sources),
         bone_model=bone_model, init_from=str(init_from) if init_from else None, architecture=architecture,
-        metadata=str(metadata) if metadata else None,
+        metadata=str(metadata) if metadata else None, simulated_share=simulated_share,
         input_size=input_size, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
         stop_after=stop_after)
     module, function = head.train.split(":")

@@ -220,13 +220,14 @@ def train_nodules(cfg: NoduleTrainConfig) -> Path:
     return out / "best.pt"
 
 
-READS = {"init_from", "input_size", "iterations", "checkpoint_every", "batch_size", "lr"}
+READS = {"init_from", "input_size", "iterations", "checkpoint_every", "batch_size", "lr", "simulated_share"}
 
 
 def from_request(r: TrainRequest) -> str:
     """``radsight train --task nodules``: jsrt-scr's manifest (nodule_x, nodule_y, nodule_size_mm)."""
     manifest, images = r.one_dataset()
     return "chosen checkpoint: " + str(train_nodules(NoduleTrainConfig(
-        manifest=manifest, images=images, out=r.out, init_from=r.init_from, input_size=r.input_size or 256,
+        manifest=manifest, images=images, out=r.out, init_from=r.init_from, simulated=r.simulated_share,
+        input_size=r.input_size or 256,
         iterations=r.iterations or 800, checkpoint_every=r.checkpoint_every, batch_size=r.batch_size or 8,
         lr=r.lr, seed=r.seed, threads=r.threads, stop_after=r.stop_after)))

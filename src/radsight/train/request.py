@@ -31,6 +31,7 @@ class TrainRequest:
     sources: tuple[str, ...] = ("original",)
     bone_model: str = DEFAULT_BONE_MODEL
     init_from: str | None = None
+    simulated_share: float = 0.5  # nodules: the share of each batch from nodule-free films with simulated ones
     metadata: str | None = None  # age-sex: a metadata table filling the manifests' empty age/sex cells
     architecture: str = "densenet-small"
     input_size: int | None = None
