@@ -35,7 +35,7 @@ from radsight.train.unet import unet_from_onnx
 
 
 @dataclass
-class NoduleTrainConfig:
+class NoduleConfig:
     manifest: str  # image, split, nodule_x, nodule_y (pixels of the image as stored), nodule_size_mm
     images: str
     out: str
@@ -66,7 +66,7 @@ class Films:
     names: list[str] = field(default_factory=list)
 
 
-def read_films(cfg: NoduleTrainConfig, split: str) -> Films:
+def read_films(cfg: NoduleConfig, split: str) -> Films:
     lungs = LungModel(cfg.lung_model, cfg.threads)
     with open(cfg.manifest, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("split") == split]
@@ -92,11 +92,15 @@ def read_films(cfg: NoduleTrainConfig, split: str) -> Films:
 
 
 def targets(nodules: list[tuple[float, float, float]], size: int, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """A Gaussian peak of 1 at each centre (sigma a third of the radius, at least 1 px) and the log radius (px)
-    where a peak is above one half (-inf elsewhere: no radius loss there)."""
+    """A Gaussian peak of exactly 1 at each centre's nearest pixel (sigma a third of the radius, at least 1 px; a
+    centre off the grid has none) and the log radius (px) where a peak is above one half (-inf elsewhere: no
+    radius loss there)."""
     heat, radius = np.zeros((size, size), np.float32), np.full((size, size), -np.inf, np.float32)
     yy, xx = np.mgrid[:size, :size]
     for x, y, diameter in nodules:
+        x, y = round(x), round(y)
+        if not (0 <= x < size and 0 <= y < size):
+            continue
         r = diameter / 2 / spacing_mm
         g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * max(1.0, r / 3) ** 2)).astype(np.float32)
         heat = np.maximum(heat, g)
@@ -128,7 +132,7 @@ def focal_loss(logits: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
 class NoduleTask(Task):
     unit = "checkpoint"
 
-    def __init__(self, cfg: NoduleTrainConfig, train: Films, val: Films, contrasts: np.ndarray,
+    def __init__(self, cfg: NoduleConfig, train: Films, val: Films, contrasts: np.ndarray,
                  net: torch.nn.Module):
         self.cfg, self.train, self.val, self.contrasts, self.net = cfg, train, val, contrasts, net
         self.real = [i for i, n in enumerate(train.nodules) if n]
@@ -195,7 +199,7 @@ def real_contrasts(films: Films) -> np.ndarray:
                        for i, found in enumerate(films.nodules) for x, y, d in found])
 
 
-def train_nodules(cfg: NoduleTrainConfig) -> Path:
+def train_nodules(cfg: NoduleConfig) -> Path:
     """Train, keep the checkpoint of the best val CPM, and store its operating point (``fitted.threshold``)."""
     out = start_run(cfg)
     train, val = read_films(cfg, "train"), read_films(cfg, "val")
@@ -226,7 +230,7 @@ READS = {"init_from", "input_size", "iterations", "checkpoint_every", "batch_siz
 def from_request(r: TrainRequest) -> str:
     """``radsight train --task nodules``: jsrt-scr's manifest (nodule_x, nodule_y, nodule_size_mm)."""
     manifest, images = r.one_dataset()
-    return "chosen checkpoint: " + str(train_nodules(NoduleTrainConfig(
+    return "chosen checkpoint: " + str(train_nodules(NoduleConfig(
         manifest=manifest, images=images, out=r.out, init_from=r.init_from, simulated=r.simulated_share,
         input_size=r.input_size or 256,
         iterations=r.iterations or 800, checkpoint_every=r.checkpoint_every, batch_size=r.batch_size or 8,
