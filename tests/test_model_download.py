@@ -121,4 +121,6 @@ def test_catalog_keeps_publishers_labels_and_thresholds():
     assert nih.operating_points()["Atelectasis"] == pytest.approx(0.039117552)
     chex = catalog.CATALOG["xrv-densenet121-res224-chex"]
     assert "Lung Opacity" in chex.operating_points() and "Infiltration" not in chex.operating_points()
-    assert set(catalog.FORMAT_DEFAULTS) == {"xrv-densenet", "xrv-resnet", "chexnet", "gusarev-bone", "xrv-pspnet"}
+    assert set(catalog.FORMAT_DEFAULTS) == {"xrv-densenet", "xrv-resnet", "chexnet", "gusarev-bone", "xrv-pspnet",
+                                            "xrv-riken-age"}
+    assert catalog.CATALOG["xrv-riken-age"].input.size == 320 and catalog.CATALOG["xrv-riken-age"].labels == ["age"]
