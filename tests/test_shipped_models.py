@@ -56,3 +56,14 @@ def test_view_classifier_on_held_out_images_matches_its_card(tmp_path):
     m = evaluate_views(ViewModel("radsight-view-cnn"), rows, tmp_path / "eval")["overall"]
     assert (m["laterals"], m["frontals"], m["accuracy"]) == (3, 139, 1.0)  # MODEL_CARD.md
     assert m["lateral_probabilities"] == pytest.approx([0.9997, 0.8185, 0.9568], abs=2e-4)
+
+
+def test_age_sex_model_on_jsrt_test_films_matches_its_card(tmp_path):
+    from radsight.data.demographics import read_demographics
+    from radsight.evaluate.age_sex import evaluate_age_sex
+    from radsight.models.store import get_model
+    root = shared("jsrt-scr")
+    rows = read_demographics(root / "manifest.csv", root / "images").split("test")
+    m = evaluate_age_sex(get_model("radsight-age-sex-demo"), rows, tmp_path, bootstrap=50)
+    assert m["age"]["films"] == 16 and m["age"]["mae"] == pytest.approx(8.343, abs=5e-3)  # MODEL_CARD.md
+    assert m["age"]["uncorrected_mae"] == pytest.approx(7.478, abs=5e-3) and m["sex"]["auroc"] == pytest.approx(0.967, abs=5e-3)
