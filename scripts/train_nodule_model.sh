@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trains the nodule detector on jsrt-scr's train split (37 films with a real nodule; the 58 without one carry
 # simulated nodules), its val split choosing the checkpoint and the operating point; the same run without
-# simulated nodules for the ablation; exports the first and measures both on the test split.
+# simulated nodules for the ablation; exports the first and measures both on the test split. The export goes to
+# src/radsight/weights/radsight-nodule-det, where it is on by default: ship it only with a card that earns that.
 #   bash scripts/train_nodule_model.sh ../shared/data [run-folder] [threads] [iterations]
 # Needs radsight[train]. Re-running resumes from each run folder's last checkpoint.
 set -euo pipefail
