@@ -96,6 +96,8 @@ def test_sections_say_the_estimate_the_gap_and_a_mismatch_without_copying_the_st
     assert unstated["age"].gap is None and unstated["sex"].mismatch is None
     female = read_age_sex(_cfg(fitted), outputs, Radiograph(pixels, "x.dcm", ImageMeta(stated_sex="F")))
     assert female["sex"].mismatch is False
+    oldest = read_age_sex(_cfg(fitted), outputs, Radiograph(pixels, "x.dcm", ImageMeta(stated_age_years=93.0)))
+    assert oldest["age"].gap is None  # it would give the exact age back
     ageonly = read_age_sex(_cfg({}, ("age",)), {"age": np.array([[33.0]])}, stated)
     assert ageonly["age"].estimate == 33.0 and ageonly["sex"].probability_female is None
 

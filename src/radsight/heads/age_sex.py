@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radsight.core import AgeEstimate, ModelRef, Prediction, Radiograph, SexEstimate
+from radsight.core import OLDEST_WRITTEN, AgeEstimate, ModelRef, Prediction, Radiograph, SexEstimate
 from radsight.heads.base import Head
 from radsight.inputs.preprocess import prepare, resize, working_size
 from radsight.models.config import AGE_SEX, ModelConfig
@@ -74,8 +74,9 @@ def read_age_sex(cfg: ModelConfig, outputs: dict[str, np.ndarray], image: Radiog
     estimate = float(corrected_age(raw, fitted))
     lo, hi = fitted.get("interval_80", [0.0, 0.0])
     stated = image.meta.stated_age_years
-    age = AgeEstimate(ref, estimate, (max(0.0, estimate + lo), estimate + hi),
-                      None if stated is None else float(age_gap(raw, stated, fitted)))
+    # no gap for a stated age over 89: with the estimate and the fitted corrections it would give the age back
+    gap = None if stated is None or stated > OLDEST_WRITTEN else float(age_gap(raw, stated, fitted))
+    age = AgeEstimate(ref, estimate, (max(0.0, estimate + lo), estimate + hi), gap)
     if "female_logit" not in outputs:
         return {"age": age, "sex": SexEstimate(ref, None, reason=f"model {cfg.name} estimates no sex")}
     p_female = float(sigmoid(outputs["female_logit"].reshape(-1)[0]))
@@ -115,7 +116,7 @@ def age_line(age: AgeEstimate) -> str:
 
 
 def _years(value: float) -> str:
-    return "90+" if value > 89 else f"{value:.0f}"
+    return "90+" if value > OLDEST_WRITTEN else f"{value:.0f}"
 
 
 def draw_age_sex(draw, prediction: Prediction, scale: float, w: int, h: int) -> None:

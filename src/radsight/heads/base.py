@@ -49,9 +49,10 @@ class Head:
     puts ``read(cfg, outputs, image)`` in the prediction's ``sections[section]`` (a head with several
     ``sections`` reads a dict of them): a new head needs no other code in the predictor or the writer.
     ``heatmap``: (name, fn(session, image) -> map): a map ``--heatmaps-for NAME`` asks for, put in the
-    prediction's heatmaps under that name. The heads of the first release are wired into the predictor by hand, since
-    they feed one another (the lungs crop the classifier's input, the view decides what is read, the gate scores
-    the classifier's features)."""
+    prediction's heatmaps under that name. ``reads_lungs``: ``read`` also takes ``lungs=``, the plausible lung
+    labels on the anatomy grid (None without them). The heads of the first release are wired into the predictor
+    by hand, since they feed one another (the lungs crop the classifier's input, the view decides what is read,
+    the gate scores the classifier's features)."""
 
     task: str
     summary: str
@@ -66,4 +67,4 @@ class Head:
     evaluate: str | None = None
     on_each_image: bool = False
     heatmap: tuple[str, Callable] | None = None
-    reads_lungs: bool = False  # read(..., lungs=LABELS): the plausible lung labels on the anatomy grid, or None
+    reads_lungs: bool = False

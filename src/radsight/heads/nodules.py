@@ -17,7 +17,7 @@ DEFAULT_NODULE_MODEL = "radsight-nodule-det"
 NODULE_COLOUR = (255, 220, 0)
 CANDIDATES = 20  # at most this many points a film before the operating point
 MIN_SCORE = 0.02
-NO_LUNGS = "no lung fields found: nodules are searched for only where lung lies"
+NO_LUNGS = "no plausible lung fields (or no lung model ran): nodules are searched for only where lung lies"
 
 
 def decode(centre_logits: np.ndarray, log_radius: np.ndarray, region: np.ndarray | None = None,
