@@ -26,6 +26,12 @@ class Case:
     tags: list[dict] = field(default_factory=list)  # per lesion: subtlety, size group... for sensitivity by group
 
 
+def reaches(x: float, y: float, lesion: tuple[float, float, float], spacing_mm: float) -> bool:
+    """Whether a detection at (x, y) hits ``lesion`` (x, y, diameter mm): within max(diameter / 2, 10 mm)."""
+    lx, ly, diameter = lesion
+    return (x - lx) ** 2 + (y - ly) ** 2 <= (max(diameter / 2, MIN_RADIUS_MM) / spacing_mm) ** 2
+
+
 @dataclass
 class Marks:
     """Every detection of a case list, flattened: its score, its image, and the lesion it finds (a global lesion
@@ -44,9 +50,8 @@ def mark(cases: list[Case]) -> Marks:
         found: set[int] = set()
         for x, y, score in sorted(case.detections, key=lambda d: -d[2]):
             hit = -1
-            for j, (lx, ly, diameter) in enumerate(case.lesions):
-                reach = max(diameter / 2, MIN_RADIUS_MM) / case.spacing_mm
-                if (x - lx) ** 2 + (y - ly) ** 2 <= reach ** 2:
+            for j, target in enumerate(case.lesions):
+                if reaches(x, y, target, case.spacing_mm):
                     hit = -2 if j in found else first + j
                     if j not in found:
                         found.add(j)

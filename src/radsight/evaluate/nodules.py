@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from radsight.core import InputError
-from radsight.evaluate.froc import MIN_RADIUS_MM, Case, froc, mark
+from radsight.evaluate.froc import MIN_RADIUS_MM, Case, froc, mark, reaches
 from radsight.evaluate.progress import stage
 from radsight.evaluate.request import EvaluateRequest
 from radsight.heads.anatomy import LungModel
@@ -92,8 +92,7 @@ def pictures(cases: list[Case], rows: list[dict], images: Path, threshold: float
             reach = max(d / 2, MIN_RADIUS_MM) / case.spacing_mm
             draw.ellipse([lx - reach, ly - reach, lx + reach, ly + reach], outline=(0, 220, 255), width=2)
         for x, y, s in shown:
-            hit = any((x - lx) ** 2 + (y - ly) ** 2 <= (max(d / 2, MIN_RADIUS_MM) / case.spacing_mm) ** 2
-                      for lx, ly, d in case.lesions)
+            hit = any(reaches(x, y, lesion, case.spacing_mm) for lesion in case.lesions)
             draw.ellipse([x - 6, y - 6, x + 6, y + 6], outline=(0, 255, 0) if hit else (255, 60, 60), width=2)
             draw.text((x + 8, y - 8), f"{s:.2f}", fill=(0, 255, 0) if hit else (255, 60, 60))
         name = f"{Path(r['image']).stem}.detections.png"
@@ -112,11 +111,10 @@ def evaluate_nodules(cfg: ModelConfig, lung_model: str, rows: list[dict], images
     metrics["image_auroc_ci"] = metrics["froc"].pop("image_auroc_ci", None)
     metrics["by_subtlety"] = by_group(cases, threshold, "subtlety")
     metrics["by_size"] = by_group(cases, threshold, "size")
+    marks = mark(cases)
     metrics["at_threshold"] = {
         "found": sum(g["found"] for g in metrics["by_size"].values()),
-        "false_positives_per_image": sum(1 for c in cases for x, y, s in c.detections if s >= threshold and not any(
-            (x - lx) ** 2 + (y - ly) ** 2 <= (max(d / 2, MIN_RADIUS_MM) / c.spacing_mm) ** 2
-            for lx, ly, d in c.lesions)) / max(1, len(cases))}
+        "false_positives_per_image": int(((marks.lesion == -1) & (marks.scores >= threshold)).sum()) / max(1, len(cases))}
     out.mkdir(parents=True, exist_ok=True)
     metrics["pictures"] = pictures(cases, read, images, threshold, out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -21,6 +21,11 @@ class Inputs:
     lungs: LungResult | None = None
     bone: BoneViews | None = None
 
+    @property
+    def plausible_lungs(self) -> np.ndarray | None:
+        """The lung labels on the anatomy grid when the lung model found plausible lungs, else None."""
+        return self.lungs.labels if self.lungs is not None and self.lungs.anatomy.plausible else None
+
 
 class InputBuilder:
     """``lung_model``/``bone_model``: names, configs or None. A spec that reads a view whose model is missing

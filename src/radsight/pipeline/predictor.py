@@ -127,7 +127,7 @@ class Predictor:
         method = method or self.method
         built = self.inputs.build(image, anatomy=True)
         out = self.model(built.x[None], self.explanations.outputs(method))
-        lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
+        lungs = built.plausible_lungs
         prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
         prediction.view = view
         prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
@@ -166,7 +166,7 @@ class Predictor:
         built = self.inputs.build(images[front], anatomy=True)
         lateral = prepare(images[side], self.cfg.input)[0][None] if side is not None else None
         out = self.model(built.x[None], self.explanations.outputs(self.method), lateral)
-        lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
+        lungs = built.plausible_lungs
         shown = 1 + (side is not None)
         results = []
         order = [i for i in (front, side) if i is not None] + [i for i in range(len(images)) if i not in (front, side)]
@@ -192,7 +192,7 @@ class Predictor:
                               explain: Collection[str] = ()) -> None:
         """The anatomy (lung fields, CTR, mask), the computed views (soft tissue, bone) and the sections of the heads
         run on each image (``Head.on_each_image``), of the image read, with their maps named in ``explain``."""
-        lungs = built.lungs.labels if built.lungs is not None and built.lungs.anatomy.plausible else None
+        lungs = built.plausible_lungs
         for head, session in self.each_image:
             outputs = session.run(prepare(image, session.cfg.input)[0][None])
             read = head.read(session.cfg, outputs, image, **({"lungs": lungs} if head.reads_lungs else {}))
