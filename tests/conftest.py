@@ -26,14 +26,20 @@ SHARED_DATA = Path(os.environ.get("RADSIGHT_SHARED_DATA", Path(__file__).resolve
 
 
 def chest_phantom(rows: int = 320, cols: int = 288, seed: int = 0) -> np.ndarray:
-    """A chest-like float image in [0, 1] (MONOCHROME2): dark lungs, bright mediastinum and borders."""
+    """A chest-like float image in [0, 1] (MONOCHROME2): dark lungs crossed by ribs, a bright mediastinum and heart,
+    soft edges, dark air beside the body; real lung models find its lung fields."""
+    from scipy import ndimage
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
     y, x = yy / rows, xx / cols
     img = 0.75 - 0.15 * y
-    for cx in (0.3, 0.7):
-        lung = ((x - cx) / 0.17) ** 2 + ((y - 0.5) / 0.33) ** 2 < 1
-        img = np.where(lung, 0.25 + 0.1 * y, img)
-    img = np.where(((x - 0.55) / 0.12) ** 2 + ((y - 0.65) / 0.12) ** 2 < 1, 0.7, img)  # heart
+    lungs = sum((((x - cx) / 0.17) ** 2 + ((y - 0.5) / 0.33) ** 2 < 1).astype(np.float64) for cx in (0.3, 0.7))
+    lungs = ndimage.gaussian_filter(lungs, rows / 60)
+    img = img * (1 - lungs) + (0.25 + 0.1 * y) * lungs
+    heart = ndimage.gaussian_filter((((x - 0.55) / 0.12) ** 2 + ((y - 0.65) / 0.12) ** 2 < 1).astype(np.float64),
+                                    rows / 80)
+    img = img * (1 - heart) + 0.7 * heart
+    ribs = 0.06 * (np.sin(2 * np.pi * (9 * y + 0.8 * np.abs(x - 0.5))) > 0.6) * lungs
+    img = (img + ndimage.gaussian_filter(ribs, 2)) * ndimage.gaussian_filter((np.abs(x - 0.5) < 0.46) * 1.0, 3)
     img += 0.02 * np.random.default_rng(seed).standard_normal(img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
 

@@ -151,3 +151,47 @@ def test_a_study_whose_frontal_the_gate_refuses_is_refused_unless_allowed(gated_
     assert allowed.exit_code == 0 and "OUT OF DISTRIBUTION" in allowed.output
     doc = json.loads((tmp_path / "a" / f"{uid}.json").read_text())
     assert doc["ood"]["in_distribution"] is False and doc["ood"]["score"] > doc["ood"]["threshold"]
+
+
+def synthetic_non_radiograph(path):
+    """Greyscale gradients, a sinusoid and noise: radiograph-like statistics, no anatomy."""
+    y, x = np.mgrid[0:512, 0:512] / 512
+    img = 0.4 * x + 0.3 * y + 0.15 * np.sin(12 * np.pi * x) * np.cos(8 * np.pi * y)
+    img += 0.05 * np.random.default_rng(0).standard_normal(img.shape)
+    img = (img - img.min()) / (img.max() - img.min())
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def whited_out(image, predictor, side: int):
+    """``image`` with one hemithorax (``side``: 1 right, 2 left lung field) opaque, as in a massive effusion."""
+    from dataclasses import replace
+
+    from scipy import ndimage
+
+    from radsight.inputs.preprocess import resize
+    lung = resize((predictor.lungs.segment(image).labels == side).astype(np.float32), image.height, image.width) > 0.5
+    soft = ndimage.gaussian_filter(ndimage.binary_dilation(lung, iterations=image.width // 100).astype(np.float32),
+                                   image.width / 150)
+    opaque = np.float32(np.quantile(image.pixels, 0.9))
+    return replace(image, pixels=(image.pixels * (1 - soft) + opaque * soft).astype(np.float32))
+
+
+def test_an_image_without_thoracic_anatomy_is_refused_and_a_whited_out_hemithorax_admitted(tmp_path):
+    """The shipped gate with the lung model: no lung field, no heart -> not a chest radiograph, whatever the score;
+    one lung field opaque (effusion, collapse) -> admitted with its findings, among the most urgent films."""
+    from radsight.io import load_image
+    from radsight.pipeline.predictor import Predictor
+
+    from conftest import corpus_file
+    predictor = Predictor()
+    with pytest.raises(InputError, match="no thoracic anatomy found"):
+        predictor.admit(load_image(synthetic_non_radiograph(tmp_path / "synthetic.png")))
+    film = load_image(corpus_file("RG1_UNCR.dcm"))
+    for side in (1, 2):
+        opaque = whited_out(film, predictor, side)
+        predictor.admit(opaque)
+        prediction = predictor.predict(opaque)
+        assert prediction.ood.in_distribution and prediction.ood.reason is None and len(prediction.findings) == 14
+    result = runner.invoke(app, ["analyze", str(tmp_path / "synthetic.png"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "no thoracic anatomy found" in result.output

@@ -148,11 +148,20 @@ class UrgentCheck:
 
 @dataclass
 class OodCheck:
-    """How far an image lies from the chest radiographs the model was fitted on (``radsight.heads.ood``)."""
+    """How far an image lies from the chest radiographs the model was fitted on (``radsight.heads.ood``); ``reason``:
+    why it is refused whatever its score (no thoracic anatomy found in it)."""
 
-    score: float
-    threshold: float
+    score: float | None  # None: the model has no gate (refused for its ``reason`` alone)
+    threshold: float | None
     in_distribution: bool
+    reason: str | None = None
+
+    @property
+    def why(self) -> str:
+        """Why the image is refused, in words."""
+        over = self.score is not None and self.threshold is not None and self.score > self.threshold
+        return "; ".join(([self.reason] if self.reason else [])
+                         + ([f"out-of-distribution score {self.score:.2f} > {self.threshold:.2f}"] if over else []))
 
 
 @dataclass

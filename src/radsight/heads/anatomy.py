@@ -113,6 +113,22 @@ def with_mm(ctr, spacing_mm: tuple[float, float] | None):
     return ctr
 
 
+# Lung fields (and heart) cover at least 6.8% of every frontal film measured (train64, lung-masks-public and RSNA val,
+# JSRT) and a film with one hemithorax whited out about half as much; drawings, CT, ultrasound and photographs mostly
+# none (radsight-nih64-demo's model card).
+MIN_THORAX_SHARE = 0.02
+NO_THORAX = "no thoracic anatomy found (no lung field, no heart): not a chest radiograph"
+
+
+def thoracic_anatomy_absent(found: LungResult) -> str | None:
+    """Why ``found`` shows no thorax at all, or None: the lung model's fields (and the heart, with a model that
+    outlines it) over less than :data:`MIN_THORAX_SHARE` of the image. One lung field alone is a thorax."""
+    share = float((found.probability >= 0.5).mean())
+    if found.masks is not None:
+        share += float(found.masks["heart"].mean())
+    return NO_THORAX if share < MIN_THORAX_SHARE else None
+
+
 def lung_masked(pixels: np.ndarray, probability: np.ndarray) -> np.ndarray:
     """The radiograph with everything outside the lung model's fields (probability >= 0.5) set to black."""
     inside = resize(probability, *pixels.shape) >= 0.5

@@ -19,7 +19,7 @@ from radsight.data.manifest import Manifest
 from radsight.explain import DEFAULT_METHOD, Explainer
 from radsight.explain.boxes import BoxConfig, heatmap_boxes
 from radsight.explain.session import Explanations
-from radsight.heads.anatomy import LungModel
+from radsight.heads.anatomy import LungModel, thoracic_anatomy_absent
 from radsight.heads.bone import BoneModel
 from radsight.heads.findings import read_findings, read_triage
 from radsight.heads.lung_geometry import EvidenceRegions
@@ -30,7 +30,7 @@ from radsight.inputs.preprocess import Crop, prepare, working_size
 from radsight.io import load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_VIEW_MODEL, get_model
-from radsight.pipeline.inputs import InputBuilder, installed
+from radsight.pipeline.inputs import InputBuilder, Inputs, installed
 from radsight.runtime.onnx import Classifier, OnnxModel
 
 
@@ -91,9 +91,19 @@ class Predictor:
         out = out if out is not None else self.model(self.inputs.build(image).x[None])
         return {"classifier": out["features"][0], **describe(image)}
 
-    def ood(self, image: Radiograph) -> OodCheck | None:
-        """The out-of-distribution check alone (one classifier pass); None when the model has no gate."""
-        return self.gate.check(self.gate_vectors(image)) if self.gate else None
+    def ood(self, image: Radiograph, built: Inputs | None = None,
+            out: dict[str, np.ndarray] | None = None) -> OodCheck | None:
+        """The out-of-distribution check: the gate's score (from ``out``, the classifier's outputs for ``built``,
+        else one classifier pass), and a refusal whatever the score when the lung model finds no thorax in the image
+        (``built``: its inputs with the anatomy, else built here). None when neither the gate nor a lung model
+        runs."""
+        built = built if built is not None else self.inputs.build(image, anatomy=True)
+        check = self.gate.check(self.gate_vectors(image, out if out is not None else self.model(built.x[None]))) \
+            if self.gate else None
+        absent = thoracic_anatomy_absent(built.lungs) if built.lungs is not None else None
+        if absent is None:
+            return check
+        return OodCheck(check.score if check else None, check.threshold if check else None, False, absent)
 
     def admit(self, image: Radiograph) -> None:
         """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows."""
@@ -104,14 +114,19 @@ class Predictor:
         return decide(image.meta, self.views.lateral_probability(image) if self.views else None,
                       self.views.threshold if self.views else 0.5)
 
-    def readable_alone(self, image: Radiograph) -> ViewCall | None:
+    def readable_alone(self, image: Radiograph, built: Inputs | None = None) -> ViewCall | None:
         """The view of an image analyzed on its own; :class:`InputError` for a lateral or another view that
-        cannot stand alone. None when nothing tells the view (no header view, no view classifier): frontal."""
+        cannot stand alone. None when nothing tells the view (no header view, no view classifier): frontal.
+        ``built``: the image's inputs with the anatomy; an image the view classifier calls lateral in which the
+        lung model finds no thorax is refused as not a chest radiograph instead."""
         call = self.view_of(image)
         if isinstance(call, str):
             if call == NO_VIEW:
                 return None
             raise InputError(image.source, call)
+        absent = thoracic_anatomy_absent(built.lungs) if built is not None and built.lungs is not None else None
+        if call.view == LATERAL and call.source != "header" and absent:
+            raise InputError(image.source, f"not like the frontal chest radiographs this model knows ({absent})")
         if call.view == LATERAL:
             raise InputError(image.source, f"lateral view ({_view_evidence(call)}); model {self.cfg.name} reads "
                              + ("a lateral only with its study's frontal view: send or analyze them together"
@@ -123,14 +138,14 @@ class Predictor:
         ``method`` (default: the predictor's); with "Abnormal" in ``explain``, the triage output's heatmap too
         (``heatmaps["Abnormal"]``); the out-of-distribution check (``prediction.ood``) when the model has a
         gate."""
-        view = self.readable_alone(image)
-        method = method or self.method
         built = self.inputs.build(image, anatomy=True)
+        view = self.readable_alone(image, built)
+        method = method or self.method
         out = self.model(built.x[None], self.explanations.outputs(method))
         lungs = built.plausible_lungs
         prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
         prediction.view = view
-        prediction.ood = self.gate.check(self.gate_vectors(image, out)) if self.gate else None
+        prediction.ood = self.ood(image, built, out)
         self._attach_image_results(prediction, built, image, explain)
         return prediction
 
@@ -183,8 +198,7 @@ class Predictor:
                                           reason=_unread_reason(call, self.cfg)))
         frontal = results[0].prediction
         # the gate knows frontal films read alone: with a lateral read, the frontal is checked again without it
-        frontal.ood = self.gate.check(self.gate_vectors(images[front], out if side is None else None)) \
-            if self.gate else None
+        frontal.ood = self.ood(images[front], built, out if side is None else None)
         return StudyPrediction(name, frontal.model, frontal.triage,
                                [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name, frontal.ood)
 
@@ -319,8 +333,7 @@ def refuse_ood(check: OodCheck | None, source: str, what: str = "") -> None:
     """Raise :class:`InputError` (``source``) when ``check`` finds the image unlike the radiographs the model knows;
     ``what``: the image named in the reason ("frontal view " for a study's)."""
     if check is not None and not check.in_distribution:
-        raise InputError(source, f"{what}not like the frontal chest radiographs this model knows (out-of-distribution "
-                                 f"score {check.score:.2f} > {check.threshold:.2f})")
+        raise InputError(source, f"{what}not like the frontal chest radiographs this model knows ({check.why})")
 
 
 def analyze(path: str | os.PathLike, model: str = DEFAULT_MODEL, allow_ood: bool = False) -> Prediction:

@@ -1,11 +1,12 @@
-"""DenseNet-BC with torchvision's state-dict layout, a small-input variant and a 512-px variant.
+"""DenseNet-BC with torchvision's state-dict layout, small-input variants and a 512-px variant.
 
 Key names follow torchvision (``features.denseblock1.denselayer1.norm1.weight``,
 ``classifier.weight``), so CheXNet-style checkpoints load without renaming. The ``small`` stem
 (3x3 conv, stride 1, no max-pool) keeps an 8x8 final feature map for 64-px inputs, which is what
-class activation maps are drawn from. The ``strided`` stem (the seed system's 512-px model: a 3x3
-stride-2 convolution and a stride-2 max-pool in front of the dense blocks) brings 512-px inputs to the
-first dense block at 128x128 with a quarter of the 7x7 stem's multiply-adds.
+class activation maps are drawn from; ``densenet-small-256`` (strided stem, three blocks) keeps a 16x16
+one at 256 px. The ``strided`` stem (the seed system's 512-px model: a 3x3 stride-2 convolution and a
+stride-2 max-pool in front of the dense blocks) brings 512-px inputs to the first dense block at 128x128
+with a quarter of the 7x7 stem's multiply-adds.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ VARIANTS: dict[str, DenseNetConfig] = {
         growth_rate=12, block_config=(4, 8, 12, 8), num_init_features=24, stem="small", in_chans=1
     ),
     "densenet121-512": DenseNetConfig(stem="strided"),
+    # 256-px inputs: the strided stem and three dense blocks leave a 16x16 map, fine enough to draw boxes from
+    "densenet-small-256": DenseNetConfig(
+        growth_rate=12, block_config=(6, 12, 16), num_init_features=24, stem="strided", in_chans=1
+    ),
 }
 
 

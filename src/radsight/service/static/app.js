@@ -200,7 +200,7 @@ async function open(id) {
   const t = r.triage;
   const notes = (t.urgent || []).filter((u) => u.withheld).map((u) => ` No urgent flag for ${u.finding}: ${u.withheld}.`);
   if (r.ood && !r.ood.in_distribution) {
-    notes.unshift(` OUT OF DISTRIBUTION: not like the radiographs this model knows (score ${r.ood.score.toFixed(2)}).`);
+    notes.unshift(` OUT OF DISTRIBUTION: not like the radiographs this model knows (${r.ood.reason || `score ${r.ood.score.toFixed(2)}`}).`);
   }
   for (const v of (r.views || []).filter((v) => v.read === false)) notes.push(` Not read: ${v.view || "an image"} (${v.reason}).`);
   $("summary").textContent = `triage ${t.priority}: abnormal ${pct(t.abnormal_probability)} ` +
