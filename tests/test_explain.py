@@ -297,3 +297,18 @@ def test_cli_heatmaps_for_findings_below_threshold(tiny_model, tmp_path):
     assert doc["triage"]["heatmap"] == "x.heatmap.Abnormal.png"
     bad = CliRunner().invoke(app, [*args, "--heatmaps-for", "Mass,Fracture"])
     assert bad.exit_code == 2 and "Fracture: not a label of tiny-test" in bad.output
+
+
+def test_boxes_are_absent_when_the_map_is_too_coarse_to_localize():
+    """The shipped 64-px model's 8x8 map: the heatmap is shown, no finding gets a box, and the JSON says why."""
+    from radsight.explain.boxes import coarse_map
+    from radsight.io import load_image
+    from radsight.pipeline.predictor import Predictor
+
+    from conftest import corpus_file
+    assert coarse_map((16, 16)) is None and coarse_map((16, 16), (0.8, 0.9)) is not None
+    assert "8x8 cells" in coarse_map((8, 8))
+    prediction = Predictor().predict(load_image(corpus_file("RG1_UNCR.dcm")), explain=["Effusion", "Mass"])
+    assert {"Effusion", "Mass"} <= prediction.heatmaps.keys()
+    assert all(not f.boxes for f in prediction.findings)
+    assert "8x8 cells" in prediction.boxes_withheld and "8x8 cells" in prediction.to_dict()["boxes_withheld"]

@@ -311,6 +311,7 @@ class Prediction:
     views_model: ModelRef | None = None  # the model that made ``views``
     ood: OodCheck | None = None  # None when the model has no out-of-distribution gate
     explanation: str | None = None  # the method that made ``heatmaps`` and the boxes (radsight.explain.METHODS)
+    boxes_withheld: str | None = None  # why no finding has boxes (a map too coarse to localize)
     alternates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)  # method -> heatmaps
     view: ViewCall | None = None  # the view the image was read as, and how that was decided
     sections: dict[str, Any] = field(default_factory=dict)  # results of heads run on each image, by their section

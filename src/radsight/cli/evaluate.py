@@ -79,6 +79,12 @@ def fit_ood(
                                             "benchmark)"),
     held: list[str] = typer.Option(..., help="CSV[#split] of held-out chest radiographs that set the threshold"),
     refuse_rate: float = typer.Option(0.005, help="share of the held-out radiographs the threshold refuses"),
+    by_source: bool = typer.Option(False, "--by-source", help="scale each held-out radiograph against a fit "
+                                                               "without its source (a source column, else the "
+                                                               "CSV's folder): admit sites never seen"),
+    loso: Optional[Path] = typer.Option(None, help="folder: measure leave-one-source-out first (loso_report.md)"),
+    test: list[str] = typer.Option([], help="with --loso, CSV[#split] of images that are not frontal chest "
+                                            "radiographs (kind column), which each left-out gate should refuse"),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung model, for models that read the thorax"),
 ) -> None:
     """Fit a model's out-of-distribution gate and store it beside the model.
@@ -90,7 +96,7 @@ def fit_ood(
         raise fail("refusing to fit on images marked as benchmark: they are for measuring only")
     predictor = build_predictor(model, lung_model)
     try:
-        ood = run_fit(predictor, fit, held, refuse_rate)
+        ood = run_fit(predictor, fit, held, refuse_rate, by_source, test, loso)
     except (OSError, ValueError) as exc:
         raise fail(str(exc))
     typer.echo(f"gate fitted on {ood['fitted_images']} images; threshold {ood['threshold']:.3f} refuses "

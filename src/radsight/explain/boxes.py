@@ -21,6 +21,20 @@ class BoxConfig:
     max_boxes: int = 3
 
 
+MIN_BOX_CELLS = 16  # a map coarser than this over the thorax cannot localize: a 64-px model's 8x8 spans a lobe a cell
+
+
+def coarse_map(cells: tuple[int, int], thorax_share: tuple[float, float] = (1.0, 1.0)) -> str | None:
+    """Why a map of ``cells`` (rows, columns) is too coarse to draw boxes from, or None: fewer than
+    :data:`MIN_BOX_CELLS` a side over the thorax (``thorax_share``: the share of the map's height and width the
+    thorax spans)."""
+    over = (cells[0] * thorax_share[0], cells[1] * thorax_share[1])
+    if min(over) >= MIN_BOX_CELLS:
+        return None
+    return (f"the model's map has {cells[0]}x{cells[1]} cells ({over[0]:.0f}x{over[1]:.0f} over the thorax); boxes "
+            f"need at least {MIN_BOX_CELLS}x{MIN_BOX_CELLS} to localize, so the heatmap is shown without them")
+
+
 def heatmap_boxes(heat: np.ndarray, image_height: int, image_width: int, probability: float,
                   cfg: BoxConfig = BoxConfig(), region: np.ndarray | None = None) -> list[Box]:
     """Boxes in the original image's pixel coordinates, best first.

@@ -3,13 +3,15 @@
 An image is seen three ways, each a vector scored by its Mahalanobis distance (Ledoit-Wolf covariance) to the
 fitting images:
 - ``classifier``: the classifier's pooled features (its ``features`` output);
-- ``thumbnail``: the image at 16x16, the layout of a frontal chest film;
+- ``thumbnail``: the image at 16x16, the layout of a frontal chest film (within its leading principal components);
 - ``image``: grey-level and gradient histograms at 256 px and left-right symmetry (drawings, noise and photographs
   have other textures and histograms than radiographs).
 
 Each distance is put on one scale with held-out chest radiographs (their median is 0, their 99th percentile 1);
 the score is the largest of the three, and the threshold is the score that ``refuse_rate`` of the held-out
-radiographs exceed. Fitting needs scikit-learn; scoring needs NumPy only.
+radiographs exceed. Fitted on several sources (hospitals, datasets), each held-out radiograph is scaled by its
+distance to a fit without its own source: the threshold then admits a site the gate has never seen, not only
+another film of the sites it knows. Fitting needs scikit-learn; scoring needs NumPy only.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from radsight.models.config import ModelConfig
 from radsight.models.store import DEFAULT_MODEL, ChecksumMismatch, ModelNotFound, sha256_file
 
 PARTS = ("classifier", "thumbnail", "image")
+# The thumbnail is measured within its 64 leading principal components: the full 256-cell covariance refused 8% of
+# a new site's films (JSRT, left out of the fit) for their burned-in boxes and markers (the model card's table).
+COMPONENTS = {"thumbnail": 64}
 THUMBNAIL = 16
 STATS_SIZE = 256
 GRADIENT_EDGES = np.r_[0.0, np.geomspace(1e-3, 1.0, 15)]
@@ -104,19 +109,38 @@ def load_gate(cfg: ModelConfig) -> OodGate | None:
     return OodGate.load(path)
 
 
-def fit_gate(fit: dict[str, np.ndarray], held: dict[str, np.ndarray], refuse_rate: float) -> tuple[OodGate, np.ndarray]:
+def _part(vectors: np.ndarray, components: int | None = None) -> Part:
+    """Ledoit-Wolf Mahalanobis; with ``components``, within the leading principal components only (a rank-k
+    precision), so that a few odd cells (a burned-in box, a ring marker) do not dominate the distance."""
+    vectors = vectors.astype(np.float64)
+    if components is None or components >= min(vectors.shape):
+        from sklearn.covariance import LedoitWolf
+        covariance = LedoitWolf().fit(vectors)
+        return Part(covariance.location_, covariance.precision_, 0.0, 1.0)
+    mean = vectors.mean(axis=0)
+    _, singular, axes = np.linalg.svd(vectors - mean, full_matrices=False)
+    variance = singular[:components] ** 2 / (len(vectors) - 1)
+    return Part(mean, (axes[:components].T / variance) @ axes[:components], 0.0, 1.0)
+
+
+def fit_gate(fit: dict[str, np.ndarray], held: dict[str, np.ndarray], refuse_rate: float,
+             fit_sources: np.ndarray | None = None, held_sources: np.ndarray | None = None
+             ) -> tuple[OodGate, np.ndarray]:
     """A gate from the fitting images' vectors and the held-out radiographs' vectors (name -> (N, K)); also the
-    held-out scores."""
-    from sklearn.covariance import LedoitWolf
-    parts = {}
+    held-out scores. With each row's source (``fit_sources``, ``held_sources``; two or more fitted), a held-out
+    radiograph's distances, which set the scale and the threshold, are to a fit without its source."""
+    cross = fit_sources is not None and held_sources is not None and len(set(fit_sources)) > 1
+    parts, distances = {}, {}
     for name in PARTS:
-        covariance = LedoitWolf().fit(fit[name].astype(np.float64))
-        part = Part(covariance.location_, covariance.precision_, 0.0, 1.0)
-        distances = part.distance(held[name])
-        part.median, part.q99 = float(np.median(distances)), float(np.quantile(distances, 0.99))
-        parts[name] = part
+        part = parts[name] = _part(fit[name], COMPONENTS.get(name))
+        distances[name] = part.distance(held[name])
+        for source in set(held_sources) if cross else ():
+            rows, others = held_sources == source, fit_sources != source
+            if others.any() and rows.any():
+                distances[name][rows] = _part(fit[name][others], COMPONENTS.get(name)).distance(held[name][rows])
+        part.median, part.q99 = float(np.median(distances[name])), float(np.quantile(distances[name], 0.99))
     gate = OodGate(parts, 0.0)
-    scores = gate.scores(held)
+    scores = np.max([(distances[n] - p.median) / max(p.q99 - p.median, 1e-9) for n, p in parts.items()], axis=0)
     gate.threshold = float(np.quantile(scores, 1.0 - refuse_rate))
     return gate, scores
 

@@ -17,7 +17,7 @@ from scipy import ndimage
 from radsight.core import InputError, ModelRef, OodCheck, Prediction, Radiograph, StudyPrediction, ViewCall, ViewResult
 from radsight.data.manifest import Manifest
 from radsight.explain import DEFAULT_METHOD, Explainer
-from radsight.explain.boxes import BoxConfig, heatmap_boxes
+from radsight.explain.boxes import BoxConfig, coarse_map, heatmap_boxes
 from radsight.explain.session import Explanations
 from radsight.heads.anatomy import LungModel, thoracic_anatomy_absent
 from radsight.heads.bone import BoneModel
@@ -248,8 +248,10 @@ class Predictor:
         heatmaps = heatmaps_by(method)
         alternates = {m.name: heatmaps_by(m) for m in self.explanations.alternates if m.name != method.name}
         regions = EvidenceRegions(lungs, grid) if lungs is not None else None
+        cells = out["cams"].shape[-2], out["cams"].shape[-1] // (2 if cfg.reads_lateral else 1)
+        withheld = coarse_map(cells, _thorax_share(lungs) if crop is None else (1.0, 1.0))
         for finding in findings:
-            if finding.name in heatmaps:
+            if finding.name in heatmaps and withheld is None:
                 region = regions(finding.name) if regions else None
                 finding.boxes = heatmap_boxes(_box_heat(heatmaps[finding.name], method), image.height,
                                               image.width, finding.probability, self.boxes, region)
@@ -257,7 +259,8 @@ class Predictor:
                           model=ModelRef(cfg.name, cfg.version), triage=read_triage(cfg, probs, findings),
                           findings=findings, meta=image.meta, heatmaps=heatmaps,
                           classifier_crop=list(crop) if crop else None,
-                          explanation=method.name, alternates=alternates)
+                          explanation=method.name, alternates=alternates,
+                          boxes_withheld=withheld if heatmaps.keys() - {TRIAGE_LABEL} else None)
 
 
 def _unread_reason(call: ViewCall | str, cfg: ModelConfig) -> str:
@@ -284,6 +287,14 @@ def _full_heatmap(raw: np.ndarray, grid: tuple[int, int], crop: Crop | None, ima
     heat = np.zeros(grid, np.float32)
     heat[y0:y1, x0:x1] = method.heat(raw, y1 - y0, x1 - x0, scale)
     return heat
+
+
+def _thorax_share(lungs: np.ndarray | None) -> tuple[float, float]:
+    """The share of the image's height and width the lung fields span (the whole image when none are known)."""
+    if lungs is None or not lungs.any():
+        return 1.0, 1.0
+    rows, cols = np.flatnonzero(lungs.any(axis=1)), np.flatnonzero(lungs.any(axis=0))
+    return (rows[-1] - rows[0] + 1) / lungs.shape[0], (cols[-1] - cols[0] + 1) / lungs.shape[1]
 
 
 def _box_heat(heat: np.ndarray, method: Explainer) -> np.ndarray:

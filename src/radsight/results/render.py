@@ -80,6 +80,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
         if check.withheld:
             y = _lines(draw, (x, y), f"No urgent flag for {check.finding}: {check.withheld}", small,
                        (170, 170, 170), width)
+    if p.boxes_withheld:
+        y = _lines(draw, (x, y), f"No boxes: {p.boxes_withheld}", small, (170, 170, 170), width)
     if p.anatomy is not None:
         y = _lines(draw, (x, y), _anatomy_line(p.anatomy, p.meta.view_position), small,
                    HEART_COLOUR if p.anatomy.plausible else (255, 90, 90), width)
