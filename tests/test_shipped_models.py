@@ -67,3 +67,28 @@ def test_age_sex_model_on_jsrt_test_films_matches_its_card(tmp_path):
     m = evaluate_age_sex(get_model("radsight-age-sex-demo"), rows, tmp_path, bootstrap=50)
     assert m["age"]["films"] == 16 and m["age"]["mae"] == pytest.approx(8.343, abs=5e-3)  # MODEL_CARD.md
     assert m["age"]["uncorrected_mae"] == pytest.approx(7.478, abs=5e-3) and m["sex"]["auroc"] == pytest.approx(0.967, abs=5e-3)
+
+
+def test_held_out_two_view_studies_get_fewer_than_half_of_their_findings(tmp_path):
+    """The two-view model on patients 20, 33 and 77 (never trained on): 13, 14 and 13 of 14 findings were positive
+    with a lateral before its thresholds were fitted for studies read with one (MODEL_CARD.md)."""
+    import csv
+
+    from radsight.data.adapters import import_release
+    from radsight.evaluate.calibration import study_pairs
+    from radsight.io import load_image
+    from radsight.pipeline.predictor import Predictor
+    root = shared("multiview")
+    import_release("covid-chestxray", root, tmp_path / "all.csv")
+    rows = list(csv.DictReader(open(tmp_path / "all.csv", newline="")))
+    for r in rows:
+        r["split"] = "test" if r["patient_id"] in ("20", "33", "77") else "train"
+    with open(tmp_path / "mv.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    predictor = Predictor("radsight-twoview-demo", lung_model=None)
+    pairs = study_pairs(tmp_path / "mv.csv", root, "test")
+    counts = [sum(f.positive for f in predictor.predict_study([load_image(a), load_image(b)], a.name).findings)
+              for a, b in pairs]
+    assert len(pairs) == 3 and counts == [2, 4, 1]

@@ -134,6 +134,7 @@ class Finding:
     threshold: float
     positive: bool
     boxes: list[Box] = field(default_factory=list)
+    withheld: str | None = None  # why this finding is never called positive with this model (weak validation)
 
 
 @dataclass

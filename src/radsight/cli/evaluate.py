@@ -21,13 +21,22 @@ def calibrate(
     urgent_specificity: float = typer.Option(0.95, help="specificity of the urgent findings' own operating points"),
     urgent_min_auroc: float = typer.Option(0.80, help="an urgent finding validated below this AUROC never makes a "
                                                       "study urgent"),
+    min_auroc: Optional[float] = typer.Option(None, help="a finding validated below this AUROC (or on fewer than 3 "
+                                                         "positives) is shown but never called positive"),
+    lateral: bool = typer.Option(False, "--lateral", help="a two-view model: MANIFEST holds studies (study_id, "
+                                                          "view); fit the thresholds for studies read with their "
+                                                          "lateral from the frontal ones already chosen"),
     lung_model: str = typer.Option(DEFAULT_LUNG_MODEL, help="lung model, for models that read the thorax"),
 ) -> None:
     """Choose operating thresholds on a validation split and store them in the model's config.
 
     Each finding gets Youden's J (or a sensitivity target); urgent findings also get their own high-specificity
-    operating point, withheld from triage below the config's bars."""
+    operating point, withheld from triage below the config's bars. With --lateral, a two-view model's thresholds
+    for studies read with their lateral."""
     import numpy as np
+
+    if lateral:
+        return _calibrate_lateral(model, manifest, images, split, lung_model)
 
     from radsight.data.manifest import read_manifest
     from radsight.evaluate.calibration import (
@@ -36,6 +45,7 @@ def calibrate(
         choose_thresholds,
         choose_urgent_points,
         label_matrix,
+        validation_points,
     )
     from radsight.heads.triage import UrgentPolicy, describe_point
     from radsight.models.store import sha256_file
@@ -62,15 +72,53 @@ def calibrate(
     policy = UrgentPolicy(**{**cfg.urgent_policy, "target_specificity": urgent_specificity,
                              "min_auroc": urgent_min_auroc})
     cfg.urgent, cfg.urgent_policy = choose_urgent_points(cfg, y, scores[ok], policy), policy.to_dict()
+    cfg.validated = validation_points(cfg, y, scores[ok])
+    if min_auroc is not None:
+        cfg.finding_policy = {"min_auroc": min_auroc, "min_positives": 3}
     cfg.sha256 = sha256_file(cfg.weights_path)
     cfg.save(cfg.directory)
     for label in cfg.labels:
-        typer.echo(f"{label:20s} {cfg.thresholds[label]:.4f}  {cfg.threshold_methods[label]}")
+        withheld = cfg.withheld(label)
+        typer.echo(f"{label:20s} {cfg.thresholds[label]:.4f}  {cfg.threshold_methods[label]}"
+                   + (f"  never called: {withheld}" if withheld else ""))
     for label, point in cfg.urgent.items():
         typer.echo(describe_point(label, point, policy))
     typer.echo(f"thresholds from {int(ok.sum())} images of split {split!r} written to {cfg.directory / 'config.json'}")
 
 
+
+
+def _calibrate_lateral(model: str, manifest: Path, images: Path, split: str, lung_model: str) -> None:
+    import numpy as np
+
+    from radsight.core import InputError
+    from radsight.evaluate.calibration import lateral_thresholds, study_pairs
+    from radsight.inputs.preprocess import prepare
+    from radsight.io import load_image
+    predictor = build_predictor(model, lung_model)
+    cfg = predictor.cfg
+    if not cfg.reads_lateral:
+        raise fail(f"model {cfg.name} reads frontal views only: --lateral is for two-view models")
+    try:
+        pairs = study_pairs(manifest, images, split)
+    except (OSError, ValueError) as exc:
+        raise fail(str(exc))
+    if not pairs:
+        raise fail(f"no study of split {split!r} has both a frontal and a lateral view")
+    both, alone = [], []
+    for front, side in pairs:
+        try:
+            x, lat = (prepare(load_image(p), cfg.input)[0][None] for p in (front, side))
+        except InputError as exc:
+            raise fail(str(exc))
+        both.append(predictor.model(x, lateral=lat)["probabilities"][0])
+        alone.append(predictor.model(x)["probabilities"][0])
+    cfg.lateral_thresholds, cfg.fitted["lateral_thresholds"] = lateral_thresholds(cfg, np.array(both), np.array(alone))
+    cfg.save(cfg.directory)
+    for label in cfg.labels:
+        typer.echo(f"{label:20s} {cfg.threshold(label):.4f} -> {cfg.lateral_thresholds[label]:.4f} with a lateral")
+    typer.echo(f"lateral thresholds from {len(pairs)} studies of split {split!r} written to "
+               f"{cfg.directory / 'config.json'}")
 
 
 def fit_ood(

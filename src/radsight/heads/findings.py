@@ -20,18 +20,23 @@ PALETTE = {
 OTHER_COLOUR = (255, 255, 255)
 
 
-def read_findings(cfg: ModelConfig, probabilities) -> list[Finding]:
-    """Each finding of ``cfg`` from one image's probabilities (the model's label order), against its threshold."""
+def read_findings(cfg: ModelConfig, probabilities, lateral: bool = False) -> list[Finding]:
+    """Each finding of ``cfg`` from one image's probabilities (the model's label order), against its threshold
+    (``lateral``: a two-view model's, for a study read with its lateral); one the config's finding policy withholds
+    (validated on too few positives or below its AUROC bar) is shown with the reason and never called positive."""
     index = {label: i for i, label in enumerate(cfg.labels)}
-    return [Finding(name=name, probability=float(probabilities[index[name]]), threshold=cfg.threshold(name),
-                    positive=float(probabilities[index[name]]) >= cfg.threshold(name)) for name in cfg.findings]
+    return [Finding(name=name, probability=float(probabilities[index[name]]), threshold=cfg.threshold(name, lateral),
+                    positive=float(probabilities[index[name]]) >= cfg.threshold(name, lateral) and not cfg.withheld(name),
+                    withheld=cfg.withheld(name))
+            for name in cfg.findings]
 
 
-def read_triage(cfg: ModelConfig, probabilities, findings: list[Finding]) -> Triage:
+def read_triage(cfg: ModelConfig, probabilities, findings: list[Finding], lateral: bool = False) -> Triage:
     """The triage score (the model's Abnormal output, else the finding furthest past its own threshold, on a scale
     where each threshold is 0.5), the urgent findings' own checks and the worklist priority."""
     if TRIAGE_LABEL in cfg.labels:
-        abnormal, threshold = float(probabilities[cfg.labels.index(TRIAGE_LABEL)]), cfg.threshold(TRIAGE_LABEL)
+        abnormal = float(probabilities[cfg.labels.index(TRIAGE_LABEL)])
+        threshold = cfg.threshold(TRIAGE_LABEL, lateral)
     else:
         abnormal, threshold = max(threshold_scaled(f.probability, f.threshold) for f in findings), 0.5
     urgent = urgent_checks(findings, cfg.urgent, UrgentPolicy.from_dict(cfg.urgent_policy))

@@ -24,6 +24,11 @@ class ModelConfig:
     input: InputSpec
     thresholds: dict[str, float] = field(default_factory=dict)  # operating points, per label
     threshold_methods: dict[str, str] = field(default_factory=dict)  # how each was chosen
+    # a two-view model's thresholds for studies read with their lateral (radsight calibrate --lateral)
+    lateral_thresholds: dict[str, float] = field(default_factory=dict)
+    validated: dict[str, dict] = field(default_factory=dict)  # per label on the calibration split: auroc, n_pos, n_neg
+    # a finding validated below these bars (min_auroc, min_positives) is shown but never called positive
+    finding_policy: dict = field(default_factory=dict)
     urgent: dict[str, dict] = field(default_factory=dict)  # urgent findings' own operating points (triage.py)
     urgent_policy: dict = field(default_factory=dict)  # the bars an urgent point must pass; empty: the defaults
     task: str = "classification"  # or "lung-segmentation", "bone-suppression", "view-classification"
@@ -53,8 +58,24 @@ class ModelConfig:
             raise ValueError(f"model {self.name} has no directory")
         return self.directory / self.weights
 
-    def threshold(self, label: str) -> float:
+    def threshold(self, label: str, lateral: bool = False) -> float:
+        """``label``'s operating threshold; ``lateral``: for a study read with its lateral view."""
+        if lateral and label in self.lateral_thresholds:
+            return float(self.lateral_thresholds[label])
         return float(self.thresholds.get(label, 0.5))
+
+    def withheld(self, label: str) -> str | None:
+        """Why ``label`` is never called positive under the config's ``finding_policy``, or None."""
+        if not self.finding_policy:
+            return None
+        point = self.validated.get(label) or {}
+        n_pos, auroc = point.get("n_pos", 0), point.get("auroc")
+        if n_pos < self.finding_policy.get("min_positives", 3):
+            return f"validated on {n_pos} positives"
+        if auroc is None or auroc < self.finding_policy.get("min_auroc", 0.0):
+            return f"validated AUROC {auroc:.2f} is below {self.finding_policy['min_auroc']:.2f}" if auroc is not None \
+                else "no validated AUROC"
+        return None
 
     def to_dict(self) -> dict:
         out = asdict(self)

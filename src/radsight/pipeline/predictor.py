@@ -231,7 +231,8 @@ class Predictor:
         ``part``: for a two-view model, which half of its joined maps is ``image``'s (0 frontal, 1 lateral) and how
         many halves hold a view (their maps are scaled together)."""
         cfg, probs = self.cfg, out["probabilities"][0]
-        findings = read_findings(cfg, probs)
+        with_lateral = part[1] == 2  # a two-view study read with its lateral
+        findings = read_findings(cfg, probs, with_lateral)
         shown = [f.name for f in findings if f.positive or f.name in explain]
         if TRIAGE_LABEL in explain and TRIAGE_LABEL in cfg.labels:  # where the model sees "abnormal" (no boxes)
             shown.append(TRIAGE_LABEL)
@@ -256,7 +257,8 @@ class Predictor:
                 finding.boxes = heatmap_boxes(_box_heat(heatmaps[finding.name], method), image.height,
                                               image.width, finding.probability, self.boxes, region)
         return Prediction(source=image.source, width=image.width, height=image.height,
-                          model=ModelRef(cfg.name, cfg.version), triage=read_triage(cfg, probs, findings),
+                          model=ModelRef(cfg.name, cfg.version),
+                          triage=read_triage(cfg, probs, findings, with_lateral),
                           findings=findings, meta=image.meta, heatmaps=heatmaps,
                           classifier_crop=list(crop) if crop else None,
                           explanation=method.name, alternates=alternates,
