@@ -171,6 +171,7 @@ class Triage:
     threshold: float
     priority: str  # "urgent" | "high" | "routine"
     urgent: list[UrgentCheck] = field(default_factory=list)
+    model: ModelRef | None = None  # the normal/abnormal model that scored it; None: the findings model
 
 
 @dataclass

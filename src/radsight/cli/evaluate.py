@@ -190,6 +190,9 @@ def evaluate(
     metadata: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                             help="age-sex: NIH's Data_Entry table (CSV or .csv.gz), filling the "
                                                  "manifest's empty age and sex cells by image name"),
+    shortcuts: bool = typer.Option(False, "--shortcuts", help="a normal/abnormal model's shortcut audit on a manifest "
+                                   "with a source column: source probe, CAM energy in the lungs, AUROC by source, "
+                                   "age"),
     task: Optional[str] = typer.Option(None, help="a head's task word: findings, abnormal, anatomy, "
                                        "bone-suppression, view, ood, age-sex (default: the named model's head)"),
 ) -> None:
@@ -201,7 +204,8 @@ def evaluate(
     distances, the CTR against the reference masks', landmarks. bone-suppression (--bone-pairs): PSNR, SSIM and
     MS-SSIM. view: accuracy, lateral sensitivity. age-sex: age MAE (bias-corrected, uncorrected, the training
     mean's), R², bias slopes, MAE by decade, sex AUROC.
-    ood (--ood-test): the out-of-distribution gate's AUROC and refusals."""
+    ood (--ood-test): the out-of-distribution gate's AUROC and refusals. abnormal: triage AUROC paired against the
+    default model's, and its map on radiologists' boxes; --shortcuts: the shortcut audit."""
     import importlib
 
     from radsight.evaluate.request import EvaluateRequest
@@ -221,7 +225,7 @@ def evaluate(
                               lung_model=lung_model, subset=tuple(s for s in subset.split(",") if s),
                               bone_pairs=bone_pairs, targets=targets, ood_test=tuple(ood_test), explain=explain,
                               robustness=robustness, metadata=metadata)
-    module, function = head.evaluate.split(":")
+    module, function = ("radsight.evaluate.shortcuts", "from_request") if shortcuts else head.evaluate.split(":")
     try:
         line = getattr(importlib.import_module(module), function)(request)
     except (OSError, KeyError, ValueError) as exc:

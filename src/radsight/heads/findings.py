@@ -7,7 +7,7 @@ from radsight.core import FINDINGS, Finding, Prediction, Triage
 from radsight.heads.base import Head
 from radsight.heads.triage import UrgentPolicy, priority, threshold_scaled, urgent_checks
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_MODEL
+from radsight.models.store import DEFAULT_MODEL, DEFAULT_TRIAGE_MODEL
 
 MAX_MAPS = 3  # more tints and boxes than this hide the film: the rest are listed in the legend only
 # One colour a finding (colour-blind-aware where possible), the same in every overlay.
@@ -88,6 +88,7 @@ HEAD = Head(task="findings", summary="the 14 ChestX-ray14 findings and the triag
             model_tasks=("classification",), default_model=DEFAULT_MODEL, read=read_findings, section="findings",
             draw=draw_boxes, train="radsight.train.loop:from_request",
             evaluate="radsight.evaluate.findings:from_request")
-ABNORMAL = Head(task="abnormal", summary="normal/abnormal: the binary pretraining of the findings classifier",
-                model_tasks=("classification",), default_model=DEFAULT_MODEL, read=read_triage, section="triage",
-                train="radsight.train.loop:from_request", evaluate="radsight.evaluate.findings:from_request")
+ABNORMAL = Head(task="abnormal", summary="normal/abnormal: the triage model, and the binary pretraining of the "
+                "findings classifier", model_tasks=("classification",), default_model=DEFAULT_TRIAGE_MODEL,
+                read=read_triage, section="triage", train="radsight.train.loop:from_request",
+                evaluate="radsight.evaluate.triage:from_request")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from radsight.core import Finding, UrgentCheck
+import numpy as np
+
+from radsight.core import Finding, ModelRef, Triage, UrgentCheck
+from radsight.models.config import TRIAGE_LABEL, ModelConfig
 
 URGENT_FINDINGS = ("Pneumothorax",)
 PRIORITY_ORDER = ("urgent", "high", "routine")
@@ -80,3 +83,36 @@ def threshold_scaled(probability: float, threshold: float) -> float:
     if probability < threshold:
         return probability / (2 * threshold)
     return 1.0 - (1.0 - probability) / (2 * (1.0 - threshold))
+
+
+class TriageModel:
+    """A normal/abnormal model (its one output ``Abnormal``) whose score, at its own threshold, gives the worklist
+    priority in place of the findings model's triage output; the urgent findings' checks stay the findings
+    model's. It reads the thorax the lung model found when its input says so."""
+
+    def __init__(self, model: str | ModelConfig, threads: int = 0, device: str = "auto"):
+        from radsight.models.store import get_model
+        from radsight.runtime.onnx import Classifier
+        self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
+        if TRIAGE_LABEL not in self.cfg.labels:
+            raise ValueError(f"model {self.cfg.name} has no {TRIAGE_LABEL} output: it cannot triage")
+        self.classifier = Classifier(self.cfg, threads, device)
+
+    @property
+    def reads_thorax(self) -> bool:
+        return self.cfg.input.region == "thorax"
+
+    def score(self, image, box) -> tuple[float, np.ndarray, object]:
+        """The Abnormal probability of ``image`` (``box``: the thorax to crop to, or None), its CAM on the model's
+        grid and the crop read."""
+        from radsight.inputs.preprocess import prepare
+        x, crop = prepare(image, self.cfg.input, box if self.reads_thorax else None)
+        out = self.classifier(x[None])
+        j = self.cfg.labels.index(TRIAGE_LABEL)
+        return float(out["probabilities"][0, j]), out["cams"][0, j], crop
+
+    def triage(self, probability: float, urgent: list[UrgentCheck]) -> Triage:
+        threshold = self.cfg.threshold(TRIAGE_LABEL)
+        return Triage(abnormal_probability=probability, threshold=threshold,
+                      priority=priority(probability, threshold, urgent), urgent=urgent,
+                      model=ModelRef(self.cfg.name, self.cfg.version))

@@ -13,6 +13,7 @@ DEFAULT_MODEL = "radsight-nih64-demo"
 # ranks the NIH benchmark's Cardiomegaly worse (AUROC 0.81 against 0.90; its model card).
 DEFAULT_LUNG_MODEL = "radsight-lung-unet"
 ANATOMY_MODEL = "radsight-anatomy"
+DEFAULT_TRIAGE_MODEL = "radsight-triage-256"  # the triage of analyze, serve and evaluate, when installed
 LUNG_UNET_MODEL = "radsight-lung-unet"  # what the shipped classifiers' thorax and lung-masked inputs used
 DEFAULT_BONE_MODEL = "radsight-bone-gan"
 DEFAULT_VIEW_MODEL = "radsight-view-cnn"

@@ -18,6 +18,7 @@ from radsight.core import InputError, ModelRef, OodCheck, Prediction, Radiograph
 from radsight.data.manifest import Manifest
 from radsight.explain import DEFAULT_METHOD, Explainer
 from radsight.explain.boxes import BoxConfig, coarse_map, heatmap_boxes
+from radsight.explain.cam import CAM
 from radsight.explain.session import Explanations
 from radsight.heads.anatomy import LungModel, thoracic_anatomy_absent
 from radsight.heads.bone import BoneModel
@@ -25,11 +26,12 @@ from radsight.heads.findings import read_findings, read_triage
 from radsight.heads.lung_geometry import EvidenceRegions
 from radsight.heads.ood import describe, load_gate
 from radsight.heads.registry import HEADS
+from radsight.heads.triage import TriageModel
 from radsight.heads.view import FRONTAL, LATERAL, NO_VIEW, ViewModel, decide
 from radsight.inputs.preprocess import Crop, prepare, working_size
 from radsight.io import load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_VIEW_MODEL, get_model
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TRIAGE_MODEL, DEFAULT_VIEW_MODEL, get_model
 from radsight.pipeline.inputs import InputBuilder, Inputs, installed
 from radsight.runtime.onnx import Classifier, OnnxModel
 
@@ -44,6 +46,8 @@ class Predictor:
     ``method`` (``radsight.explain.METHODS``) makes the heatmaps and boxes, at the graph tensor ``layer`` (None:
     the last feature map); ``alternates``: other methods whose heatmaps are added (``prediction.alternates``);
     see :class:`~radsight.explain.session.Explanations`. ``device``: auto, cpu or cuda, for every session.
+    ``triage_model``: a normal/abnormal model whose score gives the triage (``radsight.heads.triage.TriageModel``);
+    the shipped one when installed and a lung model runs, unless the classifier triages alone (None).
     Predicts and writes nothing (``radsight.results`` writes).
     """
 
@@ -51,7 +55,8 @@ class Predictor:
                  lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
                  bone_model: str | ModelConfig | None = None, bone_views: bool = False,
                  method: str = DEFAULT_METHOD, layer: str | None = None, alternates: Collection[str] = (),
-                 view_model: str | ModelConfig | None = DEFAULT_VIEW_MODEL, device: str = "auto"):
+                 view_model: str | ModelConfig | None = DEFAULT_VIEW_MODEL, device: str = "auto",
+                 triage_model: str | ModelConfig | None = DEFAULT_TRIAGE_MODEL):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads, device)
         self.boxes = boxes
@@ -65,6 +70,12 @@ class Predictor:
         if view_model == DEFAULT_VIEW_MODEL:  # the shipped one is optional; one named by the caller is not
             view_model = installed(view_model)
         self.views = ViewModel(view_model, threads, device) if view_model is not None else None
+        if triage_model == DEFAULT_TRIAGE_MODEL:  # the shipped one is optional, and reads the lungs' thorax
+            triage_model = installed(triage_model) if self.lungs is not None else None
+        self.triage_model = TriageModel(triage_model, threads, device) \
+            if triage_model is not None and self.cfg.findings else None
+        if self.triage_model and self.triage_model.reads_thorax and self.lungs is None:
+            raise ValueError(f"triage model {self.triage_model.cfg.name} reads the thorax and needs a lung model")
         self.each_image = [(head, OnnxModel(get_model(head.default_model), threads, device))
                            for head in HEADS.values() if head.on_each_image and installed(head.default_model)]
 
@@ -204,9 +215,17 @@ class Predictor:
 
     def _attach_image_results(self, prediction: Prediction, built, image: Radiograph,
                               explain: Collection[str] = ()) -> None:
-        """The anatomy (lung fields, CTR, mask), the computed views (soft tissue, bone) and the sections of the heads
-        run on each image (``Head.on_each_image``), of the image read, with their maps named in ``explain``."""
+        """The triage model's score, the anatomy (lung fields, CTR, mask), the computed views (soft tissue, bone) and
+        the sections of the heads run on each image (``Head.on_each_image``), of the image read, with their maps
+        named in ``explain``."""
         lungs = built.plausible_lungs
+        if self.triage_model is not None:
+            box = self.lungs.box(image, built.lungs) if built.lungs is not None else None
+            probability, cam, crop = self.triage_model.score(image, box)
+            prediction.triage = self.triage_model.triage(probability, prediction.triage.urgent)
+            if TRIAGE_LABEL in explain:  # where the model that triaged sees "abnormal"
+                prediction.heatmaps[TRIAGE_LABEL] = _full_heatmap(cam, working_size(image.height, image.width),
+                                                                  crop, image, CAM())
         for head, session in self.each_image:
             outputs = session.run(prepare(image, session.cfg.input)[0][None])
             read = head.read(session.cfg, outputs, image, **({"lungs": lungs} if head.reads_lungs else {}))

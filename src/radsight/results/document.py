@@ -19,8 +19,8 @@ from radsight.models.config import TRIAGE_LABEL
 # "study" is an object (name, accession number, date, view) wherever the input is DICOM or a study; a study's
 # frontal view lists its computed "views"; DICOM results are named STEM.sr.dcm, STEM.seg.dcm, STEM.sc.dcm,
 # STEM.<view>.dcm (the service's STEM is "study"). 2.2: "age" and "sex" (the age-sex head). README's changelog
-# lists each change.
-SCHEMA_VERSION = "2.2"
+# lists each change. 2.3: "ood.reason", "boxes_withheld", findings' "withheld", "triage.model".
+SCHEMA_VERSION = "2.3"
 DISCLAIMER = ("Research and demonstration software: not a medical device and not for diagnostic use. "
               "Findings must be confirmed by a qualified reader.")
 

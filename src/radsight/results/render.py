@@ -71,7 +71,8 @@ def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
     y = _lines(draw, (x, y + 2), "NOT FOR DIAGNOSTIC USE", body, (255, 90, 90), width) + 10
     t = p.triage
     y = _lines(draw, (x, y), f"Triage: {t.priority.upper()}  (abnormal {t.abnormal_probability:.2f}, "
-                             f"threshold {t.threshold:.2f})", body, (255, 255, 255), width) + 2
+                             f"threshold {t.threshold:.2f}{', ' + t.model.name if t.model else ''})", body,
+               (255, 255, 255), width) + 2
     if p.ood is not None and not p.ood.in_distribution:
         y = _lines(draw, (x, y), f"OUT OF DISTRIBUTION: not like the radiographs this model knows ({p.ood.why}); "
                                  "read nothing into it", body,
