@@ -195,3 +195,28 @@ def test_an_image_without_thoracic_anatomy_is_refused_and_a_whited_out_hemithora
         assert prediction.ood.in_distribution and prediction.ood.reason is None and len(prediction.findings) == 14
     result = runner.invoke(app, ["analyze", str(tmp_path / "synthetic.png"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "no thoracic anatomy found" in result.output
+
+
+def test_a_gate_fitted_by_source_admits_a_source_it_never_saw():
+    """Three sources, each shifted: the pooled gate, left without one, refuses much of it; fitted by source, its
+    threshold already allows for another site's shift (leave-one-source-out, as fit-ood --loso measures)."""
+    from radsight.evaluate.ood import Vectors, leave_one_source_out
+
+    rng = np.random.default_rng(0)
+
+    def films(n, shift, kind="frontal"):
+        return {"classifier": rng.normal(shift, 1, (n, 6)), "thumbnail": rng.normal(shift, 1, (n, 8)),
+                "image": rng.normal(0, 1, (n, 4)), "no_thorax": np.zeros(n, bool)}
+
+    def stack(parts, sources, kinds):
+        return Vectors({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, np.asarray(kinds),
+                       np.asarray(sources))
+    shifts = {"a": 0.0, "b": 0.8, "c": -0.8}
+    fit = stack([films(300, s) for s in shifts.values()], [k for k in shifts for _ in range(300)], ["frontal"] * 900)
+    held = stack([films(100, s) for s in shifts.values()], [k for k in shifts for _ in range(100)], ["frontal"] * 300)
+    others = films(40, 6.0)
+    test = stack([others], ["x"] * 40, ["drawing"] * 40)
+    m = leave_one_source_out(fit, held, test, 0.01)
+    for source in ("b", "c"):
+        assert m["by_source"][source]["admitted"] > m["pooled"][source]["admitted"]
+        assert m["by_source"][source]["admitted"] >= 0.95 and m["by_source"][source]["others_refused"] == 1.0

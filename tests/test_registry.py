@@ -9,6 +9,7 @@ SMALL = {
     "densenet121": dict(num_classes=3, block_config=(1, 1, 1, 1), growth_rate=4, num_init_features=8),
     "densenet-small": dict(num_classes=3, block_config=(1, 1, 1, 1), growth_rate=4, num_init_features=8),
     "densenet121-512": dict(num_classes=3, block_config=(1, 1, 1, 1), growth_rate=4, num_init_features=8),
+    "densenet-small-256": dict(num_classes=1, block_config=(1, 1, 1), growth_rate=4, num_init_features=8),
     "resnet50": dict(layers=(1, 1, 1, 1), num_classes=3, in_chans=1),
     "unet": dict(base=4, depth=2),
     "bone-generator": dict(base=4, depth=2),
