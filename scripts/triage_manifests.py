@@ -5,7 +5,8 @@
 writes, with image paths relative to the data folder (pass it as --images):
 - ``train.csv``: the training films (split train) and the films that choose the checkpoint (split val: RSNA's val
   split alone, NIH films read by radiologists, the closest to the benchmark); the other val rows are ``holdout``;
-- ``audit.csv``: every source's test split, with its ``source`` column, for ``radsight evaluate --shortcuts``.
+- ``audit.csv``: every source's test split, with its ``source`` column, for ``radsight evaluate --shortcuts``;
+- ``rsna_test.csv``: RSNA's test split alone, its opacity films boxed by radiologists (localization).
 
 Sources are balanced, not pooled as published: the public COVID sets took their normals and their patients from
 different places, so a source that holds one class only (``crd_viral_pneumonia``, pediatric; ``gbseg``) would teach
@@ -115,6 +116,7 @@ def main(data: Path, out: Path) -> None:
             r["split"] = "holdout"
     write([r for r in train if r["split"] != "unused"], out / "train.csv")
     write([{**r, "split": "test"} for r in rows if r["split"] == "test"], out / "audit.csv")
+    write([r for r in rows if r["split"] == "test" and r["source"] == "nih-rsna"], out / "rsna_test.csv")
     for name in ("train", "val"):
         chosen = [r for r in train if r["split"] == name]
         by_source: dict[str, list[int]] = {}

@@ -4,7 +4,9 @@ Public chest X-ray sets mix hospitals, and their abnormal films often come from 
 model can then score the source (its text markers, borders, processing) instead of the lungs. On a manifest with a
 ``source`` column (and ``age`` where known) this measures, for the model's triage output:
 - ``source_probe_accuracy``: how well a linear probe tells the source from the model's pooled features
-  (patient-grouped 5-fold cross-validation), beside the majority class's share;
+  (patient-grouped 5-fold cross-validation), beside the majority class's share and the same probe on the films'
+  own pixels (a 16x16 thumbnail, grey-level and gradient histograms): what the model keeps of the source, against
+  what the films give away;
 - ``cam_energy_in_lungs`` / ``cam_energy_in_thorax``: the share of its Abnormal map inside the lung fields (3%
   margin), and inside the thorax (lungs and mediastinum), found by the lung model;
 - ``auroc_by_source``: its AUROC within each source alone (where both classes are present);
@@ -38,7 +40,8 @@ def read_films(predictor, manifest) -> dict[str, np.ndarray]:
     from radsight.io import load_image
     from radsight.pipeline.predictor import _full_heatmap
     j = predictor.cfg.labels.index(TRIAGE_LABEL)
-    found: dict[str, list] = {k: [] for k in ("rows", "score", "features", "in_lungs", "in_thorax")}
+    from radsight.heads.ood import describe
+    found: dict[str, list] = {k: [] for k in ("rows", "score", "features", "pixels", "in_lungs", "in_thorax")}
     with stage("auditing", len(manifest)) as progress:
         for i in range(len(manifest)):
             progress.advance()
@@ -56,8 +59,9 @@ def read_films(predictor, manifest) -> dict[str, np.ndarray]:
                 margin = max(1, round(0.03 * max(grid)))
                 in_lungs = energy_inside(heat, ndimage.binary_dilation(on_grid(lungs > 0, grid), iterations=margin))
                 in_thorax = energy_inside(heat, on_grid(thorax_region(lungs), grid))
+            pixels = np.concatenate(list(describe(image).values()))
             for key, value in (("rows", i), ("score", out["probabilities"][0, j]), ("features", out["features"][0]),
-                               ("in_lungs", in_lungs), ("in_thorax", in_thorax)):
+                               ("pixels", pixels), ("in_lungs", in_lungs), ("in_thorax", in_thorax)):
                 found[key].append(value)
     return {k: np.asarray(v) for k, v in found.items()}
 
@@ -116,8 +120,10 @@ def run_shortcut_audit(manifest_path: Path, images: Path, out: Path, model: str,
         by_source[source] = {"films": int(mine.sum()), "abnormal": int(np.nansum(y[mine])),
                              "auroc": auroc(y[mine], films["score"][mine]) if len(classes) == 2 else None,
                              "cam_energy_in_lungs": float(np.nanmean(films["in_lungs"][mine]))}
+    groups = np.asarray(manifest.patient_ids)[rows]
     shortcuts = {"model": predictor.cfg.name, "films": int(len(rows)),
-                 "source_probe": source_probe(films["features"], sources, np.asarray(manifest.patient_ids)[rows]),
+                 "source_probe": source_probe(films["features"], sources, groups),
+                 "source_probe_pixels": source_probe(films["pixels"], sources, groups),
                  "cam_energy_in_lungs": float(np.nanmean(films["in_lungs"])),
                  "cam_energy_in_thorax": float(np.nanmean(films["in_thorax"])),
                  "auroc_pooled": auroc(y, films["score"]), "auroc_by_source": by_source,
@@ -138,7 +144,8 @@ def _f(value, pattern: str = "{:.3f}") -> str:
 def shortcut_markdown(s: dict) -> str:
     probe = s["source_probe"]
     lines = [f"**Shortcut audit** of `{s['model']}` on {s['films']} films: a linear probe tells the source from its "
-             f"features with accuracy {_f(probe['accuracy'], '{:.1%}')} (majority class {probe['majority_share']:.1%});"
+             f"features with accuracy {_f(probe['accuracy'], '{:.1%}')} (majority class {probe['majority_share']:.1%}; "
+             f"from the films' own pixels {_f(s['source_probe_pixels']['accuracy'], '{:.1%}')});"
              f" its Abnormal map puts {_f(s['cam_energy_in_lungs'], '{:.1%}')} of its energy in the lung fields and "
              f"{_f(s['cam_energy_in_thorax'], '{:.1%}')} in the thorax; pooled AUROC {_f(s['auroc_pooled'])}.", "",
              "| source | films | abnormal | AUROC within it | CAM energy in lungs |", "|---|---:|---:|---:|---:|"]
