@@ -106,8 +106,8 @@ class Predictor:
             out: dict[str, np.ndarray] | None = None) -> OodCheck | None:
         """The out-of-distribution check: the gate's score (from ``out``, the classifier's outputs for ``built``,
         else one classifier pass), and a refusal whatever the score when the lung model finds no thorax in the image
-        (``built``: its inputs with the anatomy, else built here). None when neither the gate nor a lung model
-        runs."""
+        (``built``: its inputs with the anatomy, else built here). None when the model has no gate and the image
+        is not refused for its anatomy."""
         built = built if built is not None else self.inputs.build(image, anatomy=True)
         check = self.gate.check(self.gate_vectors(image, out if out is not None else self.model(built.x[None]))) \
             if self.gate else None
