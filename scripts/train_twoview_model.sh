@@ -29,7 +29,8 @@ radsight train --views frontal,lateral --architecture densenet-small-twoview --o
   --input-size 64 --epochs 20 --batch-size 32 --lr 1e-3 --seed 0
 radsight export "$RUN/best.pt" --out "$MODEL" --name "$NAME" --version 0.1.0 --license MIT \
   --training-data "NIH ChestX-ray14 train64 (834 train-split frontal studies, lateral absent) and 8 frontal+lateral pairs of 5 patients of the multiview set (Cohen et al. 2020); thresholds from train64's 136-image val split"
-radsight calibrate --model "$MODEL" --manifest "$T64/manifest.csv" --images "$T64/images" --split val
+radsight calibrate --model "$MODEL" --manifest "$T64/manifest.csv" --images "$T64/images" --split val --min-auroc 0.6
+radsight calibrate --model "$MODEL" --manifest "$RUN/multiview.csv" --images "$DATA/multiview" --split train --lateral
 radsight evaluate --model "$MODEL" --manifest "$DATA/nih-cxr14/benchmark/manifest.csv" \
   --images "$DATA/nih-cxr14/benchmark/images" --out "$RUN/benchmark-eval"
 radsight fit-ood --model "$MODEL" --fit "$T64/manifest.csv#train" --fit "$DATA/lung-masks-public/manifest.csv#train" \
