@@ -7,7 +7,13 @@ from typing import Optional
 import typer
 
 from radsight.cli.common import build_predictor, check_device, fail
-from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TWO_VIEW_MODEL
+from radsight.models.store import (
+    DEFAULT_BONE_MODEL,
+    DEFAULT_LUNG_MODEL,
+    DEFAULT_MODEL,
+    DEFAULT_TRIAGE_MODEL,
+    DEFAULT_TWO_VIEW_MODEL,
+)
 
 EXAMPLE_FILE = "RG1_UNCR.dcm"
 
@@ -28,6 +34,8 @@ def analyze(
     bone_model: Optional[str] = typer.Option(None, help=f"bone suppression model for the soft-tissue and bone views "
                                              f"(default: {DEFAULT_BONE_MODEL} when installed)"),
     bone_views: bool = typer.Option(True, help="write the soft-tissue and bone views when a bone model is there"),
+    triage_model: str = typer.Option(DEFAULT_TRIAGE_MODEL, help="normal/abnormal model whose score gives the "
+                                     "triage when installed ('none': the classifier's own)"),
     allow_ood: bool = typer.Option(False, "--allow-ood", help="analyze images the out-of-distribution gate refuses "
                                                               "(their results say so)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no per-image table"),
@@ -77,7 +85,8 @@ def analyze(
                                bone_model=bone_model if bone_views else None, bone_views=bone_views, method=explain,
                                layer=explain_layer, alternates=tuple(m for m in also_explain.split(",") if m),
                                heatmaps_for=tuple(wanted), allow_ood=allow_ood,
-                               dicom_out=dicom_out, device=device, threads=threads_per_worker(workers))
+                               dicom_out=dicom_out, device=device, threads=threads_per_worker(workers),
+                               triage_model=None if triage_model == "none" else triage_model)
     predictor = build_predictor(options)
     head_maps = [head.heatmap[0] for head, _ in predictor.each_image if head.heatmap]
     unknown = [n for n in wanted if n not in predictor.cfg.labels and n not in FINDINGS and n not in head_maps]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from radsight.explain import DEFAULT_METHOD
-from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_VIEW_MODEL
+from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TRIAGE_MODEL, DEFAULT_VIEW_MODEL
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class PredictorOptions:
     bone_model: str | None = None
     bone_views: bool = False
     view_model: str | None = DEFAULT_VIEW_MODEL
+    triage_model: str | None = DEFAULT_TRIAGE_MODEL  # None: the classifier's own triage output
     method: str = DEFAULT_METHOD
     layer: str | None = None
     alternates: tuple[str, ...] = ()
@@ -33,4 +34,5 @@ class PredictorOptions:
         from radsight.pipeline.predictor import Predictor
         return Predictor(self.model, threads=self.threads, lung_model=self.lung_model, bone_model=self.bone_model,
                          bone_views=self.bone_views, method=self.method, layer=self.layer,
-                         alternates=self.alternates, view_model=self.view_model, device=self.device)
+                         alternates=self.alternates, view_model=self.view_model, device=self.device,
+                         triage_model=self.triage_model)
