@@ -24,11 +24,13 @@ def read_findings(cfg: ModelConfig, probabilities, lateral: bool = False) -> lis
     """Each finding of ``cfg`` from one image's probabilities (the model's label order), against its threshold
     (``lateral``: a two-view model's, for a study read with its lateral); one the config's finding policy withholds
     (validated on too few positives or below its AUROC bar) is shown with the reason and never called positive."""
-    index = {label: i for i, label in enumerate(cfg.labels)}
-    return [Finding(name=name, probability=float(probabilities[index[name]]), threshold=cfg.threshold(name, lateral),
-                    positive=float(probabilities[index[name]]) >= cfg.threshold(name, lateral) and not cfg.withheld(name),
-                    withheld=cfg.withheld(name))
-            for name in cfg.findings]
+    out = []
+    for name in cfg.findings:
+        p, threshold, withheld = float(probabilities[cfg.labels.index(name)]), cfg.threshold(name, lateral), \
+            cfg.withheld(name)
+        out.append(Finding(name=name, probability=p, threshold=threshold, positive=p >= threshold and not withheld,
+                           withheld=withheld))
+    return out
 
 
 def read_triage(cfg: ModelConfig, probabilities, findings: list[Finding], lateral: bool = False) -> Triage:
