@@ -73,7 +73,8 @@ def test_upload_analyze_and_read_back(tmp_path):
         result = study["result"]
         assert {"findings", "triage", "model", "disclaimer"} <= set(result)
         assert result["source"] == ids[0]  # no file names or paths of the upload
-        assert result["dicom_results"] == ["study.sr.dcm", "study.sc.dcm"] and "dicom_results" not in done[ids[1]]["result"]
+        assert result["dicom_results"] == ["study.sr.dcm", "study.seg.dcm", "study.sc.dcm"]  # the lungs found: a SEG
+        assert "dicom_results" not in done[ids[1]]["result"]
         image = client.get(f"/api/studies/{ids[0]}/files/image.png")
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
         assert client.get(f"/api/studies/{ids[0]}/files/..%2Fradsight.sqlite").status_code == 404
@@ -120,7 +121,8 @@ def test_bone_views_are_served_and_stored_as_derived_secondary_captures(tmp_path
         study_id = r.json()["id"]
         result = _wait(client, [study_id])[study_id]["result"]
         assert [v["name"] for v in result["views"]] == ["soft_tissue", "bone"]
-        assert result["dicom_results"] == ["study.sr.dcm", "study.sc.dcm", "study.soft_tissue.dcm", "study.bone.dcm"]
+        assert result["dicom_results"] == ["study.sr.dcm", "study.seg.dcm", "study.sc.dcm", "study.soft_tissue.dcm",
+                                           "study.bone.dcm"]
         for view in result["views"]:
             png = client.get(f"/api/studies/{study_id}/files/{view['file']}")
             assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (180, 200)

@@ -92,3 +92,15 @@ def test_held_out_two_view_studies_get_fewer_than_half_of_their_findings(tmp_pat
     counts = [sum(f.positive for f in predictor.predict_study([load_image(a), load_image(b)], a.name).findings)
               for a, b in pairs]
     assert len(pairs) == 3 and counts == [2, 4, 1]
+
+
+def test_triage_model_benchmark_auroc_matches_its_card():
+    """radsight-triage-256's triage AUROC on the NIH benchmark (never trained, tuned or calibrated on)."""
+    from radsight.data.manifest import read_manifest
+    from radsight.evaluate.metrics import auroc
+    from radsight.pipeline.predictor import Predictor, score_manifest
+    bench = shared("nih-cxr14", "benchmark")
+    manifest = read_manifest(bench / "manifest.csv", bench / "images")
+    scores, errors = score_manifest(Predictor("radsight-triage-256"), manifest)
+    assert not errors
+    assert auroc(manifest.abnormal(), scores[:, 0]) == pytest.approx(0.7330, abs=5e-4)  # MODEL_CARD.md

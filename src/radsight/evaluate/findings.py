@@ -42,6 +42,10 @@ def run_evaluation(manifest_path: Path, images: Path, out: Path, model: str | No
         with stage("scoring", len(manifest)) as progress:
             scores, errors = score_manifest(predictor, manifest, on_progress=lambda n: progress.advance(n))
         source.update(model=predictor.cfg.name, version=predictor.cfg.version, unreadable=[str(e) for e in errors])
+        if predictor.triage_model is not None and TRIAGE_LABEL in labels:  # the triage analyze and serve give
+            from radsight.evaluate.triage import triage_model_scores
+            scores[:, labels.index(TRIAGE_LABEL)] = triage_model_scores(predictor, manifest)
+            source["triage_model"] = predictor.triage_model.cfg.name
     else:
         labels, scores = list(FINDINGS), read_predictions(predictions, manifest.images, list(FINDINGS))
         source.update(predictions=str(predictions))

@@ -30,6 +30,23 @@ def triage_scores(predictor, manifest, label: str) -> np.ndarray:
     return scores[:, predictor.cfg.labels.index(TRIAGE_LABEL)]
 
 
+def triage_model_scores(predictor, manifest) -> np.ndarray:
+    """Each image's triage as ``predictor`` gives it with its triage model (reading the lung model's thorax); NaN
+    where the image cannot be read."""
+    from radsight.io import load_image
+    out = np.full(len(manifest), np.nan)
+    with stage(f"scoring {predictor.triage_model.cfg.name}", len(manifest)) as progress:
+        for i in range(len(manifest)):
+            progress.advance()
+            try:
+                image = load_image(manifest.path(i))
+            except InputError:
+                continue
+            box = predictor.lungs.box(image) if predictor.lungs is not None else None
+            out[i] = predictor.triage_model.score(image, box)[0]
+    return out
+
+
 def localization(predictor, manifest) -> dict | None:
     """Pointing game and T(IoU) of the triage map (its Abnormal CAM, boxes drawn from it) against every box of
     each boxed film, whatever its finding; None when the manifest has no boxes."""

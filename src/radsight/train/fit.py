@@ -72,7 +72,7 @@ def fit(task: Task, net: torch.nn.Module, plan: Plan, out: Path, trainee: torch.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=plan.lr, total_steps=plan.steps,
                                                 pct_start=max(0.1, 2 / plan.steps) if plan.steps > 3 else 0.1)
     scaler = accel.scaler()
-    start, best, history, state = 0, -1.0, [], None
+    start, best, history, state = 0, float("-inf"), [], None  # any first score is the best so far
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
         net.load_state_dict(state["model"])
