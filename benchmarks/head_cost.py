@@ -1,6 +1,7 @@
 """Per-film time of each head run on every image (``Head.on_each_image``: age-sex, nodules; pixel contract, ONNX
-Runtime and reading) and of the age head's occlusion map (``--heatmaps-for Age``), against a named peer also run
-on every film by default: the anatomy head with radsight-lung-unet. Same films, same run, taking turns film by film.
+Runtime and reading), of the triage model (radsight-triage-256 on the thorax the lung model found) and of the age
+head's occlusion map (``--heatmaps-for Age``), against a named peer also run on every film by default: the anatomy
+head with radsight-lung-unet. Same films, same run, taking turns film by film.
 
     python benchmarks/head_cost.py --data ../shared/data/nih-cxr14/benchmark/images --limit 40
 """
@@ -14,9 +15,10 @@ from turns import print_medians, time_in_turns
 from radsight.heads.age_sex import age_map
 from radsight.heads.anatomy import LungModel
 from radsight.heads.registry import HEADS
+from radsight.heads.triage import TriageModel
 from radsight.inputs.preprocess import prepare
 from radsight.io import expand_inputs, load_image
-from radsight.models.store import get_model
+from radsight.models.store import DEFAULT_TRIAGE_MODEL, get_model
 from radsight.pipeline.inputs import installed
 from radsight.runtime.onnx import OnnxModel
 
@@ -45,6 +47,10 @@ def main() -> None:
         runs[f"{head.default_model} ({head.task} head)"] = run
         if head.heatmap is not None and head.heatmap[1] is age_map:
             runs[f"{head.default_model} (Age map)"] = lambda film, session=session: age_map(session, film)
+    if installed(DEFAULT_TRIAGE_MODEL) is not None:
+        triage = TriageModel(DEFAULT_TRIAGE_MODEL, args.threads)
+        boxes = {id(film): peer.box(film) for film in films}
+        runs[f"{DEFAULT_TRIAGE_MODEL} (triage)"] = lambda film: triage.score(film, boxes[id(film)])
     print_medians(time_in_turns(films, runs), f"{args.peer} (anatomy head)", args.threads)
 
 
