@@ -116,6 +116,9 @@ def run_fit(predictor, fit_specs: list[str], held_specs: list[str], refuse_rate:
     cfg = predictor.cfg
     if "features" not in cfg.outputs:
         raise ValueError(f"model {cfg.name} has no 'features' output; export or import it again with this version")
+    if loso_out is not None and not test_specs:
+        raise ValueError("--loso measures what each left-out gate refuses too: give --test with images that are not "
+                         "frontal chest radiographs")
     fit, held = read_vectors(predictor, fit_specs, "fit"), read_vectors(predictor, held_specs, "held-out")
     loso = None
     if loso_out is not None:
