@@ -62,9 +62,9 @@ def localization(predictor, manifest) -> dict | None:
             progress.advance()
             try:
                 image = load_image(manifest.path(i))
-            except InputError:
+                p = predictor.predict(image, explain=[TRIAGE_LABEL])
+            except InputError:  # unreadable, or a view the model does not read
                 continue
-            p = predictor.predict(image, explain=[TRIAGE_LABEL])
             heat = p.heatmaps[TRIAGE_LABEL]
             predicted = [(b.x, b.y, b.width, b.height)
                          for b in heatmap_boxes(heat, image.height, image.width, 1.0, predictor.boxes)]
