@@ -52,3 +52,18 @@ def stage(label: str, total: int) -> Iterator[_Lines | _Bar]:
         yield lines
     finally:
         lines.close()
+
+
+def readable_images(manifest, label: str) -> Iterator[tuple[int, object]]:
+    """Each readable image of ``manifest`` with its row, under a stage named ``label``; unreadable rows are
+    skipped (their stage still advances)."""
+    from radsight.core import InputError
+    from radsight.io import load_image
+    with stage(label, len(manifest)) as progress:
+        for i in range(len(manifest)):
+            progress.advance()
+            try:
+                image = load_image(manifest.path(i))
+            except InputError:
+                continue
+            yield i, image

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from radsight.core import InputError
 from radsight.data.manifest import read_manifest
 from radsight.evaluate.metrics import auroc
-from radsight.evaluate.progress import stage
+from radsight.evaluate.progress import readable_images
 from radsight.evaluate.request import EvaluateRequest
 from radsight.heads.lung_geometry import energy_inside, on_grid, thorax_region
 from radsight.models.config import TRIAGE_LABEL
@@ -36,33 +35,26 @@ ADULT_YEARS = 18
 def read_films(predictor, manifest) -> dict[str, np.ndarray]:
     """Per readable film: its triage score, pooled features and CAM energy shares; ``rows``: manifest rows."""
     from radsight.explain.cam import CAM
+    from radsight.heads.ood import describe
     from radsight.inputs.preprocess import working_size
-    from radsight.io import load_image
     from radsight.pipeline.predictor import _full_heatmap
     j = predictor.cfg.labels.index(TRIAGE_LABEL)
-    from radsight.heads.ood import describe
     found: dict[str, list] = {k: [] for k in ("rows", "score", "features", "pixels", "in_lungs", "in_thorax")}
-    with stage("auditing", len(manifest)) as progress:
-        for i in range(len(manifest)):
-            progress.advance()
-            try:
-                image = load_image(manifest.path(i))
-            except InputError:
-                continue
-            built = predictor.inputs.build(image, anatomy=True)
-            out = predictor.model(built.x[None])
-            in_lungs = in_thorax = np.nan
-            lungs = built.plausible_lungs
-            if lungs is not None:
-                grid = working_size(image.height, image.width)
-                heat = _full_heatmap(out["cams"][0, j], grid, built.crop, image, CAM())
-                margin = max(1, round(0.03 * max(grid)))
-                in_lungs = energy_inside(heat, ndimage.binary_dilation(on_grid(lungs > 0, grid), iterations=margin))
-                in_thorax = energy_inside(heat, on_grid(thorax_region(lungs), grid))
-            pixels = np.concatenate(list(describe(image).values()))
-            for key, value in (("rows", i), ("score", out["probabilities"][0, j]), ("features", out["features"][0]),
-                               ("pixels", pixels), ("in_lungs", in_lungs), ("in_thorax", in_thorax)):
-                found[key].append(value)
+    for i, image in readable_images(manifest, "auditing"):
+        built = predictor.inputs.build(image, anatomy=True)
+        out = predictor.model(built.x[None])
+        in_lungs = in_thorax = np.nan
+        lungs = built.plausible_lungs
+        if lungs is not None:
+            grid = working_size(image.height, image.width)
+            heat = _full_heatmap(out["cams"][0, j], grid, built.crop, image, CAM())
+            margin = max(1, round(0.03 * max(grid)))
+            in_lungs = energy_inside(heat, ndimage.binary_dilation(on_grid(lungs > 0, grid), iterations=margin))
+            in_thorax = energy_inside(heat, on_grid(thorax_region(lungs), grid))
+        pixels = np.concatenate(list(describe(image).values()))
+        for key, value in (("rows", i), ("score", out["probabilities"][0, j]), ("features", out["features"][0]),
+                           ("pixels", pixels), ("in_lungs", in_lungs), ("in_thorax", in_thorax)):
+            found[key].append(value)
     return {k: np.asarray(v) for k, v in found.items()}
 
 

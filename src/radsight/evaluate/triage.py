@@ -15,7 +15,7 @@ import numpy as np
 from radsight.core import FINDINGS, InputError
 from radsight.data.manifest import read_manifest
 from radsight.data.predictions import read_predictions
-from radsight.evaluate.progress import stage
+from radsight.evaluate.progress import readable_images, stage
 from radsight.evaluate.request import EvaluateRequest
 from radsight.evaluate.scores import Bootstrap, evaluate_scores
 from radsight.models.config import TRIAGE_LABEL
@@ -33,17 +33,10 @@ def triage_scores(predictor, manifest, label: str) -> np.ndarray:
 def triage_model_scores(predictor, manifest) -> np.ndarray:
     """Each image's triage as ``predictor`` gives it with its triage model (reading the lung model's thorax); NaN
     where the image cannot be read."""
-    from radsight.io import load_image
     out = np.full(len(manifest), np.nan)
-    with stage(f"scoring {predictor.triage_model.cfg.name}", len(manifest)) as progress:
-        for i in range(len(manifest)):
-            progress.advance()
-            try:
-                image = load_image(manifest.path(i))
-            except InputError:
-                continue
-            box = predictor.lungs.box(image) if predictor.lungs is not None else None
-            out[i] = predictor.triage_model.score(image, box)[0]
+    for i, image in readable_images(manifest, f"scoring {predictor.triage_model.cfg.name}"):
+        box = predictor.lungs.box(image) if predictor.lungs is not None else None
+        out[i] = predictor.triage_model.score(image, box)[0]
     return out
 
 
