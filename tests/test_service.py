@@ -135,6 +135,29 @@ def test_bone_views_are_served_and_stored_as_derived_secondary_captures(tmp_path
             assert "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
 
 
+def test_computed_views_of_a_png_are_made_when_first_asked_and_equal_what_analyze_writes(tmp_path, tiny_bone_model):
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    source = tmp_path / "film.png"
+    source.write_bytes(_png(chest_phantom(200, 180)))
+    cli = CliRunner().invoke(app, ["analyze", str(source), "--bone-model", str(tiny_bone_model), "--allow-ood",
+                                   "--out", str(tmp_path / "cli")])
+    assert cli.exit_code == 0, cli.output
+    with TestClient(create_app(_settings(tmp_path, bone_model=str(tiny_bone_model)))) as client:
+        _sign_in(client)
+        job = client.post("/api/studies", files={"file": ("film.png", source.read_bytes())}, headers=AUTH).json()["id"]
+        result = _wait(client, [job])[job]["result"]
+        assert [v["file"] for v in result["views"]] == ["study.soft_tissue.png", "study.bone.png"]
+        folder = tmp_path / "data" / "results" / job
+        assert not (folder / "study.bone.png").exists()  # named, not made: no PACS takes a PNG's results
+        for name in ("soft_tissue", "bone"):
+            served = client.get(f"/api/studies/{job}/files/study.{name}.png")
+            assert served.status_code == 200
+            assert served.content == (tmp_path / "cli" / f"film.{name}.png").read_bytes()
+        assert client.get(f"/api/studies/{job}/files/study.lungs.dcm").status_code == 404
+
+
 def test_writes_need_the_token_and_bad_requests_get_clear_4xx(tmp_path):
     ct = make_dicom(tmp_path / "ct.dcm", modality="CT")
     with TestClient(create_app(_settings(tmp_path, max_upload_bytes=200_000))) as client:

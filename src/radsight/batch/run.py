@@ -6,7 +6,7 @@ error outcomes; the run goes on.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,14 +45,15 @@ class Outcome:
 
 
 def analyze_job(predictor: Predictor, job: Job, out_dir: Path, options: PredictorOptions = PredictorOptions(),
-                source: str | None = None, viewer_copies: bool = False) -> Outcome:
-    """Read, predict and write one job (``options``: ``heatmaps_for``, ``allow_ood``, ``dicom_out``);
-    ``source``/``viewer_copies``: see :func:`~radsight.results.writer.write_results`."""
+                source: str | None = None, viewer_copies: bool = False,
+                read: Callable[[Path], Radiograph] = load_image) -> Outcome:
+    """Read (with ``read``), predict and write one job (``options``: ``heatmaps_for``, ``allow_ood``,
+    ``dicom_out``); ``source``/``viewer_copies``: see :func:`~radsight.results.writer.write_results`."""
     images: list[Radiograph] = []
     outcome = Outcome(job)
     for path in job.paths:
         try:
-            images.append(load_image(path))
+            images.append(read(path))
         except InputError as exc:
             outcome.notes.append(exc)
     try:

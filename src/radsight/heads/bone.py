@@ -16,6 +16,8 @@ from radsight.models.config import BONE_SUPPRESSION, ModelConfig
 from radsight.models.store import DEFAULT_BONE_MODEL, get_model
 from radsight.runtime.onnx import BoneSuppressor
 
+COMPUTED_VIEWS = ("soft_tissue", "bone")  # the views a prediction names, in this order
+
 
 @dataclass
 class BoneViews:

@@ -60,13 +60,23 @@ class InputBuilder:
             raise ValueError(f"bone model {bone_model} (for model {owner}) is not installed: {exc}") from exc
 
     @property
+    def needs_bone(self) -> bool:
+        return "bone_suppressed" in self.spec.sources
+
+    def add_views(self, image: Radiograph, built: Inputs) -> None:
+        """The bone model's views on inputs built without them."""
+        if self.bone is not None and built.bone is None:
+            built.bone = self.bone.views(image)
+
+    @property
     def needs_lungs(self) -> bool:
         return self.spec.region == "thorax" or "lung_masked" in self.spec.sources
 
-    def build(self, image: Radiograph, anatomy: bool = False, normalised: bool = True) -> Inputs:
-        """The model input for ``image``; ``anatomy`` also runs the lung model when the input does not need it."""
+    def build(self, image: Radiograph, anatomy: bool = False, normalised: bool = True, views: bool = True) -> Inputs:
+        """The model input for ``image``; ``anatomy`` also runs the lung model when the input does not need it;
+        ``views``: also the bone model's views when the input does not need them (:meth:`add_views` later)."""
         found = self.lungs.segment(image) if self.lungs and (anatomy or self.needs_lungs) else None
-        bone = self.bone.views(image) if self.bone else None
+        bone = self.bone.views(image) if self.bone and (views or self.needs_bone) else None
         views = {}
         if "lung_masked" in self.spec.sources:
             views["lung_masked"] = lung_masked(image.pixels, found.probability)

@@ -12,7 +12,8 @@ class PredictorOptions:
     """The models and methods a :class:`~radsight.pipeline.predictor.Predictor` is built with (``model`` ...
     ``threads``), and what each analysis asks of it: ``heatmaps_for`` (labels that get heatmaps and boxes below
     their thresholds), ``allow_ood`` (analyze what the out-of-distribution gate refuses), ``dicom_out`` (DICOM
-    results for DICOM input). ``device``: auto, cpu or cuda, for every ONNX Runtime session of the predictor."""
+    results for DICOM input). ``device``: auto, cpu or cuda, for every ONNX Runtime session of the predictor.
+    ``defer_views``: computed views of non-DICOM input are named, not made (the service makes them when asked)."""
 
     model: str = DEFAULT_MODEL
     lung_model: str | None = DEFAULT_LUNG_MODEL
@@ -28,6 +29,7 @@ class PredictorOptions:
     dicom_out: bool = False
     device: str = "auto"
     threads: int = 0
+    defer_views: bool = False
 
     def predictor(self):
         """A :class:`~radsight.pipeline.predictor.Predictor` with these options."""
@@ -35,4 +37,4 @@ class PredictorOptions:
         return Predictor(self.model, threads=self.threads, lung_model=self.lung_model, bone_model=self.bone_model,
                          bone_views=self.bone_views, method=self.method, layer=self.layer,
                          alternates=self.alternates, view_model=self.view_model, device=self.device,
-                         triage_model=self.triage_model)
+                         triage_model=self.triage_model, defer_views=self.defer_views)

@@ -21,7 +21,7 @@ from radsight.explain.boxes import BoxConfig, coarse_map, heatmap_boxes
 from radsight.explain.cam import CAM
 from radsight.explain.session import Explanations
 from radsight.heads.anatomy import LungModel, thoracic_anatomy_absent
-from radsight.heads.bone import BoneModel
+from radsight.heads.bone import COMPUTED_VIEWS, BoneModel
 from radsight.heads.findings import read_findings, read_triage
 from radsight.heads.lung_geometry import EvidenceRegions
 from radsight.heads.ood import describe, load_gate
@@ -33,6 +33,7 @@ from radsight.io import load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TRIAGE_MODEL, DEFAULT_VIEW_MODEL, get_model
 from radsight.pipeline.inputs import InputBuilder, Inputs, installed
+from radsight.pipeline.recent import Recent
 from radsight.runtime.onnx import Classifier, OnnxModel
 
 
@@ -48,6 +49,9 @@ class Predictor:
     see :class:`~radsight.explain.session.Explanations`. ``device``: auto, cpu or cuda, for every session.
     ``triage_model``: a normal/abnormal model whose score gives the triage (``radsight.heads.triage.TriageModel``);
     the shipped one when installed and a lung model runs, unless the classifier triages alone (None).
+    ``defer_views``: an image not read from DICOM gets its computed views' names (``prediction.views`` maps each to
+    None) without the bone model's run, for a caller that makes them when first asked (the service's viewer);
+    DICOM input keeps them, for its DICOM results carry them.
     Predicts and writes nothing (``radsight.results`` writes).
     """
 
@@ -56,7 +60,7 @@ class Predictor:
                  bone_model: str | ModelConfig | None = None, bone_views: bool = False,
                  method: str = DEFAULT_METHOD, layer: str | None = None, alternates: Collection[str] = (),
                  view_model: str | ModelConfig | None = DEFAULT_VIEW_MODEL, device: str = "auto",
-                 triage_model: str | ModelConfig | None = DEFAULT_TRIAGE_MODEL):
+                 triage_model: str | ModelConfig | None = DEFAULT_TRIAGE_MODEL, defer_views: bool = False):
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads, device)
         self.boxes = boxes
@@ -78,6 +82,8 @@ class Predictor:
             raise ValueError(f"triage model {self.triage_model.cfg.name} reads the thorax and needs a lung model")
         self.each_image = [(head, OnnxModel(get_model(head.default_model), threads, device))
                            for head in HEADS.values() if head.on_each_image and installed(head.default_model)]
+        self.defer_views = defer_views
+        self._admitted = Recent()  # id(image) -> (image, inputs, classifier outputs) of admitted images
 
     @property
     def method(self) -> Explainer:
@@ -108,7 +114,7 @@ class Predictor:
         else one classifier pass), and a refusal whatever the score when the lung model finds no thorax in the image
         (``built``: its inputs with the anatomy, else built here). None when the model has no gate and the image
         is not refused for its anatomy."""
-        built = built if built is not None else self.inputs.build(image, anatomy=True)
+        built = built if built is not None else self.inputs.build(image, anatomy=True, views=False)
         check = self.gate.check(self.gate_vectors(image, out if out is not None else self.model(built.x[None]))) \
             if self.gate else None
         absent = thoracic_anatomy_absent(built.lungs) if built.lungs is not None else None
@@ -117,8 +123,21 @@ class Predictor:
         return OodCheck(check.score if check else None, check.threshold if check else None, False, absent)
 
     def admit(self, image: Radiograph) -> None:
-        """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows."""
-        refuse_ood(self.ood(image), image.source)
+        """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows. What the
+        check made (the lungs, the classifier's outputs) is kept a while for :meth:`predict` of this same object."""
+        built, out = self._read(image)
+        self._admitted.put(id(image), (image, built, out))
+        refuse_ood(self.ood(image, built, out), image.source)
+
+    def _read(self, image: Radiograph, method: Explainer | None = None) -> tuple[Inputs, dict[str, np.ndarray]]:
+        """The image's inputs with its anatomy (without computed views) and the classifier's outputs for them, with
+        those ``method`` (default: the predictor's) explains from: from :meth:`admit` when it read this object."""
+        method = method or self.method
+        kept = self._admitted.take(id(image)) if method is self.method else None
+        if kept is not None and kept[0] is image:  # the object itself is held, so its id was not reused
+            return kept[1], kept[2]
+        built = self.inputs.build(image, anatomy=True, views=False)
+        return built, self.model(built.x[None], self.explanations.outputs(method))
 
     def view_of(self, image: Radiograph) -> ViewCall | str:
         """The view ``image`` is read as (``radsight.heads.view.decide``), or why it has none."""
@@ -149,16 +168,21 @@ class Predictor:
         ``method`` (default: the predictor's); with "Abnormal" in ``explain``, the triage output's heatmap too
         (``heatmaps["Abnormal"]``); the out-of-distribution check (``prediction.ood``) when the model has a
         gate."""
-        built = self.inputs.build(image, anatomy=True)
-        view = self.readable_alone(image, built)
         method = method or self.method
-        out = self.model(built.x[None], self.explanations.outputs(method))
+        built, out = self._read(image, method)
+        view = self.readable_alone(image, built)
+        self._views(image, built)
         lungs = built.plausible_lungs
         prediction = self._assemble(image, built.x, out, explain, built.crop, lungs, method)
         prediction.view = view
         prediction.ood = self.ood(image, built, out)
         self._attach_image_results(prediction, built, image, explain)
         return prediction
+
+    def _views(self, image: Radiograph, built: Inputs) -> None:
+        """The computed views on ``built``, unless they are deferred for ``image``."""
+        if not (self.defer_views and not image.from_dicom):
+            self.inputs.add_views(image, built)
 
     def study_views(self, images: list[Radiograph], name: str) -> tuple[list[ViewCall | str], int, int | None]:
         """Each image's view (or why it has none), the index of the frontal the model reads and of the lateral
@@ -189,9 +213,10 @@ class Predictor:
         not read (views come frontal, lateral, then the others). Heatmaps and boxes are per view, on that view's
         pixels. Raises :class:`InputError` (``name``) for a study without a frontal view."""
         calls, front, side = self.study_views(images, name)
-        built = self.inputs.build(images[front], anatomy=True)
+        built, alone = self._read(images[front])
+        self._views(images[front], built)
         lateral = prepare(images[side], self.cfg.input)[0][None] if side is not None else None
-        out = self.model(built.x[None], self.explanations.outputs(self.method), lateral)
+        out = alone if side is None else self.model(built.x[None], self.explanations.outputs(self.method), lateral)
         lungs = built.plausible_lungs
         shown = 1 + (side is not None)
         results = []
@@ -208,8 +233,7 @@ class Predictor:
                 results.append(ViewResult(image.source, call if isinstance(call, ViewCall) else None, False,
                                           reason=_unread_reason(call, self.cfg)))
         frontal = results[0].prediction
-        # the gate knows frontal films read alone: with a lateral read, the frontal is checked again without it
-        frontal.ood = self.ood(images[front], built, out if side is None else None)
+        frontal.ood = self.ood(images[front], built, alone)  # the gate knows frontal films read alone
         return StudyPrediction(name, frontal.model, frontal.triage,
                                [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name, frontal.ood)
 
@@ -237,6 +261,9 @@ class Predictor:
             prediction.structure_masks = built.lungs.masks
         if built.bone is not None:
             prediction.views = {"soft_tissue": built.bone.soft_tissue, "bone": built.bone.bone}
+        elif self.bone is not None:  # deferred: named, made when first asked
+            prediction.views = dict.fromkeys(COMPUTED_VIEWS)
+        if self.bone is not None:
             prediction.views_model = ModelRef(self.bone.cfg.name, self.bone.cfg.version)
 
     def scores(self, images: list[Radiograph]) -> np.ndarray:

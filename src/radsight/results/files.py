@@ -1,4 +1,5 @@
-"""The image files of one read view: overlay, heatmaps (one a finding and method), lung mask, computed views."""
+"""The image files of one read view: overlay, heatmaps (one a finding and method), lung mask, computed views
+(a deferred view is named and written later, by :func:`write_views`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,11 +54,19 @@ def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str
         grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
         grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
         write_png(grey, out_dir / files.mask)
-    for name, view in p.views.items():
-        files.views[name] = f"{stem}.{name}.png"
-        write_png(grey_png(view), out_dir / files.views[name])
+    files.views = write_views(p.views, out_dir, stem)
     write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / files.overlay)
     return files
+
+
+def write_views(views: dict[str, np.ndarray | None], out_dir: Path, stem: str) -> dict[str, str]:
+    """``stem.<view>.png`` for each computed view; a deferred one (None) is named, not written. Their names."""
+    names = {}
+    for name, view in views.items():
+        names[name] = f"{stem}.{name}.png"
+        if view is not None:
+            write_png(grey_png(view), out_dir / names[name])
+    return names
 
 
 def write_viewer_copy(image: Radiograph, path: Path) -> None:

@@ -13,17 +13,28 @@ from fastapi.middleware.cors import CORSMiddleware
 from radsight.concurrency import threads_per_worker
 from radsight.core import InputError
 from radsight.explain import TORCH_FREE
+from radsight.pipeline.options import PredictorOptions
 from radsight.service import api, dicomweb, viewer
 from radsight.service.access import Access
 from radsight.service.context import Service, Settings
 from radsight.service.db import StudyStore
 from radsight.service.guard import BodyGuard
-from radsight.service.intake import Intake
+from radsight.service.intake import Decoded, Intake
 from radsight.service.pacs import DicomwebArchive, Orthanc, Poller
+from radsight.service.views import DeferredViews
 from radsight.service.worker import Workers
 
 __all__ = ["Settings", "create_app"]
 log = logging.getLogger("radsight.service")
+
+
+def service_options(settings: Settings) -> PredictorOptions:
+    """What the service's predictor is built with and each analysis asks: the viewer switches between the
+    torch-free methods' maps; results always carry DICOM for DICOM input; the computed views of other input are
+    made when the viewer first asks for them (``service.views``)."""
+    alternates = tuple(dict.fromkeys((*settings.predictor.alternates, *TORCH_FREE)))
+    return replace(settings.predictor, alternates=alternates, dicom_out=True, defer_views=True,
+                   threads=threads_per_worker(settings.workers))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -31,10 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = _store(settings)
-    # the viewer switches between the torch-free methods' maps; results always carry DICOM for DICOM input
-    alternates = tuple(dict.fromkeys((*settings.predictor.alternates, *TORCH_FREE)))
-    options = replace(settings.predictor, alternates=alternates, dicom_out=True,
-                      threads=threads_per_worker(settings.workers))
+    options = service_options(settings)
     predictor = options.predictor()
     archive = _archive(settings)
     outbox = None
@@ -48,9 +56,11 @@ def create_app(settings: Settings) -> FastAPI:
             archive.store(results)
         if outbox is not None:
             outbox.put(results)
+    decoded = Decoded()  # what the intake read, handed to the worker
     workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
-                      deliver if archive is not None or outbox is not None else None)
-    intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds)
+                      deliver if archive is not None or outbox is not None else None, decoded.read)
+    intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds,
+                    decoded)
     poller = Poller(archive, store, lambda key, files: _pacs_save(intake, key, files),
                     settings.poll_interval) if archive else None
     node = None
@@ -79,7 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    service = Service(settings, store, intake, predictor, Access(settings.token, store))
+    service = Service(settings, store, intake, predictor, Access(settings.token, store),
+                      DeferredViews(settings.data_dir, predictor.bone))
     app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))

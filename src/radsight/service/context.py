@@ -10,6 +10,7 @@ from radsight.core import InputError
 from radsight.pipeline.options import PredictorOptions
 from radsight.service.access import Access
 from radsight.service.intake import Intake, Received
+from radsight.service.views import DeferredViews
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Service:
     intake: Intake
     predictor: object  # pipeline.predictor.Predictor
     access: Access
+    views: DeferredViews
 
     async def read_limited(self, stream) -> bytes:
         """A request body, refused with 413 past the upload limit."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from radsight.core import Radiograph, ViewCall
 from radsight.heads.view import LATERAL
 from radsight.io import load_image
+from radsight.pipeline.recent import Recent
 
 
 @dataclass
@@ -30,6 +31,30 @@ class Received:
     path: Path
     image: Radiograph
     name: str
+
+
+class Decoded(Recent):
+    """Radiographs read at intake, by file identity (which the renames that queue a file keep), for the worker
+    that analyzes them: an upload is decoded once, and what its check made for that object is reused."""
+
+    def keep(self, path: Path, image: Radiograph) -> None:
+        self.put(_identity(path), image)
+
+    def read(self, path: Path) -> Radiograph:
+        """The radiograph of ``path`` (kept from intake, else read now), named by ``path``."""
+        try:
+            image = self.take(_identity(path))
+        except OSError:
+            image = None
+        if image is None:
+            return load_image(path)
+        image.source = str(path)
+        return image
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def upload_path(data_dir: Path, job_id: str) -> Path:
@@ -70,8 +95,10 @@ class Intake:
     lateral alone is recorded as failed, with its reason)."""
 
     def __init__(self, data_dir: Path, store, predictor, allow_ood: bool = False,
-                 notify: Callable[[], None] = lambda: None, gather_seconds: float = 0.0):
+                 notify: Callable[[], None] = lambda: None, gather_seconds: float = 0.0,
+                 decoded: Decoded | None = None):
         self.data_dir, self.store, self.predictor = data_dir, store, predictor
+        self.decoded = decoded if decoded is not None else Decoded()
         self.allow_ood, self.notify, self.gather_seconds = allow_ood, notify, gather_seconds
         self._gathering = threading.Lock()  # one process never starts two analyses of one study
         self.incoming = data_dir / "incoming"
@@ -87,10 +114,12 @@ class Intake:
             fh.flush()
             os.fsync(fh.fileno())
         try:
-            return Received(Path(tmp), load_image(Path(tmp)), name)
+            image = load_image(Path(tmp))
         except BaseException:
             os.unlink(tmp)
             raise
+        self.decoded.keep(Path(tmp), image)
+        return Received(Path(tmp), image, name)
 
     def screen(self, part: Received) -> None:
         """The check one instance gets before its study is complete: a view that is not a lateral goes through the

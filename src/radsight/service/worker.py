@@ -11,7 +11,8 @@ import pydicom
 
 from radsight.batch.jobs import Job
 from radsight.batch.run import analyze_job
-from radsight.core import InputError
+from radsight.core import InputError, Radiograph
+from radsight.io import load_image
 from radsight.pipeline.options import PredictorOptions
 from radsight.pipeline.predictor import Predictor
 from radsight.service.db import Study, StudyStore
@@ -25,9 +26,10 @@ class Workers:
     """``count`` threads sharing one predictor (ONNX Runtime sessions are thread-safe)."""
 
     def __init__(self, store: StudyStore, predictor: Predictor, options: PredictorOptions, data_dir: Path,
-                 count: int = 1, deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None):
+                 count: int = 1, deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None,
+                 read: Callable[[Path], Radiograph] = load_image):
         self.store, self.predictor, self.options, self.data_dir = store, predictor, options, data_dir
-        self.deliver = deliver
+        self.deliver, self.read = deliver, read
         self._stop, self._wake = threading.Event(), threading.Event()
         self._threads = [threading.Thread(target=self._run, name=f"radsight-worker-{i}", daemon=True)
                          for i in range(count)]
@@ -59,7 +61,7 @@ class Workers:
         goes on. A result is recorded only while the lease is held: one that expired went to another replica."""
         with _lease(self.store, study.id):
             try:
-                result = analyze_study(self.predictor, self.options, self.data_dir, study.id, self.deliver)
+                result = analyze_study(self.predictor, self.options, self.data_dir, study.id, self.deliver, self.read)
             except InputError as exc:
                 recorded, outcome = self.store.fail(study.id, exc.reason), f"failed: {exc.reason}"
             except DeliveryError as exc:  # analyzed, but the archive did not take the results: say so, keep serving
@@ -108,16 +110,19 @@ def results_dir(data_dir: Path, study_id: str) -> Path:
 
 
 def analyze_study(predictor: Predictor, options: PredictorOptions, data_dir: Path, study_id: str,
-                  deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None) -> dict:
+                  deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None,
+                  read: Callable[[Path], Radiograph] = load_image) -> dict:
     """One queued analysis (one upload, or a study's instances read together) through the writer ``radsight
     analyze`` uses: its document and files under ``results/<id>/`` named ``study.*``, the viewer's copy of each
     radiograph read, and for DICOM input its DICOM results, sent on when ``deliver`` is set. The document's
     ``source`` is the study id, never the upload's path or name (they can carry patient identifiers). Instances
-    were admitted by the intake (view, out-of-distribution gate) before they were queued."""
+    were admitted by the intake (view, out-of-distribution gate) before they were queued; ``read``: how a file is
+    read (the intake's :class:`~radsight.service.intake.Decoded` hands over what it read)."""
     files = upload_files(data_dir, study_id)
     job = Job(study_id, files, "study", together=len(files) > 1)
     outcome = analyze_job(predictor, job, results_dir(data_dir, study_id),
-                          replace(options, allow_ood=True, dicom_out=True), source=study_id, viewer_copies=True)
+                          replace(options, allow_ood=True, dicom_out=True), source=study_id, viewer_copies=True,
+                          read=read)
     if outcome.error is not None:
         raise outcome.error
     if deliver is not None and outcome.written.datasets:
