@@ -34,7 +34,8 @@ from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TRIAGE_MODEL, DEFAULT_VIEW_MODEL, get_model
 from radsight.pipeline.inputs import InputBuilder, Inputs, installed
 from radsight.pipeline.recent import Recent
-from radsight.runtime.onnx import Classifier, OnnxModel
+from radsight.runtime.memory import release_memory
+from radsight.runtime.onnx import Classifier, OnnxModel, shared_cpu_arena
 
 
 class Predictor:
@@ -236,6 +237,13 @@ class Predictor:
         frontal.ood = self.ood(images[front], built, alone)  # the gate knows frontal films read alone
         return StudyPrediction(name, frontal.model, frontal.triage,
                                [replace(f, boxes=[]) for f in frontal.findings], results, self.method.name, frontal.ood)
+
+    def release_memory(self) -> None:
+        """What a burst of analyses left allocated, back to the system: ONNX Runtime's shared CPU arena shrunk (by
+        one run of the classifier) and the C heap trimmed. For a server whose queue ran dry."""
+        if shared_cpu_arena():
+            self.model.shrink_arena()
+        release_memory()
 
     def _attach_image_results(self, prediction: Prediction, built, image: Radiograph,
                               explain: Collection[str] = ()) -> None:

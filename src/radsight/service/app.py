@@ -14,6 +14,7 @@ from radsight.concurrency import threads_per_worker
 from radsight.core import InputError
 from radsight.explain import TORCH_FREE
 from radsight.pipeline.options import PredictorOptions
+from radsight.runtime.memory import limit_heap_arenas
 from radsight.service import api, dicomweb, viewer
 from radsight.service.access import Access
 from radsight.service.context import Service, Settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     if not settings.token:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    limit_heap_arenas()  # before the workers' and request threads start: memory a burst freed can be returned
     store = _store(settings)
     options = service_options(settings)
     predictor = options.predictor()
@@ -90,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     service = Service(settings, store, intake, predictor, Access(settings.token, store),
-                      DeferredViews(settings.data_dir, predictor.bone))
+                      DeferredViews(settings.data_dir, predictor.bone, predictor.release_memory))
     app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))

@@ -101,6 +101,9 @@ class Intake:
         self.decoded = decoded if decoded is not None else Decoded()
         self.allow_ood, self.notify, self.gather_seconds = allow_ood, notify, gather_seconds
         self._gathering = threading.Lock()  # one process never starts two analyses of one study
+        # one upload checked at a time (its model runs use every core): under a burst, the others wait their turn
+        # instead of holding one set of model buffers each
+        self._checking = threading.Lock()
         self.incoming = data_dir / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
 
@@ -124,9 +127,10 @@ class Intake:
     def screen(self, part: Received) -> None:
         """The check one instance gets before its study is complete: a view that is not a lateral goes through the
         out-of-distribution gate (laterals are judged with their study)."""
-        call = self.predictor.view_of(part.image)
-        if not self.allow_ood and not (isinstance(call, ViewCall) and call.view == LATERAL):
-            self.predictor.admit(part.image)
+        with self._checking:
+            call = self.predictor.view_of(part.image)
+            if not self.allow_ood and not (isinstance(call, ViewCall) and call.view == LATERAL):
+                self.predictor.admit(part.image)
 
     def queue(self, parts: list[Received], origin: str, orthanc_id: str | None = None,
               screened: bool = False, force: bool = False) -> str | None:
@@ -197,12 +201,13 @@ class Intake:
 
     def _admit(self, parts: list[Received], gate: bool) -> None:
         images = [p.image for p in parts]
-        if len(images) == 1:
-            self.predictor.readable_alone(images[0])
-            if gate:
-                self.predictor.admit(images[0])
-        else:
-            self.predictor.admit_study(images, images[0].study_uid or parts[0].name, gate=gate)
+        with self._checking:
+            if len(images) == 1:
+                self.predictor.readable_alone(images[0])
+                if gate:
+                    self.predictor.admit(images[0])
+            else:
+                self.predictor.admit_study(images, images[0].study_uid or parts[0].name, gate=gate)
 
     def refuse(self, parts: list[Received], origin: str, reason: str, orthanc_id: str | None = None) -> None:
         """Record a study that arrived but cannot be analyzed as a failed job, so the worklist shows why (for doors

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from radsight.core import InputError
@@ -18,8 +19,9 @@ STEM = "study"  # the writer's stem in the service
 
 
 class DeferredViews:
-    def __init__(self, data_dir: Path, bone: BoneModel | None):
-        self.data_dir, self.bone = data_dir, bone
+    def __init__(self, data_dir: Path, bone: BoneModel | None, release: Callable[[], None] = lambda: None):
+        """``release``: hands the bone model's working memory back after each run (it needs more than the rest)."""
+        self.data_dir, self.bone, self.release = data_dir, bone, release
         self._lock = threading.Lock()  # one bone model run for a study's views, however many ask at once
 
     def make(self, study_id: str, name: str) -> bool:
@@ -37,6 +39,8 @@ class DeferredViews:
                 views = self.bone.views(load_image(upload_files(self.data_dir, study_id)[0]))
             except (InputError, OSError):
                 return False
+            finally:
+                self.release()
             write_views({"soft_tissue": views.soft_tissue, "bone": views.bone}, out, STEM)
         return (out / name).is_file()
 

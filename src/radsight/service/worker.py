@@ -48,12 +48,17 @@ class Workers:
         self._wake.set()
 
     def _run(self) -> None:
+        busy = False
         while not self._stop.is_set():
             study = self.store.claim()
             if study is None:
+                if busy:  # the queue just ran dry: what the burst's analyses freed goes back to the system
+                    self.predictor.release_memory()
+                    busy = False
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
+            busy = True
             self.process(study)
 
     def process(self, study: Study) -> None:
