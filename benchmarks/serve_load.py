@@ -1,7 +1,8 @@
 """Load on ``radsight serve`` over loopback: N concurrent clients upload studies and wait for their results.
 
 Reports sustained studies/s, p50/p99 latency (upload until the result is ready), errors, and the ratio of
-the service's p50 latency to bare analyze time (``Predictor.predict`` on the same images, same machine).
+the service's p50 latency to bare analyze time (``Predictor.predict`` on the same images, same machine): with the
+default predictor, and with the service's own options (its alternate maps, its deferred computed views).
 
     python benchmarks/serve_load.py --data ../shared/data/nih-cxr14/benchmark/images --clients 4 --studies 40
 """
@@ -21,7 +22,10 @@ from pathlib import Path
 import httpx
 
 from radsight.io import expand_inputs, load_image
+from radsight.pipeline.options import PredictorOptions
 from radsight.pipeline.predictor import Predictor
+from radsight.service.app import service_options
+from radsight.service.context import Settings
 
 TOKEN = "load-test"
 
@@ -43,6 +47,17 @@ def _client(url: str, files: list[Path], latencies: list[float], errors: list[st
             errors.append(str(exc))
 
 
+def _predict_times(predictor: Predictor, files: list[Path]) -> list[float]:
+    """Seconds to read and predict each file, after one run to warm the predictor."""
+    predictor.predict(load_image(files[0]))
+    times = []
+    for f in files:
+        t = time.perf_counter()
+        predictor.predict(load_image(f))
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -51,13 +66,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="the service's analysis threads")
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.studies]
-    predictor = Predictor()
-    predictor.predict(load_image(files[0]))
-    bare = []
-    for f in files:
-        t = time.perf_counter()
-        predictor.predict(load_image(f))
-        bare.append(time.perf_counter() - t)
+    bare = _predict_times(Predictor(), files)
+    served = _predict_times(service_options(Settings(Path("."), TOKEN, PredictorOptions(bone_views=True),
+                                                     workers=args.workers)).predictor(), files)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -92,6 +103,8 @@ def main() -> None:
           f"errors {len(errors)}")
     print(f"bare analyze (Predictor.predict): median {statistics.median(bare) * 1000:.0f} ms/image; "
           f"service p50 / bare: {p50 / statistics.median(bare):.2f}")
+    print(f"predict with the service's options: median {statistics.median(served) * 1000:.0f} ms/image; "
+          f"service p50 / it: {p50 / statistics.median(served):.2f}")
 
 
 if __name__ == "__main__":

@@ -9,16 +9,18 @@ from PIL import Image
 
 from radsight.core import Prediction, Radiograph
 from radsight.io.atomic import atomic_write
+from radsight.io.png import encode_png
 from radsight.models.config import TRIAGE_LABEL
 from radsight.results.document import OutputFiles
 from radsight.results.render import render_overlay
 
-PNG_COMPRESSION = 1  # zlib level: overlays are noisy radiographs, where higher levels cost time, not bytes
 VIEWER_LONGEST = 2048  # the viewer's copy of the radiograph
 
 
-def write_png(image: Image.Image, path: Path) -> None:
-    atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=PNG_COMPRESSION))
+def write_png(image: Image.Image | np.ndarray, path: Path) -> None:
+    """An 8-bit greyscale or RGB image (Pillow's, or its uint8 pixels) as a PNG file, written atomically."""
+    data = encode_png(np.asarray(image))
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def method_slug(method: str) -> str:

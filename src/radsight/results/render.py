@@ -2,6 +2,8 @@
 legend of every finding. Every text is fitted to the panel or the picture it is drawn on."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -20,6 +22,7 @@ PANEL_WIDTH = 360
 PANEL_MARGIN = 16
 
 
+@lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
@@ -47,18 +50,24 @@ def _tinted(gray: np.ndarray, prediction: Prediction) -> np.ndarray:
     """
     layers = [(prediction.heatmaps[f.name], PALETTE.get(f.name, OTHER_COLOUR))
               for f in shown_maps(prediction) if f.name in prediction.heatmaps]
-    rgb = np.repeat(gray[..., None] * 255.0, 3, axis=2)
-    if layers:
-        transmittance = np.ones(layers[0][0].shape, np.float32)
-        colour = np.zeros((*layers[0][0].shape, 3), np.float32)
-        for heat, tint in layers:
-            alpha = (HEAT_OPACITY * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1))[..., None]
-            colour = colour * (1 - alpha) + alpha * np.asarray(tint, np.float32)
-            transmittance *= 1 - alpha[..., 0]
-        h, w = gray.shape
-        colour = np.stack([resize(channel, h, w) for channel in colour.transpose(2, 0, 1)], axis=-1)
-        rgb = rgb * resize(transmittance, h, w)[..., None] + colour
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    grey = gray * 255.0
+    if not layers:
+        return np.repeat(_bytes(grey)[..., None], 3, axis=2)
+    transmittance = np.ones(layers[0][0].shape, np.float32)
+    colour = np.zeros((*layers[0][0].shape, 3), np.float32)
+    for heat, tint in layers:
+        alpha = (HEAT_OPACITY * np.clip((heat - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1))[..., None]
+        colour = colour * (1 - alpha) + alpha * np.asarray(tint, np.float32)
+        transmittance *= 1 - alpha[..., 0]
+    h, w = gray.shape
+    colour = np.stack([resize(channel, h, w) for channel in colour.transpose(2, 0, 1)], axis=-1)
+    grey *= resize(transmittance, h, w)  # the film is grey: dimmed once, not once a channel
+    return _bytes(np.add(grey[..., None], colour, out=colour))
+
+
+def _bytes(values: np.ndarray) -> np.ndarray:
+    """float values in [0, 255] (changed in place) -> uint8, rounded half to even."""
+    return np.clip(np.rint(values, out=values), 0, 255, out=values).astype(np.uint8)
 
 
 def _draw_panel(draw: ImageDraw.ImageDraw, x: int, p: Prediction) -> None:
@@ -114,10 +123,16 @@ def _lines(draw: ImageDraw.ImageDraw, at: tuple[float, float], text: str, font: 
            fill: tuple[int, int, int], width: float) -> float:
     """Draw ``text`` wrapped at word boundaries to ``width`` pixels; returns the y below the last line."""
     x, y = at
-    for line in wrap(draw, text, font, width):
+    for line in _wrapped(text, font, width):
         draw.text((x, y), line, fill=fill, font=font)
         y += font.size + 3
     return y
+
+
+@lru_cache(maxsize=256)
+def _wrapped(text: str, font: ImageFont.ImageFont, width: float) -> tuple[str, ...]:
+    """:func:`wrap` on an overlay (text is measured alike on any of them), kept: most lines recur on every film."""
+    return tuple(wrap(ImageDraw.Draw(Image.new("RGB", (1, 1))), text, font, width))
 
 
 def wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
