@@ -44,6 +44,30 @@ def test_batch_with_bad_files_reports_each_on_one_line(tmp_path, phantom, tiny_m
     assert (tmp_path / "p.csv").read_text().startswith("Image Index,prob_Atelectasis")
 
 
+def test_the_processes_engine_writes_and_reports_what_the_local_one_does(tmp_path, phantom, tiny_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_dicom(folder / "good.dcm", phantom)
+    Image.fromarray((phantom * 255).astype(np.uint8)).save(folder / "good.png")
+    (folder / "empty.png").write_bytes(b"")
+    runs = {}
+    for engine in ("local", "processes"):
+        result = runner.invoke(app, ["analyze", str(folder), "--out", str(tmp_path / engine), "--model",
+                                     str(tiny_model), "--allow-ood", "--workers", "2", "--engine", engine])
+        assert result.exit_code == 0, result.output
+        runs[engine] = result.output
+    assert "analyzed 2 of 3 images" in runs["processes"] and "empty.png: empty file" in runs["processes"]
+    lines = {engine: sorted(line for line in out.splitlines() if "->" in line or line.startswith("error:"))
+             for engine, out in runs.items()}
+    assert lines["processes"] == [line.replace(str(tmp_path / "local"), str(tmp_path / "processes"))
+                                  for line in lines["local"]]
+    written = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "processes").iterdir())
+    for name in written:
+        if name.endswith(".json"):
+            assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "processes" / name).read_bytes()
+
+
 def test_nothing_analyzable_exits_non_zero(tmp_path, tiny_model):
     (tmp_path / "x.txt").write_text("no image")
     result = runner.invoke(app, ["analyze", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o"),

@@ -28,6 +28,9 @@ class InputError(ValueError):
         self.source = source
         self.reason = reason
 
+    def __reduce__(self):  # pickled whole: errors come back from the processes of a run
+        return type(self), (self.source, self.reason)
+
 
 @dataclass
 class ImageMeta:

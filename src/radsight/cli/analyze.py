@@ -57,7 +57,9 @@ def analyze(
                                    "report), NAME.seg.dcm (lung fields) and NAME.sc.dcm (the overlay); for a study "
                                    "NAME.<view>.sc.dcm, one overlay a view, and one report that references every "
                                    "image read"),
-    engine: str = typer.Option("local", help="local, or ray: the same analysis on a Ray cluster, resumable "
+    engine: str = typer.Option("local", help="local (threads), processes (one process a core: Python work of "
+                               "one file never waits for another's; each loads the models once), or ray: the same "
+                               "analysis on a Ray cluster, resumable "
                                "(needs radsight\\[ray])"),
     ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
 ) -> None:
@@ -74,8 +76,8 @@ def analyze(
     files = expand_inputs(given)
     if not files:
         raise fail(f"no DICOM, PNG or JPEG files in {', '.join(map(str, given))}", code=1)
-    if engine not in ("local", "ray"):
-        raise fail(f"--engine {engine!r}: choose local or ray")
+    if engine not in ("local", "processes", "ray"):
+        raise fail(f"--engine {engine!r}: choose local, processes or ray")
     check_device(device)
     studies = group_studies(files, one_study=study)
     workers = min(workers or default_workers(len(files)), len(files))
@@ -102,6 +104,9 @@ def analyze(
             report.run(run_on_ray(jobs, out, options, ray_address, workers), ray=True)
         except ValueError as exc:
             raise fail(str(exc))
+    elif engine == "processes" and min(workers, len(jobs)) > 1:
+        from radsight.batch.processes import analyze_in_processes
+        report.run(analyze_in_processes(jobs, out, options, min(workers, len(jobs))))
     else:
         from radsight.batch.run import analyze_jobs
         report.run(analyze_jobs(predictor, jobs, out, options, min(workers, len(jobs))))
