@@ -20,7 +20,8 @@ def serve(
     bone_model: Optional[str] = typer.Option(None, help=f"bone suppression model (default: {DEFAULT_BONE_MODEL} "
                                              f"when installed)"),
     bone_views: bool = typer.Option(True, help="soft-tissue and bone views when a bone model is there"),
-    workers: int = typer.Option(1, help="analysis threads"),
+    workers: Optional[int] = typer.Option(None, min=1, help="analyses at once (default: one a CPU core; they "
+                                          "share the cores out)"),
     max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
     orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
     dicomweb: Optional[str] = typer.Option(None, help="any DICOMweb archive's root URL (dcm4chee, a cloud "
@@ -58,6 +59,7 @@ def serve(
 
     import uvicorn
 
+    from radsight.concurrency import cpu_cores
     from radsight.pipeline.options import PredictorOptions
     from radsight.service.app import Settings, create_app
     if not token:
@@ -68,7 +70,7 @@ def serve(
                                bone_views=bone_views, method=explain, allow_ood=allow_ood, device=device,
                                triage_model=None if triage_model == "none" else triage_model,
                                heatmaps_for=tuple(n.strip() for n in heatmaps_for.split(",") if n.strip()))
-    settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers,
+    settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers or cpu_cores(),
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         dicomweb_url=dicomweb, stable_seconds=stable_seconds,
                         cors_origins=list(cors_origin), dimse_port=dimse_port,

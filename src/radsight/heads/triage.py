@@ -96,7 +96,7 @@ class TriageModel:
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         if TRIAGE_LABEL not in self.cfg.labels:
             raise ValueError(f"model {self.cfg.name} has no {TRIAGE_LABEL} output: it cannot triage")
-        self.classifier = Classifier(self.cfg, threads, device)
+        self.classifier = Classifier(self.cfg, threads, device, spin=False)  # run beside the findings' classifier
 
     @property
     def reads_thorax(self) -> bool:

@@ -35,7 +35,7 @@ from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TRI
 from radsight.pipeline.inputs import InputBuilder, Inputs, installed
 from radsight.pipeline.recent import Recent
 from radsight.runtime.memory import release_memory
-from radsight.runtime.onnx import Classifier, OnnxModel, shared_cpu_arena
+from radsight.runtime.onnx import Classifier, Helper, shared_cpu_arena
 
 
 class Predictor:
@@ -81,7 +81,7 @@ class Predictor:
             if triage_model is not None and self.cfg.findings else None
         if self.triage_model and self.triage_model.reads_thorax and self.lungs is None:
             raise ValueError(f"triage model {self.triage_model.cfg.name} reads the thorax and needs a lung model")
-        self.each_image = [(head, OnnxModel(get_model(head.default_model), threads, device))
+        self.each_image = [(head, Helper(get_model(head.default_model), threads, device))
                            for head in HEADS.values() if head.on_each_image and installed(head.default_model)]
         self.defer_views = defer_views
         self._admitted = Recent()  # id(image) -> (image, inputs, classifier outputs) of admitted images

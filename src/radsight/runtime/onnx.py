@@ -53,14 +53,15 @@ class OnnxModel:
 
     spin = True  # idle intra-op threads keep polling for work: quicker hand-offs, but they hold their cores
 
-    def __init__(self, cfg: ModelConfig, threads: int = 0, device: str = "auto"):
+    def __init__(self, cfg: ModelConfig, threads: int = 0, device: str = "auto", spin: bool | None = None):
+        """``spin``: whether idle threads poll (default: the class's :attr:`spin`)."""
         self.cfg = cfg
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         if shared_cpu_arena():
             options.add_session_config_entry("session.use_env_allocators", "1")
-        if not self.spin:
+        if not (self.spin if spin is None else spin):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(verify(cfg)), options, providers=execution_providers(device))
         expected = [cfg.input.channels, cfg.input.size, cfg.input.size]
@@ -98,8 +99,8 @@ class Classifier(OnnxModel):
     """``probabilities`` (N, L) from ``logits``, and the other outputs as they are (``cams``: (N, L, h, w));
     ``extra`` names outputs of :data:`EXPLAIN_OUTPUTS` to fetch too (``head_weight`` is fetched once)."""
 
-    def __init__(self, cfg: ModelConfig, threads: int = 0, device: str = "auto"):
-        super().__init__(cfg, threads, device)
+    def __init__(self, cfg: ModelConfig, threads: int = 0, device: str = "auto", spin: bool | None = None):
+        super().__init__(cfg, threads, device, spin)
         self.head_weight: np.ndarray | None = None
 
     def __call__(self, batch: np.ndarray, extra: tuple[str, ...] = (),
@@ -129,8 +130,8 @@ class Classifier(OnnxModel):
 
 
 class Helper(OnnxModel):
-    """A model run beside a classifier (lungs, bone suppression, view): its idle threads do not spin, for
-    spinning ones slowed the classifier's 1.4x."""
+    """A model run beside a classifier (lungs, bone suppression, view, the heads'): its idle threads do not spin,
+    for spinning ones held the cores the classifier needed and slowed it 1.4x (age-sex and triage models: 1.9x)."""
 
     spin = False
 
