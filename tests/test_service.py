@@ -135,7 +135,8 @@ def test_bone_views_are_served_and_stored_as_derived_secondary_captures(tmp_path
             assert "NOT FOR DIAGNOSTIC USE" in sc.SeriesDescription
 
 
-def test_computed_views_of_a_png_are_made_when_first_asked_and_equal_what_analyze_writes(tmp_path, tiny_bone_model):
+def test_views_and_overlay_of_a_png_are_made_when_first_asked_and_equal_what_analyze_writes(tmp_path,
+                                                                                             tiny_bone_model):
     from typer.testing import CliRunner
 
     from radsight.cli import app
@@ -149,12 +150,15 @@ def test_computed_views_of_a_png_are_made_when_first_asked_and_equal_what_analyz
         job = client.post("/api/studies", files={"file": ("film.png", source.read_bytes())}, headers=AUTH).json()["id"]
         result = _wait(client, [job])[job]["result"]
         assert [v["file"] for v in result["views"]] == ["study.soft_tissue.png", "study.bone.png"]
+        assert result["overlay"] == "study.overlay.png"
         folder = tmp_path / "data" / "results" / job
-        assert not (folder / "study.bone.png").exists()  # named, not made: no PACS takes a PNG's results
-        for name in ("soft_tissue", "bone"):
+        for name in ("bone", "overlay"):  # named, not made: no PACS takes a PNG's results
+            assert not (folder / f"study.{name}.png").exists()
+        for name in ("soft_tissue", "bone", "overlay"):
             served = client.get(f"/api/studies/{job}/files/study.{name}.png")
             assert served.status_code == 200
-            assert served.content == (tmp_path / "cli" / f"film.{name}.png").read_bytes()
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(served.content))),
+                                  np.asarray(Image.open(tmp_path / "cli" / f"film.{name}.png")))
         assert client.get(f"/api/studies/{job}/files/study.lungs.dcm").status_code == 404
 
 

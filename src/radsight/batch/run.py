@@ -63,7 +63,7 @@ def analyze_job(predictor: Predictor, job: Job, out_dir: Path, options: Predicto
         outcome.notes = outcome.notes if job.together else []
         return outcome
     outcome.written = write_results(images, outcome.prediction, out_dir, job.stem, outcome.notes if job.together
-                                    else [], options.dicom_out, source, viewer_copies)
+                                    else [], options.dicom_out, source, viewer_copies, options.deferred_images)
     if outcome.written.problem:
         outcome.error = InputError(job.name, outcome.written.problem)
     return outcome

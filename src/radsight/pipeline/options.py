@@ -13,7 +13,8 @@ class PredictorOptions:
     ``threads``), and what each analysis asks of it: ``heatmaps_for`` (labels that get heatmaps and boxes below
     their thresholds), ``allow_ood`` (analyze what the out-of-distribution gate refuses), ``dicom_out`` (DICOM
     results for DICOM input). ``device``: auto, cpu or cuda, for every ONNX Runtime session of the predictor.
-    ``defer_views``: computed views of non-DICOM input are named, not made (the service makes them when asked)."""
+    ``deferred_images``: the computed views and the overlay of non-DICOM input (whose results go to no PACS) are
+    named in the results and made when first asked (the service's ``service.deferred``)."""
 
     model: str = DEFAULT_MODEL
     lung_model: str | None = DEFAULT_LUNG_MODEL
@@ -29,7 +30,7 @@ class PredictorOptions:
     dicom_out: bool = False
     device: str = "auto"
     threads: int = 0
-    defer_views: bool = False
+    deferred_images: bool = False
 
     def predictor(self):
         """A :class:`~radsight.pipeline.predictor.Predictor` with these options."""
@@ -37,4 +38,4 @@ class PredictorOptions:
         return Predictor(self.model, threads=self.threads, lung_model=self.lung_model, bone_model=self.bone_model,
                          bone_views=self.bone_views, method=self.method, layer=self.layer,
                          alternates=self.alternates, view_model=self.view_model, device=self.device,
-                         triage_model=self.triage_model, defer_views=self.defer_views)
+                         triage_model=self.triage_model, defer_views=self.deferred_images)

@@ -34,10 +34,10 @@ def grey_png(values: np.ndarray) -> Image.Image:
 
 
 def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
-                      overlay: Image.Image | None = None) -> OutputFiles:
+                      overlay: Image.Image | None = None, draw_overlay: bool = True) -> OutputFiles:
     """``stem.overlay.png``, ``stem.heatmap.<Finding>.png`` (``.<method>.png`` for alternate methods),
     ``stem.lungs.png`` and ``stem.<view>.png``; their names (``json`` left empty). ``overlay``: the overlay when
-    the caller has drawn it already."""
+    the caller has drawn it already; without ``draw_overlay`` it is named, not written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = OutputFiles(json="", overlay=f"{stem}.overlay.png")
     named = [f.name for f in p.findings] + [TRIAGE_LABEL]
@@ -57,7 +57,8 @@ def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str
         grey = grey.resize((p.width, p.height), Image.Resampling.NEAREST)
         write_png(grey, out_dir / files.mask)
     files.views = write_views(p.views, out_dir, stem)
-    write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / files.overlay)
+    if draw_overlay:
+        write_png(render_overlay(image, p) if overlay is None else overlay, out_dir / files.overlay)
     return files
 
 

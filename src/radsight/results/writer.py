@@ -42,16 +42,18 @@ class _Read:
     image: Radiograph
     prediction: Prediction
     view: str | None  # "frontal", "lateral" in a study; None alone
-    overlay: PILImage
+    overlay: PILImage | None  # None: deferred
 
 
 def write_results(images: list[Radiograph], result: Prediction | StudyPrediction, out_dir: Path, stem: str,
                   unreadable: list[InputError] = (), dicom_out: bool = False, source: str | None = None,
-                  viewer_copies: bool = False) -> Written:
+                  viewer_copies: bool = False, defer_overlay: bool = False) -> Written:
     """Write everything one analysis produced. ``images``: what was read (one, for a :class:`Prediction`);
     ``unreadable``: a study's files that could not be read (listed in its document); ``source``: the name the
     document gives the input instead of its path (paths can carry patient identifiers); ``viewer_copies``: also
-    ``image.png`` (``image.<view>.png`` in a study), the web viewer's copy of each radiograph read."""
+    ``image.png`` (``image.<view>.png`` in a study), the web viewer's copy of each radiograph read;
+    ``defer_overlay``: the overlay of an image read alone whose results carry no DICOM is named, not drawn (its
+    caller draws it when asked)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     study = isinstance(result, StudyPrediction)
     if study:
@@ -59,9 +61,10 @@ def write_results(images: list[Radiograph], result: Prediction | StudyPrediction
         read = [_Read(by_source[r.source], r.prediction, r.view.view, render_overlay(by_source[r.source], r.prediction))
                 for r in result.views if r.read]
     else:
-        read = [_Read(images[0], result, None, render_overlay(images[0], result))]
-    files = [write_image_files(r.image, r.prediction, out_dir, f"{stem}.{r.view}" if study else stem, r.overlay)
-             for r in read]
+        drawn = not defer_overlay or (dicom_out and images[0].from_dicom)  # a Secondary Capture carries it
+        read = [_Read(images[0], result, None, render_overlay(images[0], result) if drawn else None)]
+    files = [write_image_files(r.image, r.prediction, out_dir, f"{stem}.{r.view}" if study else stem, r.overlay,
+                               draw_overlay=r.overlay is not None) for r in read]
     headers = [r.image.header if r.image.from_dicom else None for r in read]
     dicom_input = all(h is not None for h in headers)
     named, problem = _dicom(out_dir, stem, result, read, headers) if dicom_input and dicom_out else ([], None)

@@ -61,7 +61,7 @@ def router(service: Service) -> APIRouter:
     def get_file(study_id: str, name: str) -> FileResponse:
         service.known(study_id)
         path = results_dir(settings.data_dir, study_id) / name
-        if not servable(name) or not (path.is_file() or service.views.make(study_id, name)):
+        if not servable(name) or not (path.is_file() or service.deferred.make(study_id, name)):
             raise HTTPException(404, f"no file {name!r} for this study")
         return FileResponse(path)
 

@@ -19,10 +19,10 @@ from radsight.service import api, dicomweb, viewer
 from radsight.service.access import Access
 from radsight.service.context import Service, Settings
 from radsight.service.db import StudyStore
+from radsight.service.deferred import Deferred
 from radsight.service.guard import BodyGuard
 from radsight.service.intake import Decoded, Intake
 from radsight.service.pacs import DicomwebArchive, Orthanc, Poller
-from radsight.service.views import DeferredViews
 from radsight.service.worker import Workers
 
 __all__ = ["Settings", "create_app"]
@@ -31,10 +31,10 @@ log = logging.getLogger("radsight.service")
 
 def service_options(settings: Settings) -> PredictorOptions:
     """What the service's predictor is built with and each analysis asks: the viewer switches between the
-    torch-free methods' maps; results always carry DICOM for DICOM input; the computed views of other input are
-    made when the viewer first asks for them (``service.views``)."""
+    torch-free methods' maps; results always carry DICOM for DICOM input; the computed views and overlay of other
+    input are made when first asked for (``service.deferred``)."""
     alternates = tuple(dict.fromkeys((*settings.predictor.alternates, *TORCH_FREE)))
-    return replace(settings.predictor, alternates=alternates, dicom_out=True, defer_views=True,
+    return replace(settings.predictor, alternates=alternates, dicom_out=True, deferred_images=True,
                    threads=threads_per_worker(settings.workers))
 
 
@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     service = Service(settings, store, intake, predictor, Access(settings.token, store),
-                      DeferredViews(settings.data_dir, predictor.bone, predictor.release_memory))
+                      Deferred(settings.data_dir, predictor, options, predictor.release_memory))
     app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))

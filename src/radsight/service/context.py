@@ -9,8 +9,8 @@ from fastapi import HTTPException
 from radsight.core import InputError
 from radsight.pipeline.options import PredictorOptions
 from radsight.service.access import Access
+from radsight.service.deferred import Deferred
 from radsight.service.intake import Intake, Received
-from radsight.service.views import DeferredViews
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Service:
     intake: Intake
     predictor: object  # pipeline.predictor.Predictor
     access: Access
-    views: DeferredViews
+    deferred: Deferred  # images made when first asked
 
     async def read_limited(self, stream) -> bytes:
         """A request body, refused with 413 past the upload limit."""
