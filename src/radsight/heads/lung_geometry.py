@@ -90,11 +90,16 @@ def lung_fields(labels: np.ndarray, height: int, width: int,
 
 
 def outline(mask: np.ndarray, sx: float, sy: float, max_points: int = 200) -> list[tuple[float, float]]:
-    padded = np.pad(mask.astype(np.float64), 1)  # closes contours that touch the border
+    """The longest contour of ``mask``, at most about ``max_points`` points, scaled by (``sx``, ``sy``). Traced in
+    the mask's bounding box only: the same points, sooner."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, left = int(rows[0]), int(cols[0])
+    window = mask[top:rows[-1] + 1, left:cols[-1] + 1]
+    padded = np.pad(window.astype(np.float64), 1)  # closes contours that touch the border
     lines = contourpy.contour_generator(z=padded).lines(0.5)
     line = max(lines, key=len)
     line = line[:: max(1, len(line) // max_points)]
-    return [(round((x - 0.5) * sx, 1), round((y - 0.5) * sy, 1)) for x, y in line]
+    return [(round((x + left - 0.5) * sx, 1), round((y + top - 0.5) * sy, 1)) for x, y in line]
 
 
 @dataclass(frozen=True)
