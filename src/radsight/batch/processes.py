@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -17,18 +17,20 @@ from pathlib import Path
 from radsight.batch.jobs import Job
 from radsight.batch.run import Outcome, analyze_job
 from radsight.concurrency import threads_per_worker
-from radsight.core import Prediction, StudyPrediction
+from radsight.core import Prediction, Radiograph, StudyPrediction
+from radsight.io import load_image
 from radsight.pipeline.options import PredictorOptions
 
 _process: dict = {}  # in each worker process: its predictor, options and output folder
 
 
-def _start(options: PredictorOptions, out_dir: str) -> None:
-    _process.update(predictor=options.predictor(), options=options, out_dir=Path(out_dir))
+def _start(options: PredictorOptions, out_dir: str, read: Callable[[Path], Radiograph]) -> None:
+    _process.update(predictor=options.predictor(), options=options, out_dir=Path(out_dir), read=read)
 
 
 def _analyze(job: Job) -> Outcome:
-    return light(analyze_job(_process["predictor"], job, _process["out_dir"], _process["options"]))
+    return light(analyze_job(_process["predictor"], job, _process["out_dir"], _process["options"],
+                             read=_process["read"]))
 
 
 def light(outcome: Outcome) -> Outcome:
@@ -47,13 +49,14 @@ def _light(p: Prediction) -> Prediction:
                    views=dict.fromkeys(p.views))
 
 
-def analyze_in_processes(jobs: list[Job], out_dir: Path, options: PredictorOptions,
-                         processes: int) -> Iterator[Outcome]:
+def analyze_in_processes(jobs: list[Job], out_dir: Path, options: PredictorOptions, processes: int,
+                         read: Callable[[Path], Radiograph] = load_image) -> Iterator[Outcome]:
     """Each job's outcome, in input order, from ``processes`` processes (the cores shared out among them); at most
-    twice that many jobs in flight. A run stopped early (an error, Ctrl-C) starts no further job."""
+    twice that many jobs in flight. A run stopped early (an error, Ctrl-C) starts no further job. ``read``: how a
+    file is read (picklable: it goes to each process)."""
     options = replace(options, threads=threads_per_worker(processes))
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                               initargs=(options, str(out_dir)))
+                               initargs=(options, str(out_dir), read))
     pending: deque = deque()
     try:
         for job in jobs:

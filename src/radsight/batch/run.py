@@ -87,10 +87,10 @@ def _predict(predictor: Predictor, job: Job, images: list[Radiograph], unreadabl
 
 
 def analyze_jobs(predictor: Predictor, jobs: list[Job], out_dir: Path, options: PredictorOptions = PredictorOptions(),
-                 workers: int = 1) -> Iterator[Outcome]:
+                 workers: int = 1, read: Callable[[Path], Radiograph] = load_image) -> Iterator[Outcome]:
     """:func:`analyze_job` for each job, in input order; with ``workers`` > 1 that many at once on threads sharing
     ``predictor`` (built with ``threads=threads_per_worker(workers)`` so they share the cores out)."""
-    return ordered_map(lambda job: analyze_job(predictor, job, out_dir, options), jobs, workers)
+    return ordered_map(lambda job: analyze_job(predictor, job, out_dir, options, read=read), jobs, workers)
 
 
 def analyze_files(paths: list[Path], out_dir: Path, predictor: Predictor, workers: int = 1,

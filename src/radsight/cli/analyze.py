@@ -62,12 +62,16 @@ def analyze(
                                "analysis on a Ray cluster, resumable "
                                "(needs radsight\\[ray])"),
     ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
+    metadata: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="a metadata table of NIH's "
+                                            "form (Data_Entry_2017.csv, plain or .gz): for the files it names, the "
+                                            "view position, pixel spacing (CTR diameters in mm), age and sex it "
+                                            "states"),
 ) -> None:
     """Findings, triage, heatmaps and boxes for chest radiographs. Exit code 1 if nothing could be analyzed."""
     from radsight.batch.jobs import group_studies, image_jobs
     from radsight.concurrency import default_workers, threads_per_worker
     from radsight.core import FINDINGS
-    from radsight.io import expand_inputs
+    from radsight.io import expand_inputs, load_image
     from radsight.pipeline.options import PredictorOptions
 
     given = list(paths or []) + ([_example_path()] if example else [])
@@ -98,7 +102,16 @@ def analyze(
     together = study or predictor.cfg.reads_lateral
     jobs = studies if together else image_jobs(files)
     report = Report(out, "studies" if together else "images", len(jobs), predictor.cfg.name, quiet)
+    read = load_image
+    if metadata is not None:
+        from radsight.data.acquisition import StatedReader, read_acquisition
+        try:
+            read = StatedReader(read_acquisition(metadata))
+        except (OSError, ValueError) as exc:
+            raise fail(f"--metadata: {exc}")
     if engine == "ray":
+        if metadata is not None:
+            raise fail("--metadata is read by the local engines (local, processes), not on Ray")
         from radsight.batch.ray import run_on_ray
         try:
             report.run(run_on_ray(jobs, out, options, ray_address, workers), ray=True)
@@ -106,10 +119,10 @@ def analyze(
             raise fail(str(exc))
     elif engine == "processes" and min(workers, len(jobs)) > 1:
         from radsight.batch.processes import analyze_in_processes
-        report.run(analyze_in_processes(jobs, out, options, min(workers, len(jobs))))
+        report.run(analyze_in_processes(jobs, out, options, min(workers, len(jobs)), read))
     else:
         from radsight.batch.run import analyze_jobs
-        report.run(analyze_jobs(predictor, jobs, out, options, min(workers, len(jobs))))
+        report.run(analyze_jobs(predictor, jobs, out, options, min(workers, len(jobs)), read))
     if save_predictions is not None and report.done:
         from radsight.data.predictions import write_predictions
         write_predictions(save_predictions, report.names, predictor.cfg.findings, report.probabilities)
