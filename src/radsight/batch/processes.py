@@ -21,7 +21,7 @@ from radsight.core import Prediction, Radiograph, StudyPrediction
 from radsight.io import load_image
 from radsight.pipeline.options import PredictorOptions
 
-_process: dict = {}  # in each worker process: its predictor, options and output folder
+_process: dict = {}  # in each worker process: its predictor, options, output folder and reader
 
 
 def _start(options: PredictorOptions, out_dir: str, read: Callable[[Path], Radiograph]) -> None:
