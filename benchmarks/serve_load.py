@@ -64,17 +64,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--studies", type=int, default=40, help="in all, spread over the clients")
     parser.add_argument("--workers", type=int, default=1, help="the service's analysis threads")
+    parser.add_argument("--int8", action="store_true", help="the service runs the registered int8 variants")
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.studies]
     bare = _predict_times(Predictor(), files)
-    served = _predict_times(service_options(Settings(Path("."), TOKEN, PredictorOptions(bone_views=True),
-                                                     workers=args.workers)).predictor(), files)
+    options = PredictorOptions(bone_views=True, int8=args.int8)
+    served = _predict_times(service_options(Settings(Path("."), TOKEN, options, workers=args.workers)).predictor(), files)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
         server = subprocess.Popen([sys.executable, "-m", "radsight", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
-                                   "--token", TOKEN, "--workers", str(args.workers)],
+                                   "--token", TOKEN, "--workers", str(args.workers), *["--int8"][:args.int8]],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
         url = f"http://127.0.0.1:{port}"
         try:

@@ -137,3 +137,62 @@ def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tiny_model, tmp_path, mo
     result = CliRunner().invoke(app, ["analyze", str(tmp_path / "x.png"), "--model", str(tiny_model), "--device",
                                       "cuda", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "no GPU provider" in result.output
+
+
+def _lung_check_set(root, count: int = 6):
+    """Phantom films, a manifest (train and val rows) and as reference masks the float lung model's own lungs."""
+    from PIL import Image
+
+    from radsight.heads.anatomy import LungModel
+    from radsight.inputs.preprocess import resize
+    from radsight.io import load_image
+    from radsight.models.store import DEFAULT_LUNG_MODEL
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    lungs, rows = LungModel(DEFAULT_LUNG_MODEL), ["image,split"]
+    for i in range(count):
+        name = f"film{i}.png"
+        Image.fromarray((chest_phantom(256, 224, seed=i) * 255).astype(np.uint8)).save(root / "images" / name)
+        image = load_image(root / "images" / name)
+        mask = resize((lungs.segment(image).labels > 0).astype(np.float32), image.height, image.width) > 0.5
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / name)
+        rows.append(f"{name},{'train' if i < count // 2 else 'val'}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_a_lung_model_is_quantized_checked_by_dice_and_used_with_int8(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    from radsight.models.store import DEFAULT_LUNG_MODEL
+    from radsight.pipeline.options import PredictorOptions
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
+    data = _lung_check_set(tmp_path / "set")
+    args = ["models", "quantize", DEFAULT_LUNG_MODEL, "--manifest", str(data / "manifest.csv"), "--images",
+            str(data / "images"), "--split", "train", "--limit", "16", "--check-manifest", str(data / "manifest.csv"),
+            "--check-images", str(data / "images"), "--check-split", "val"]
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code == 2 and "--check-masks" in missing.output
+    refused = CliRunner().invoke(app, [*args, "--check-masks", str(data / "masks"), "--max-dice-drop", "-1"])
+    assert refused.exit_code == 1 and "refused" in refused.output and "Dice falls" in refused.output
+    assert PredictorOptions(int8=True, view_model=None).predictor().lungs.cfg.name == DEFAULT_LUNG_MODEL
+    done = CliRunner().invoke(app, [*args, "--check-masks", str(data / "masks"), "--max-dice-drop", "0.5"])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((tmp_path / "store" / "models" / f"{DEFAULT_LUNG_MODEL}-int8" / "config.json").read_text())
+    assert saved["quantization"]["check"]["dice_float"]["lungs"] > 0.9 and saved["quantization"]["images"] == 3
+    assert PredictorOptions(int8=True, view_model=None).predictor().lungs.cfg.name == f"{DEFAULT_LUNG_MODEL}-int8"
+    assert PredictorOptions(view_model=None).predictor().lungs.cfg.name == DEFAULT_LUNG_MODEL
+
+
+def test_the_age_sex_check_of_a_model_against_itself_moves_nothing_and_other_tasks_are_refused(tmp_path):
+    from radsight.convert.quantize_helpers import Bounds, check_age_sex, register_helper
+    from radsight.core import Radiograph
+    from radsight.inputs.preprocess import prepare
+    from radsight.models.store import DEFAULT_BONE_MODEL, get_model
+    cfg = get_model("radsight-age-sex-demo")
+    x = np.stack([prepare(Radiograph(chest_phantom(256, 224, seed=i), f"{i}.png"), cfg.input)[0] for i in range(3)])
+    figures, reason = check_age_sex(cfg, cfg, x, Bounds())
+    assert reason is None and figures["max_abs_age_years"] == 0 and figures["max_abs_dp_female"] == 0
+    with pytest.raises(ValueError, match="int8 variants with a check"):
+        register_helper(get_model(DEFAULT_BONE_MODEL), x, "phantoms", lambda f, q: ({}, None), "phantoms")

@@ -62,6 +62,8 @@ def analyze(
                                "analysis on a Ray cluster, resumable "
                                "(needs radsight\\[ray])"),
     ray_address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster (default: a local Ray)"),
+    int8: bool = typer.Option(False, "--int8", help="run each model whose int8 variant is registered (radsight "
+                              "models quantize makes one and registers it only when it passes its check)"),
     metadata: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="a metadata table of NIH's "
                                             "form (Data_Entry_2017.csv, plain or .gz): for the files it names, the "
                                             "view position, pixel spacing (CTR diameters in mm), age and sex it "
@@ -92,7 +94,7 @@ def analyze(
                                layer=explain_layer, alternates=tuple(m for m in also_explain.split(",") if m),
                                heatmaps_for=tuple(wanted), allow_ood=allow_ood,
                                dicom_out=dicom_out, device=device, threads=threads_per_worker(workers),
-                               triage_model=None if triage_model == "none" else triage_model)
+                               triage_model=None if triage_model == "none" else triage_model, int8=int8)
     predictor = build_predictor(options)
     head_maps = [head.heatmap[0] for head, _ in predictor.each_image if head.heatmap]
     unknown = [n for n in wanted if n not in predictor.cfg.labels and n not in FINDINGS and n not in head_maps]

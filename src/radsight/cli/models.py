@@ -57,7 +57,7 @@ def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-den
 
 @app.command("quantize")
 def models_quantize(
-    name: str = typer.Argument(..., help="a registered classifier"),
+    name: str = typer.Argument(..., help="a registered classifier, segmentation (lung, anatomy) or age-sex model"),
     manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="calibration images (never benchmark)"),
     images: Path = typer.Option(..., exists=True, file_okay=False),
     split: str = typer.Option("train", help="manifest split the activations are calibrated on"),
@@ -65,20 +65,35 @@ def models_quantize(
     check_manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="labelled images it is checked on"),
     check_images: Path = typer.Option(..., exists=True, file_okay=False),
     check_split: Optional[str] = typer.Option(None, help="only this split of the check manifest"),
+    check_masks: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="segmentation models: "
+                                               "reference masks of the check images (as evaluate --task anatomy)"),
     max_delta: float = typer.Option(0.02, help="refused when any probability moves more than this"),
+    max_dice_drop: float = typer.Option(0.002, help="segmentation: refused when a structure's mean Dice falls "
+                                        "more than this"),
+    max_age_years: float = typer.Option(1.0, help="age-sex: refused when an age moves more than this"),
     out_name: Optional[str] = typer.Option(None, "--name", help="name to register (default NAME-int8)"),
     cache_dir: Optional[Path] = typer.Option(None, help="store root"),
 ) -> None:
     """Register an int8 variant (ONNX Runtime static quantization), refused when it moves the answers too far
-    (needs radsight\\[train])."""
+    (needs radsight\\[train]). Each kind has its check against the float model: a classifier's probabilities and
+    AUROC, a segmentation model's Dice (--check-masks), an age-sex model's ages and P(female)."""
     from radsight.convert.quantize import QuantizationRefused, figures
-    from radsight.convert.quantize_run import run_quantize
+    from radsight.convert.quantize_helpers import Bounds
+    from radsight.convert.quantize_run import run_helper_quantize, run_quantize
+    from radsight.models.config import CLASSIFICATION
     use_cache_dir(cache_dir)
     try:
-        cfg = run_quantize(build_predictor(name), manifest, images, split, limit, check_manifest, check_images, check_split,
-                           max_delta, out_name)
+        from radsight.models.store import get_model
+        cfg = models_call(get_model, name)
+        if cfg.task == CLASSIFICATION:
+            cfg = run_quantize(build_predictor(name), manifest, images, split, limit, check_manifest, check_images,
+                               check_split, max_delta, out_name)
+            typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {figures(cfg.quantization['check'])}")
+            return
+        cfg = run_helper_quantize(cfg, manifest, images, split, limit, check_manifest, check_images, check_split,
+                                  check_masks, Bounds(max_dice_drop, max_age_years, max_delta), out_name)
     except QuantizationRefused as exc:
         raise fail(str(exc), code=1)
     except ValueError as exc:
         raise fail(str(exc))
-    typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {figures(cfg.quantization['check'])}")
+    typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {cfg.quantization['check']}")

@@ -32,6 +32,8 @@ def serve(
     cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
     triage_model: str = typer.Option(DEFAULT_TRIAGE_MODEL, help="normal/abnormal model whose score gives the "
                                      "triage when installed ('none': the classifier's own)"),
+    int8: bool = typer.Option(False, "--int8", help="run each model whose int8 variant is registered (see "
+                              "radsight models quantize)"),
     allow_ood: bool = typer.Option(False, "--allow-ood", help="queue images the out-of-distribution gate refuses "
                                                               "(default: answer 422)"),
     explain: str = typer.Option("cam", help="method of the heatmaps and boxes (see analyze); the viewer can also "
@@ -68,7 +70,7 @@ def serve(
     configure_logging(logging.INFO, "%(asctime)s %(name)s %(levelname)s %(message)s")
     options = PredictorOptions(model=model, lung_model=lung_model, bone_model=bone_model if bone_views else None,
                                bone_views=bone_views, method=explain, allow_ood=allow_ood, device=device,
-                               triage_model=None if triage_model == "none" else triage_model,
+                               triage_model=None if triage_model == "none" else triage_model, int8=int8,
                                heatmaps_for=tuple(n.strip() for n in heatmaps_for.split(",") if n.strip()))
     settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers or cpu_cores(),
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,

@@ -13,10 +13,10 @@ import numpy as np
 
 from radsight.convert.int8_graph import FLOAT_CONVS, QUANTIZED_OPS, prepare_for_int8, shared_concat_scales
 from radsight.models.config import ModelConfig
-from radsight.models.store import sha256_file, user_dir, verify
+from radsight.models.store import INT8_SUFFIX, sha256_file, user_dir, verify
 
 MAX_DELTA = 0.02  # default bound on any probability's change against float32
-SUFFIX = "-int8"
+SUFFIX = INT8_SUFFIX
 
 
 class QuantizationRefused(ValueError):

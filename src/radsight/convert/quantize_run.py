@@ -46,3 +46,29 @@ def model_inputs(predictor, rows: Manifest, count: int) -> tuple[np.ndarray, lis
     if not xs:
         raise ValueError("no readable images")
     return np.stack(xs), kept
+
+
+def run_helper_quantize(cfg: ModelConfig, manifest: Path, images: Path, split: str, limit: int, check_manifest: Path,
+                        check_images: Path, check_split: str | None, check_masks: Path | None, bounds,
+                        name: str | None) -> ModelConfig:
+    """:func:`radsight.convert.quantize_helpers.register_helper` for a segmentation or age-sex model: calibrated
+    on ``split`` of ``manifest``, checked on ``check_manifest`` (a segmentation model against ``check_masks``)."""
+    from radsight.convert.quantize_helpers import check_age_sex, check_segmentation, inputs, register_helper
+    from radsight.models.config import SEGMENTATION
+    rows = read_manifest(manifest, images, findings=()).select(split)
+    check_not_benchmark(rows)
+    calibration = inputs(cfg, rows, limit)
+    held = read_manifest(check_manifest, check_images, findings=())
+    held = held.select(check_split) if check_split else held
+    check_not_benchmark(held)  # the check decides what is used: it is tuning, not measuring
+    if cfg.task == SEGMENTATION:
+        if check_masks is None:
+            raise ValueError(f"model {cfg.name} is checked against reference masks: give --check-masks DIR")
+        def check(f, q):
+            return check_segmentation(f, q, check_manifest, check_images, check_masks, check_split, bounds)
+    else:
+        x = inputs(cfg, held, len(held))
+        def check(f, q):
+            return check_age_sex(f, q, x, bounds)
+    return register_helper(cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check,
+                           f"{check_manifest}" + (f"#{check_split}" if check_split else ""), bounds, name)

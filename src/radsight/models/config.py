@@ -8,6 +8,7 @@ from pathlib import Path
 from radsight.inputs.preprocess import InputSpec
 
 TRIAGE_LABEL = "Abnormal"
+CLASSIFICATION = "classification"
 SEGMENTATION = "lung-segmentation"
 BONE_SUPPRESSION = "bone-suppression"
 VIEW_CLASSIFICATION = "view-classification"

@@ -64,6 +64,20 @@ def get_model(name_or_path: str = DEFAULT_MODEL) -> ModelConfig:
     raise ModelNotFound(f"no model named {name_or_path!r} (registered: {known})")
 
 
+INT8_SUFFIX = "-int8"
+
+
+def int8_variant(model):
+    """``NAME-int8`` for a model name whose int8 variant is registered (``radsight models quantize`` registers one
+    only when it passed its check), else ``model`` as it is (a config, None, or a name without one)."""
+    if not isinstance(model, str):
+        return model
+    try:
+        return get_model(model + INT8_SUFFIX).name
+    except ModelNotFound:
+        return model
+
+
 def verify(cfg: ModelConfig) -> Path:
     """The weights file, after checking it exists and matches the recorded sha256."""
     path = cfg.weights_path

@@ -31,6 +31,7 @@ class PredictorOptions:
     device: str = "auto"
     threads: int = 0
     deferred_images: bool = False
+    int8: bool = False  # each model's registered int8 variant where there is one
 
     def predictor(self):
         """A :class:`~radsight.pipeline.predictor.Predictor` with these options."""
@@ -38,4 +39,4 @@ class PredictorOptions:
         return Predictor(self.model, threads=self.threads, lung_model=self.lung_model, bone_model=self.bone_model,
                          bone_views=self.bone_views, method=self.method, layer=self.layer,
                          alternates=self.alternates, view_model=self.view_model, device=self.device,
-                         triage_model=self.triage_model, defer_views=self.deferred_images)
+                         triage_model=self.triage_model, defer_views=self.deferred_images, int8=self.int8)

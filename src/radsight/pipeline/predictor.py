@@ -31,7 +31,14 @@ from radsight.heads.view import FRONTAL, LATERAL, NO_VIEW, ViewModel, decide
 from radsight.inputs.preprocess import Crop, prepare, working_size
 from radsight.io import load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
-from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_MODEL, DEFAULT_TRIAGE_MODEL, DEFAULT_VIEW_MODEL, get_model
+from radsight.models.store import (
+    DEFAULT_LUNG_MODEL,
+    DEFAULT_MODEL,
+    DEFAULT_TRIAGE_MODEL,
+    DEFAULT_VIEW_MODEL,
+    get_model,
+    int8_variant,
+)
 from radsight.pipeline.inputs import InputBuilder, Inputs, installed
 from radsight.pipeline.recent import Recent
 from radsight.runtime.memory import release_memory
@@ -52,7 +59,8 @@ class Predictor:
     the shipped one when installed and a lung model runs, unless the classifier triages alone (None).
     ``defer_views``: an image not read from DICOM gets its computed views' names (``prediction.views`` maps each to
     None) without the bone model's run, for a caller that makes them when first asked (the service's viewer);
-    DICOM input keeps them, for its DICOM results carry them.
+    DICOM input keeps them, for its DICOM results carry them. ``int8``: each model whose int8 variant is registered
+    (``NAME-int8``, made and checked by ``radsight models quantize``) runs as that variant.
     Predicts and writes nothing (``radsight.results`` writes).
     """
 
@@ -61,7 +69,10 @@ class Predictor:
                  bone_model: str | ModelConfig | None = None, bone_views: bool = False,
                  method: str = DEFAULT_METHOD, layer: str | None = None, alternates: Collection[str] = (),
                  view_model: str | ModelConfig | None = DEFAULT_VIEW_MODEL, device: str = "auto",
-                 triage_model: str | ModelConfig | None = DEFAULT_TRIAGE_MODEL, defer_views: bool = False):
+                 triage_model: str | ModelConfig | None = DEFAULT_TRIAGE_MODEL, defer_views: bool = False,
+                 int8: bool = False):
+        variant = int8_variant if int8 else (lambda m: m)
+        model, lung_model, bone_model = variant(model), variant(lung_model), variant(bone_model)
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
         self.model = Classifier(self.cfg, threads, device)
         self.boxes = boxes
@@ -74,14 +85,14 @@ class Predictor:
                              f"(their exact per-view maps), not with a gradient method or another layer")
         if view_model == DEFAULT_VIEW_MODEL:  # the shipped one is optional; one named by the caller is not
             view_model = installed(view_model)
-        self.views = ViewModel(view_model, threads, device) if view_model is not None else None
+        self.views = ViewModel(variant(view_model), threads, device) if view_model is not None else None
         if triage_model == DEFAULT_TRIAGE_MODEL:  # the shipped one is optional, and reads the lungs' thorax
             triage_model = installed(triage_model) if self.lungs is not None else None
-        self.triage_model = TriageModel(triage_model, threads, device) \
+        self.triage_model = TriageModel(variant(triage_model), threads, device) \
             if triage_model is not None and self.cfg.findings else None
         if self.triage_model and self.triage_model.reads_thorax and self.lungs is None:
             raise ValueError(f"triage model {self.triage_model.cfg.name} reads the thorax and needs a lung model")
-        self.each_image = [(head, Helper(get_model(head.default_model), threads, device))
+        self.each_image = [(head, Helper(get_model(variant(head.default_model)), threads, device))
                            for head in HEADS.values() if head.on_each_image and installed(head.default_model)]
         self.defer_views = defer_views
         self._admitted = Recent()  # id(image) -> (image, inputs, classifier outputs) of admitted images
