@@ -133,14 +133,19 @@ def check_age_sex(float_cfg: ModelConfig, int8_cfg: ModelConfig, check: np.ndarr
         "; ".join(reasons) or None
 
 
+def check_has_check(cfg: ModelConfig) -> None:
+    """ValueError for a model whose kind has no int8 check yet (bone suppression, view)."""
+    if cfg.task not in CHECKED_TASKS:
+        raise ValueError(f"model {cfg.name} is a {cfg.task} model: int8 variants with a check are made of "
+                         f"classifiers, {' and '.join(CHECKED_TASKS)} models")
+
+
 def register_helper(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str, check, check_source: str,
                     bounds: Bounds = Bounds(), name: str | None = None) -> ModelConfig:
     """Quantize ``cfg``, run its task's check (``check``: a callable (float, int8) -> (figures, reason)) and
     register ``<store>/<name>`` (default ``NAME-int8``) only when it passes; otherwise :class:`QuantizationRefused`
     with the figures, and nothing is registered."""
-    if cfg.task not in CHECKED_TASKS:
-        raise ValueError(f"model {cfg.name} is a {cfg.task} model: int8 variants with a check are made of "
-                         f"classifiers, {' and '.join(CHECKED_TASKS)} models")
+    check_has_check(cfg)
     name = name or cfg.name + SUFFIX
     final = user_dir() / name
     staging = final.with_name(f".{name}.quantizing")

@@ -53,8 +53,15 @@ def run_helper_quantize(cfg: ModelConfig, manifest: Path, images: Path, split: s
                         name: str | None) -> ModelConfig:
     """:func:`radsight.convert.quantize_helpers.register_helper` for a segmentation or age-sex model: calibrated
     on ``split`` of ``manifest``, checked on ``check_manifest`` (a segmentation model against ``check_masks``)."""
-    from radsight.convert.quantize_helpers import check_age_sex, check_segmentation, inputs, register_helper
+    from radsight.convert.quantize_helpers import (
+        check_age_sex,
+        check_has_check,
+        check_segmentation,
+        inputs,
+        register_helper,
+    )
     from radsight.models.config import SEGMENTATION
+    check_has_check(cfg)
     rows = read_manifest(manifest, images, findings=()).select(split)
     check_not_benchmark(rows)
     calibration = inputs(cfg, rows, limit)
