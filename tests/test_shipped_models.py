@@ -104,3 +104,12 @@ def test_triage_model_benchmark_auroc_matches_its_card():
     scores, errors = score_manifest(Predictor("radsight-triage-256"), manifest)
     assert not errors
     assert auroc(manifest.abnormal(), scores[:, 0]) == pytest.approx(0.7330, abs=5e-4)  # MODEL_CARD.md
+
+
+def test_the_int8_lung_model_keeps_the_float_models_dice_on_the_older_pairs(tmp_path):
+    from radsight.evaluate.lungs import run_segmentation_evaluation
+    root = shared("lung-masks")
+    m = run_segmentation_evaluation(root / "manifest.csv", root / "images", root / "masks", tmp_path,
+                                    "radsight-lung-unet-int8", None)
+    assert m["images"] == 14 and m["mean"]["dice"] == pytest.approx(0.9353, abs=5e-4)  # MODEL_CARD.md
+    assert all(v["plausible"] for v in m["per_image"].values())

@@ -15,8 +15,14 @@ def _quantized(cfg: ModelConfig) -> str:
     if not q:
         return ""
     check = q.get("check") or {}
-    measured = f"; max |Δp| {check['max_abs_dp']:.4f} on {check['set']}" if check else ""
+    shown = [(label, check[key]) for key, label in CHECK_FIGURES if key in check]
+    measured = f"; {', '.join(f'{label} {v:.4f}' for label, v in shown)} on {check['set']}" if shown else ""
     return f"\n    {q['precision']} variant of {q['source']} {q['source_version']}{measured}"
+
+
+# what each kind of int8 check measured, as its quantization block names it
+CHECK_FIGURES = (("max_abs_dp", "max |Δp|"), ("max_dice_drop", "max Dice drop"),
+                 ("max_abs_age_years", "max |Δage| (years)"), ("max_abs_dp_female", "max |ΔP(female)|"))
 
 
 def _views(cfg: ModelConfig) -> str:
