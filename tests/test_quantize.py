@@ -165,24 +165,25 @@ def test_a_lung_model_is_quantized_checked_by_dice_and_used_with_int8(tmp_path, 
     from typer.testing import CliRunner
 
     from radsight.cli import app
-    from radsight.models.store import DEFAULT_LUNG_MODEL
+    from radsight.models.store import DEFAULT_LUNG_MODEL, DEFAULT_VIEW_MODEL
     from radsight.pipeline.options import PredictorOptions
     monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
     data = _lung_check_set(tmp_path / "set")
     args = ["models", "quantize", DEFAULT_LUNG_MODEL, "--manifest", str(data / "manifest.csv"), "--images",
             str(data / "images"), "--split", "train", "--limit", "16", "--check-manifest", str(data / "manifest.csv"),
-            "--check-images", str(data / "images"), "--check-split", "val"]
+            "--check-images", str(data / "images"), "--check-split", "val", "--name", "phantom-lungs-int8"]
     missing = CliRunner().invoke(app, args)
     assert missing.exit_code == 2 and "--check-masks" in missing.output
     refused = CliRunner().invoke(app, [*args, "--check-masks", str(data / "masks"), "--max-dice-drop", "-1"])
     assert refused.exit_code == 1 and "refused" in refused.output and "Dice falls" in refused.output
-    assert PredictorOptions(int8=True, view_model=None).predictor().lungs.cfg.name == DEFAULT_LUNG_MODEL
+    assert not (tmp_path / "store" / "models" / "phantom-lungs-int8").exists()
     done = CliRunner().invoke(app, [*args, "--check-masks", str(data / "masks"), "--max-dice-drop", "0.5"])
     assert done.exit_code == 0, done.output
-    saved = json.loads((tmp_path / "store" / "models" / f"{DEFAULT_LUNG_MODEL}-int8" / "config.json").read_text())
+    saved = json.loads((tmp_path / "store" / "models" / "phantom-lungs-int8" / "config.json").read_text())
     assert saved["quantization"]["check"]["dice_float"]["lungs"] > 0.9 and saved["quantization"]["images"] == 3
-    assert PredictorOptions(int8=True, view_model=None).predictor().lungs.cfg.name == f"{DEFAULT_LUNG_MODEL}-int8"
-    assert PredictorOptions(view_model=None).predictor().lungs.cfg.name == DEFAULT_LUNG_MODEL
+    with_int8 = PredictorOptions(int8=True).predictor()  # the shipped variant; a model without one stays
+    assert with_int8.lungs.cfg.name == f"{DEFAULT_LUNG_MODEL}-int8" and with_int8.views.cfg.name == DEFAULT_VIEW_MODEL
+    assert PredictorOptions().predictor().lungs.cfg.name == DEFAULT_LUNG_MODEL
 
 
 def test_the_age_sex_check_of_a_model_against_itself_moves_nothing_and_other_tasks_are_refused(tmp_path):
