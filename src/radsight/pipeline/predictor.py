@@ -136,10 +136,11 @@ class Predictor:
 
     def admit(self, image: Radiograph) -> None:
         """Raise :class:`InputError` when the gate finds ``image`` unlike the radiographs the model knows. What the
-        check made (the lungs, the classifier's outputs) is kept a while for :meth:`predict` of this same object."""
+        check made (the lungs, the classifier's outputs) is kept a while for :meth:`predict` of this same object
+        when it is admitted."""
         built, out = self._read(image)
-        self._admitted.put(id(image), (image, built, out))
         refuse_ood(self.ood(image, built, out), image.source)
+        self._admitted.put(id(image), (image, built, out))
 
     def _read(self, image: Radiograph, method: Explainer | None = None) -> tuple[Inputs, dict[str, np.ndarray]]:
         """The image's inputs with its anatomy (without computed views) and the classifier's outputs for them, with

@@ -6,10 +6,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import logging
 from functools import lru_cache
 
-log = logging.getLogger("radsight.runtime")
 M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
 

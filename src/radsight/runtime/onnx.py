@@ -31,6 +31,9 @@ def execution_providers(device: str = "auto") -> list[str]:
     return [*gpu, "CPUExecutionProvider"]
 
 
+SAME_AS_REQUESTED = 1  # ONNX Runtime's ArenaExtendStrategy::kSameAsRequested
+
+
 @lru_cache(maxsize=1)
 def shared_cpu_arena() -> bool:
     """One CPU memory arena for every session of the process (registered once), growing by what is asked rather
@@ -42,9 +45,6 @@ def shared_cpu_arena() -> bool:
     except (AttributeError, RuntimeError, TypeError):  # an ONNX Runtime without it: each session keeps its own
         return False
     return True
-
-
-SAME_AS_REQUESTED = 1  # ONNX Runtime's ArenaExtendStrategy::kSameAsRequested
 
 
 class OnnxModel:
@@ -79,7 +79,6 @@ class OnnxModel:
         feeds = {"image": batch, **(more or {})}
         return dict(zip(names, self.session.run(names, {k: v.astype(np.float32, copy=False)
                                                         for k, v in feeds.items()})))
-
 
     def shrink_arena(self) -> None:
         """Hand what the CPU arena holds unused back to the system. ONNX Runtime shrinks an arena only at the end of

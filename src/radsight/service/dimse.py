@@ -136,7 +136,7 @@ class DicomNode:
             try:
                 self.intake.screen(part)
             except InputError:
-                Intake.discard([part])
+                self.intake.discard([part])
                 raise
         except InputError as exc:
             return _failure(CANNOT_UNDERSTAND, exc.reason)

@@ -251,9 +251,13 @@ class Intake:
                 removed += 1
         return removed
 
-    @staticmethod
-    def discard(parts: list[Received]) -> None:
+    def discard(self, parts: list[Received]) -> None:
+        """Remove the parts' files (those still where they were received) and forget what was read of them."""
         for part in parts:
+            try:
+                self.decoded.take(_identity(part.path))
+            except OSError:  # queued: moved away, the worker takes it over
+                continue
             part.path.unlink(missing_ok=True)
 
 
