@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -143,10 +144,8 @@ def register(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str,
     """Quantize, measure on the check set and register ``<store>/<name>`` only when it passes; otherwise
     :class:`QuantizationRefused` with the figures, and nothing is registered."""
     name = name or cfg.name + SUFFIX
-    final = user_dir() / name
-    staging = final.with_name(f".{name}.quantizing")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+
+    def checked(staging: Path) -> ModelConfig:
         out = quantize(cfg, calibration, calibration_source, name, staging)
         check = compare(cfg, out, check_inputs, y, patient_ids)
         reason = refusal(check, max_delta)
@@ -154,6 +153,18 @@ def register(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str,
             raise QuantizationRefused(f"{name} refused: {reason} (on {check_source}: {figures(check)})")
         out.quantization.update(max_abs_dp_bound=max_delta, check={"set": check_source, **check})
         out.save(staging)
+        return out
+    return register_staged(name, checked)
+
+
+def register_staged(name: str, make: Callable[[Path], ModelConfig]) -> ModelConfig:
+    """``make(staging)`` builds and checks a variant in a folder beside ``<store>/<name>``, which then replaces
+    that model whole; when ``make`` raises (a refusal, an error), nothing is registered and no folder is left."""
+    final = user_dir() / name
+    staging = final.with_name(f".{name}.quantizing")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        out = make(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

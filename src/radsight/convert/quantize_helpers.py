@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from radsight.convert.quantize import SUFFIX, QuantizationRefused, _Batches
-from radsight.core import InputError
-from radsight.data.manifest import Manifest
-from radsight.inputs.preprocess import prepare
-from radsight.io import load_image
+from radsight.convert.quantize import SUFFIX, QuantizationRefused, _Batches, register_staged
 from radsight.models.config import AGE_SEX, SEGMENTATION, ModelConfig
-from radsight.models.store import sha256_file, user_dir, verify
+from radsight.models.store import sha256_file, verify
 
 CHECKED_TASKS = (SEGMENTATION, AGE_SEX)
 
@@ -34,21 +30,6 @@ class Bounds:
     max_dice_drop: float = 0.002
     max_age_years: float = 1.0
     max_delta: float = 0.02
-
-
-def inputs(cfg: ModelConfig, rows: Manifest, count: int) -> np.ndarray:
-    """The model inputs of the first ``count`` readable rows (unreadable ones are skipped)."""
-    xs = []
-    for i in range(len(rows)):
-        if len(xs) == count:
-            break
-        try:
-            xs.append(prepare(load_image(rows.path(i)), cfg.input)[0])
-        except InputError:
-            continue
-    if not xs:
-        raise ValueError("no readable images")
-    return np.stack(xs)
 
 
 def quantize_helper(cfg: ModelConfig, calibration: np.ndarray, calibration_source: str, directory: Path,
@@ -147,21 +128,13 @@ def register_helper(cfg: ModelConfig, calibration: np.ndarray, calibration_sourc
     with the figures, and nothing is registered."""
     check_has_check(cfg)
     name = name or cfg.name + SUFFIX
-    final = user_dir() / name
-    staging = final.with_name(f".{name}.quantizing")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+
+    def checked(staging: Path) -> ModelConfig:
         out = quantize_helper(cfg, calibration, calibration_source, staging, name)
         figures, reason = check(cfg, out)
         if reason:
             raise QuantizationRefused(f"{name} refused: {reason} (on {check_source}: {figures})")
-        out.quantization.update(bounds={k: v for k, v in vars(bounds).items()}, check={"set": check_source, **figures})
+        out.quantization.update(bounds=asdict(bounds), check={"set": check_source, **figures})
         out.save(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    out.directory = final
-    return out
+        return out
+    return register_staged(name, checked)

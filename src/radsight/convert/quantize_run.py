@@ -2,12 +2,13 @@
 (labelled held-out images), then :func:`radsight.convert.quantize.register`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from radsight.convert.quantize import check_quantizable, register
-from radsight.core import InputError
+from radsight.core import InputError, Radiograph
 from radsight.data.manifest import Manifest, read_manifest
 from radsight.evaluate.calibration import check_not_benchmark, label_matrix
 from radsight.io import load_image
@@ -23,23 +24,24 @@ def run_quantize(predictor, manifest: Path, images: Path, split: str, limit: int
     check_not_benchmark(calibration_rows)
     check_rows = read_manifest(check_manifest, check_images)
     check_rows = check_rows.select(check_split) if check_split else check_rows
-    calibration, _ = model_inputs(predictor, calibration_rows, limit)
-    check, kept = model_inputs(predictor, check_rows, len(check_rows))
+    calibration, _ = model_inputs(predictor.classifier_input, calibration_rows, limit)
+    check, kept = model_inputs(predictor.classifier_input, check_rows, len(check_rows))
     y = label_matrix(check_rows, predictor.cfg.labels)[kept]
     patients = [check_rows.patient_ids[i] for i in kept]
     return register(predictor.cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check, y, patients,
                     f"{check_manifest}" + (f"#{check_split}" if check_split else ""), max_delta, name)
 
 
-def model_inputs(predictor, rows: Manifest, count: int) -> tuple[np.ndarray, list[int]]:
-    """The classifier inputs of the first ``count`` readable rows, and which rows they are (unreadable ones are
-    skipped)."""
+def model_inputs(make: Callable[[Radiograph], tuple[np.ndarray, object]], rows: Manifest,
+                 count: int) -> tuple[np.ndarray, list[int]]:
+    """The model inputs (``make(image)[0]``: a predictor's ``classifier_input``, or ``prepare`` under a model's
+    input contract) of the first ``count`` readable rows, and which rows they are (unreadable ones are skipped)."""
     xs, kept = [], []
     for i in range(len(rows)):
         if len(kept) == count:
             break
         try:
-            xs.append(predictor.classifier_input(load_image(rows.path(i)))[0])
+            xs.append(make(load_image(rows.path(i)))[0])
             kept.append(i)
         except InputError:
             continue
@@ -53,18 +55,16 @@ def run_helper_quantize(cfg: ModelConfig, manifest: Path, images: Path, split: s
                         name: str | None) -> ModelConfig:
     """:func:`radsight.convert.quantize_helpers.register_helper` for a segmentation or age-sex model: calibrated
     on ``split`` of ``manifest``, checked on ``check_manifest`` (a segmentation model against ``check_masks``)."""
-    from radsight.convert.quantize_helpers import (
-        check_age_sex,
-        check_has_check,
-        check_segmentation,
-        inputs,
-        register_helper,
-    )
+    from radsight.convert.quantize_helpers import check_age_sex, check_has_check, check_segmentation, register_helper
+    from radsight.inputs.preprocess import prepare
     from radsight.models.config import SEGMENTATION
     check_has_check(cfg)
+
+    def prepared(image: Radiograph) -> tuple[np.ndarray, object]:
+        return prepare(image, cfg.input)
     rows = read_manifest(manifest, images, findings=()).select(split)
     check_not_benchmark(rows)
-    calibration = inputs(cfg, rows, limit)
+    calibration, _ = model_inputs(prepared, rows, limit)
     held = read_manifest(check_manifest, check_images, findings=())
     held = held.select(check_split) if check_split else held
     check_not_benchmark(held)  # the check decides what is used: it is tuning, not measuring
@@ -74,7 +74,7 @@ def run_helper_quantize(cfg: ModelConfig, manifest: Path, images: Path, split: s
         def check(f, q):
             return check_segmentation(f, q, check_manifest, check_images, check_masks, check_split, bounds)
     else:
-        x = inputs(cfg, held, len(held))
+        x, _ = model_inputs(prepared, held, len(held))
         def check(f, q):
             return check_age_sex(f, q, x, bounds)
     return register_helper(cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check,
