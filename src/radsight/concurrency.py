@@ -1,10 +1,11 @@
-"""Files analyzed at once: a bounded, ordered thread map, and how the CPU cores are shared out."""
+"""Files analyzed at once: a bounded, ordered map on threads or any executor, and how the CPU cores are shared
+out."""
 from __future__ import annotations
 
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TypeVar
 
 T, R = TypeVar("T"), TypeVar("R")
@@ -15,11 +16,17 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
     if workers <= 1:
         yield from map(fn, items)
         return
-    pool, pending = ThreadPoolExecutor(workers, thread_name_prefix="radsight"), deque()
+    yield from in_order(ThreadPoolExecutor(workers, thread_name_prefix="radsight"), fn, items, 2 * workers)
+
+
+def in_order(pool: Executor, fn: Callable[[T], R], items: Iterable[T], in_flight: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``pool`` (shut down at the end), results in order, at most ``in_flight`` items
+    submitted and not yet yielded."""
+    pending = deque()
     try:
         for item in items:
             pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * workers:
+            if len(pending) >= in_flight:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

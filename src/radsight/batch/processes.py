@@ -8,7 +8,6 @@ files it wrote. Outcomes come back in input order, as the local engine's do.
 from __future__ import annotations
 
 import multiprocessing
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from radsight.batch.jobs import Job
 from radsight.batch.run import Outcome, analyze_job
-from radsight.concurrency import threads_per_worker
+from radsight.concurrency import in_order, threads_per_worker
 from radsight.core import Prediction, Radiograph, StudyPrediction
 from radsight.io import load_image
 from radsight.pipeline.options import PredictorOptions
@@ -57,13 +56,4 @@ def analyze_in_processes(jobs: list[Job], out_dir: Path, options: PredictorOptio
     options = replace(options, threads=threads_per_worker(processes))
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
                                initargs=(options, str(out_dir), read))
-    pending: deque = deque()
-    try:
-        for job in jobs:
-            pending.append(pool.submit(_analyze, job))
-            if len(pending) >= 2 * processes:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from in_order(pool, _analyze, jobs, 2 * processes)
