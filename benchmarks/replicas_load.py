@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from serving import free_port, start_serve
 
 from radsight.io import expand_inputs
 
@@ -31,25 +30,9 @@ TOKEN = "load-test"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(data: str, db: str | None) -> tuple[subprocess.Popen, str]:
-    port = _port()
-    args = [sys.executable, "-m", "radsight", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
-            "--token", TOKEN, "--no-bone-views", "--lease-seconds", "5"] + (["--db", db] if db else [])
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            httpx.get(url + "/api/model", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not start")
+    return start_serve(data, "--allow-ood", "--no-bone-views", "--lease-seconds", "5", *(["--db", db] if db else []),
+                       token=TOKEN)
 
 
 def _client(urls: list[str], files: list[Path], latencies: list[float], errors: list[str]) -> None:
@@ -106,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.studies]
     pg_dir = tempfile.mkdtemp(prefix="radsight-pg-")
-    started = subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh"), "start", pg_dir, str(_port())],
+    started = subprocess.run(["bash", str(ROOT / "scripts" / "postgres.sh"), "start", pg_dir, str(free_port())],
                              capture_output=True, text=True, check=True)
     cluster = started.stdout.strip()
     rows = []

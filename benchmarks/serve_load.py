@@ -9,17 +9,14 @@ default predictor, and with the service's own options (its alternate maps, its d
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from serving import start_serve
 
 from radsight.io import expand_inputs, load_image
 from radsight.pipeline.options import PredictorOptions
@@ -70,21 +67,10 @@ def main() -> None:
     bare = _predict_times(Predictor(), files)
     options = PredictorOptions(bone_views=True, int8=args.int8)
     served = _predict_times(service_options(Settings(Path("."), TOKEN, options, workers=args.workers)).predictor(), files)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen([sys.executable, "-m", "radsight", "serve", "--data-dir", data, "--port", str(port), "--allow-ood",
-                                   "--token", TOKEN, "--workers", str(args.workers), *["--int8"][:args.int8]],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
-        url = f"http://127.0.0.1:{port}"
+        server, url = start_serve(data, "--allow-ood", "--workers", str(args.workers), *["--int8"][:args.int8],
+                                  token=TOKEN)
         try:
-            for _ in range(300):
-                try:
-                    httpx.get(url + "/api/worklist", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             latencies, errors = [], []
             shares = [files[i::args.clients] for i in range(args.clients)]
             threads = [threading.Thread(target=_client, args=(url, share, latencies, errors)) for share in shares]

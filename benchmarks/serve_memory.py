@@ -10,16 +10,13 @@ server idle (``--settle`` seconds), as MB and as ratios to the baseline (the tar
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from serving import start_serve
 
 from radsight.io import expand_inputs
 
@@ -62,21 +59,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.uploads + 1]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen([sys.executable, "-m", "radsight", "serve", "--data-dir", data, "--port", str(port),
-                                   "--token", TOKEN, "--workers", str(args.workers)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+        server, url = start_serve(data, "--workers", str(args.workers), token=TOKEN)
         try:
-            for _ in range(600):
-                try:
-                    httpx.get(url + "/api/worklist", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             warm_ids: list[str] = []
             _upload(url, files[0], warm_ids, [])
             _wait_done(url, warm_ids, time.time() + 120)
