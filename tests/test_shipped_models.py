@@ -24,12 +24,13 @@ def test_default_classifier_benchmark_auroc_matches_its_card():
     assert not np.isnan(scores).any()
 
 
-def test_lung_model_dice_on_the_older_pairs_matches_its_card(tmp_path):
+@pytest.mark.parametrize("model, card_dice", [("radsight-lung-unet", 0.9352), ("radsight-lung-unet-int8", 0.9353)])
+def test_lung_model_dice_on_the_older_pairs_matches_its_card(tmp_path, model, card_dice):
+    """The float lung model and its int8 variant, each against its own MODEL_CARD.md."""
     from radsight.evaluate.lungs import run_segmentation_evaluation
     root = shared("lung-masks")
-    m = run_segmentation_evaluation(root / "manifest.csv", root / "images", root / "masks", tmp_path,
-                                    "radsight-lung-unet", None)
-    assert m["images"] == 14 and m["mean"]["dice"] == pytest.approx(0.9352, abs=5e-4)  # MODEL_CARD.md
+    m = run_segmentation_evaluation(root / "manifest.csv", root / "images", root / "masks", tmp_path, model, None)
+    assert m["images"] == 14 and m["mean"]["dice"] == pytest.approx(card_dice, abs=5e-4)
     assert all(v["plausible"] for v in m["per_image"].values())
 
 
@@ -104,12 +105,3 @@ def test_triage_model_benchmark_auroc_matches_its_card():
     scores, errors = score_manifest(Predictor("radsight-triage-256"), manifest)
     assert not errors
     assert auroc(manifest.abnormal(), scores[:, 0]) == pytest.approx(0.7330, abs=5e-4)  # MODEL_CARD.md
-
-
-def test_the_int8_lung_model_keeps_the_float_models_dice_on_the_older_pairs(tmp_path):
-    from radsight.evaluate.lungs import run_segmentation_evaluation
-    root = shared("lung-masks")
-    m = run_segmentation_evaluation(root / "manifest.csv", root / "images", root / "masks", tmp_path,
-                                    "radsight-lung-unet-int8", None)
-    assert m["images"] == 14 and m["mean"]["dice"] == pytest.approx(0.9353, abs=5e-4)  # MODEL_CARD.md
-    assert all(v["plausible"] for v in m["per_image"].values())
