@@ -28,9 +28,14 @@ def method_slug(method: str) -> str:
     return method.replace("+", "p")
 
 
+def grey_bytes(values: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> uint8 grey levels (what :func:`write_png` writes as they are)."""
+    return np.round(np.clip(values, 0, 1) * 255).astype(np.uint8)
+
+
 def grey_png(values: np.ndarray) -> Image.Image:
     """(H, W) in [0, 1] -> an 8-bit greyscale image."""
-    return Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8), mode="L")
+    return Image.fromarray(grey_bytes(values), mode="L")
 
 
 def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str,
@@ -45,12 +50,12 @@ def write_image_files(image: Radiograph, p: Prediction, out_dir: Path, stem: str
         heat = p.heatmaps.get(label)
         if heat is not None:
             files.heatmaps[label] = f"{stem}.heatmap.{label}.png"
-            write_png(grey_png(heat), out_dir / files.heatmaps[label])
+            write_png(grey_bytes(heat), out_dir / files.heatmaps[label])
         for method, heatmaps in p.alternates.items():
             if label in heatmaps:
                 name = f"{stem}.heatmap.{label}.{method_slug(method)}.png"
                 files.alternates.setdefault(method, {})[label] = name
-                write_png(grey_png(heatmaps[label]), out_dir / name)
+                write_png(grey_bytes(heatmaps[label]), out_dir / name)
     if p.anatomy is not None and p.anatomy.plausible and p.lung_mask is not None:
         files.mask = f"{stem}.lungs.png"
         grey = Image.fromarray((p.lung_mask * 127).astype(np.uint8), mode="L")  # 0 none, 127 right, 254 left
@@ -68,7 +73,7 @@ def write_views(views: dict[str, np.ndarray | None], out_dir: Path, stem: str) -
     for name, view in views.items():
         names[name] = f"{stem}.{name}.png"
         if view is not None:
-            write_png(grey_png(view), out_dir / names[name])
+            write_png(grey_bytes(view), out_dir / names[name])
     return names
 
 
