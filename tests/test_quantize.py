@@ -187,13 +187,64 @@ def test_a_lung_model_is_quantized_checked_by_dice_and_used_with_int8(tmp_path, 
 
 
 def test_the_age_sex_check_of_a_model_against_itself_moves_nothing_and_other_tasks_are_refused(tmp_path):
+    from dataclasses import replace
+
     from radsight.convert.quantize_helpers import Bounds, check_age_sex, register_helper
     from radsight.core import Radiograph
     from radsight.inputs.preprocess import prepare
-    from radsight.models.store import DEFAULT_BONE_MODEL, get_model
+    from radsight.models.config import NODULE_DETECTION
+    from radsight.models.store import get_model
     cfg = get_model("radsight-age-sex-demo")
     x = np.stack([prepare(Radiograph(chest_phantom(256, 224, seed=i), f"{i}.png"), cfg.input)[0] for i in range(3)])
     figures, reason = check_age_sex(cfg, cfg, x, Bounds())
     assert reason is None and figures["max_abs_age_years"] == 0 and figures["max_abs_dp_female"] == 0
     with pytest.raises(ValueError, match="int8 variants with a check"):
-        register_helper(get_model(DEFAULT_BONE_MODEL), x, "phantoms", lambda f, q: ({}, None), "phantoms")
+        register_helper(replace(cfg, task=NODULE_DETECTION), x, "phantoms", lambda f, q: ({}, None), "phantoms")
+
+
+def test_the_bone_check_reads_psnr_against_the_targets_and_refuses_past_its_bound(tmp_path):
+    from PIL import Image
+
+    from radsight.convert.quantize_helpers import Bounds, check_bone
+    from radsight.data.pairs import Pair
+    from radsight.models.store import DEFAULT_BONE_MODEL, get_model
+    pairs = []
+    for i in range(2):
+        film = (chest_phantom(128, 128, seed=i) * 255).astype(np.uint8)
+        Image.fromarray(film).save(tmp_path / f"{i}.png")
+        Image.fromarray(np.clip(film.astype(int) - 8, 0, 255).astype(np.uint8)).save(tmp_path / f"{i}.soft.png")
+        pairs.append(Pair(tmp_path / f"{i}.png", tmp_path / f"{i}.soft.png", str(i), "val"))
+    cfg = get_model(DEFAULT_BONE_MODEL)
+    figures, reason = check_bone(cfg, cfg, pairs, Bounds())
+    assert reason is None and figures["images"] == 2 and figures["psnr_drop_db"] == 0 and figures["psnr_float_db"] > 20
+    assert "mean PSNR falls" in check_bone(cfg, cfg, pairs, Bounds(max_psnr_drop=-1))[1]
+
+
+def test_a_view_model_is_quantized_and_checked_by_its_decisions(tmp_path, monkeypatch):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    from radsight.models.store import DEFAULT_VIEW_MODEL
+    monkeypatch.setenv("RADSIGHT_HOME", str(tmp_path / "store"))
+    (tmp_path / "images").mkdir()
+    rows = ["image,view,split"]
+    for i in range(20):
+        Image.fromarray((chest_phantom(96, 96, seed=i) * 255).astype(np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        rows.append(f"{i}.png,{'L' if i % 5 == 1 else 'PA'},{'train' if i < 16 else 'val'}")
+    (tmp_path / "views.csv").write_text("\n".join(rows) + "\n")
+    args = ["models", "quantize", DEFAULT_VIEW_MODEL, "--manifest", str(tmp_path / "views.csv"), "--images",
+            str(tmp_path / "images"), "--limit", "16", "--check-manifest", str(tmp_path / "views.csv"),
+            "--check-images", str(tmp_path / "images"), "--check-split", "val"]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    check = json.loads((tmp_path / "store" / "models" / f"{DEFAULT_VIEW_MODEL}-int8" / "config.json").read_text())[
+        "quantization"]["check"]
+    assert check["images"] == 4 and check["laterals"] == 1 and check["decisions_changed"] == 0
+
+
+def test_int8_bone_views_come_from_the_shipped_variant_unless_a_channel_needs_the_float_model():
+    from radsight.models.store import DEFAULT_BONE_MODEL
+    from radsight.pipeline.options import PredictorOptions
+    assert PredictorOptions(bone_views=True, int8=True).predictor().bone.cfg.name == f"{DEFAULT_BONE_MODEL}-int8"
+    assert PredictorOptions(bone_views=True).predictor().bone.cfg.name == DEFAULT_BONE_MODEL

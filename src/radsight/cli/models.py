@@ -57,7 +57,7 @@ def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-den
 
 @app.command("quantize")
 def models_quantize(
-    name: str = typer.Argument(..., help="a registered classifier, segmentation (lung, anatomy) or age-sex model"),
+    name: str = typer.Argument(..., help="a registered classifier, segmentation (lung, anatomy), age-sex, bone or view model"),
     manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="calibration images (never benchmark)"),
     images: Path = typer.Option(..., exists=True, file_okay=False),
     split: str = typer.Option("train", help="manifest split the activations are calibrated on"),
@@ -71,12 +71,15 @@ def models_quantize(
     max_dice_drop: float = typer.Option(0.002, help="segmentation: refused when a structure's mean Dice falls "
                                         "more than this"),
     max_age_years: float = typer.Option(1.0, help="age-sex: refused when an age moves more than this"),
+    max_psnr_drop: float = typer.Option(0.2, help="bone suppression: refused when the soft-tissue view's mean PSNR "
+                                        "against the check pairs' targets falls more than this (dB)"),
     out_name: Optional[str] = typer.Option(None, "--name", help="name to register (default NAME-int8)"),
     cache_dir: Optional[Path] = typer.Option(None, help="store root"),
 ) -> None:
     """Register an int8 variant (ONNX Runtime static quantization), refused when it moves the answers too far
     (needs radsight\\[train]). Each kind has its check against the float model: a classifier's probabilities and
-    AUROC, a segmentation model's Dice (--check-masks), an age-sex model's ages and P(female)."""
+    AUROC, a segmentation model's Dice (--check-masks), an age-sex model's ages and P(female), a bone model's PSNR
+    (a paired check manifest, targets beside --check-images), a view model's frontal/lateral decisions."""
     from radsight.convert.quantize import QuantizationRefused, figures
     from radsight.convert.quantize_helpers import Bounds
     from radsight.convert.quantize_run import run_helper_quantize, run_quantize
@@ -91,7 +94,7 @@ def models_quantize(
             typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {figures(cfg.quantization['check'])}")
             return
         cfg = run_helper_quantize(cfg, manifest, images, split, limit, check_manifest, check_images, check_split,
-                                  check_masks, Bounds(max_dice_drop, max_age_years, max_delta), out_name)
+                                  check_masks, Bounds(max_dice_drop, max_age_years, max_delta, max_psnr_drop), out_name)
     except QuantizationRefused as exc:
         raise fail(str(exc), code=1)
     except ValueError as exc:

@@ -28,7 +28,14 @@ class _Batches:
     """ONNX Runtime's calibration reader over model inputs (N, C, S, S), a few at a time."""
 
     def __init__(self, inputs: np.ndarray, size: int = 16):
-        self._batches = iter([inputs[i:i + size] for i in range(0, len(inputs), size)])
+        self._all = [inputs[i:i + size] for i in range(0, len(inputs), size)]
+        self._batches = iter(self._all)
+
+    def __len__(self) -> int:  # batches, for ONNX Runtime's strided calibration (CalibStridedMinMax)
+        return len(self._all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._batches = iter(self._all[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)

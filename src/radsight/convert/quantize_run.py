@@ -53,12 +53,14 @@ def model_inputs(make: Callable[[Radiograph], tuple[np.ndarray, object]], rows: 
 def run_helper_quantize(cfg: ModelConfig, manifest: Path, images: Path, split: str, limit: int, check_manifest: Path,
                         check_images: Path, check_split: str | None, check_masks: Path | None, bounds,
                         name: str | None) -> ModelConfig:
-    """:func:`radsight.convert.quantize_helpers.register_helper` for a segmentation or age-sex model: calibrated
-    on ``split`` of ``manifest``, checked on ``check_manifest`` (a segmentation model against ``check_masks``)."""
-    from radsight.convert.quantize_helpers import check_age_sex, check_has_check, check_segmentation, register_helper
+    """:func:`radsight.convert.quantize_helpers.register_helper` for a segmentation, age-sex, bone-suppression or
+    view model: calibrated on ``split`` of ``manifest``, checked on ``check_manifest`` (a segmentation model against
+    ``check_masks``; a bone model against the ``targets`` folder beside ``check_images``, its manifest a paired one;
+    a view model on its ``view`` column)."""
+    from radsight.convert import quantize_helpers as qh
     from radsight.inputs.preprocess import prepare
-    from radsight.models.config import SEGMENTATION
-    check_has_check(cfg)
+    from radsight.models.config import AGE_SEX, BONE_SUPPRESSION, SEGMENTATION
+    qh.check_has_check(cfg)
 
     def prepared(image: Radiograph) -> tuple[np.ndarray, object]:
         return prepare(image, cfg.input)
@@ -72,10 +74,21 @@ def run_helper_quantize(cfg: ModelConfig, manifest: Path, images: Path, split: s
         if check_masks is None:
             raise ValueError(f"model {cfg.name} is checked against reference masks: give --check-masks DIR")
         def check(f, q):
-            return check_segmentation(f, q, check_manifest, check_images, check_masks, check_split, bounds)
-    else:
+            return qh.check_segmentation(f, q, check_manifest, check_images, check_masks, check_split, bounds)
+    elif cfg.task == AGE_SEX:
         x, _ = model_inputs(prepared, held, len(held))
         def check(f, q):
-            return check_age_sex(f, q, x, bounds)
-    return register_helper(cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check,
-                           f"{check_manifest}" + (f"#{check_split}" if check_split else ""), bounds, name)
+            return qh.check_age_sex(f, q, x, bounds)
+    elif cfg.task == BONE_SUPPRESSION:
+        from radsight.data.pairs import read_pairs, select
+        pairs = select(read_pairs(check_manifest, check_images), check_split)
+        def check(f, q):
+            return qh.check_bone(f, q, pairs, bounds)
+    else:
+        from radsight.data.view_manifest import view_rows
+        views = [r for r in view_rows([(str(check_manifest), str(check_images))])
+                 if check_split is None or r.split == check_split]
+        def check(f, q):
+            return qh.check_view(f, q, views)
+    return qh.register_helper(cfg, calibration, f"{manifest}#{split} ({len(calibration)} images)", check,
+                              f"{check_manifest}" + (f"#{check_split}" if check_split else ""), bounds, name)
