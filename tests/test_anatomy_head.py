@@ -195,3 +195,38 @@ def test_fitted_landmark_positions_are_recovered_and_traced_at():
     assert np.abs(np.asarray(fitted) - shares).max() < 0.01
     traced = np.asarray(trace(circle, "heart", shares=fitted))
     assert np.hypot(*(traced - points).T).max() < 2.0
+
+
+def _oval(a: float, b: float, angles: np.ndarray, centre=(120.0, 110.0)) -> np.ndarray:
+    return np.stack([centre[0] + a * np.cos(angles), centre[1] + b * np.sin(angles)], axis=1)
+
+
+def test_a_shape_model_moves_traced_points_along_the_outline_to_where_the_training_shapes_put_them():
+    from radsight.heads.landmarks import Placement, densify
+    from radsight.heads.shape_model import ShapeModel, Similarity
+    rng = np.random.default_rng(0)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 26))  # each numbered point's place on the shape, unevenly spread
+    shapes = []
+    for _ in range(40):  # taller and wider, moved, scaled, turned a little
+        pose = Similarity(rng.uniform(0.8, 1.2), _rotation(rng.uniform(-0.1, 0.1)), rng.uniform(-20, 20, 2))
+        shapes.append(pose(_oval(rng.uniform(40, 60), rng.uniform(60, 90), angles)))
+    model = ShapeModel.build(np.stack(shapes), 0.95)
+    assert model.modes.shape[1] <= 4 and np.allclose(model.modes.T @ model.modes, np.eye(model.modes.shape[1]))
+    again = ShapeModel.from_json(model.to_json())
+    assert np.allclose(again.mean, model.mean, atol=1e-4) and np.allclose(again.variances, model.variances, atol=1e-5)
+
+    truth = _oval(55, 70, angles)
+    outline = densify(_oval(55, 70, np.linspace(0, 2 * np.pi, 720, endpoint=False)), 0.5)
+    start = _oval(55, 70, np.linspace(0, 2 * np.pi, 26, endpoint=False))  # equal angles: each point off its place
+    fitted = model.fit(start, outline)
+    assert np.hypot(*(fitted - truth).T).mean() < 0.25 * np.hypot(*(start - truth).T).mean()
+    assert np.min(np.hypot(*(fitted[:, None] - outline[None]).transpose(2, 0, 1)), axis=1).max() < 0.5  # on it
+    from radsight.heads.landmarks import trace
+    placed = np.asarray(Placement(shapes={"heart": model}).place(outline[::4], "heart"))  # traced, then fitted
+    traced = np.asarray(trace(outline[::4], "heart"))
+    assert np.allclose(placed, model.fit(traced, densify(outline[::4], 0.5)), atol=0.05)
+    assert not np.allclose(placed, traced, atol=1.0)
+
+
+def _rotation(angle: float) -> np.ndarray:
+    return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])

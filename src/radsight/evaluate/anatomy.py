@@ -20,7 +20,7 @@ from radsight.evaluate.request import EvaluateRequest
 from radsight.evaluate.scores import Bootstrap, _ci
 from radsight.heads.anatomy import STRUCTURES, LungModel
 from radsight.heads.heart_geometry import heart_ratio
-from radsight.heads.landmarks import trace
+from radsight.heads.landmarks import Placement, densify
 from radsight.heads.lung_geometry import LEFT, RIGHT, cardiothoracic_ratio, outline
 from radsight.inputs.preprocess import resize
 from radsight.io import load_image
@@ -64,33 +64,24 @@ def read_landmarks(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def landmark_errors(predicted: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-                    shares: dict[str, list[float]] | None = None) -> dict[str, float]:
-    """Mean point-to-point error (traced points against the reference's, in order) and point-to-outline error
-    (each reference point to the predicted outline), in pixels, over the structures both have."""
-    p2p, p2o = [], []
+                    placement: Placement = Placement()) -> dict[str, float]:
+    """Mean point-to-point error (the points placed as the anatomy head places them, against the reference's, in
+    order; and, to compare, the points traced at equal arc length and at the fitted shares alone) and
+    point-to-outline error (each reference point to the predicted outline), in pixels, over the structures both
+    have."""
+    errors: dict[str, list[float]] = {k: [] for k in ("point_to_point", "point_to_point_equal_arcs",
+                                                      "point_to_point_shares", "point_to_outline")}
+    traced_only = Placement(placement.shares)
     for name, ref in reference.items():
         mask = predicted.get(name)
         if mask is None or not mask.any():
             continue
         polygon = np.asarray(outline(mask, 1.0, 1.0, max_points=4000))
-        dense = _densify(polygon)
-        p2o += list(cKDTree(dense).query(ref)[0])
-        fitted = (shares or {}).get(name)
-        fitted = fitted if fitted and len(fitted) == len(ref) else None
-        traced = np.asarray(trace(polygon, name, len(ref), shares=fitted))
-        p2p += list(np.hypot(*(traced - ref).T))
-    return {"point_to_point": float(np.mean(p2p)) if p2p else float("nan"),
-            "point_to_outline": float(np.mean(p2o)) if p2o else float("nan")}
-
-
-def _densify(polygon: np.ndarray, step: float = 0.25) -> np.ndarray:
-    """Points every ``step`` pixels along a closed polygon (distance to a point set approximates that to the line)."""
-    closed = np.vstack([polygon, polygon[:1]])
-    out = []
-    for a, b in zip(closed[:-1], closed[1:]):
-        n = max(1, int(np.ceil(np.hypot(*(b - a)) / step)))
-        out.append(a + (b - a) * (np.arange(n)[:, None] / n))
-    return np.vstack(out)
+        errors["point_to_outline"] += list(cKDTree(densify(polygon)).query(ref)[0])
+        for key, how in (("point_to_point", placement), ("point_to_point_equal_arcs", Placement()),
+                         ("point_to_point_shares", traced_only)):
+            errors[key] += list(np.hypot(*(np.asarray(how.place(polygon, name, len(ref))) - ref).T))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in errors.items()}
 
 
 def run_anatomy_evaluation(r: EvaluateRequest) -> dict:
@@ -138,7 +129,7 @@ def _one(model: LungModel, r: EvaluateRequest, row: dict, structures: list[str],
                       "lung_borders": borders.value if borders is not None else None}
     if points:
         out["landmarks"] = {k: v * scale for k, v in landmark_errors(
-            predicted, points, model.landmark_shares).items()}
+            predicted, points, model.landmarks).items()}
     return out
 
 
@@ -168,7 +159,7 @@ def _summary(per_image: dict, structures: list[str], r: EvaluateRequest) -> dict
     marks = [v["landmarks"] for v in per_image.values() if "landmarks" in v]
     if marks:
         out["landmarks"] = {"mean": {f"{k}_{unit}": float(np.nanmean([m[k] for m in marks]))
-                                     for k in ("point_to_point", "point_to_outline")}, "images": len(marks)}
+                                     for k in marks[0]}, "images": len(marks)}
     return out
 
 
@@ -199,9 +190,10 @@ def _report(m: dict) -> str:
                          f"({v['measured']} of {v['cases']} measured).")
     if "landmarks" in m:
         v = m["landmarks"]["mean"]
-        lines.append(f"\nLandmarks traced from the predicted masks: point-to-outline "
-                     f"{v[f'point_to_outline_{unit}']:.2f} {unit}, point-to-point {v[f'point_to_point_{unit}']:.2f} "
-                     f"{unit}.")
+        lines.append(f"\nLandmarks on the predicted outlines: point-to-outline {v[f'point_to_outline_{unit}']:.2f} "
+                     f"{unit}; point-to-point {v[f'point_to_point_{unit}']:.2f} {unit} as the head places them "
+                     f"(traced at equal arc length: {v[f'point_to_point_equal_arcs_{unit}']:.2f}; at the fitted "
+                     f"shares alone: {v[f'point_to_point_shares_{unit}']:.2f}).")
     return "\n".join(lines) + "\n"
 
 

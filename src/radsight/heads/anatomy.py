@@ -11,7 +11,7 @@ import numpy as np
 from radsight.core import Anatomy, CardiothoracicRatio, ModelRef, Prediction, Radiograph
 from radsight.heads.base import Head, Segment
 from radsight.heads.heart_geometry import clavicle_doubt, heart_doubt, heart_ratio, largest_region, structure
-from radsight.heads.landmarks import read_positions, trace
+from radsight.heads.landmarks import Placement, read_positions
 from radsight.heads.lung_geometry import (
     LEFT,
     RIGHT,
@@ -44,7 +44,7 @@ class LungModel:
     def __init__(self, lung_model: str | ModelConfig = DEFAULT_LUNG_MODEL, threads: int = 0, device: str = "auto"):
         self.cfg = lung_model if isinstance(lung_model, ModelConfig) else get_model(lung_model)
         self.segmenter = Segmenter(self.cfg, threads, device)
-        self.landmark_shares = read_positions(self.cfg.directory)  # fitted point positions; none: equal arcs
+        self.landmarks = read_positions(self.cfg.directory)  # fitted shares and shape models; none: equal arcs
 
     def segment(self, image: Radiograph) -> LungResult:
         """Lung fields (and heart and clavicles) and CTR, the lung labels on the anatomy grid, and the raw lung
@@ -62,7 +62,7 @@ class LungModel:
             anatomy.lungs = lung_fields(labels, image.height, image.width, spacing)
             if masks is not None:
                 self._structures(anatomy, masks, labels, image)
-            anatomy.landmarks = outline_landmarks(anatomy, self.landmark_shares)
+            anatomy.landmarks = outline_landmarks(anatomy, self.landmarks)
             heart_ok = anatomy.heart is not None and anatomy.heart.plausible
             anatomy.ctr = heart_ratio(masks["heart"], labels, image.height, image.width, view) if heart_ok \
                 else cardiothoracic_ratio(labels, image.height, image.width, view)
@@ -98,11 +98,9 @@ def structure_outlines(anatomy: Anatomy) -> dict[str, list[tuple[float, float]]]
     return {name: polygon for name, polygon in outlines.items() if len(polygon) > 2}
 
 
-def outline_landmarks(anatomy: Anatomy, shares: dict[str, list[float]] | None = None
-                      ) -> dict[str, list[tuple[float, float]]]:
-    """Each plausible structure's landmarks traced around its outline (``heads.landmarks``), named with spaces."""
-    shares = shares or {}
-    return {name.replace("_", " "): trace(polygon, name, shares=shares.get(name))
+def outline_landmarks(anatomy: Anatomy, placement: Placement = Placement()) -> dict[str, list[tuple[float, float]]]:
+    """Each plausible structure's landmarks placed on its outline (``heads.landmarks``), named with spaces."""
+    return {name.replace("_", " "): placement.place(polygon, name)
             for name, polygon in structure_outlines(anatomy).items()}
 
 

@@ -1,16 +1,21 @@
-"""Outline landmarks traced from a structure's outline: a fixed number of points in a fixed order, as the SCR /
+"""Outline landmarks placed on a structure's outline: a fixed number of points in a fixed order, as the SCR /
 HybridGNet landmark sets have them (right lung 44, left lung 50, heart 26, each clavicle 23).
 
-Each point sits at a share of the outline's length from its topmost point, going round in the set's direction:
-at equal shares, or at the shares an anatomy model ships in its folder (``landmarks.json``: each point's mean share
-on its training films, :func:`fit_positions`), which puts each numbered point nearer where observers put it.
+Each point is first traced at a share of the outline's length from its topmost point, going round in the set's
+direction: at equal shares, or at the shares an anatomy model ships in its folder (``landmarks.json``: each point's
+mean share on its training films, :func:`fit_positions`). Where the folder also holds a shape model of the set
+(``heads.shape_model``, built from observers' landmarks on training films), the traced points are then fitted to
+the outline by it, which moves each numbered point along the outline to where observers put it on such a shape.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from radsight.heads.shape_model import ShapeModel
 
 POSITIONS_FILE = "landmarks.json"
 
@@ -71,10 +76,39 @@ def fit_positions(cases: list[tuple[dict[str, list], dict[str, np.ndarray]]]) ->
             for s, a in angles.items()}
 
 
-def read_positions(folder: Path | None) -> dict[str, list[float]]:
-    """The shares an anatomy model ships (none: equal arc length)."""
+def densify(polygon, step: float = 0.25) -> np.ndarray:
+    """Points every ``step`` pixels along a closed polygon (distance to a point set approximates that to the line)."""
+    points = np.asarray(polygon, dtype=np.float64)
+    sides = np.diff(np.vstack([points, points[:1]]), axis=0)
+    n = np.maximum(1, np.ceil(np.hypot(*sides.T) / step)).astype(int)
+    side = np.repeat(np.arange(len(sides)), n)
+    along = (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)) / n[side]
+    return points[side] + sides[side] * along[:, None]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How an anatomy model places each set's points: fitted shares along the outline, and shape models."""
+    shares: dict[str, list[float]] = field(default_factory=dict)
+    shapes: dict[str, ShapeModel] = field(default_factory=dict)
+
+    def place(self, polygon, structure: str, count: int | None = None) -> list[tuple[float, float]]:
+        """The set's ``count`` (default: all its) points on a closed outline."""
+        count = count or COUNTS[structure]
+        shares = self.shares.get(structure)
+        traced = trace(polygon, structure, count, shares if shares and len(shares) == count else None)
+        model = self.shapes.get(structure)
+        if model is None or len(model.mean) != count:
+            return traced
+        fitted = model.fit(np.asarray(traced), densify(polygon, 0.5))
+        return [(round(float(x), 1), round(float(y), 1)) for x, y in fitted]
+
+
+def read_positions(folder: Path | None) -> Placement:
+    """The shares and shape models an anatomy model ships (none: equal arc length, no shape model)."""
     path = Path(folder) / POSITIONS_FILE if folder is not None else None
     if path is None or not path.is_file():
-        return {}
+        return Placement()
     data = json.loads(path.read_text())
-    return {s: v for s, v in data.get("shares", {}).items() if s in COUNTS and len(v) == COUNTS[s]}
+    return Placement({s: v for s, v in data.get("shares", {}).items() if s in COUNTS and len(v) == COUNTS[s]},
+                     {s: ShapeModel.from_json(v) for s, v in data.get("shape_models", {}).items() if s in COUNTS})
