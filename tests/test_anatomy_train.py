@@ -113,3 +113,16 @@ def test_a_lung_unets_onnx_weights_start_the_anatomy_model(tmp_path):
     (lung_logits,) = ort.InferenceSession(str(model.weights_path)).run(None, {"image": x})
     ours = net.eval()(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(ours[:, :2], np.repeat(lung_logits, 2, axis=1), atol=1e-3)  # both lungs start as it
+
+
+def test_the_anatomy_model_trains_under_torchrun(tmp_path):
+    """Two CPU processes (gloo) each draw their share of every batch; the main one writes the checkpoints."""
+    from conftest import torchrun_train
+    sets = make_sets(tmp_path / "sets")
+    args = [a for s in sets for a in ("--manifest", s.manifest, "--images", s.images, "--masks", s.masks)]
+    run = torchrun_train(2, "--task", "anatomy", *args, "--out", str(tmp_path / "ddp"), "--iterations", "20",
+                         "--checkpoint-every", "10", "--batch-size", "4", "--input-size", "64")
+    assert run.returncode == 0, run.stderr[-2000:]
+    best = torch.load(tmp_path / "ddp" / "best.pt", map_location="cpu", weights_only=False)
+    assert len(best["history"]) in (1, 2) and best["labels"] == list(STRUCTURES)
+    assert set(best["history"][-1]["val_dice"]) >= {"heart", "lungs"}

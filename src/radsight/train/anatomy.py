@@ -5,6 +5,7 @@ Trained on sets with partial labels: a set whose mask folder has a subfolder per
 ``right_lung/``...) labels those structures; a flat folder of lung masks labels only the two lungs together. A
 structure a sample does not label is left out of its loss, never taken as background; a lungs-only mask supervises
 the union of the two lung maps. Each batch draws ``full_share`` of its samples from the fully labelled sets.
+Under ``torchrun``, data parallel on CPUs (gloo): each rank draws its share of every batch.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from radsight.evaluate.progress import stage
 from radsight.inputs.preprocess import InputSpec, prepare
 from radsight.io import load_image
 from radsight.models.config import SEGMENTATION
+from radsight.train import distributed
 from radsight.train.data import normalise_batch, photometric, random_affine, warp
-from radsight.train.distributed import log
+from radsight.train.distributed import Ranks
 from radsight.train.fit import Plan, Task, fit
 from radsight.train.loop import start_run
 from radsight.train.registry import build, checkpoint_fields
@@ -130,13 +132,14 @@ def partial_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor
 class AnatomyTask(Task):
     unit = "checkpoint"
 
-    def __init__(self, cfg: AnatomyTrainConfig, train: Samples, val: Samples, net: torch.nn.Module):
-        self.cfg, self.train, self.val, self.net = cfg, train, val, net
+    def __init__(self, cfg: AnatomyTrainConfig, train: Samples, val: Samples, net: torch.nn.Module,
+                 ranks: Ranks = Ranks()):
+        self.cfg, self.train, self.val, self.net, self.ranks = cfg, train, val, net, ranks
         full = train.known[:, :LUNGS].all(1)
         self.full, self.partial = torch.nonzero(full).flatten(), torch.nonzero(~full).flatten()
 
     def _draw(self, gen: torch.Generator) -> torch.Tensor:
-        n = self.cfg.batch_size
+        n = self.ranks.part(self.cfg.batch_size)
         if not len(self.full) or not len(self.partial):
             pool = self.full if len(self.full) else self.partial
             return pool[torch.randint(0, len(pool), (n,), generator=gen)]
@@ -147,7 +150,8 @@ class AnatomyTask(Task):
     def batches(self, round: int):
         cfg = self.cfg
         for it in range(round * cfg.checkpoint_every, min((round + 1) * cfg.checkpoint_every, cfg.iterations)):
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
+            rank = 7_919 * (self.ranks.rank + 1) if self.ranks.distributed else 0  # each rank its own draws
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it + rank)
             idx = self._draw(gen)
             theta = random_affine(len(idx), gen)
             x = warp(self.train.images[idx][:, None].float() / 255, theta)
@@ -195,21 +199,26 @@ def val_dice(net: torch.nn.Module, val: Samples, spec: InputSpec, batch: int = 1
 def train_anatomy(cfg: AnatomyTrainConfig) -> Path:
     """Train for ``iterations`` steps, checkpointing every ``checkpoint_every`` (best mean val Dice kept as
     ``best.pt``); re-running resumes."""
-    out = start_run(cfg)
+    ranks = distributed.start(gpu=False)
+    out = start_run(cfg, ranks.main)
+    say = distributed.sayer(ranks)
     train = read_samples(cfg.sets, "train", cfg.input_size)
     val = read_samples(cfg.sets, "val", cfg.input_size, cfg.val_limit)
-    log.info(f"training on {len(train.names)} images ({int(train.known[:, :LUNGS].all(1).sum())} with every "
-             f"structure); {len(val.names)} choose the checkpoint")
+    say(f"training on {len(train.names)} images ({int(train.known[:, :LUNGS].all(1).sum())} with every structure); "
+        f"{len(val.names)} choose the checkpoint" + (f"; {ranks.world} processes" if ranks.distributed else ""))
     net = build("unet", in_chans=1, num_classes=len(STRUCTURES), base=cfg.base_width)
     if cfg.init_from and not (out / "last.pt").exists():
         if cfg.init_from.endswith(".onnx"):
-            log.info(unet_from_onnx(net, Path(cfg.init_from)))
+            say(unet_from_onnx(net, Path(cfg.init_from)))
         else:
             from radsight.train.loop import init_weights
-            log.info(init_weights(net, Path(cfg.init_from)))
+            say(init_weights(net, Path(cfg.init_from)))
+    model = torch.nn.parallel.DistributedDataParallel(net) if ranks.distributed else net
     rounds = -(-cfg.iterations // cfg.checkpoint_every)
     stop_after = -(-cfg.stop_after // cfg.checkpoint_every) if cfg.stop_after else None
-    fit(AnatomyTask(cfg, train, val, net), net, Plan(rounds, cfg.iterations, cfg.lr, stop_after=stop_after), out)
+    fit(AnatomyTask(cfg, train, val, net, ranks), net, Plan(rounds, cfg.iterations, cfg.lr, stop_after=stop_after),
+        out, model=model, ranks=ranks, say=say)
+    distributed.stop(ranks)
     return out / "best.pt"
 
 
