@@ -69,7 +69,9 @@ def quantize_helper(cfg: ModelConfig, calibration: np.ndarray, calibration_sourc
                         weight_type=QuantType.QInt8, op_types_to_quantize=OP_TYPES.get(cfg.task),
                         nodes_to_exclude=convs[:ends] + convs[len(convs) - ends:] if ends else None,
                         extra_options={"CalibStridedMinMax": 1})
-    kept = f"; the first and last {ends} convolutions and all but convolutions in float" if ends else ""
+    ops = OP_TYPES.get(cfg.task)
+    kept = (f"; only {', '.join(ops)} quantized" if ops else "") + \
+        (f"; the first and last {ends} convolutions kept in float" if ends else "")
     out = replace(cfg, name=name, version=f"{cfg.version}{SUFFIX}", sha256=sha256_file(directory / cfg.weights),
                   model_card="", directory=directory, metrics={},
                   quantization={"precision": "int8", "method": "ONNX Runtime static quantization, QDQ, per-channel "
