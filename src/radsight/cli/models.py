@@ -86,11 +86,11 @@ def models_quantize(
     from radsight.models.config import CLASSIFICATION
     use_cache_dir(cache_dir)
     try:
-        from radsight.models.store import get_model
+        from radsight.models.store import DEFAULT_LUNG_MODEL, get_model
         cfg = models_call(get_model, name)
-        if cfg.task == CLASSIFICATION:
-            cfg = run_quantize(build_predictor(name), manifest, images, split, limit, check_manifest, check_images,
-                               check_split, max_delta, out_name)
+        if cfg.task == CLASSIFICATION:  # the lung model crops the thorax for a model that reads it
+            cfg = run_quantize(build_predictor(name, DEFAULT_LUNG_MODEL), manifest, images, split, limit,
+                               check_manifest, check_images, check_split, max_delta, out_name)
             typer.echo(f"{cfg.name} -> {cfg.directory}: checked on {figures(cfg.quantization['check'])}")
             return
         cfg = run_helper_quantize(cfg, manifest, images, split, limit, check_manifest, check_images, check_split,
