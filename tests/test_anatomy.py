@@ -172,3 +172,11 @@ def test_side_dice_tells_which_lung_differs():
     right, left = side_dice(predicted, truth)
     assert right == 1.0 and left == pytest.approx(2 * 40 * 35 / (60 * 35 + 40 * 35))
     assert side_dice(predicted, np.zeros_like(truth))[0] == 0.0  # no reference regions: split at the centre
+
+
+def test_a_film_with_no_lung_found_has_no_boundary_distance_and_is_counted_apart():
+    from radsight.evaluate.lungs import _summary
+    film = {"dice": 0.95, "dice_right": 0.95, "dice_left": 0.95, "iou": 0.9, "plausible": True}
+    summary = _summary([{**film, "hausdorff_px": 10.0}, {**film, "hausdorff_px": 20.0},
+                        {**film, "dice": 0.0, "hausdorff_px": None, "plausible": False}])
+    assert summary["hausdorff_px"] == 15.0 and summary["hausdorff_undefined"] == 1

@@ -50,7 +50,7 @@ def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: 
         right, left = side_dice(predicted, truth)
         per_image[name] = {"dice": dice(predicted, truth), "dice_right": right, "dice_left": left,
                            "iou": iou(predicted, truth),
-                           "hausdorff_px": hausdorff(predicted, truth), "plausible": anatomy.plausible,
+                           "hausdorff_px": _defined(hausdorff(predicted, truth)), "plausible": anatomy.plausible,
                            "reason": anatomy.reason, "source": source_of[name], "size": [image.width, image.height],
                            "ctr": anatomy.ctr.value if anatomy.ctr else None,
                            "ctr_withheld": anatomy.ctr.reason if anatomy.ctr else None}
@@ -71,7 +71,7 @@ def run_segmentation_evaluation(manifest: Path, images: Path, masks: Path, out: 
     for col in ("image", "Dice", "IoU", "Hausdorff (px)", "plausible"):
         table.add_column(col)
     for name, v in [*_listed(per_image), ("mean", {**metrics["mean"], "plausible": ""})]:
-        table.add_row(name, f"{v['dice']:.4f}", f"{v['iou']:.4f}", f"{v['hausdorff_px']:.1f}", str(v["plausible"]))
+        table.add_row(name, f"{v['dice']:.4f}", f"{v['iou']:.4f}", _px(v["hausdorff_px"]), str(v["plausible"]))
     Console(soft_wrap=True).print(table)
     return metrics
 
@@ -90,7 +90,11 @@ def _overlay(pixels: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> Im
 
 def _summary(values) -> dict:
     values = list(values)
-    out = {k: float(np.mean([v[k] for v in values])) for k in ("dice", "dice_right", "dice_left", "iou", "hausdorff_px")}
+    out = {k: float(np.mean([v[k] for v in values])) for k in ("dice", "dice_right", "dice_left", "iou")}
+    distances = [v["hausdorff_px"] for v in values if v["hausdorff_px"] is not None]
+    # a film with no lung found (or no reference) has no boundary distance: counted apart, not averaged as infinite
+    out.update(hausdorff_px=float(np.mean(distances)) if distances else None,
+               hausdorff_undefined=len(values) - len(distances))
     dices = np.asarray([v["dice"] for v in values])
     out.update(images=len(values), median_dice=float(np.median(dices)), dice_p05=float(np.percentile(dices, 5)),
                below_0_9=int((dices < 0.9).sum()), plausible=float(np.mean([v["plausible"] for v in values])),
@@ -112,12 +116,20 @@ def _report(m: dict) -> str:
     for name, v in [("all", m["mean"]), *m["by_source"].items()]:
         lines.append(f"| {name} | {v['images']} | {v['dice']:.4f} | {v['dice_right']:.4f} | {v['dice_left']:.4f} | "
                      f"{v['median_dice']:.4f} | {v['dice_p05']:.4f} | "
-                     f"{v['below_0_9']} | {v['iou']:.4f} | {v['hausdorff_px']:.1f} | {v['plausible']:.1%} | "
+                     f"{v['below_0_9']} | {v['iou']:.4f} | {_px(v['hausdorff_px'])} | {v['plausible']:.1%} | "
                      f"{v['ctr_withheld']} |")
     listed = _listed(m["per_image"])
     lines += ["", "Per image" + (f" (the {len(listed)} lowest Dice)" if len(listed) < m["images"] else "") + ":", "",
               "| image | Dice | right lung | left lung | IoU | Hausdorff (px) | plausible |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, v in listed:
         lines.append(f"| {name} | {v['dice']:.4f} | {v['dice_right']:.4f} | {v['dice_left']:.4f} | {v['iou']:.4f} | "
-                     f"{v['hausdorff_px']:.1f} | {v['plausible']} |")
+                     f"{_px(v['hausdorff_px'])} | {v['plausible']} |")
     return "\n".join(lines) + "\n"
+
+
+def _defined(distance: float) -> float | None:
+    return distance if np.isfinite(distance) else None
+
+
+def _px(distance: float | None) -> str:
+    return "—" if distance is None else f"{distance:.1f}"
