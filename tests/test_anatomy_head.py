@@ -226,6 +226,8 @@ def test_a_shape_model_moves_traced_points_along_the_outline_to_where_the_traini
     traced = np.asarray(trace(outline[::4], "heart"))
     assert np.allclose(placed, model.fit(traced, densify(outline[::4], 0.5)), atol=0.05)
     assert not np.allclose(placed, traced, atol=1.0)
+    stuck = np.full((26, 2), 50.0)  # a degenerate outline's points, all on one spot, stay as they were
+    assert np.array_equal(model.fit(stuck, outline), stuck)
 
 
 def _rotation(angle: float) -> np.ndarray:

@@ -57,7 +57,8 @@ def models_import(fmt: str = typer.Argument(..., metavar="FORMAT", help="xrv-den
 
 @app.command("quantize")
 def models_quantize(
-    name: str = typer.Argument(..., help="a registered classifier, segmentation (lung, anatomy), age-sex, bone or view model"),
+    name: str = typer.Argument(..., help="a registered classifier, segmentation (lung, anatomy), age-sex, bone or "
+                               "view model"),
     manifest: Path = typer.Option(..., exists=True, dir_okay=False, help="calibration images (never benchmark)"),
     images: Path = typer.Option(..., exists=True, file_okay=False),
     split: str = typer.Option("train", help="manifest split the activations are calibrated on"),

@@ -67,6 +67,8 @@ class ShapeModel:
         bound = LIMIT_SD * np.sqrt(self.variances)
         for _ in range(rounds):
             pose = Similarity.between(self.mean, points)
+            if not pose.scale > 0:  # the points fell onto one spot: a degenerate outline, left as traced
+                return np.asarray(start, dtype=np.float64)
             b = np.clip(self.modes.T @ (pose.undo(points) - self.mean).ravel(), -bound, bound)
             moved = outline[tree.query(pose(self.mean + (self.modes @ b).reshape(-1, 2)))[1]]
             if np.array_equal(moved, points):
