@@ -501,3 +501,26 @@ def test_an_instance_sent_again_is_not_analyzed_again(tmp_path, tiny_model):
         assert r.status_code == 200 and r.headers["x-radsight-studies"] == forced  # the latest analysis
     with TestClient(create_app(_settings(tmp_path, model=str(tiny_model)))) as client:
         assert send(client, dcm, "a.dcm")["id"] not in (first["id"], forced)  # another model version: again
+
+
+def test_a_worker_gives_memory_back_once_its_queue_stayed_dry_not_between_studies(monkeypatch):
+    from pathlib import Path
+
+    from radsight.service import worker as service_worker
+    monkeypatch.setattr(service_worker, "RELEASE_AFTER_IDLE", 0.3)
+    queue, finished, released = ["a", "b"], [], []
+
+    class Store:
+        def claim(self):
+            return queue.pop(0) if queue else None
+
+    class Predictor:
+        def release_memory(self):
+            released.append(time.monotonic())
+
+    workers = service_worker.Workers(Store(), Predictor(), None, Path("."))
+    monkeypatch.setattr(workers, "process", lambda study: finished.append(time.monotonic()))
+    workers.start()
+    time.sleep(1.6)
+    workers.stop()
+    assert len(finished) == 2 and len(released) == 1 and released[0] - finished[-1] >= 0.3

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,10 @@ from radsight.service.intake import upload_files, upload_path
 from radsight.service.pacs import DeliveryError
 
 log = logging.getLogger("radsight.service")
+
+# seconds a worker's queue stays dry before its memory goes back to the system: not between studies that follow
+# one another (shrinking the arenas costs a classifier run, and the next study would grow them again)
+RELEASE_AFTER_IDLE = 2.0
 
 
 class Workers:
@@ -48,18 +53,18 @@ class Workers:
         self._wake.set()
 
     def _run(self) -> None:
-        busy = False
+        last_work = None  # when this worker last finished a study; None once its memory went back
         while not self._stop.is_set():
             study = self.store.claim()
             if study is None:
-                if busy:  # the queue just ran dry: what the burst's analyses freed goes back to the system
-                    self.predictor.release_memory()
-                    busy = False
+                if last_work is not None and time.monotonic() - last_work >= RELEASE_AFTER_IDLE:
+                    self.predictor.release_memory()  # the queue stayed dry: what the burst freed goes back
+                    last_work = None
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
-            busy = True
             self.process(study)
+            last_work = time.monotonic()
 
     def process(self, study: Study) -> None:
         """Analyze one study, holding its lease meanwhile; any failure is recorded on that study and the queue
