@@ -11,7 +11,7 @@ from radsight.heads.anatomy import LungModel, LungResult, lung_masked
 from radsight.heads.bone import BoneModel, BoneViews
 from radsight.inputs.preprocess import Crop, InputSpec, prepare
 from radsight.models.config import ModelConfig
-from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, ModelNotFound, get_model
+from radsight.models.store import DEFAULT_BONE_MODEL, DEFAULT_LUNG_MODEL, ModelNotFound, get_model, int8_variant
 
 
 @dataclass
@@ -33,12 +33,12 @@ class InputBuilder:
 
     The bone model: the one ``source_models`` names when the spec reads ``bone_suppressed`` (its input must come
     from the model it was trained with), else ``bone_model``, else with ``bone_views`` the shipped one when it is
-    installed, else none."""
+    installed (its registered int8 variant with ``int8``), else none."""
 
     def __init__(self, spec: InputSpec, owner: str, source_models: dict[str, str] | None = None,
                  lung_model: str | ModelConfig | None = DEFAULT_LUNG_MODEL,
                  bone_model: str | ModelConfig | None = None, threads: int = 0, bone_views: bool = False,
-                 device: str = "auto"):
+                 device: str = "auto", int8: bool = False):
         self.spec, source_models = spec, source_models or {}
         if self.needs_lungs and lung_model is None:
             raise ValueError(f"model {owner} reads the thorax or the lung-masked view and needs a lung model "
@@ -54,6 +54,7 @@ class InputBuilder:
                 bone_model = required
         elif bone_model is None and bone_views:
             bone_model = installed(DEFAULT_BONE_MODEL)
+            bone_model = int8_variant(bone_model) if int8 else bone_model
         try:
             self.bone = BoneModel(bone_model, threads, device) if bone_model is not None else None
         except ModelNotFound as exc:

@@ -32,7 +32,6 @@ from radsight.inputs.preprocess import Crop, prepare, working_size
 from radsight.io import load_image
 from radsight.models.config import TRIAGE_LABEL, ModelConfig
 from radsight.models.store import (
-    DEFAULT_BONE_MODEL,
     DEFAULT_LUNG_MODEL,
     DEFAULT_MODEL,
     DEFAULT_TRIAGE_MODEL,
@@ -75,12 +74,10 @@ class Predictor:
         variant = int8_variant if int8 else (lambda m: m)
         model, lung_model, bone_model = variant(model), variant(lung_model), variant(bone_model)
         self.cfg = model if isinstance(model, ModelConfig) else get_model(model)
-        if bone_model is None and bone_views and "bone_suppressed" not in self.cfg.input.sources:
-            bone_model = variant(installed(DEFAULT_BONE_MODEL))  # the views only: its int8 variant may serve
         self.model = Classifier(self.cfg, threads, device)
         self.boxes = boxes
         self.inputs = InputBuilder(self.cfg.input, self.cfg.name, self.cfg.source_models, lung_model, bone_model,
-                                   threads, bone_views, device)
+                                   threads, bone_views, device, int8)
         self.gate = load_gate(self.cfg)
         self.explanations = Explanations(self.cfg, method, layer, alternates)
         if self.cfg.reads_lateral and any(m.needs_torch for m in self.explanations.all):
