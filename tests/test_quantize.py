@@ -241,6 +241,7 @@ def test_a_view_model_is_quantized_and_checked_by_its_decisions(tmp_path, monkey
     check = json.loads((tmp_path / "store" / "models" / f"{DEFAULT_VIEW_MODEL}-int8" / "config.json").read_text())[
         "quantization"]["check"]
     assert check["images"] == 4 and check["laterals"] == 1 and check["decisions_changed"] == 0
+    assert "max |ΔP(lateral)|" in CliRunner().invoke(app, ["models", "list"]).output
 
 
 def test_int8_bone_views_come_from_the_shipped_variant_unless_a_channel_needs_the_float_model():

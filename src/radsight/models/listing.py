@@ -22,7 +22,8 @@ def _quantized(cfg: ModelConfig) -> str:
 
 # what each kind of int8 check measured, as its quantization block names it
 CHECK_FIGURES = (("max_abs_dp", "max |Δp|"), ("max_dice_drop", "max Dice drop"),
-                 ("max_abs_age_years", "max |Δage| (years)"), ("max_abs_dp_female", "max |ΔP(female)|"))
+                 ("max_abs_age_years", "max |Δage| (years)"), ("max_abs_dp_female", "max |ΔP(female)|"),
+                 ("psnr_drop_db", "PSNR drop (dB)"), ("max_abs_dp_lateral", "max |ΔP(lateral)|"))
 
 
 def _views(cfg: ModelConfig) -> str:
