@@ -36,6 +36,33 @@ def test_describe_is_finite_for_flat_and_tiny_images():
     assert all(np.isfinite(v).all() for v in describe(flat).values())
 
 
+def test_a_film_framed_by_padding_reads_as_the_film():
+    """Black or white bands a site adds around a film are trimmed: the gate's thumbnail and statistics of the
+    padded film are those of the film; read unframed (as gates fitted before were), they are not."""
+    film = chest_phantom(512, 512, seed=3)
+    plain, unframed_plain = describe(Radiograph(film, "film")), describe(Radiograph(film, "film"), framed=False)
+    assert np.isclose(plain["thumbnail"].mean(), 0, atol=1e-5) and np.isclose(plain["thumbnail"].std(), 1, atol=1e-3)
+    for bands, colour in ((((48, 80), (0, 0)), 0.0), (((64, 64), (64, 64)), 1.0)):
+        padded = Radiograph(np.pad(film, bands, constant_values=colour), "padded")
+        framed, unframed = describe(padded), describe(padded, framed=False)
+        assert np.abs(framed["thumbnail"] - plain["thumbnail"]).mean() < 0.1
+        assert np.abs(framed["image"] - plain["image"]).sum() < 0.15
+        assert np.abs(unframed["image"] - unframed_plain["image"]).sum() > 0.5
+
+
+def test_a_gate_saved_before_framing_reads_films_as_it_was_fitted(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = {"classifier": rng.normal(0, 1, (60, 4)), "thumbnail": rng.normal(0, 1, (60, 8)),
+               "image": rng.normal(0, 1, (60, 3))}
+    gate, _ = fit_gate(vectors, vectors, refuse_rate=0.01)
+    assert gate.framed
+    gate.save(tmp_path / "new.npz")
+    assert OodGate.load(tmp_path / "new.npz").framed
+    with np.load(tmp_path / "new.npz") as data:
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "framed"})
+    assert not OodGate.load(tmp_path / "old.npz").framed
+
+
 def drawing(path):
     im = Image.new("L", (300, 300), 90)
     draw = ImageDraw.Draw(im)

@@ -55,9 +55,11 @@ def read_set(spec: str) -> ImageSet:
     return ImageSet(spec, [path.parent / "images" / n for n in names], kinds, sources)
 
 
-def gate_vectors(predictor, paths: list[Path], label: str) -> tuple[dict[str, np.ndarray], list[bool]]:
-    """The gate's vectors (part -> (N, K)) for the readable images, and which of ``paths`` were readable. With a
-    lung model, the vectors hold ``no_thorax`` too (N,): the images refused for showing no thoracic anatomy."""
+def gate_vectors(predictor, paths: list[Path], label: str, framed: bool | None = None
+                 ) -> tuple[dict[str, np.ndarray], list[bool]]:
+    """The gate's vectors (part -> (N, K)) for the readable images, and which of ``paths`` were readable
+    (``framed``: as ``Predictor.gate_vectors``). With a lung model, the vectors hold ``no_thorax`` too (N,): the
+    images refused for showing no thoracic anatomy."""
     found: dict[str, list[np.ndarray]] = {name: [] for name in (*PARTS, NO_THORAX)}
     readable = []
     with stage(label, len(paths)) as progress:
@@ -70,7 +72,7 @@ def gate_vectors(predictor, paths: list[Path], label: str) -> tuple[dict[str, np
                 continue
             readable.append(True)
             built = predictor.inputs.build(image, anatomy=True)
-            for name, vector in predictor.gate_vectors(image, predictor.model(built.x[None])).items():
+            for name, vector in predictor.gate_vectors(image, predictor.model(built.x[None]), framed).items():
                 found[name].append(vector)
             found[NO_THORAX].append(built.lungs is not None and thoracic_anatomy_absent(built.lungs) is not None)
     return {name: np.asarray(v) for name, v in found.items()}, readable
@@ -94,10 +96,11 @@ class Vectors:
 
 
 def read_vectors(predictor, specs: list[str], label: str) -> Vectors:
+    """The vectors of ``specs``' readable images, as a gate being fitted reads them."""
     found = []
     for spec in specs:
         image_set = read_set(spec)
-        parts, readable = gate_vectors(predictor, image_set.paths, f"{label} {spec}")
+        parts, readable = gate_vectors(predictor, image_set.paths, f"{label} {spec}", framed=True)
         keep = np.asarray(readable, bool)
         found.append(Vectors(parts, np.asarray(image_set.kinds)[keep], np.asarray(image_set.sources)[keep]))
     return Vectors({n: np.concatenate([f.parts[n] for f in found]) for n in found[0].parts},

@@ -3,9 +3,13 @@
 An image is seen three ways, each a vector scored by its Mahalanobis distance (Ledoit-Wolf covariance) to the
 fitting images:
 - ``classifier``: the classifier's pooled features (its ``features`` output);
-- ``thumbnail``: the image at 16x16, the layout of a frontal chest film (within its leading principal components);
+- ``thumbnail``: the image at 16x16, the layout of a frontal chest film (within its leading principal components),
+  standardised to zero mean and unit spread (a site's brightness and contrast are not its layout);
 - ``image``: grey-level and gradient histograms at 256 px and left-right symmetry (drawings, noise and photographs
   have other textures and histograms than radiographs).
+Both model-free parts read the film's content: uniform bands at its edges (black or white padding, which some sites
+add and others do not) are trimmed first. Gates fitted before this (no ``framed`` flag in their file) read the whole
+image and an unstandardised thumbnail, as they were fitted.
 
 Each distance is put on one scale with held-out chest radiographs (their median is 0, their 99th percentile 1);
 the score is the largest of the three, and the threshold is the score that ``refuse_rate`` of the held-out
@@ -22,7 +26,7 @@ import numpy as np
 
 from radsight.core import OodCheck, Radiograph
 from radsight.heads.base import Head
-from radsight.inputs.preprocess import InputSpec, prepare
+from radsight.inputs.preprocess import Crop, InputSpec, prepare
 from radsight.io.atomic import atomic_write
 from radsight.models.config import ModelConfig
 from radsight.models.store import DEFAULT_MODEL, ChecksumMismatch, ModelNotFound, sha256_file
@@ -34,11 +38,39 @@ COMPONENTS = {"thumbnail": 64}
 THUMBNAIL = 16
 STATS_SIZE = 256
 GRADIENT_EDGES = np.r_[0.0, np.geomspace(1e-3, 1.0, 15)]
+FLAT_BAND = 0.008  # a row or column whose grey levels spread less than this is padding, not film
+MIN_CONTENT = 0.5  # trim no more than half the image a side
 
 
-def describe(image: Radiograph) -> dict[str, np.ndarray]:
-    """The model-free parts of an image: its thumbnail and its image statistics."""
+def content_box(image: Radiograph, x: np.ndarray) -> Crop | None:
+    """The image's content without the uniform bands at its edges, in its own pixels (None: no band), judged on
+    ``x``, the image at STATS_SIZE. Rows are judged within the columns kept and columns within the rows kept,
+    twice, so that bands on all four sides are trimmed (not where bands of two colours meet at a corner)."""
+    def span(spread: np.ndarray) -> tuple[int, int]:
+        inside = np.flatnonzero(spread > FLAT_BAND)
+        if len(inside) == 0 or inside[-1] + 1 - inside[0] < MIN_CONTENT * len(spread):
+            return 0, len(spread)
+        start, stop = int(inside[0]), int(inside[-1]) + 1
+        # a trimmed side's first kept cell blends band and film: start one cell further in
+        return start + (start > 0), stop - (stop < len(spread))
+    (top, bottom), (left, right) = (0, x.shape[0]), (0, x.shape[1])
+    for _ in range(2):
+        top, bottom = span(x[:, left:right].std(axis=1))
+        left, right = span(x[top:bottom].std(axis=0))
+    if (bottom - top, right - left) == x.shape:
+        return None
+    sy, sx = image.height / x.shape[0], image.width / x.shape[1]
+    y0, x0 = int(np.ceil(top * sy)), int(np.ceil(left * sx))
+    return x0, y0, max(1, int(right * sx) - x0), max(1, int(bottom * sy) - y0)
+
+
+def describe(image: Radiograph, framed: bool = True) -> dict[str, np.ndarray]:
+    """The model-free parts of an image: its thumbnail and its image statistics; ``framed``: of its content
+    (edge bands trimmed), the thumbnail standardised (as gates fitted since read them)."""
     x = prepare(image, InputSpec(size=STATS_SIZE), normalised=False)[0][0]
+    box = content_box(image, x) if framed else None
+    if box is not None:
+        x = prepare(image, InputSpec(size=STATS_SIZE, region="thorax"), box, normalised=False)[0][0]
     step = STATS_SIZE // THUMBNAIL
     thumb = x.reshape(THUMBNAIL, step, THUMBNAIL, step).mean(axis=(1, 3))
     grey = np.histogram(x, bins=16, range=(0.0, 1.0))[0] / x.size
@@ -46,6 +78,8 @@ def describe(image: Radiograph) -> dict[str, np.ndarray]:
     edges = np.histogram(gradient, bins=GRADIENT_EDGES)[0] / gradient.size
     spread = float(thumb.std())
     symmetry = float(np.corrcoef(thumb.ravel(), thumb[:, ::-1].ravel())[0, 1]) if spread > 1e-6 else 0.0
+    if framed:
+        thumb = (thumb - thumb.mean()) / max(spread, 1e-6)
     return {"thumbnail": thumb.ravel(), "image": np.r_[grey, edges, symmetry]}
 
 
@@ -68,6 +102,7 @@ class Part:
 class OodGate:
     parts: dict[str, Part]
     threshold: float
+    framed: bool = True  # reads ``describe(image, framed=True)``; gates saved without the flag read False
 
     def scores(self, vectors: dict[str, np.ndarray]) -> np.ndarray:
         """(N,) scores: the largest scaled distance over the parts."""
@@ -78,7 +113,7 @@ class OodGate:
         return OodCheck(score=score, threshold=self.threshold, in_distribution=score <= self.threshold)
 
     def save(self, path: Path) -> None:
-        arrays = {"threshold": np.asarray(self.threshold)}
+        arrays = {"threshold": np.asarray(self.threshold), "framed": np.asarray(self.framed)}
         for name, part in self.parts.items():
             arrays |= {f"{name}.mean": part.mean, f"{name}.precision": part.precision,
                        f"{name}.scale": np.asarray([part.median, part.q99])}
@@ -92,7 +127,7 @@ class OodGate:
         with np.load(path, allow_pickle=False) as data:
             parts = {name: Part(data[f"{name}.mean"], data[f"{name}.precision"], *map(float, data[f"{name}.scale"]))
                      for name in PARTS if f"{name}.mean" in data}
-            return cls(parts, float(data["threshold"]))
+            return cls(parts, float(data["threshold"]), bool(data["framed"]) if "framed" in data else False)
 
 
 def load_gate(cfg: ModelConfig) -> OodGate | None:

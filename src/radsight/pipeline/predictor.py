@@ -114,11 +114,14 @@ class Predictor:
         built = self.inputs.build(image)
         return built.x, built.crop
 
-    def gate_vectors(self, image: Radiograph, out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def gate_vectors(self, image: Radiograph, out: dict[str, np.ndarray] | None = None,
+                     framed: bool | None = None) -> dict[str, np.ndarray]:
         """What the out-of-distribution gate scores: the classifier's pooled features (from ``out``, the
-        classifier's outputs for ``image``, or one classifier pass), a thumbnail and image statistics."""
+        classifier's outputs for ``image``, or one classifier pass), a thumbnail and image statistics (read as
+        the model's gate reads them, unless ``framed`` says how: a gate being fitted reads them framed)."""
         out = out if out is not None else self.model(self.inputs.build(image).x[None])
-        return {"classifier": out["features"][0], **describe(image)}
+        framed = framed if framed is not None else self.gate.framed if self.gate else True
+        return {"classifier": out["features"][0], **describe(image, framed)}
 
     def ood(self, image: Radiograph, built: Inputs | None = None,
             out: dict[str, np.ndarray] | None = None) -> OodCheck | None:
