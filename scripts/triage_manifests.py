@@ -1,12 +1,14 @@
 """The normal/abnormal manifests of radsight-triage-256, from the shared data folder.
 
-    python scripts/triage_manifests.py ../shared/data runs/triage
+    python scripts/triage_manifests.py ../shared/data runs/triage [--naive]
 
 writes, with image paths relative to the data folder (pass it as --images):
 - ``train.csv``: the training films (split train) and the films that choose the checkpoint (split val: RSNA's val
   split alone, NIH films read by radiologists, the closest to the benchmark); the other val rows are ``holdout``;
 - ``audit.csv``: every source's test split, with its ``source`` column, for ``radsight evaluate --shortcuts``;
-- ``rsna_test.csv``: RSNA's test split alone, its opacity films boxed by radiologists (localization).
+- ``rsna_test.csv``: RSNA's test split alone, its opacity films boxed by radiologists (localization);
+- with ``--naive``, ``train_naive.csv`` too: every source's train split pooled as published (one-class sources and
+  all of COVID-QU-Ex's abnormal films included), the shortcut audit's "before" model.
 
 Sources are balanced, not pooled as published: the public COVID sets took their normals and their patients from
 different places, so a source that holds one class only (``crd_viral_pneumonia``, pediatric; ``gbseg``) would teach
@@ -72,8 +74,9 @@ def jsrt(data: Path) -> list[dict]:
     return out
 
 
-def public_lungs(data: Path) -> list[dict]:
-    """``lung-masks-public``: the class from each file's original name; training rows balanced within a source."""
+def public_lungs(data: Path, balanced: bool = True) -> list[dict]:
+    """``lung-masks-public``: the class from each file's original name; training rows balanced within a source
+    (or, not ``balanced``, every train row kept as published)."""
     rows = _rows(data / "lung-masks-public/manifest.csv")
     out, normal_train, abnormal_train = [], [], []
     for r in rows:
@@ -82,7 +85,7 @@ def public_lungs(data: Path) -> list[dict]:
         kind = "normal" if not abnormal else "covid" if "covid" in name and "non_covid" not in name else "other"
         row = _row(f"lung-masks-public/images/{r['image']}", f"{r['source']}:{r['group']}", r["split"], r["source"],
                    abnormal, kind=kind)
-        if r["split"] == "train":
+        if r["split"] == "train" and balanced:
             row["split"] = "unused"
             if r["source"] == "covid_qu_ex_infseg":
                 (abnormal_train if abnormal else normal_train).append(row)
@@ -108,12 +111,22 @@ def write(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def main(data: Path, out: Path) -> None:
-    rows = rsna(data) + train64(data) + jsrt(data) + public_lungs(data)
+def training_rows(rows: list[dict]) -> list[dict]:
+    """Train rows, and RSNA's val split alone as val (other val rows become ``holdout``)."""
     train = [r for r in rows if r["split"] in ("train", "val", "holdout")]
     for r in train:
         if r["split"] == "val" and r["source"] != "nih-rsna":
             r["split"] = "holdout"
+    return train
+
+
+def main(data: Path, out: Path, naive: bool = False) -> None:
+    if naive:
+        pooled = training_rows(rsna(data) + train64(data) + jsrt(data) + public_lungs(data, balanced=False))
+        write(pooled, out / "train_naive.csv")
+        print(f"naive: {sum(r['split'] == 'train' for r in pooled)} train films -> {out / 'train_naive.csv'}")
+    rows = rsna(data) + train64(data) + jsrt(data) + public_lungs(data)
+    train = training_rows(rows)
     write([r for r in train if r["split"] != "unused"], out / "train.csv")
     write([{**r, "split": "test"} for r in rows if r["split"] == "test"], out / "audit.csv")
     write([r for r in rows if r["split"] == "test" and r["source"] == "nih-rsna"], out / "rsna_test.csv")
@@ -128,6 +141,7 @@ def main(data: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    args = [a for a in sys.argv[1:] if a != "--naive"]
+    if len(args) != 2:
         sys.exit(__doc__)
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(args[0]), Path(args[1]), naive="--naive" in sys.argv[1:])
