@@ -39,7 +39,7 @@ THUMBNAIL = 16
 STATS_SIZE = 256
 GRADIENT_EDGES = np.r_[0.0, np.geomspace(1e-3, 1.0, 15)]
 FLAT_BAND = 0.008  # a row or column whose grey levels spread less than this is padding, not film
-MIN_CONTENT = 0.5  # trim no more than half the image a side
+MIN_CONTENT = 0.5  # what is kept spans at least half of each dimension, else nothing is trimmed
 
 
 def content_box(image: Radiograph, x: np.ndarray) -> Crop | None:
