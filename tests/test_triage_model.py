@@ -86,3 +86,16 @@ def test_shortcut_audit_and_paired_triage_evaluation_write_their_figures(tiny_mo
     reference = m["triage"]["reference"]
     assert m["triage"]["n"] == 12 and len(reference["difference_ci"]) == 2
     assert m["adopt"] == (reference["difference_ci"][0] > 0)
+
+
+def test_the_triage_evaluation_pairs_against_the_model_named(tiny_model, tiny_triage, two_sources, tmp_path):
+    from typer.testing import CliRunner
+
+    from radsight.cli import app
+    from radsight.models.config import ModelConfig
+    result = CliRunner().invoke(app, ["evaluate", "--task", "abnormal", "--model", str(tiny_triage), "--compare-with",
+                                      str(tiny_model), "--manifest", str(two_sources / "manifest.csv"), "--images",
+                                      str(two_sources / "images"), "--bootstrap", "20", "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert m["source"]["compared_with"] == ModelConfig.load(tiny_model).name and "reference" in m["triage"]

@@ -193,6 +193,8 @@ def evaluate(
     shortcuts: bool = typer.Option(False, "--shortcuts", help="a normal/abnormal model's shortcut audit on a manifest "
                                    "with a source column: source probe, CAM energy in the lungs, AUROC by source, "
                                    "age"),
+    compare_with: Optional[str] = typer.Option(None, help="abnormal: the model whose triage the paired difference "
+                                               f"is against (default: {DEFAULT_MODEL})"),
     task: Optional[str] = typer.Option(None, help="a head's task word: findings, abnormal, anatomy, "
                                        "bone-suppression, view, ood, age-sex (default: the named model's head)"),
 ) -> None:
@@ -205,7 +207,7 @@ def evaluate(
     MS-SSIM. view: accuracy, lateral sensitivity. age-sex: age MAE (bias-corrected, uncorrected, the training
     mean's), R², bias slopes, MAE by decade, sex AUROC.
     ood (--ood-test): the out-of-distribution gate's AUROC and refusals. abnormal: triage AUROC paired against the
-    default model's, and its map on radiologists' boxes; --shortcuts: the shortcut audit."""
+    default model's (or --compare-with's), and its map on radiologists' boxes; --shortcuts: the shortcut audit."""
     import importlib
 
     from radsight.evaluate.request import EvaluateRequest
@@ -224,7 +226,7 @@ def evaluate(
                               masks=masks, landmarks=landmarks, pixel_spacing_mm=pixel_spacing_mm,
                               lung_model=lung_model, subset=tuple(s for s in subset.split(",") if s),
                               bone_pairs=bone_pairs, targets=targets, ood_test=tuple(ood_test), explain=explain,
-                              robustness=robustness, metadata=metadata)
+                              robustness=robustness, metadata=metadata, compare_with=compare_with)
     module, function = ("radsight.evaluate.shortcuts", "from_request") if shortcuts else head.evaluate.split(":")
     try:
         line = getattr(importlib.import_module(module), function)(request)

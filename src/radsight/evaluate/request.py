@@ -29,6 +29,7 @@ class EvaluateRequest:
     explain: str | None = None
     robustness: bool = False
     metadata: Path | None = None  # age-sex: NIH's Data_Entry table, filling empty age/sex cells
+    compare_with: str | None = None  # abnormal: the model paired against (default: the shipped default model)
 
     def need(self, *names: str) -> None:
         """ValueError naming the first of ``names`` (options) this evaluation needs and was not given."""

@@ -122,7 +122,8 @@ def triage_markdown(m: dict) -> str:
 
 
 def from_request(r: EvaluateRequest) -> None:
-    """``radsight evaluate --task abnormal --model M``: M's triage, paired against the default model's."""
+    """``radsight evaluate --task abnormal --model M``: M's triage, paired against the default model's (or
+    ``--compare-with``'s)."""
     r.need("manifest", "images", "model")
-    run_triage_evaluation(r.manifest, r.images, r.out, r.model, DEFAULT_MODEL, r.reference, r.split, r.bootstrap,
-                          r.lung_model)
+    run_triage_evaluation(r.manifest, r.images, r.out, r.model, r.compare_with or DEFAULT_MODEL, r.reference,
+                          r.split, r.bootstrap, r.lung_model)
