@@ -99,3 +99,7 @@ def test_the_triage_evaluation_pairs_against_the_model_named(tiny_model, tiny_tr
     assert result.exit_code == 0, result.output
     m = json.loads((tmp_path / "t" / "metrics.json").read_text())
     assert m["source"]["compared_with"] == ModelConfig.load(tiny_model).name and "reference" in m["triage"]
+    refused = CliRunner().invoke(app, ["evaluate", "--task", "findings", "--model", str(tiny_model), "--compare-with",
+                                       str(tiny_triage), "--manifest", str(two_sources / "manifest.csv"), "--images",
+                                       str(two_sources / "images"), "--out", str(tmp_path / "f")])
+    assert refused.exit_code != 0 and "--compare-with" in refused.output

@@ -219,6 +219,8 @@ def evaluate(
         raise fail(str(exc))
     if head.evaluate is None:
         raise fail(f"--task {head.task} has no evaluation")
+    if compare_with is not None and (head.task != "abnormal" or shortcuts):
+        raise fail("--compare-with pairs a triage evaluation: it needs --task abnormal (without --shortcuts)")
     own = {"anatomy": lung_model, "bone-suppression": bone_model}.get(head.task)
     chosen = model if model is not None and _serves(model, head) else (own or head.default_model)
     request = EvaluateRequest(task=head.task, out=out, model=chosen, manifest=manifest, images=images,
