@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=40, help="in all, spread over the clients")
     parser.add_argument("--workers", type=int, default=1, help="the service's analysis threads")
     parser.add_argument("--int8", action="store_true", help="the service runs the registered int8 variants")
+    parser.add_argument("--processes", action="store_true", help="the service's workers as processes")
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.studies]
     bare = _predict_times(Predictor(), files)
@@ -69,6 +70,7 @@ def main() -> None:
     served = _predict_times(service_options(Settings(Path("."), TOKEN, options, workers=args.workers)).predictor(), files)
     with tempfile.TemporaryDirectory() as data:
         server, url = start_serve(data, "--allow-ood", "--workers", str(args.workers), *["--int8"][:args.int8],
+                                  *["--worker-processes"][:args.processes],
                                   token=TOKEN)
         try:
             latencies, errors = [], []

@@ -1,5 +1,6 @@
 """The service's memory under a burst: ``radsight serve`` (defaults, one worker) is warmed with one study, then N
-clients upload one benchmark film each at once; its resident memory (RSS, from /proc) is sampled throughout.
+clients upload one benchmark film each at once; its resident memory (RSS, from /proc, with
+its worker processes') is sampled throughout.
 
     python benchmarks/serve_memory.py --data ../shared/data/nih-cxr14/benchmark/images --uploads 50
 
@@ -24,10 +25,18 @@ TOKEN = "memory-test"
 
 
 def rss_mb(pid: int) -> float:
+    """The resident memory of ``pid`` and its descendants (worker processes), in MB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+            total = int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += rss_mb(int(child))
+            except (FileNotFoundError, ProcessLookupError):  # ended meanwhile
+                pass
+    return total
 
 
 def _upload(url: str, path: Path, ids: list[str], errors: list[str]) -> None:
@@ -57,10 +66,12 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=50)
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before the 'after' reading")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--processes", action="store_true", help="the service's workers as processes")
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.uploads + 1]
     with tempfile.TemporaryDirectory() as data:
-        server, url = start_serve(data, "--workers", str(args.workers), token=TOKEN)
+        server, url = start_serve(data, "--workers", str(args.workers), *["--worker-processes"][:args.processes],
+                                  token=TOKEN)
         try:
             warm_ids: list[str] = []
             _upload(url, files[0], warm_ids, [])
@@ -90,7 +101,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=60)
-    print(f"{len(files) - 1} concurrent uploads from {args.data}, {args.workers} worker(s): {len(ids)} queued, "
+    kind = "processes" if args.processes else "thread(s)"
+    print(f"{len(files) - 1} concurrent uploads from {args.data}, {args.workers} worker {kind}: {len(ids)} queued, "
           f"{len(errors)} refused or failed, done in {burst:.1f} s")
     print(f"RSS idle baseline {baseline:.0f} MB; peak {max(peak):.0f} MB ({max(peak) / baseline:.2f}x); "
           f"after {args.settle:g} s idle {after:.0f} MB ({after / baseline:.2f}x the baseline)")

@@ -7,6 +7,7 @@ import json
 import signal
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -268,11 +269,14 @@ def test_interrupted_study_resumes_once_after_restart(tmp_path):
         assert client.app.state.store.get(study_id).attempts == 2
 
 
-def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
+@pytest.mark.parametrize("engine", [(), ("--worker-processes",)], ids=["threads", "processes"])
+def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path, engine):
     """A real SIGKILL, not a simulated one: studies queued or running when the process dies are all analyzed
-    after a restart, each once more at most, and the job store survives."""
+    after a restart, each once more at most, and the job store survives. Worker processes end with the server."""
     data, log, workers = tmp_path / "data", tmp_path / "server.log", "2"
-    server, url = start_serve(data, log, "--workers", workers, token=TOKEN)
+    server, url = start_serve(data, log, "--workers", workers, *engine, token=TOKEN)
+    children = _children(server.pid)
+    assert len(children) >= (2 if engine else 0)
     try:
         http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
         ids = [http.post("/api/studies", files={"file": (f"{i}.png", _png(chest_phantom(seed=i)), "image/png")}
@@ -289,7 +293,11 @@ def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
         if server.poll() is None:
             server.kill()
     assert statuses.count("done") < len(ids), "every study finished before the kill; the test proves nothing"
-    server, url = start_serve(data, log, "--workers", workers, token=TOKEN)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), "a worker process outlived its server"
+    server, url = start_serve(data, log, "--workers", workers, *engine, token=TOKEN)
     try:
         http = httpx.Client(base_url=url, headers=AUTH, timeout=30)
         deadline = time.time() + 120
@@ -307,6 +315,11 @@ def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path):
     store = StudyStore(data / "radsight.sqlite")
     attempts = [store.get(i).attempts for i in ids]
     assert set(attempts) <= {1, 2} and attempts.count(2) <= int(workers)  # only the studies the workers held
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (Linux)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
 
 def test_orthanc_poller_survives_any_error():
@@ -505,10 +518,11 @@ def test_an_instance_sent_again_is_not_analyzed_again(tmp_path, tiny_model):
 
 def test_a_worker_gives_memory_back_once_its_queue_stayed_dry_not_between_studies(monkeypatch):
     from pathlib import Path
+    from types import SimpleNamespace
 
     from radsight.service import worker as service_worker
     monkeypatch.setattr(service_worker, "RELEASE_AFTER_IDLE", 0.3)
-    queue, finished, released = ["a", "b"], [], []
+    queue, finished, released = [SimpleNamespace(id="a"), SimpleNamespace(id="b")], [], []
 
     class Store:
         def claim(self):

@@ -22,6 +22,9 @@ def serve(
     bone_views: bool = typer.Option(True, help="soft-tissue and bone views when a bone model is there"),
     workers: Optional[int] = typer.Option(None, min=1, help="analyses at once (default: one a CPU core; they "
                                           "share the cores out)"),
+    worker_processes: bool = typer.Option(False, "--worker-processes", help="the workers as processes (each "
+                                          "loads the models once): one study's Python work never waits for "
+                                          "another's"),
     max_upload_mb: int = typer.Option(256, help="largest accepted upload"),
     orthanc: Optional[str] = typer.Option(None, help="Orthanc URL to poll for radiographs and store results to"),
     dicomweb: Optional[str] = typer.Option(None, help="any DICOMweb archive's root URL (dcm4chee, a cloud "
@@ -73,6 +76,7 @@ def serve(
                                triage_model=None if triage_model == "none" else triage_model, int8=int8,
                                heatmaps_for=tuple(n.strip() for n in heatmaps_for.split(",") if n.strip()))
     settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers or cpu_cores(),
+                        worker_processes=worker_processes,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
                         dicomweb_url=dicomweb, stable_seconds=stable_seconds,
                         cors_origins=list(cors_origin), dimse_port=dimse_port,

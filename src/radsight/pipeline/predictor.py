@@ -145,6 +145,17 @@ class Predictor:
         refuse_ood(self.ood(image, built, out), image.source)
         self._admitted.put(id(image), (image, built, out))
 
+    def checked(self, image: Radiograph) -> tuple[Inputs, dict[str, np.ndarray]] | None:
+        """What :meth:`admit` made for ``image`` (its inputs and the classifier's outputs), forgotten here: for
+        another process's predictor (:meth:`reuse_check`); None when it kept nothing."""
+        kept = self._admitted.take(id(image))
+        return (kept[1], kept[2]) if kept is not None and kept[0] is image else None
+
+    def reuse_check(self, image: Radiograph, check: tuple[Inputs, dict[str, np.ndarray]]) -> None:
+        """Keep ``check`` (from :meth:`checked`, made by a predictor with the same models) for :meth:`predict` of
+        ``image``, as if this predictor had admitted it."""
+        self._admitted.put(id(image), (image, *check))
+
     def _read(self, image: Radiograph, method: Explainer | None = None) -> tuple[Inputs, dict[str, np.ndarray]]:
         """The image's inputs with its anatomy (without computed views) and the classifier's outputs for them, with
         those ``method`` (default: the predictor's) explains from: from :meth:`admit` when it read this object."""

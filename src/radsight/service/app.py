@@ -4,38 +4,26 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from radsight.concurrency import threads_per_worker
 from radsight.core import InputError
-from radsight.explain import TORCH_FREE
-from radsight.pipeline.options import PredictorOptions
 from radsight.runtime.memory import limit_heap_arenas
 from radsight.service import api, dicomweb, viewer
 from radsight.service.access import Access
-from radsight.service.context import Service, Settings
-from radsight.service.db import StudyStore
+from radsight.service.backends import delivery, open_archive, open_outbox, open_store
+from radsight.service.context import Service, Settings, service_options
 from radsight.service.deferred import Deferred
 from radsight.service.guard import BodyGuard
+from radsight.service.handover import Handover
 from radsight.service.intake import Decoded, Intake
-from radsight.service.pacs import DicomwebArchive, Orthanc, Poller
+from radsight.service.pacs import Poller
 from radsight.service.worker import Workers
+from radsight.service.worker_processes import WorkerProcesses
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["Settings", "create_app", "service_options"]
 log = logging.getLogger("radsight.service")
-
-
-def service_options(settings: Settings) -> PredictorOptions:
-    """What the service's predictor is built with and each analysis asks: the viewer switches between the
-    torch-free methods' maps; results always carry DICOM for DICOM input; the computed views and overlay of other
-    input are made when first asked for (``service.deferred``)."""
-    alternates = tuple(dict.fromkeys((*settings.predictor.alternates, *TORCH_FREE)))
-    return replace(settings.predictor, alternates=alternates, dicom_out=True, deferred_images=True,
-                   threads=threads_per_worker(settings.workers))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,26 +31,20 @@ def create_app(settings: Settings) -> FastAPI:
         raise ValueError("an API token is required (radsight serve --token or RADSIGHT_API_TOKEN)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     limit_heap_arenas()  # before the workers' and request threads start: memory a burst freed can be returned
-    store = _store(settings)
+    store = open_store(settings)
     options = service_options(settings)
     predictor = options.predictor()
-    archive = _archive(settings)
-    outbox = None
-    if settings.dimse_destination:
-        from radsight.service.dimse import Outbox, Peer
-        outbox = Outbox(settings.data_dir / "outbox", Peer.parse(settings.dimse_destination), settings.ae_title)
-
-    def deliver(source: Path, results: list) -> None:
-        """Results to where they go: the archive they came from, and the DIMSE destination's outbox."""
-        if archive is not None:
-            archive.store(results)
-        if outbox is not None:
-            outbox.put(results)
+    archive, outbox = open_archive(settings), open_outbox(settings)
     decoded = Decoded()  # what the intake read, handed to the worker
-    workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
-                      deliver if archive is not None or outbox is not None else None, decoded.read)
+    if settings.worker_processes:
+        workers = WorkerProcesses(settings, store, outbox.notify if outbox is not None else lambda: None)
+        queued = Handover(settings.data_dir, predictor, decoded).put
+    else:
+        workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
+                          delivery(archive, outbox), decoded.read)
+        queued = lambda study_id: None  # noqa: E731
     intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds,
-                    decoded)
+                    decoded, queued)
     poller = Poller(archive, store, lambda key, files: _pacs_save(intake, key, files),
                     settings.poll_interval) if archive else None
     node = None
@@ -101,16 +83,6 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _archive(settings: Settings) -> DicomwebArchive | None:
-    if settings.orthanc_url and settings.dicomweb_url:
-        raise ValueError("give --orthanc or --dicomweb, not both")
-    if settings.orthanc_url:
-        return Orthanc(settings.orthanc_url)
-    if settings.dicomweb_url:
-        return DicomwebArchive(settings.dicomweb_url, stable_seconds=settings.stable_seconds)
-    return None
-
-
 def _pacs_save(intake: Intake, key: str, files: list[tuple[str, bytes]]) -> str | None:
     """One stable PACS study queued as one analysis; one it cannot be is recorded as failed, with its reason."""
     parts = []
@@ -130,19 +102,3 @@ def _pacs_save(intake: Intake, key: str, files: list[tuple[str, bytes]]) -> str 
     except BaseException:
         intake.discard(parts)
         raise
-
-
-def _store(settings: Settings):
-    if not settings.db:
-        return StudyStore(settings.data_dir / "radsight.sqlite")
-    if not settings.db.startswith(("postgresql://", "postgres://")):
-        raise ValueError(f"--db {settings.db.split('@')[-1]!r}: give a postgresql:// URL (SQLite is the default)")
-    try:
-        from radsight.service.pg import PostgresStudyStore
-    except ImportError as exc:
-        raise ValueError(f"a PostgreSQL job store needs psycopg: pip install 'radsight[serve]' ({exc})") from exc
-    import psycopg
-    try:
-        return PostgresStudyStore(settings.db, settings.lease_seconds)
-    except psycopg.Error as exc:
-        raise ValueError(f"cannot use the PostgreSQL job store: {exc}") from exc

@@ -1,12 +1,14 @@
 """What the service's routes share: its settings, job store, intake, predictor and access control."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastapi import HTTPException
 
+from radsight.concurrency import threads_per_worker
 from radsight.core import InputError
+from radsight.explain import TORCH_FREE
 from radsight.pipeline.options import PredictorOptions
 from radsight.service.access import Access
 from radsight.service.deferred import Deferred
@@ -19,6 +21,7 @@ class Settings:
     token: str
     predictor: PredictorOptions = field(default_factory=PredictorOptions)  # models, methods, OOD, device
     workers: int = 1
+    worker_processes: bool = False  # the workers as processes (service.worker_processes), not threads
     max_upload_bytes: int = 256 * 1024 * 1024
     orthanc_url: str | None = None  # an Orthanc: new studies from its change log, results back by STOW-RS
     dicomweb_url: str | None = None  # any DICOMweb archive: new studies by QIDO-RS, results back by STOW-RS
@@ -73,3 +76,12 @@ class Service:
         if study is None:
             raise HTTPException(404, "no such study")
         return study
+
+
+def service_options(settings: Settings) -> PredictorOptions:
+    """What the service's predictor is built with and each analysis asks: the viewer switches between the
+    torch-free methods' maps; results always carry DICOM for DICOM input; the computed views and overlay of other
+    input are made when first asked for (``service.deferred``)."""
+    alternates = tuple(dict.fromkeys((*settings.predictor.alternates, *TORCH_FREE)))
+    return replace(settings.predictor, alternates=alternates, dicom_out=True, deferred_images=True,
+                   threads=threads_per_worker(settings.workers))

@@ -190,11 +190,21 @@ class StudyStore(SqlStore):
     def recover(self) -> int:
         """At start-up: studies left ``running`` by a killed server go back to the queue (or fail if they keep
         crashing it)."""
+        return self._requeue_running("", ())
+
+    def requeue(self, study_id: str) -> bool:
+        """A study whose worker process died while running it goes back to the queue (or fails if it keeps killing
+        its worker); whether it was running."""
+        return self._requeue_running(" AND id=?", (study_id,)) > 0
+
+    def _requeue_running(self, also: str, params: tuple) -> int:
+        """Running studies (those ``also`` selects) back to the queue, failed once claimed MAX_ATTEMPTS times."""
         with self._lock:
             self._db.execute("UPDATE studies SET status='failed', error='analysis interrupted repeatedly', "
-                             "updated_at=? WHERE status='running' AND attempts>=?", (time.time(), MAX_ATTEMPTS))
-            return self._db.execute("UPDATE studies SET status='queued', updated_at=? WHERE status='running'",
-                                    (time.time(),)).rowcount
+                             f"updated_at=? WHERE status='running' AND attempts>=?{also}",
+                             (time.time(), MAX_ATTEMPTS, *params))
+            return self._db.execute(f"UPDATE studies SET status='queued', updated_at=? WHERE status='running'{also}",
+                                    (time.time(), *params)).rowcount
 
     def claim(self) -> Study | None:
         """The oldest queued study (or gathering one whose wait is over), marked running, or None."""

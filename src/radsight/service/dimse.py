@@ -216,6 +216,10 @@ class Outbox:
                 db.execute("INSERT INTO outbox (file, sop_class) VALUES (?, ?)", (name, str(ds.SOPClassUID)))
         self._wake.set()
 
+    def notify(self) -> None:
+        """Results were put here by another process: send them now."""
+        self._wake.set()
+
     def pending(self) -> int:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]

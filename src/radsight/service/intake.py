@@ -38,12 +38,12 @@ class Decoded(Recent):
     that analyzes them: an upload is decoded once, and what its check made for that object is reused."""
 
     def keep(self, path: Path, image: Radiograph) -> None:
-        self.put(_identity(path), image)
+        self.put(file_identity(path), image)
 
     def read(self, path: Path) -> Radiograph:
         """The radiograph of ``path`` (kept from intake, else read now), named by ``path``."""
         try:
-            image = self.take(_identity(path))
+            image = self.take(file_identity(path))
         except OSError:
             image = None
         if image is None:
@@ -52,7 +52,7 @@ class Decoded(Recent):
         return image
 
 
-def _identity(path: Path) -> tuple[int, int, int, int]:
+def file_identity(path: Path) -> tuple[int, int, int, int]:
     st = os.stat(path)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
@@ -85,7 +85,8 @@ def by_study(parts: list[Received]) -> list[list[Received]]:
 
 class Intake:
     """``predictor``: the service's ``pipeline.Predictor``; ``store``: its job store; ``notify`` wakes the
-    workers. With ``allow_ood`` the out-of-distribution gate lets everything through (results still say).
+    workers; ``queued`` is told each analysis queued whole (not gathered), before they are woken. With
+    ``allow_ood`` the out-of-distribution gate lets everything through (results still say).
 
     ``gather_seconds`` > 0: DICOM instances of one study that arrive apart (separate requests or associations, as
     many modalities send them) are analyzed together: the first starts an analysis that waits, each later one joins
@@ -96,8 +97,8 @@ class Intake:
 
     def __init__(self, data_dir: Path, store, predictor, allow_ood: bool = False,
                  notify: Callable[[], None] = lambda: None, gather_seconds: float = 0.0,
-                 decoded: Decoded | None = None):
-        self.data_dir, self.store, self.predictor = data_dir, store, predictor
+                 decoded: Decoded | None = None, queued: Callable[[str], None] = lambda study_id: None):
+        self.data_dir, self.store, self.predictor, self.queued = data_dir, store, predictor, queued
         self.decoded = decoded if decoded is not None else Decoded()
         self.allow_ood, self.notify, self.gather_seconds = allow_ood, notify, gather_seconds
         self._gathering = threading.Lock()  # one process never starts two analyses of one study
@@ -169,6 +170,7 @@ class Intake:
         os.replace(staged, upload_path(self.data_dir, job_id))
         if instances:
             self.store.remember(instances, model, job_id)
+        self.queued(job_id)
         self.notify()
         return job_id
 
@@ -243,9 +245,11 @@ class Intake:
     def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what requests cut short left behind (a received file never queued, a folder never moved), once
         older than ``older_than`` seconds (replicas sharing the data folder may still be writing newer ones);
-        how many were removed. The DICOM node's association folders are its own."""
+        how many were removed, with the readings handed over to worker processes that read the files themselves
+        (``service.handover``). The DICOM node's association folders are its own."""
         now, removed = time.time(), 0
-        for path in [*self.incoming.glob("*.part"), *(self.data_dir / "uploads").glob(".*.tmp")]:
+        for path in [*self.incoming.glob("*.part"), *(self.data_dir / "uploads").glob(".*.tmp"),
+                     *(self.data_dir / "handover").glob("*.p*")]:
             if now - path.stat().st_mtime > older_than:
                 _remove(path)
                 removed += 1
@@ -255,7 +259,7 @@ class Intake:
         """Remove the parts' files (those still where they were received) and forget what was read of them."""
         for part in parts:
             try:
-                self.decoded.take(_identity(part.path))
+                self.decoded.take(file_identity(part.path))
             except OSError:  # queued: moved away, the worker takes it over
                 continue
             part.path.unlink(missing_ok=True)

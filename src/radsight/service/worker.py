@@ -28,15 +28,19 @@ RELEASE_AFTER_IDLE = 2.0
 
 
 class Workers:
-    """``count`` threads sharing one predictor (ONNX Runtime sessions are thread-safe)."""
+    """``count`` threads sharing one predictor (ONNX Runtime sessions are thread-safe). ``stop``/``wake``: the
+    events that stop and wake them (default: their own; a worker process is given its server's);
+    ``holding``: told the id of each study as it is claimed, and "" once it is recorded."""
 
     def __init__(self, store: StudyStore, predictor: Predictor, options: PredictorOptions, data_dir: Path,
                  count: int = 1, deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None,
-                 read: Callable[[Path], Radiograph] = load_image):
+                 read: Callable[[Path], Radiograph] = load_image, stop=None, wake=None,
+                 holding: Callable[[str], None] = lambda study_id: None):
         self.store, self.predictor, self.options, self.data_dir = store, predictor, options, data_dir
-        self.deliver, self.read = deliver, read
-        self._stop, self._wake = threading.Event(), threading.Event()
-        self._threads = [threading.Thread(target=self._run, name=f"radsight-worker-{i}", daemon=True)
+        self.deliver, self.read, self.holding = deliver, read, holding
+        self._stop = stop if stop is not None else threading.Event()
+        self._wake = wake if wake is not None else threading.Event()
+        self._threads = [threading.Thread(target=self.run, name=f"radsight-worker-{i}", daemon=True)
                          for i in range(count)]
 
     def start(self) -> None:
@@ -52,7 +56,8 @@ class Workers:
     def notify(self) -> None:
         self._wake.set()
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """Claim and analyze studies until stopped."""
         last_work = None  # when this worker last finished a study; None once its memory went back
         while not self._stop.is_set():
             study = self.store.claim()
@@ -63,7 +68,9 @@ class Workers:
                 self._wake.wait(timeout=1.0)
                 self._wake.clear()
                 continue
+            self.holding(study.id)
             self.process(study)
+            self.holding("")
             last_work = time.monotonic()
 
     def process(self, study: Study) -> None:

@@ -1,0 +1,188 @@
+"""``radsight serve --worker-processes``: the analysis workers as processes, one a core by default, each with its
+own predictor (built once, when it starts) and job store connection, claiming studies from the store as the worker
+threads do (``service.worker``). The Python work of one study (maps, boxes, drawing, DICOM) then never waits for
+another study's hold on the interpreter lock.
+
+What the intake read and checked of an upload reaches the process that analyzes it on disk (``service.handover``).
+A process that dies is started again; the study it held goes back to the queue (SQLite) or is claimed again once
+its lease lapses (PostgreSQL). The server and its processes signal each other only through pipes and unlocked
+shared bytes: a process killed at any moment leaves no lock held (``multiprocessing.Event`` would)."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+
+from radsight.runtime.memory import limit_heap_arenas
+from radsight.service.backends import delivery, open_archive, open_outbox, open_store
+from radsight.service.context import Settings, service_options
+from radsight.service.handover import Handover
+from radsight.service.worker import Workers
+
+log = logging.getLogger("radsight.service")
+ID_LENGTH = 32  # a study id: uuid4().hex
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
+STARTUP_SECONDS = 300.0  # loading the models (longer on a first run, or a busy machine)
+
+
+class Bell:
+    """A wake-up call down a pipe, with the ``set``/``wait``/``clear`` of the event the worker loop waits on.
+    Ringing never blocks or waits for the other side (a full pipe means a call is pending; a broken one, that the
+    process ended)."""
+
+    def __init__(self, ctx):
+        self.reader, self.writer = ctx.Pipe(duplex=False)
+        os.set_blocking(self.writer.fileno(), False)
+
+    def set(self) -> None:
+        try:
+            os.write(self.writer.fileno(), b"\0")
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    def wait(self, timeout: float) -> bool:
+        if not wait([self.reader], timeout):
+            return False
+        os.read(self.reader.fileno(), 4096)
+        return True
+
+    def clear(self) -> None:
+        """Nothing: :meth:`wait` took the calls it woke for."""
+
+
+class Flag:
+    """A stop flag in one shared byte, without a lock: the ``is_set``/``set`` of an event."""
+
+    def __init__(self, ctx):
+        self.value = ctx.Value("b", 0, lock=False)
+
+    def is_set(self) -> bool:
+        return bool(self.value.value)
+
+    def set(self) -> None:
+        self.value.value = 1
+
+
+class WorkerProcesses:
+    """``settings.workers`` processes. ``store``: the server's job store (for the studies of processes that died);
+    ``delivered``: called in the server after a process sent results to the DIMSE outbox (its sender wakes)."""
+
+    def __init__(self, settings: Settings, store, delivered: Callable[[], None] = lambda: None):
+        self.settings, self.store, self.delivered = settings, store, delivered
+        self._ctx = multiprocessing.get_context("spawn")
+        self._stop, self._sent = Flag(self._ctx), Bell(self._ctx)
+        count = settings.workers
+        self._bells = [Bell(self._ctx) for _ in range(count)]
+        self._ready = [Flag(self._ctx) for _ in range(count)]
+        self._held = [self._ctx.Array("c", ID_LENGTH, lock=False) for _ in range(count)]
+        self._processes: list = [None] * count
+        self._stopping = threading.Event()
+        self._watch = threading.Thread(target=self._supervise, name="radsight-worker-watch", daemon=True)
+
+    def start(self, timeout: float = STARTUP_SECONDS) -> None:
+        """Start the processes and wait until each has loaded its models; RuntimeError when one ends first."""
+        for i in range(len(self._processes)):
+            self._spawn(i)
+        deadline = time.monotonic() + timeout
+        for p, ready in zip(self._processes, self._ready):
+            while not ready.is_set():
+                if not p.is_alive() or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"worker process {p.name} did not start (exit code {p.exitcode}); "
+                                       "run without --worker-processes to see why")
+                time.sleep(0.05)
+        self._watch.start()
+
+    def _spawn(self, i: int) -> None:
+        self._ready[i].value.value = 0
+        p = self._ctx.Process(target=_work, name=f"radsight-worker-{i}", daemon=True,
+                              args=(os.getpid(), self.settings, self._stop, self._bells[i], self._held[i], self._sent,
+                                    self._ready[i]))
+        p.start()
+        self._processes[i] = p
+
+    def notify(self) -> None:
+        for bell in self._bells:
+            bell.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._stop.set()
+        self.notify()
+        if self._watch.is_alive():
+            self._watch.join(timeout=5)
+        for p in self._processes:
+            if p is not None:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+
+    def _supervise(self) -> None:
+        """Wake the outbox's sender after a process delivered; start again a process that died."""
+        while not self._stopping.is_set():
+            if self._sent.wait(0.5):
+                self.delivered()
+            for i, p in enumerate(self._processes):
+                if p.is_alive() or self._stopping.is_set():
+                    continue
+                held = self._held[i].value.decode()
+                log.warning("worker process %s ended (exit code %s)%s; starting another", p.name, p.exitcode,
+                            f" while analyzing study {held}" if held else "")
+                if held and not self.store.lease_seconds:
+                    self.store.requeue(held)
+                self._held[i].value = b""
+                self._spawn(i)
+
+
+def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, sent: Bell, ready: Flag) -> None:
+    """A worker process: its own predictor, store and delivery, claiming studies until ``stop`` is set."""
+    _end_with(server)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops its workers
+    limit_heap_arenas()
+    options = service_options(settings)
+    predictor = options.predictor()
+    deliver = delivery(open_archive(settings), open_outbox(settings))
+    os.set_blocking(sent.writer.fileno(), False)
+
+    def deliver_and_tell(source, results) -> None:
+        deliver(source, results)
+        sent.set()
+
+    def hold(study_id: str) -> None:
+        held.value = study_id.encode()
+    workers = Workers(open_store(settings), predictor, options, settings.data_dir, 1,
+                      deliver_and_tell if deliver is not None else None, Handover(settings.data_dir, predictor).read,
+                      stop=_OrServerGone(stop, server), wake=bell, holding=hold)
+    ready.set()
+    workers.run()
+
+
+class _OrServerGone:
+    """``stop``, or the server process ended (this one was orphaned)."""
+
+    def __init__(self, stop: Flag, server: int):
+        self.stop, self.server = stop, server
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or os.getppid() != self.server
+
+    def set(self) -> None:
+        self.stop.set()
+
+
+def _end_with(server: int) -> None:
+    """On Linux, this process is killed when the server process ends, however it ends (kill -9 included): no
+    orphan goes on claiming studies beside a restarted server (its study is then resumed as the server's are)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: it stops once it finds itself orphaned
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server:  # the server ended before the request took effect
+        os._exit(1)
