@@ -5,6 +5,9 @@ the service's p50 latency to bare analyze time (``Predictor.predict`` on the sam
 default predictor, and with the service's own options (its alternate maps, its deferred computed views).
 
     python benchmarks/serve_load.py --data ../shared/data/nih-cxr14/benchmark/images --clients 4 --studies 40
+
+Clients poll each study every 20 ms (``--wait``: one request that the server answers once the outcome is there);
+``--processes``: the service's workers as processes.
 """
 from __future__ import annotations
 
@@ -27,15 +30,19 @@ from radsight.service.context import Settings
 TOKEN = "load-test"
 
 
-def _client(url: str, files: list[Path], latencies: list[float], errors: list[str]) -> None:
+def _client(url: str, files: list[Path], latencies: list[float], errors: list[str], wait: bool) -> None:
+    """Upload each file and wait for its outcome: polling every 20 ms, or with ``wait`` asking the server to
+    answer once it is there (``?wait=``)."""
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
     for path in files:
         start = time.perf_counter()
         try:
             r = http.post("/api/studies", files={"file": (path.name, path.read_bytes())})
             r.raise_for_status()
-            while (s := http.get(f"/api/studies/{r.json()['id']}").json())["status"] in ("queued", "running"):
-                time.sleep(0.02)
+            ask = f"/api/studies/{r.json()['id']}" + ("?wait=30" if wait else "")
+            while (s := http.get(ask).json())["status"] in ("queued", "running"):
+                if not wait:
+                    time.sleep(0.02)
             if s["status"] != "done":
                 errors.append(s["error"])
                 continue
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="the service's analysis threads")
     parser.add_argument("--int8", action="store_true", help="the service runs the registered int8 variants")
     parser.add_argument("--processes", action="store_true", help="the service's workers as processes")
+    parser.add_argument("--wait", action="store_true", help="clients wait with ?wait= instead of polling")
     args = parser.parse_args()
     files = expand_inputs([args.data])[: args.studies]
     bare = _predict_times(Predictor(), files)
@@ -75,7 +83,8 @@ def main() -> None:
         try:
             latencies, errors = [], []
             shares = [files[i::args.clients] for i in range(args.clients)]
-            threads = [threading.Thread(target=_client, args=(url, share, latencies, errors)) for share in shares]
+            threads = [threading.Thread(target=_client, args=(url, share, latencies, errors, args.wait))
+                       for share in shares]
             start = time.perf_counter()
             for t in threads:
                 t.start()
@@ -87,7 +96,8 @@ def main() -> None:
             server.wait(timeout=30)
     lat = sorted(latencies)
     p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
-    print(f"{len(files)} studies from {args.data}, {args.clients} clients, {args.workers} worker(s), loopback")
+    print(f"{len(files)} studies from {args.data}, {args.clients} clients, {args.workers} worker(s), loopback"
+          + (", worker processes" if args.processes else "") + (", clients wait (?wait=)" if args.wait else ""))
     print(f"sustained {len(lat) / elapsed:.2f} studies/s; latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
           f"errors {len(errors)}")
     print(f"bare analyze (Predictor.predict): median {statistics.median(bare) * 1000:.0f} ms/image; "

@@ -269,6 +269,21 @@ def test_interrupted_study_resumes_once_after_restart(tmp_path):
         assert client.app.state.store.get(study_id).attempts == 2
 
 
+def test_a_client_can_wait_for_the_outcome_instead_of_polling(tmp_path):
+    with TestClient(create_app(_settings(tmp_path))) as client:
+        _sign_in(client)
+        png = {"file": ("a.png", _png(chest_phantom()), "image/png")}
+        job = client.post("/api/studies", files=png, headers=AUTH).json()["id"]
+        assert client.get(f"/api/studies/{job}?wait=60").json()["status"] == "done"
+        assert client.get("/api/studies/nothing?wait=1").status_code == 404
+        assert client.get(f"/api/studies/{job}?wait=-1").status_code == 422
+        client.app.state.workers.stop()  # nothing will analyze the next one: the answer comes when the wait ends
+        queued = client.post("/api/studies", files=png, headers=AUTH).json()["id"]
+        start = time.monotonic()
+        assert client.get(f"/api/studies/{queued}?wait=1").json()["status"] == "queued"
+        assert 0.9 <= time.monotonic() - start < 10
+
+
 @pytest.mark.parametrize("engine", [(), ("--worker-processes",)], ids=["threads", "processes"])
 def test_server_killed_mid_queue_finishes_every_study_after_restart(tmp_path, engine):
     """A real SIGKILL, not a simulated one: studies queued or running when the process dies are all analyzed

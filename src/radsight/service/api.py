@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
@@ -54,8 +54,15 @@ def router(service: Service) -> APIRouter:
         service.access.close_session(request, response)
 
     @api.get("/api/studies/{study_id}", dependencies=[reader])
-    def get_study(study_id: str) -> dict:
-        return service.known(study_id).public()
+    async def get_study(study_id: str, wait: float = Query(0.0, ge=0.0, description=(
+            "seconds to wait for the study to be done or failed before answering (at most 30): no polling"))
+            ) -> dict:
+        if not wait:
+            return (await run_in_threadpool(service.known, study_id)).public()
+        study = await service.outcomes.wait(study_id, lambda i: run_in_threadpool(store.get, i), wait)
+        if study is None:
+            raise HTTPException(404, "no such study")
+        return study.public()
 
     @api.get("/api/studies/{study_id}/files/{name}", dependencies=[reader])
     def get_file(study_id: str, name: str) -> FileResponse:

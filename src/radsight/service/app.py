@@ -19,6 +19,7 @@ from radsight.service.guard import BodyGuard
 from radsight.service.handover import Handover
 from radsight.service.intake import Decoded, Intake
 from radsight.service.pacs import Poller
+from radsight.service.waiting import Outcomes
 from radsight.service.worker import Workers
 from radsight.service.worker_processes import WorkerProcesses
 
@@ -36,12 +37,14 @@ def create_app(settings: Settings) -> FastAPI:
     predictor = options.predictor()
     archive, outbox = open_archive(settings), open_outbox(settings)
     decoded = Decoded()  # what the intake read, handed to the worker
+    outcomes = Outcomes()  # clients waiting for a study are answered once a worker records it
     if settings.worker_processes:
-        workers = WorkerProcesses(settings, store, outbox.notify if outbox is not None else lambda: None)
+        workers = WorkerProcesses(settings, store, outbox.notify if outbox is not None else lambda: None,
+                                  outcomes.recorded)
         queued = Handover(settings.data_dir, predictor, decoded).put
     else:
         workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
-                          delivery(archive, outbox), decoded.read)
+                          delivery(archive, outbox), decoded.read, finished=outcomes.recorded)
         queued = lambda study_id: None  # noqa: E731
     intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds,
                     decoded, queued)
@@ -74,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     service = Service(settings, store, intake, predictor, Access(settings.token, store),
-                      Deferred(settings.data_dir, predictor, options, predictor.release_memory))
+                      Deferred(settings.data_dir, predictor, options, predictor.release_memory), outcomes)
     app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))

@@ -13,6 +13,7 @@ from radsight.pipeline.options import PredictorOptions
 from radsight.service.access import Access
 from radsight.service.deferred import Deferred
 from radsight.service.intake import Intake, Received
+from radsight.service.waiting import Outcomes
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Service:
     predictor: object  # pipeline.predictor.Predictor
     access: Access
     deferred: Deferred  # images made when first asked
+    outcomes: Outcomes = field(default_factory=Outcomes)  # clients waiting for a study's outcome
 
     async def read_limited(self, stream) -> bytes:
         """A request body, refused with 413 past the upload limit."""

@@ -30,14 +30,16 @@ RELEASE_AFTER_IDLE = 2.0
 class Workers:
     """``count`` threads sharing one predictor (ONNX Runtime sessions are thread-safe). ``stop``/``wake``: the
     events that stop and wake them (default: their own; a worker process is given its server's);
-    ``holding``: told the id of each study as it is claimed, and "" once it is recorded."""
+    ``holding``: told the id of each study as it is claimed, and "" once it is recorded; ``finished``: told the
+    id of each study whose outcome was recorded."""
 
     def __init__(self, store: StudyStore, predictor: Predictor, options: PredictorOptions, data_dir: Path,
                  count: int = 1, deliver: Callable[[Path, list[pydicom.Dataset]], None] | None = None,
                  read: Callable[[Path], Radiograph] = load_image, stop=None, wake=None,
-                 holding: Callable[[str], None] = lambda study_id: None):
+                 holding: Callable[[str], None] = lambda study_id: None,
+                 finished: Callable[[str], None] = lambda study_id: None):
         self.store, self.predictor, self.options, self.data_dir = store, predictor, options, data_dir
-        self.deliver, self.read, self.holding = deliver, read, holding
+        self.deliver, self.read, self.holding, self.finished = deliver, read, holding, finished
         self._stop = stop if stop is not None else threading.Event()
         self._wake = wake if wake is not None else threading.Event()
         self._threads = [threading.Thread(target=self.run, name=f"radsight-worker-{i}", daemon=True)
@@ -91,6 +93,7 @@ class Workers:
                 recorded, outcome = self.store.finish(study.id, result), f"done ({result['triage']['priority']})"
         if recorded:
             log.info("study %s %s", study.id, outcome)
+            self.finished(study.id)
         else:
             log.warning("study %s: lease lost to another replica; this outcome is not recorded", study.id)
 

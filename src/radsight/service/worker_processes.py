@@ -27,6 +27,7 @@ from radsight.service.worker import Workers
 
 log = logging.getLogger("radsight.service")
 ID_LENGTH = 32  # a study id: uuid4().hex
+SENT, DONE = "sent", "done "  # what a process tells its server: results put in the outbox; an outcome recorded
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 STARTUP_SECONDS = 300.0  # loading the models (longer on a first run, or a busy machine)
 
@@ -56,6 +57,28 @@ class Bell:
         """Nothing: :meth:`wait` took the calls it woke for."""
 
 
+class Channel:
+    """Short messages, a line each, from the worker processes to the server down one pipe. Sending never blocks:
+    a full pipe drops the message (what it says is also found by reading the job store)."""
+
+    def __init__(self, ctx):
+        self.reader, self.writer = ctx.Pipe(duplex=False)
+        os.set_blocking(self.writer.fileno(), False)
+        self._partial = b""
+
+    def send(self, message: str) -> None:
+        try:  # one write of a short line: the pipe keeps it whole among the other processes' writes
+            os.write(self.writer.fileno(), message.encode() + b"\n")
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    def receive(self, timeout: float) -> list[str]:
+        if not wait([self.reader], timeout):
+            return []
+        *lines, self._partial = (self._partial + os.read(self.reader.fileno(), 65536)).split(b"\n")
+        return [line.decode() for line in lines]
+
+
 class Flag:
     """A stop flag in one shared byte, without a lock: the ``is_set``/``set`` of an event."""
 
@@ -71,12 +94,14 @@ class Flag:
 
 class WorkerProcesses:
     """``settings.workers`` processes. ``store``: the server's job store (for the studies of processes that died);
-    ``delivered``: called in the server after a process sent results to the DIMSE outbox (its sender wakes)."""
+    ``delivered``: called in the server after a process put results in the DIMSE outbox (its sender wakes);
+    ``finished``: called in the server with the id of each study whose outcome a process recorded."""
 
-    def __init__(self, settings: Settings, store, delivered: Callable[[], None] = lambda: None):
-        self.settings, self.store, self.delivered = settings, store, delivered
+    def __init__(self, settings: Settings, store, delivered: Callable[[], None] = lambda: None,
+                 finished: Callable[[str], None] = lambda study_id: None):
+        self.settings, self.store, self.delivered, self.finished = settings, store, delivered, finished
         self._ctx = multiprocessing.get_context("spawn")
-        self._stop, self._sent = Flag(self._ctx), Bell(self._ctx)
+        self._stop, self._news = Flag(self._ctx), Channel(self._ctx)
         count = settings.workers
         self._bells = [Bell(self._ctx) for _ in range(count)]
         self._ready = [Flag(self._ctx) for _ in range(count)]
@@ -102,7 +127,7 @@ class WorkerProcesses:
     def _spawn(self, i: int) -> None:
         self._ready[i].value.value = 0
         p = self._ctx.Process(target=_work, name=f"radsight-worker-{i}", daemon=True,
-                              args=(os.getpid(), self.settings, self._stop, self._bells[i], self._held[i], self._sent,
+                              args=(os.getpid(), self.settings, self._stop, self._bells[i], self._held[i], self._news,
                                     self._ready[i]))
         p.start()
         self._processes[i] = p
@@ -124,10 +149,14 @@ class WorkerProcesses:
                     p.kill()
 
     def _supervise(self) -> None:
-        """Wake the outbox's sender after a process delivered; start again a process that died."""
+        """Pass on what the processes tell (results put in the outbox, outcomes recorded); start again a process
+        that died."""
         while not self._stopping.is_set():
-            if self._sent.wait(0.5):
-                self.delivered()
+            for message in self._news.receive(0.5):
+                if message == SENT:
+                    self.delivered()
+                elif message.startswith(DONE):
+                    self.finished(message[len(DONE):])
             for i, p in enumerate(self._processes):
                 if p.is_alive() or self._stopping.is_set():
                     continue
@@ -140,7 +169,7 @@ class WorkerProcesses:
                 self._spawn(i)
 
 
-def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, sent: Bell, ready: Flag) -> None:
+def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, news: Channel, ready: Flag) -> None:
     """A worker process: its own predictor, store and delivery, claiming studies until ``stop`` is set."""
     _end_with(server)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops its workers
@@ -148,17 +177,17 @@ def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, sent: B
     options = service_options(settings)
     predictor = options.predictor()
     deliver = delivery(open_archive(settings), open_outbox(settings))
-    os.set_blocking(sent.writer.fileno(), False)
 
     def deliver_and_tell(source, results) -> None:
         deliver(source, results)
-        sent.set()
+        news.send(SENT)
 
     def hold(study_id: str) -> None:
         held.value = study_id.encode()
     workers = Workers(open_store(settings), predictor, options, settings.data_dir, 1,
                       deliver_and_tell if deliver is not None else None, Handover(settings.data_dir, predictor).read,
-                      stop=_OrServerGone(stop, server), wake=bell, holding=hold)
+                      stop=_OrServerGone(stop, server), wake=bell, holding=hold,
+                      finished=lambda study_id: news.send(DONE + study_id))
     ready.set()
     workers.run()
 
