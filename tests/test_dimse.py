@@ -34,14 +34,17 @@ def dcmtk(tool: str) -> str | None:
     return shutil.which(tool, path=os.pathsep.join(path))
 
 
-@pytest.fixture()
-def node(tmp_path):
+@pytest.fixture(params=[False, True], ids=["worker-threads", "worker-processes"])
+def node(tmp_path, request):
+    """The service as a DICOM node; its workers as threads, or as processes (results reach the outbox, which
+    the server sends, from another process)."""
     missing = [t for t in TOOLS if dcmtk(t) is None]
     if missing:
         server_unavailable(f"needs DCMTK ({', '.join(missing)}; scripts/test.sh installs it)")
     api, dimse, destination = free_port(), free_port(), free_port()
     settings = Settings(data_dir=tmp_path / "data", token="t", dimse_port=dimse, ae_title="RADSIGHT",
-                        dimse_allowed=("STORESCU", "ECHOSCU"), dimse_destination=f"PACS@127.0.0.1:{destination}")
+                        dimse_allowed=("STORESCU", "ECHOSCU"), dimse_destination=f"PACS@127.0.0.1:{destination}",
+                        worker_processes=request.param)
     with served(create_app(settings), api) as url:
         yield {"api": url, "dimse": dimse, "destination": destination, "data": tmp_path / "data"}
 

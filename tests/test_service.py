@@ -269,6 +269,39 @@ def test_interrupted_study_resumes_once_after_restart(tmp_path):
         assert client.app.state.store.get(study_id).attempts == 2
 
 
+def test_a_study_is_in_the_store_only_once_its_upload_is_in_place(tmp_path):
+    """A worker claiming a study the moment it is added finds its file; a store that fails the add leaves the
+    upload where it was received."""
+    from radsight.service.intake import Intake, upload_path
+
+    class Store(StudyStore):
+        fail = False
+
+        def add(self, filename, origin, orthanc_id=None, error=None, gather=None, study_id=None):
+            assert upload_path(data, study_id).is_file(), "queued before its file was in place"
+            if self.fail:
+                raise OSError("disk full")
+            return super().add(filename, origin, orthanc_id, error, gather, study_id)
+
+    class Predictor:
+        cfg = dataclasses.make_dataclass("Cfg", ["name", "version"])("m", "1")
+
+        def readable_alone(self, image):
+            return None
+
+    data = tmp_path / "data"
+    store = Store(tmp_path / "jobs.sqlite")
+    intake = Intake(data, store, Predictor(), allow_ood=True)
+    part = intake.receive(_png(chest_phantom()), "a.png")
+    job = intake.queue([part], "upload")
+    assert store.claim().id == job and upload_path(data, job).is_file()
+    store.fail = True
+    part = intake.receive(_png(chest_phantom(seed=1)), "b.png")
+    with pytest.raises(OSError):
+        intake.queue([part], "upload")
+    assert part.path.is_file() and [p.name for p in (data / "uploads").iterdir()] == [job]
+
+
 def test_a_client_can_wait_for_the_outcome_instead_of_polling(tmp_path):
     with TestClient(create_app(_settings(tmp_path))) as client:
         _sign_in(client)

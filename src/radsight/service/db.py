@@ -174,11 +174,11 @@ class StudyStore(SqlStore):
         self._lock = threading.Lock()
 
     def add(self, filename: str, origin: str, orthanc_id: str | None = None, error: str | None = None,
-            gather: tuple[str, float] | None = None) -> str | None:
+            gather: tuple[str, float] | None = None, study_id: str | None = None) -> str | None:
         """Queue a study; None when ``orthanc_id`` is already known (a PACS study is analyzed once). ``error``:
         record it failed instead (it arrived but cannot be analyzed); ``gather``: (StudyInstanceUID, ready_at), it
-        waits for more instances of its study until then."""
-        study_id, now = uuid.uuid4().hex, time.time()
+        waits for more instances of its study until then; ``study_id``: its id (default: a new one)."""
+        study_id, now = study_id or uuid.uuid4().hex, time.time()
         status, uid, ready = new_status(error, gather)
         with self._lock:
             cur = self._db.execute(

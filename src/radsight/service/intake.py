@@ -157,17 +157,19 @@ class Intake:
             self.discard(parts)
             return earlier
         self._admit(parts, gate=not (self.allow_ood or screened))
-        staged = self._stage(parts)
+        staged, job_id = self._stage(parts), uuid.uuid4().hex
+        placed = upload_path(self.data_dir, job_id)
+        os.replace(staged, placed)  # before the study is in the store: no worker claims it while its files move
         try:
             name = parts[0].name if len(parts) == 1 else f"{parts[0].name} (+{len(parts) - 1})"
-            job_id = self.store.add(name, origin, orthanc_id)
+            added = self.store.add(name, origin, orthanc_id, study_id=job_id)
         except BaseException:
+            os.replace(placed, staged)
             self._unstage(staged, parts)
             raise
-        if job_id is None:
-            _remove(staged)
+        if added is None:
+            _remove(placed)
             return None
-        os.replace(staged, upload_path(self.data_dir, job_id))
         if instances:
             self.store.remember(instances, model, job_id)
         self.queued(job_id)

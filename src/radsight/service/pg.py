@@ -81,8 +81,8 @@ class PostgresStudyStore(SqlStore):
             self._db.execute("INSERT INTO radsight_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 
     def add(self, filename: str, origin: str, orthanc_id: str | None = None, error: str | None = None,
-            gather: tuple[str, float] | None = None) -> str | None:
-        study_id, now = uuid.uuid4().hex, time.time()
+            gather: tuple[str, float] | None = None, study_id: str | None = None) -> str | None:
+        study_id, now = study_id or uuid.uuid4().hex, time.time()
         status, uid, ready = new_status(error, gather)
         with self._lock:
             row = self._db.execute(
