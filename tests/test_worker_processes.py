@@ -83,6 +83,11 @@ def test_the_handover_carries_the_reading_and_check_and_falls_back_to_the_file(t
     assert not (data / "handover" / "s1.pkl").exists()
     again = Handover(data, worker).read(upload)  # nothing handed over: the file is read
     assert again.pixels.shape != (8, 8) and len(worker.reused) == 1
+    decoded.keep(upload, image)
+    server = Handover(data, _Checks(made=None), decoded)
+    server.put("s1")
+    server.drop("s1")  # the study did not enter the store
+    assert not any((data / "handover").iterdir())
 
 
 def test_a_worker_process_that_dies_is_replaced_and_its_study_analyzed_again(tmp_path, tiny_model):

@@ -41,13 +41,13 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.worker_processes:
         workers = WorkerProcesses(settings, store, outbox.notify if outbox is not None else lambda: None,
                                   outcomes.recorded)
-        queued = Handover(settings.data_dir, predictor, decoded).put
+        handover = Handover(settings.data_dir, predictor, decoded)
     else:
         workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
                           delivery(archive, outbox), decoded.read, finished=outcomes.recorded)
-        queued = lambda study_id: None  # noqa: E731
+        handover = None
     intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds,
-                    decoded, queued)
+                    decoded, handover)
     poller = Poller(archive, store, lambda key, files: _pacs_save(intake, key, files),
                     settings.poll_interval) if archive else None
     node = None

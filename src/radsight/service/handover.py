@@ -2,10 +2,9 @@
 (``service.worker_processes``): each file's radiograph and the upload check's work on it (the inputs with the
 anatomy, the classifier's outputs), so an upload is decoded once and its classifier pass is not repeated.
 
-One pickle a study under ``handover/``, written by the server (atomically, before the workers are woken) and
-read once, then removed, by the worker process. A study claimed before its file was written is read afresh; the
-files of such studies are swept with the intake's leftovers. The data folder is the service's own: nothing else
-writes there."""
+One pickle a study under ``handover/``, written by the server (atomically, before the study enters the job store,
+so its worker always finds it) and read once, then removed, by the worker process. The data folder is the
+service's own: nothing else writes there."""
 from __future__ import annotations
 
 import logging
@@ -48,6 +47,10 @@ class Handover:
         except OSError as exc:
             log.warning("study %s: intake's reading not handed over (%s); the worker reads it again", study_id, exc)
             target.with_suffix(".part").unlink(missing_ok=True)
+
+    def drop(self, study_id: str) -> None:
+        """Remove what was handed over for a study that did not enter the store (server side)."""
+        (self.folder / f"{study_id}.pkl").unlink(missing_ok=True)
 
     def read(self, path: Path) -> Radiograph:
         """The radiograph of upload file ``path`` (handed over, else read now), named by ``path`` (worker side);

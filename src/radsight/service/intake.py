@@ -85,7 +85,8 @@ def by_study(parts: list[Received]) -> list[list[Received]]:
 
 class Intake:
     """``predictor``: the service's ``pipeline.Predictor``; ``store``: its job store; ``notify`` wakes the
-    workers; ``queued`` is told each analysis queued whole (not gathered), before they are woken. With
+    workers; ``handover`` (``service.handover.Handover``, for worker processes) is given what was read and checked
+    of each analysis queued whole (not gathered), before the study enters the store. With
     ``allow_ood`` the out-of-distribution gate lets everything through (results still say).
 
     ``gather_seconds`` > 0: DICOM instances of one study that arrive apart (separate requests or associations, as
@@ -97,8 +98,8 @@ class Intake:
 
     def __init__(self, data_dir: Path, store, predictor, allow_ood: bool = False,
                  notify: Callable[[], None] = lambda: None, gather_seconds: float = 0.0,
-                 decoded: Decoded | None = None, queued: Callable[[str], None] = lambda study_id: None):
-        self.data_dir, self.store, self.predictor, self.queued = data_dir, store, predictor, queued
+                 decoded: Decoded | None = None, handover=None):
+        self.data_dir, self.store, self.predictor, self.handover = data_dir, store, predictor, handover
         self.decoded = decoded if decoded is not None else Decoded()
         self.allow_ood, self.notify, self.gather_seconds = allow_ood, notify, gather_seconds
         self._gathering = threading.Lock()  # one process never starts two analyses of one study
@@ -160,21 +161,28 @@ class Intake:
         staged, job_id = self._stage(parts), uuid.uuid4().hex
         placed = upload_path(self.data_dir, job_id)
         os.replace(staged, placed)  # before the study is in the store: no worker claims it while its files move
+        if self.handover is not None:
+            self.handover.put(job_id)
         try:
             name = parts[0].name if len(parts) == 1 else f"{parts[0].name} (+{len(parts) - 1})"
             added = self.store.add(name, origin, orthanc_id, study_id=job_id)
         except BaseException:
+            self._withdraw(job_id)
             os.replace(placed, staged)
             self._unstage(staged, parts)
             raise
         if added is None:
+            self._withdraw(job_id)
             _remove(placed)
             return None
         if instances:
             self.store.remember(instances, model, job_id)
-        self.queued(job_id)
         self.notify()
         return job_id
+
+    def _withdraw(self, job_id: str) -> None:
+        if self.handover is not None:
+            self.handover.drop(job_id)
 
     def _gather(self, parts: list[Received], origin: str, uid: str) -> str:
         """Join the analysis of study ``uid`` still waiting for instances, or start one; its id."""
@@ -247,8 +255,9 @@ class Intake:
     def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what requests cut short left behind (a received file never queued, a folder never moved), once
         older than ``older_than`` seconds (replicas sharing the data folder may still be writing newer ones);
-        how many were removed, with the readings handed over to worker processes that read the files themselves
-        (``service.handover``). The DICOM node's association folders are its own."""
+        how many were removed, with readings handed over to worker processes that no worker took (``service.handover``:
+        a server stopped between handing one over and queuing its study). The DICOM node's association folders are
+        its own."""
         now, removed = time.time(), 0
         for path in [*self.incoming.glob("*.part"), *(self.data_dir / "uploads").glob(".*.tmp"),
                      *(self.data_dir / "handover").glob("*.p*")]:
