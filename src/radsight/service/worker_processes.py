@@ -152,21 +152,28 @@ class WorkerProcesses:
         """Pass on what the processes tell (results put in the outbox, outcomes recorded); start again a process
         that died."""
         while not self._stopping.is_set():
-            for message in self._news.receive(0.5):
-                if message == SENT:
-                    self.delivered()
-                elif message.startswith(DONE):
-                    self.finished(message[len(DONE):])
-            for i, p in enumerate(self._processes):
-                if p.is_alive() or self._stopping.is_set():
-                    continue
-                held = self._held[i].value.decode()
-                log.warning("worker process %s ended (exit code %s)%s; starting another", p.name, p.exitcode,
-                            f" while analyzing study {held}" if held else "")
-                if held and not self.store.lease_seconds:
-                    self.store.requeue(held)
-                self._held[i].value = b""
-                self._spawn(i)
+            try:
+                self._watch_once()
+            except Exception:  # the job store unreachable, say: keep watching
+                log.exception("worker processes: watching failed")
+                time.sleep(1.0)
+
+    def _watch_once(self) -> None:
+        for message in self._news.receive(0.5):
+            if message == SENT:
+                self.delivered()
+            elif message.startswith(DONE):
+                self.finished(message[len(DONE):])
+        for i, p in enumerate(self._processes):
+            if p.is_alive() or self._stopping.is_set():
+                continue
+            held = self._held[i].value.decode()
+            log.warning("worker process %s ended (exit code %s)%s; starting another", p.name, p.exitcode,
+                        f" while analyzing study {held}" if held else "")
+            if held and not self.store.lease_seconds:
+                self.store.requeue(held)
+            self._held[i].value = b""
+            self._spawn(i)
 
 
 def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, news: Channel, ready: Flag) -> None:
