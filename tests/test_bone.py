@@ -41,7 +41,7 @@ def pair_set(tmp_path_factory):
 def trained(pair_set, tmp_path_factory):
     out = tmp_path_factory.mktemp("bone-run")
     cfg = BoneTrainConfig(manifest=str(pair_set / "manifest.csv"), images=str(pair_set / "images"), out=str(out),
-                          stages="32:60,64:140", crop=64, base_width=8, disc_width=8, threads=2,
+                          stages="32:60,64:200", crop=64, base_width=8, disc_width=8, threads=2,
                           checkpoint_every=50, lr_g=2e-3, lr_d=2e-3)
     return cfg, train_bone_suppression(cfg)
 
