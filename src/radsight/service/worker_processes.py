@@ -30,6 +30,7 @@ ID_LENGTH = 32  # a study id: uuid4().hex
 SENT, DONE = "sent", "done "  # what a process tells its server: results put in the outbox; an outcome recorded
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 STARTUP_SECONDS = 300.0  # loading the models (longer on a first run, or a busy machine)
+RESTART_PAUSE = 5.0  # seconds before a process that lived less than this is started again
 
 
 class Bell:
@@ -107,6 +108,8 @@ class WorkerProcesses:
         self._ready = [Flag(self._ctx) for _ in range(count)]
         self._held = [self._ctx.Array("c", ID_LENGTH, lock=False) for _ in range(count)]
         self._processes: list = [None] * count
+        self._started: list[float] = [0.0] * count
+        self._ended: list[float | None] = [None] * count  # when a process that died was found dead
         self._stopping = threading.Event()
         self._watch = threading.Thread(target=self._supervise, name="radsight-worker-watch", daemon=True)
 
@@ -126,6 +129,7 @@ class WorkerProcesses:
 
     def _spawn(self, i: int) -> None:
         self._ready[i].value.value = 0
+        self._started[i], self._ended[i] = time.monotonic(), None
         p = self._ctx.Process(target=_work, name=f"radsight-worker-{i}", daemon=True,
                               args=(os.getpid(), self.settings, self._stop, self._bells[i], self._held[i], self._news,
                                     self._ready[i]))
@@ -164,16 +168,21 @@ class WorkerProcesses:
                 self.delivered()
             elif message.startswith(DONE):
                 self.finished(message[len(DONE):])
+        now = time.monotonic()
         for i, p in enumerate(self._processes):
             if p.is_alive() or self._stopping.is_set():
                 continue
-            held = self._held[i].value.decode()
-            log.warning("worker process %s ended (exit code %s)%s; starting another", p.name, p.exitcode,
-                        f" while analyzing study {held}" if held else "")
-            if held and not self.store.lease_seconds:
-                self.store.requeue(held)
-            self._held[i].value = b""
-            self._spawn(i)
+            if self._ended[i] is None:
+                self._ended[i] = now
+                held = self._held[i].value.decode()
+                log.warning("worker process %s ended (exit code %s)%s; starting another", p.name, p.exitcode,
+                            f" while analyzing study {held}" if held else "")
+                if held and not self.store.lease_seconds:
+                    self.store.requeue(held)
+                self._held[i].value = b""
+            # one that ended soon after it started is started again only after a pause: never in a tight loop
+            if self._ended[i] - self._started[i] >= RESTART_PAUSE or now - self._ended[i] >= RESTART_PAUSE:
+                self._spawn(i)
 
 
 def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, news: Channel, ready: Flag) -> None:
