@@ -104,7 +104,7 @@ def test_peers_and_allowed_callers():
 
 
 def test_outbox_keeps_results_across_a_restart_and_backs_off(tmp_path):
-    from radsight.service.dimse import Outbox
+    from radsight.service.dimse import DimseOutbox as Outbox
     ds = pydicom.dcmread(corpus_file("RG1_UNCR.dcm"))
     peer = Peer("NOBODY", "127.0.0.1", free_port())  # nothing listens there
     first = Outbox(tmp_path / "outbox", peer, "RADSIGHT", first_wait=0.5, max_wait=4)

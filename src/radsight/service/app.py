@@ -12,7 +12,7 @@ from radsight.core import InputError
 from radsight.runtime.memory import limit_heap_arenas
 from radsight.service import api, dicomweb, viewer
 from radsight.service.access import Access
-from radsight.service.backends import delivery, open_archive, open_outbox, open_store
+from radsight.service.backends import delivery, open_archive, open_outboxes, open_store
 from radsight.service.context import Service, Settings, service_options
 from radsight.service.deferred import Deferred
 from radsight.service.guard import BodyGuard
@@ -35,16 +35,17 @@ def create_app(settings: Settings) -> FastAPI:
     store = open_store(settings)
     options = service_options(settings)
     predictor = options.predictor()
-    archive, outbox = open_archive(settings), open_outbox(settings)
+    archive = open_archive(settings)
+    outboxes = open_outboxes(settings, archive)
     decoded = Decoded()  # what the intake read, handed to the worker
     outcomes = Outcomes()  # clients waiting for a study are answered once a worker records it
     if settings.worker_processes:
-        workers = WorkerProcesses(settings, store, outbox.notify if outbox is not None else lambda: None,
+        workers = WorkerProcesses(settings, store, lambda: [outbox.notify() for outbox in outboxes],
                                   outcomes.recorded)
         handover = Handover(settings.data_dir, predictor, decoded)
     else:
         workers = Workers(store, predictor, options, settings.data_dir, settings.workers,
-                          delivery(archive, outbox), decoded.read, finished=outcomes.recorded)
+                          delivery(outboxes), decoded.read, finished=outcomes.recorded)
         handover = None
     intake = Intake(settings.data_dir, store, predictor, options.allow_ood, workers.notify, settings.gather_seconds,
                     decoded, handover)
@@ -62,11 +63,11 @@ def create_app(settings: Settings) -> FastAPI:
         if resumed:
             log.info("resuming %d interrupted studies", resumed)
         workers.start()
-        for listener in (poller, node, outbox):
+        for listener in (poller, node, *outboxes):
             if listener is not None:
                 listener.start()
         yield
-        for listener in (node, poller, outbox):
+        for listener in (node, poller, *outboxes):
             if listener is not None:
                 listener.stop()
         workers.stop()

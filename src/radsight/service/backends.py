@@ -1,5 +1,5 @@
 """What the service connects to, built from its settings in whichever process needs it (the server, a worker
-process): the job store, the archive results go back to, and the DIMSE destination's outbox."""
+process): the job store, the archive studies come from, and the outboxes results leave by."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,7 +9,8 @@ import pydicom
 
 from radsight.service.context import Settings
 from radsight.service.db import StudyStore
-from radsight.service.pacs import DicomwebArchive, Orthanc
+from radsight.service.outbox import Outbox
+from radsight.service.pacs import DicomwebArchive, Orthanc, StowOutbox
 
 
 def open_store(settings: Settings):
@@ -39,23 +40,25 @@ def open_archive(settings: Settings) -> DicomwebArchive | None:
     return None
 
 
-def open_outbox(settings: Settings):
-    """The DIMSE destination's outbox (``service.dimse.Outbox``), or None without a destination."""
-    if not settings.dimse_destination:
-        return None
-    from radsight.service.dimse import Outbox, Peer
-    return Outbox(settings.data_dir / "outbox", Peer.parse(settings.dimse_destination), settings.ae_title)
+def open_outboxes(settings: Settings, archive: DicomwebArchive | None) -> list[Outbox]:
+    """Where results wait until they are taken: the archive the studies came from (STOW-RS), and the DIMSE
+    destination (C-STORE)."""
+    outboxes: list[Outbox] = []
+    if archive is not None:
+        outboxes.append(StowOutbox(settings.data_dir / "stow-outbox", archive))
+    if settings.dimse_destination:
+        from radsight.service.dimse import DimseOutbox, Peer
+        outboxes.append(DimseOutbox(settings.data_dir / "outbox", Peer.parse(settings.dimse_destination),
+                                    settings.ae_title))
+    return outboxes
 
 
-def delivery(archive: DicomwebArchive | None, outbox) -> Callable[[Path, list[pydicom.Dataset]], None] | None:
-    """How results go to where they go: the archive they came from, and the DIMSE destination's outbox; None
-    when they go nowhere."""
-    if archive is None and outbox is None:
+def delivery(outboxes: list[Outbox]) -> Callable[[Path, list[pydicom.Dataset]], None] | None:
+    """How results go to where they go (each outbox); None when they go nowhere."""
+    if not outboxes:
         return None
 
     def deliver(source: Path, results: list[pydicom.Dataset]) -> None:
-        if archive is not None:
-            archive.store(results)
-        if outbox is not None:
+        for outbox in outboxes:
             outbox.put(results)
     return deliver

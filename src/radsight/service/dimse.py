@@ -13,7 +13,6 @@ import shutil
 import socket
 import sqlite3
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,8 @@ from pynetdicom.sop_class import (
 from radsight.batch.jobs import group_studies
 from radsight.core import InputError
 from radsight.io import load_image
-from radsight.results.dicom import save_dataset
 from radsight.service.intake import Intake, Received
+from radsight.service.outbox import Outbox
 
 log = logging.getLogger("radsight.dimse")
 
@@ -188,102 +187,27 @@ def _failure(status: int, comment: str) -> pydicom.Dataset:
     return ds
 
 
-class Outbox:
-    """Results waiting for a DICOM destination: written to disk and listed in SQLite before :meth:`put` returns,
-    sent by a background thread with C-STORE, retried with exponential back-off (up to ``max_wait`` seconds)
-    while the destination is down, and removed only once it has answered success."""
+class DimseOutbox(Outbox):
+    """Results waiting for a DICOM destination (``service.outbox``), sent with C-STORE, one association a batch."""
 
     def __init__(self, folder: Path, destination: Peer, ae_title: str, first_wait: float = 1.0,
                  max_wait: float = 60.0):
-        self.folder, self.destination, self.ae_title = folder, destination, ae_title
-        self.first_wait, self.max_wait = first_wait, max_wait
-        folder.mkdir(parents=True, exist_ok=True)
-        self.db = folder / "outbox.sqlite"
-        with self._connect() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS outbox (file TEXT PRIMARY KEY, sop_class TEXT, "
-                       "attempts INTEGER DEFAULT 0, next_try REAL DEFAULT 0, last_error TEXT)")
-        self._wake, self._stopping = threading.Event(), threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(folder, first_wait, max_wait)
+        self.destination, self.ae_title = destination, ae_title
+        self.receiver = f"{destination.ae_title}@{destination.host}:{destination.port}"
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db, timeout=30, isolation_level=None)
-
-    def put(self, datasets: list[pydicom.Dataset]) -> None:
-        for ds in datasets:
-            name = f"{uuid.uuid4().hex}.dcm"
-            save_dataset(ds, self.folder / name)
-            with self._connect() as db:
-                db.execute("INSERT INTO outbox (file, sop_class) VALUES (?, ?)", (name, str(ds.SOPClassUID)))
-        self._wake.set()
-
-    def notify(self) -> None:
-        """Results were put here by another process: send them now."""
-        self._wake.set()
-
-    def pending(self) -> int:
-        with self._connect() as db:
-            return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="radsight-outbox", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                wait = self.send_due()
-            except Exception:  # never let the sender die: log, and try again later
-                log.exception("outbox: sending failed")
-                wait = self.max_wait
-            self._wake.wait(wait)
-            self._wake.clear()
-
-    def send_due(self) -> float:
-        """Send what is due in one association; the seconds until the next retry is due (max_wait when none)."""
-        now = time.time()
-        with self._connect() as db:
-            due = db.execute("SELECT file, sop_class, attempts FROM outbox WHERE next_try <= ? ORDER BY rowid",
-                             (now,)).fetchall()
-        if due:
-            self._send(due)
-        with self._connect() as db:
-            next_try = db.execute("SELECT MIN(next_try) FROM outbox").fetchone()[0]
-        return self.max_wait if next_try is None else max(0.05, min(self.max_wait, next_try - time.time()))
-
-    def _send(self, due: list[tuple[str, str, int]]) -> None:
+    def send(self, due: list[tuple[str, str]]) -> dict[str, str]:
         ae = AE(ae_title=self.ae_title)
-        for sop_class in dict.fromkeys(sop for _, sop, _ in due):
+        for sop_class in dict.fromkeys(sop for _, sop in due):
             ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
         d = self.destination
         assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
-        sent: list[str] = []
-        failed: dict[str, str] = {}
-        if assoc.is_established:
-            for file, _, _ in due:
-                status = assoc.send_c_store(self.folder / file)
-                code = getattr(status, "Status", None)
-                if code == 0x0000:
-                    sent.append(file)
-                else:
-                    failed[file] = f"status {code:#06x}" if code is not None else "no answer"
-            assoc.release()
-        else:
-            failed = {file: "destination unreachable or association rejected" for file, _, _ in due}
-        with self._connect() as db:
-            for file in sent:
-                db.execute("DELETE FROM outbox WHERE file = ?", (file,))
-                (self.folder / file).unlink(missing_ok=True)
-            for file, attempts in ((f, a) for f, _, a in due if f in failed):
-                wait = min(self.max_wait, self.first_wait * 2 ** attempts)
-                db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ? WHERE file = ?",
-                           (time.time() + wait, failed[file], file))
-        if failed:
-            log.warning("outbox: %d results not delivered to %s@%s:%d (%s); retrying", len(failed), d.ae_title,
-                        d.host, d.port, next(iter(failed.values())))
+        if not assoc.is_established:
+            return {file: "destination unreachable or association rejected" for file, _ in due}
+        failed = {}
+        for file, _ in due:
+            code = getattr(assoc.send_c_store(self.folder / file), "Status", None)
+            if code != 0x0000:
+                failed[file] = f"status {code:#06x}" if code is not None else "no answer"
+        assoc.release()
+        return failed

@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pydicom
@@ -22,6 +24,7 @@ from dicomweb_client.api import DICOMwebClient
 
 from radsight.io.dicom import RADIOGRAPHY_MODALITIES
 from radsight.service.db import StudyStore
+from radsight.service.outbox import Outbox
 
 log = logging.getLogger("radsight.service")
 Save = Callable[[str, list[tuple[str, bytes]]], "str | None"]
@@ -37,7 +40,8 @@ class DicomwebArchive:
     for radiograph series of studies dated within ``days`` days."""
 
     def __init__(self, url: str, timeout: float = 30.0, stable_seconds: float = 60.0, days: int = 1):
-        self.web = DICOMwebClient(url.rstrip("/"), timeout=timeout)
+        self.url = url.rstrip("/")
+        self.web = DICOMwebClient(self.url, timeout=timeout)
         self.stable_seconds, self.days = stable_seconds, days
         self._seen: dict[str, tuple[str, float]] = {}  # study UID -> (its key, when first seen with that key)
 
@@ -121,6 +125,24 @@ class Orthanc(DicomwebArchive):
         return [instance for s in series
                 if str(s.get("MainDicomTags", {}).get("Modality", "")).upper() in RADIOGRAPHY_MODALITIES
                 for instance in s.get("Instances", [])]
+
+
+class StowOutbox(Outbox):
+    """Results waiting for the archive their study came from (``service.outbox``), stored with STOW-RS, a batch a
+    request: an archive that is down, or refuses them, gets them again later instead of the study failing."""
+
+    def __init__(self, folder: Path, archive: DicomwebArchive, first_wait: float = 1.0, max_wait: float = 60.0):
+        super().__init__(folder, first_wait, max_wait)
+        self.archive = archive
+        where = urlsplit(archive.url)  # host and port only: a URL can carry credentials
+        self.receiver = f"the archive at {where.hostname}:{where.port or ''}"
+
+    def send(self, due: list[tuple[str, str]]) -> dict[str, str]:
+        try:
+            self.archive.store([pydicom.dcmread(self.folder / file) for file, _ in due])
+        except DeliveryError as exc:
+            return {file: str(exc) for file, _ in due}
+        return {}
 
 
 def _value(attributes: dict, tag: str) -> str | None:

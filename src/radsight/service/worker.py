@@ -18,7 +18,6 @@ from radsight.pipeline.options import PredictorOptions
 from radsight.pipeline.predictor import Predictor
 from radsight.service.db import Study, StudyStore
 from radsight.service.intake import upload_files, upload_path
-from radsight.service.pacs import DeliveryError
 
 log = logging.getLogger("radsight.service")
 
@@ -83,9 +82,6 @@ class Workers:
                 result = analyze_study(self.predictor, self.options, self.data_dir, study.id, self.deliver, self.read)
             except InputError as exc:
                 recorded, outcome = self.store.fail(study.id, exc.reason), f"failed: {exc.reason}"
-            except DeliveryError as exc:  # analyzed, but the archive did not take the results: say so, keep serving
-                reason = f"results not delivered: {exc}"
-                recorded, outcome = self.store.fail(study.id, reason), f"failed: {reason}"
             except Exception as exc:  # a bug or a resource problem: record it, keep serving the others
                 log.exception("study %s: internal error", study.id)
                 recorded, outcome = self.store.fail(study.id, f"internal error ({type(exc).__name__})"), "failed"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 
 from radsight.runtime.memory import limit_heap_arenas
-from radsight.service.backends import delivery, open_archive, open_outbox, open_store
+from radsight.service.backends import delivery, open_archive, open_outboxes, open_store
 from radsight.service.context import Settings, service_options
 from radsight.service.handover import Handover
 from radsight.service.worker import Workers
@@ -95,7 +95,7 @@ class Flag:
 
 class WorkerProcesses:
     """``settings.workers`` processes. ``store``: the server's job store (for the studies of processes that died);
-    ``delivered``: called in the server after a process put results in the DIMSE outbox (its sender wakes);
+    ``delivered``: called in the server after a process put results in the outboxes (their senders wake);
     ``finished``: called in the server with the id of each study whose outcome a process recorded."""
 
     def __init__(self, settings: Settings, store, delivered: Callable[[], None] = lambda: None,
@@ -192,7 +192,7 @@ def _work(server: int, settings: Settings, stop: Flag, bell: Bell, held, news: C
     limit_heap_arenas()
     options = service_options(settings)
     predictor = options.predictor()
-    deliver = delivery(open_archive(settings), open_outbox(settings))
+    deliver = delivery(open_outboxes(settings, open_archive(settings)))
 
     def deliver_and_tell(source, results) -> None:
         deliver(source, results)
