@@ -38,13 +38,24 @@ def test_results_wait_for_an_archive_that_is_down_across_a_restart(tmp_path):
     first = StowOutbox(tmp_path / "stow-outbox", archive, first_wait=0.3, max_wait=2)
     first.put(results)
     assert first.send_due() > 0.2 and first.pending() == 2 and archive.stored == []  # refused: wait, then again
-    assert "secret" not in first.receiver and "pacs.example" in first.receiver
+    assert first.receiver == "the archive at pacs.example:8042"  # no credentials in the log
     again = StowOutbox(tmp_path / "stow-outbox", archive, first_wait=0.3, max_wait=2)  # a restarted service
     assert again.pending() == 2
     time.sleep(0.35)
     again.send_due()
     assert again.pending() == 0 and archive.stored == [ds.SOPInstanceUID for ds in results]
     assert list((tmp_path / "stow-outbox").glob("*.dcm")) == []
+
+
+def test_a_damaged_result_holds_up_no_other(tmp_path):
+    archive = Archive()
+    outbox = StowOutbox(tmp_path / "stow-outbox", archive)
+    results = _results(tmp_path, 2)
+    outbox.put(results)
+    damaged = sorted((tmp_path / "stow-outbox").glob("*.dcm"))[0]
+    damaged.write_bytes(b"not DICOM")
+    outbox.send_due()
+    assert outbox.pending() == 1 and len(archive.stored) == 1
 
 
 def test_a_long_queue_is_sent_a_batch_at_a_time(tmp_path):

@@ -21,6 +21,7 @@ import httpx
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom.errors import InvalidDicomError
 
 from radsight.io.dicom import RADIOGRAPHY_MODALITIES
 from radsight.service.db import StudyStore
@@ -134,15 +135,22 @@ class StowOutbox(Outbox):
     def __init__(self, folder: Path, archive: DicomwebArchive, first_wait: float = 1.0, max_wait: float = 60.0):
         super().__init__(folder, first_wait, max_wait)
         self.archive = archive
-        where = urlsplit(archive.url)  # host and port only: a URL can carry credentials
-        self.receiver = f"the archive at {where.hostname}:{where.port or ''}"
+        # host and port only: a URL can carry credentials
+        self.receiver = f"the archive at {urlsplit(archive.url).netloc.rsplit('@', 1)[-1]}"
 
     def send(self, due: list[tuple[str, str]]) -> dict[str, str]:
-        try:
-            self.archive.store([pydicom.dcmread(self.folder / file) for file, _ in due])
-        except DeliveryError as exc:
-            return {file: str(exc) for file, _ in due}
-        return {}
+        readable, failed = {}, {}
+        for file, _ in due:
+            try:
+                readable[file] = pydicom.dcmread(self.folder / file)
+            except (OSError, InvalidDicomError) as exc:  # a damaged file stays, and holds up no other
+                failed[file] = f"cannot read the result: {exc}"
+        if readable:
+            try:
+                self.archive.store(list(readable.values()))
+            except DeliveryError as exc:
+                failed.update(dict.fromkeys(readable, str(exc)))
+        return failed
 
 
 def _value(attributes: dict, tag: str) -> str | None:
