@@ -196,12 +196,15 @@ class Intake:
                 return job_id
             earlier = self.store.latest(uid)
             staged = self._stage(parts, folder=True, after=upload_files(self.data_dir, earlier) if earlier else [])
+            job_id = uuid.uuid4().hex
+            placed = upload_path(self.data_dir, job_id)
+            os.replace(staged, placed)  # in place before the study is in the store, as in queue()
             try:
-                job_id = self.store.add(parts[0].name, origin, gather=(uid, ready))
+                self.store.add(parts[0].name, origin, gather=(uid, ready), study_id=job_id)
             except BaseException:
+                os.replace(placed, staged)
                 self._unstage(staged, parts)
                 raise
-            os.replace(staged, upload_path(self.data_dir, job_id))
             return job_id
 
     def queue_or_discard(self, parts: list[Received], origin: str, force: bool = False) -> str | None:
