@@ -147,8 +147,8 @@ class Predictor:
 
     def checked(self, image: Radiograph) -> tuple[Inputs, dict[str, np.ndarray]] | None:
         """What :meth:`admit` made for ``image`` (its inputs and the classifier's outputs), forgotten here: for
-        another process's predictor (:meth:`reuse_check`); None when it kept nothing."""
-        kept = self._admitted.take(id(image))
+        :meth:`predict`, or another process's predictor (:meth:`reuse_check`); None when it kept nothing."""
+        kept = self._admitted.take(id(image))  # the object itself is held, so its id was not reused
         return (kept[1], kept[2]) if kept is not None and kept[0] is image else None
 
     def reuse_check(self, image: Radiograph, check: tuple[Inputs, dict[str, np.ndarray]]) -> None:
@@ -160,9 +160,9 @@ class Predictor:
         """The image's inputs with its anatomy (without computed views) and the classifier's outputs for them, with
         those ``method`` (default: the predictor's) explains from: from :meth:`admit` when it read this object."""
         method = method or self.method
-        kept = self._admitted.take(id(image)) if method is self.method else None
-        if kept is not None and kept[0] is image:  # the object itself is held, so its id was not reused
-            return kept[1], kept[2]
+        kept = self.checked(image) if method is self.method else None
+        if kept is not None:
+            return kept
         built = self.inputs.build(image, anatomy=True, views=False)
         return built, self.model(built.x[None], self.explanations.outputs(method))
 

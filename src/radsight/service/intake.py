@@ -158,31 +158,39 @@ class Intake:
             self.discard(parts)
             return earlier
         self._admit(parts, gate=not (self.allow_ood or screened))
-        staged, job_id = self._stage(parts), uuid.uuid4().hex
-        placed = upload_path(self.data_dir, job_id)
-        os.replace(staged, placed)  # before the study is in the store: no worker claims it while its files move
-        if self.handover is not None:
-            self.handover.put(job_id)
-        try:
-            name = parts[0].name if len(parts) == 1 else f"{parts[0].name} (+{len(parts) - 1})"
-            added = self.store.add(name, origin, orthanc_id, study_id=job_id)
-        except BaseException:
-            self._withdraw(job_id)
-            os.replace(placed, staged)
-            self._unstage(staged, parts)
-            raise
-        if added is None:
-            self._withdraw(job_id)
-            _remove(placed)
+        name = parts[0].name if len(parts) == 1 else f"{parts[0].name} (+{len(parts) - 1})"
+        job_id = self._enter(self._stage(parts), parts, self.handover,
+                             lambda study_id: self.store.add(name, origin, orthanc_id, study_id=study_id))
+        if job_id is None:
             return None
         if instances:
             self.store.remember(instances, model, job_id)
         self.notify()
         return job_id
 
-    def _withdraw(self, job_id: str) -> None:
-        if self.handover is not None:
-            self.handover.drop(job_id)
+    def _enter(self, staged: Path, parts: list[Received], handover, add: Callable[[str], str | None]) -> str | None:
+        """A new study: its staged files moved to its place (and what was read of them given to ``handover``),
+        then the study added to the store (``add(study_id)``), so no worker claims a study whose files are not
+        there. Its id; None when the store does not take it (its files removed). On an error the files go back to
+        where they were received."""
+        job_id = uuid.uuid4().hex
+        placed = upload_path(self.data_dir, job_id)
+        os.replace(staged, placed)
+        if handover is not None:
+            handover.put(job_id)
+        try:
+            added = add(job_id)
+        except BaseException:
+            if handover is not None:
+                handover.drop(job_id)
+            os.replace(placed, staged)
+            self._unstage(staged, parts)
+            raise
+        if added is None:
+            if handover is not None:
+                handover.drop(job_id)
+            _remove(placed)
+        return job_id if added is not None else None
 
     def _gather(self, parts: list[Received], origin: str, uid: str) -> str:
         """Join the analysis of study ``uid`` still waiting for instances, or start one; its id."""
@@ -196,16 +204,8 @@ class Intake:
                 return job_id
             earlier = self.store.latest(uid)
             staged = self._stage(parts, folder=True, after=upload_files(self.data_dir, earlier) if earlier else [])
-            job_id = uuid.uuid4().hex
-            placed = upload_path(self.data_dir, job_id)
-            os.replace(staged, placed)  # in place before the study is in the store, as in queue()
-            try:
-                self.store.add(parts[0].name, origin, gather=(uid, ready), study_id=job_id)
-            except BaseException:
-                os.replace(placed, staged)
-                self._unstage(staged, parts)
-                raise
-            return job_id
+            return self._enter(staged, parts, None, lambda study_id: self.store.add(
+                parts[0].name, origin, gather=(uid, ready), study_id=study_id))
 
     def queue_or_discard(self, parts: list[Received], origin: str, force: bool = False) -> str | None:
         """:meth:`queue`, the parts' files removed when it fails: for doors that answer the sender with the error."""

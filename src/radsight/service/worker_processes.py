@@ -33,33 +33,8 @@ STARTUP_SECONDS = 300.0  # loading the models (longer on a first run, or a busy 
 RESTART_PAUSE = 5.0  # seconds before a process that lived less than this is started again
 
 
-class Bell:
-    """A wake-up call down a pipe, with the ``set``/``wait``/``clear`` of the event the worker loop waits on.
-    Ringing never blocks or waits for the other side (a full pipe means a call is pending; a broken one, that the
-    process ended)."""
-
-    def __init__(self, ctx):
-        self.reader, self.writer = ctx.Pipe(duplex=False)
-        os.set_blocking(self.writer.fileno(), False)
-
-    def set(self) -> None:
-        try:
-            os.write(self.writer.fileno(), b"\0")
-        except (BlockingIOError, BrokenPipeError):
-            pass
-
-    def wait(self, timeout: float) -> bool:
-        if not wait([self.reader], timeout):
-            return False
-        os.read(self.reader.fileno(), 4096)
-        return True
-
-    def clear(self) -> None:
-        """Nothing: :meth:`wait` took the calls it woke for."""
-
-
 class Channel:
-    """Short messages, a line each, from the worker processes to the server down one pipe. Sending never blocks:
+    """Short messages, a line each, down one pipe (from the worker processes to the server). Sending never blocks:
     a full pipe drops the message (what it says is also found by reading the job store)."""
 
     def __init__(self, ctx):
@@ -74,10 +49,26 @@ class Channel:
             pass
 
     def receive(self, timeout: float) -> list[str]:
+        """The messages that came within ``timeout`` seconds (none: an empty list)."""
         if not wait([self.reader], timeout):
             return []
         *lines, self._partial = (self._partial + os.read(self.reader.fileno(), 65536)).split(b"\n")
         return [line.decode() for line in lines]
+
+
+class Bell(Channel):
+    """A wake-up call down a pipe (from the server to one worker process), with the ``set``/``wait``/``clear`` of
+    the event the worker loop waits on. Ringing never blocks: a full pipe means a call is pending, a broken one
+    that the process ended."""
+
+    def set(self) -> None:
+        self.send("")
+
+    def wait(self, timeout: float) -> bool:
+        return bool(self.receive(timeout))
+
+    def clear(self) -> None:
+        """Nothing: :meth:`wait` took the calls it woke for."""
 
 
 class Flag:
