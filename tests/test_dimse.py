@@ -120,6 +120,39 @@ def test_outbox_keeps_results_across_a_restart_and_backs_off(tmp_path):
     assert attempts == 2 and "unreachable" in error
 
 
+def test_outbox_sets_aside_what_the_destination_refuses_and_counts_warnings_as_taken(tmp_path):
+    from pynetdicom import AE, evt
+    from pynetdicom.presentation import StoragePresentationContexts
+
+    from radsight.service.dimse import DimseOutbox as Outbox
+    results = [pydicom.dcmread(corpus_file("RG1_UNCR.dcm")) for _ in range(4)]
+    for ds in results:
+        ds.SOPInstanceUID = generate_uid()
+    answers = dict(zip((ds.SOPInstanceUID for ds in results), (0x0000, 0xB000, 0xC000, 0xA700)))
+    received = []
+
+    def on_store(event):
+        received.append(event.request.AffectedSOPInstanceUID)
+        return answers[event.request.AffectedSOPInstanceUID]
+    scp = AE(ae_title="PACS")
+    scp.supported_contexts = StoragePresentationContexts
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        outbox = Outbox(tmp_path / "outbox", Peer("PACS", "127.0.0.1", port), "RADSIGHT", first_wait=0.05)
+        outbox.put(results)
+        outbox.send_due()
+        status = outbox.status()
+        assert len(received) == 4 and status["pending"] == 1 and status["refused"] == 1  # out of resources: again
+        answers[results[3].SOPInstanceUID] = 0x0000
+        time.sleep(0.1)
+        outbox.send_due()
+        assert received[4:] == [results[3].SOPInstanceUID]  # only the one retried; the refused one waits aside
+        assert outbox.status()["pending"] == 0 and len(list((tmp_path / "outbox").glob("*.dcm"))) == 1
+    finally:
+        server.shutdown()
+
+
 def _two_view_node(tmp_path, model):
     settings = Settings(data_dir=tmp_path / "data", token="t", dimse_port=free_port(), ae_title="RADSIGHT",
                         predictor=PredictorOptions(model=str(model), lung_model=None, allow_ood=True))  # phantoms

@@ -1,7 +1,9 @@
 """Results on their way to the archive: kept on disk until it takes them, sent again with back-off, across
-restarts, a batch at a time."""
+restarts, a batch at a time; what the receiver refuses for good is set aside, counted and retried on request."""
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 
 import pydicom
@@ -11,22 +13,27 @@ from pydicom.uid import generate_uid
 from conftest import chest_phantom, make_dicom
 
 pytest.importorskip("dicomweb_client", reason="needs radsight[serve]")
-from radsight.service.pacs import DeliveryError, StowOutbox  # noqa: E402
+import requests  # noqa: E402
+
+from radsight.service.outbox import NotTaken, storage_outcome  # noqa: E402
+from radsight.service.pacs import DeliveryError, DicomwebArchive, StowOutbox  # noqa: E402
 
 
 class Archive:
-    """A DICOMweb archive that is down for its first ``down`` requests, then stores what it is given."""
+    """A DICOMweb archive that is down for its first ``down`` requests, then stores what it is given but the
+    instances ``refuse`` names (SOP Instance UID -> why)."""
 
     url = "http://user:secret@pacs.example:8042/dicom-web"
 
-    def __init__(self, down: int = 0):
-        self.down, self.requests, self.stored = down, 0, []
+    def __init__(self, down: int = 0, refuse: dict | None = None):
+        self.down, self.requests, self.stored, self.refuse = down, 0, [], refuse or {}
 
     def store(self, datasets):
         self.requests += 1
         if self.requests <= self.down:
             raise DeliveryError("STOW-RS failed: connection refused")
-        self.stored += [ds.SOPInstanceUID for ds in datasets]
+        self.stored += [ds.SOPInstanceUID for ds in datasets if ds.SOPInstanceUID not in self.refuse]
+        return {uid: why for uid, why in self.refuse.items() if uid in {ds.SOPInstanceUID for ds in datasets}}
 
 
 def _results(tmp_path, count: int) -> list[pydicom.Dataset]:
@@ -47,7 +54,7 @@ def test_results_wait_for_an_archive_that_is_down_across_a_restart(tmp_path):
     assert list((tmp_path / "stow-outbox").glob("*.dcm")) == []
 
 
-def test_a_damaged_result_holds_up_no_other(tmp_path):
+def test_a_damaged_result_holds_up_no_other_and_is_set_aside(tmp_path):
     archive = Archive()
     outbox = StowOutbox(tmp_path / "stow-outbox", archive)
     results = _results(tmp_path, 2)
@@ -55,7 +62,93 @@ def test_a_damaged_result_holds_up_no_other(tmp_path):
     damaged = sorted((tmp_path / "stow-outbox").glob("*.dcm"))[0]
     damaged.write_bytes(b"not DICOM")
     outbox.send_due()
-    assert outbox.pending() == 1 and len(archive.stored) == 1
+    assert outbox.pending() == 0 and len(archive.stored) == 1 and damaged.exists()  # kept, not sent again
+    status = outbox.status()
+    assert status["refused"] == 1 and "cannot read the result" in status["last_error"]
+
+
+def test_results_the_archive_refuses_are_set_aside_and_sent_again_on_request(tmp_path):
+    results = _results(tmp_path, 3)
+    for ds in results:
+        ds.SOPInstanceUID = generate_uid()
+    refused, busy = results[0].SOPInstanceUID, results[1].SOPInstanceUID
+    archive = Archive(refuse={refused: storage_outcome(0xC000), busy: storage_outcome(0xA700)})
+    outbox = StowOutbox(tmp_path / "stow-outbox", archive, first_wait=0.05)
+    outbox.put(results)
+    outbox.send_due()
+    assert archive.stored == [results[2].SOPInstanceUID]  # the one taken is not sent again
+    assert outbox.pending() == 1 and outbox.status()["refused"] == 1  # out of resources: retried; 0xC000: not
+    archive.refuse = {}
+    time.sleep(0.1)
+    outbox.send_due()
+    assert busy in archive.stored and refused not in archive.stored and archive.requests == 2
+    assert outbox.status() == {"receiver": "the archive at pacs.example:8042", "pending": 0, "refused": 1,
+                               "oldest_pending_seconds": None, "last_error": "status 0xc000"}
+    assert outbox.retry_refused() == 1  # the archive was fixed: an operator sends them again
+    outbox.send_due()
+    assert refused in archive.stored and outbox.status()["refused"] == 0
+    assert list((tmp_path / "stow-outbox").glob("*.dcm")) == []
+
+
+@pytest.mark.parametrize(("status", "taken", "final"), [
+    (0x0000, True, None), (0xB000, True, None), (0xB007, True, None), (0x0111, True, None),  # stored, warned
+    (0xA700, False, False), (0xA7FF, False, False), (0x0110, False, False), (None, False, False),  # may pass
+    (0xA900, False, True), (0xC000, False, True), (0x0122, False, True), (0x0124, False, True)])  # will not
+def test_storage_statuses(status, taken, final):
+    outcome = storage_outcome(status)
+    assert (outcome is None) == taken and (outcome is None or outcome.final == final)
+
+
+class _Web:
+    """dicomweb-client's store_instances answering as an archive would: ``status`` and a DICOM JSON body."""
+
+    def __init__(self, status: int, body: dict | None):
+        self.status, self.body = status, body
+
+    def store_instances(self, datasets):
+        if self.status == 200:
+            return pydicom.Dataset.from_json(self.body)
+        response = requests.Response()
+        response.status_code, response.url = self.status, "http://pacs/studies"
+        if self.body is not None:
+            response._content = json.dumps(self.body).encode()
+            response.headers["Content-Type"] = "application/dicom+json"
+        raise requests.HTTPError(f"{self.status}", response=response)
+
+
+def _failed_sop(uid: str, reason: int) -> dict:
+    return {"00081198": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": [uid]},
+                                                 "00081197": {"vr": "US", "Value": [reason]}}]}}
+
+
+def test_a_stow_answer_says_which_results_failed(tmp_path):
+    archive = DicomwebArchive("http://pacs/dicom-web")
+    results = _results(tmp_path, 2)
+    archive.web = _Web(409, _failed_sop("1.2.3", 0xA900))  # a conflict: some taken, this one refused for good
+    assert archive.store(results) == {"1.2.3": NotTaken("status 0xa900", final=True)}
+    archive.web = _Web(200, _failed_sop("1.2.4", 0xA700))  # partly stored, one out of resources
+    assert archive.store(results) == {"1.2.4": NotTaken("status 0xa700", final=False)}
+    for status, final in ((400, True), (415, True), (409, True), (503, False), (401, False), (404, False)):
+        archive.web = _Web(status, None)
+        with pytest.raises(DeliveryError) as refused:
+            archive.store(results)
+        assert refused.value.final is final, status
+
+
+def test_an_outbox_of_an_earlier_version_is_taken_over(tmp_path):
+    folder = tmp_path / "stow-outbox"
+    folder.mkdir()
+    ds = _results(tmp_path, 1)[0]
+    ds.save_as(folder / "old.dcm", enforce_file_format=True)
+    with sqlite3.connect(folder / "outbox.sqlite") as db:
+        db.execute("CREATE TABLE outbox (file TEXT PRIMARY KEY, sop_class TEXT, attempts INTEGER DEFAULT 0, "
+                   "next_try REAL DEFAULT 0, last_error TEXT)")
+        db.execute("INSERT INTO outbox (file, sop_class) VALUES ('old.dcm', ?)", (str(ds.SOPClassUID),))
+    archive = Archive()
+    outbox = StowOutbox(folder, archive)
+    assert outbox.pending() == 1 and outbox.status()["oldest_pending_seconds"] is not None
+    outbox.send_due()
+    assert archive.stored == [ds.SOPInstanceUID] and outbox.pending() == 0
 
 
 def test_a_long_queue_is_sent_a_batch_at_a_time(tmp_path):

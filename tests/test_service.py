@@ -186,6 +186,27 @@ def test_writes_need_the_token_and_bad_requests_get_clear_4xx(tmp_path):
         assert "access-control-allow-origin" not in client.get("/api/worklist", headers={"Origin": "http://x"}).headers
 
 
+def test_an_operator_sees_results_waiting_or_refused_and_sends_refused_ones_again(tmp_path):
+    from radsight.service.dimse import DimseOutbox, Peer
+
+    from conftest import free_port
+    destination = f"PACS@127.0.0.1:{free_port()}"  # nothing listens there
+    outbox = DimseOutbox(tmp_path / "data" / "outbox", Peer.parse(destination), "RADSIGHT")
+    outbox.put([pydicom.dcmread(make_dicom(tmp_path / f"{i}.dcm", chest_phantom(64, 64))) for i in range(2)])
+    next((tmp_path / "data" / "outbox").glob("*.dcm")).write_bytes(b"damaged")  # set aside; the other waits
+    with TestClient(create_app(_settings(tmp_path, dimse_destination=destination))) as client:
+        _sign_in(client)
+        assert client.get("/api/outboxes").status_code == 401  # an operator's view: the token, not a reader
+        deadline = time.time() + 30
+        while time.time() < deadline and not client.get("/api/outboxes", headers=AUTH).json()["outboxes"][0]["refused"]:
+            time.sleep(0.1)
+        status = client.get("/api/outboxes", headers=AUTH).json()["outboxes"]
+        assert status[0]["receiver"] == destination and status[0]["refused"] == 1 and status[0]["pending"] == 1
+        assert status[0]["oldest_pending_seconds"] >= 0 and "unreachable" in status[0]["last_error"]
+        assert client.post("/api/outboxes/retry").status_code == 401
+        assert client.post("/api/outboxes/retry", headers=AUTH).json() == {"retried": 1}
+
+
 def test_reads_need_the_token_or_a_reader_session_and_writes_never_take_the_cookie(tmp_path):
     with TestClient(create_app(_settings(tmp_path))) as client:
         assert client.get("/api/worklist").status_code == 401

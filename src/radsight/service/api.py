@@ -76,6 +76,17 @@ def router(service: Service) -> APIRouter:
     def worklist() -> dict:
         return {"studies": [_row(s) for s in store.worklist()], "counts": store.counts()}
 
+    @api.get("/api/outboxes", dependencies=[writer])
+    def outboxes() -> dict:
+        """Where results wait to be delivered (the archive, the DICOM destination): how many, since when, how many
+        the receiver refused (set aside, not sent again) and the last error."""
+        return {"outboxes": [outbox.status() for outbox in service.outboxes]}
+
+    @api.post("/api/outboxes/retry", dependencies=[writer])
+    def retry_refused() -> dict:
+        """Send the results a receiver refused again, once what made it refuse them is fixed."""
+        return {"retried": sum(outbox.retry_refused() for outbox in service.outboxes)}
+
     @api.get("/api/model")
     def model() -> dict:
         cfg = predictor.cfg

@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     service = Service(settings, store, intake, predictor, Access(settings.token, store),
-                      Deferred(settings.data_dir, predictor, options, predictor.release_memory), outcomes)
+                      Deferred(settings.data_dir, predictor, options, predictor.release_memory), outcomes, outboxes)
     app.add_middleware(BodyGuard, access=service.access, upload_limit=settings.max_upload_bytes)
     app.include_router(api.router(service))
     app.include_router(dicomweb.router(service))

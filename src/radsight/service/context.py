@@ -48,6 +48,7 @@ class Service:
     access: Access
     deferred: Deferred  # images made when first asked
     outcomes: Outcomes = field(default_factory=Outcomes)  # clients waiting for a study's outcome
+    outboxes: list = field(default_factory=list)  # service.outbox.Outbox: where results wait to be delivered
 
     async def read_limited(self, stream) -> bytes:
         """A request body, refused with 413 past the upload limit."""

@@ -1,5 +1,5 @@
 """DICOM over DIMSE, as hospital networks move images: a C-STORE SCP for radiographs (and C-ECHO) beside the web
-API, and a C-STORE SCU outbox that sends results to a destination, retrying with back-off until it succeeds.
+API, and a C-STORE SCU outbox that sends results to a destination, retrying with back-off until it takes them.
 
 Received instances go through the same checks as STOW-RS; success is answered only once the instance is on disk,
 and the instances of one association are queued as one analysis a study when it ends. Callers are limited to the
@@ -43,7 +43,7 @@ from radsight.batch.jobs import group_studies
 from radsight.core import InputError
 from radsight.io import load_image
 from radsight.service.intake import Intake, Received
-from radsight.service.outbox import Outbox
+from radsight.service.outbox import NotTaken, Outbox, storage_outcome
 
 log = logging.getLogger("radsight.dimse")
 
@@ -196,18 +196,31 @@ class DimseOutbox(Outbox):
         self.destination, self.ae_title = destination, ae_title
         self.receiver = f"{destination.ae_title}@{destination.host}:{destination.port}"
 
-    def send(self, due: list[tuple[str, str]]) -> dict[str, str]:
+    def send(self, due: list[tuple[str, str]]) -> dict[str, NotTaken]:
+        readable, failed = self.read(due)
+        if not readable:
+            return failed
         ae = AE(ae_title=self.ae_title)
-        for sop_class in dict.fromkeys(sop for _, sop in due):
+        for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in readable.values()):
             ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
         d = self.destination
         assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
         if not assoc.is_established:
-            return {file: "destination unreachable or association rejected" for file, _ in due}
-        failed = {}
-        for file, _ in due:
-            code = getattr(assoc.send_c_store(self.folder / file), "Status", None)
-            if code != 0x0000:
-                failed[file] = f"status {code:#06x}" if code is not None else "no answer"
-        assoc.release()
+            why = NotTaken("association rejected" if assoc.is_rejected else "destination unreachable")
+            return {**failed, **dict.fromkeys(readable, why)}
+        for file, ds in readable.items():
+            if not assoc.is_established:  # the destination ended the association: the rest go next time
+                failed[file] = NotTaken("association ended by the destination")
+            elif (why := self._store(assoc, ds)) is not None:
+                failed[file] = why
+        if assoc.is_established:
+            assoc.release()
         return failed
+
+    @staticmethod
+    def _store(assoc, ds: pydicom.Dataset) -> NotTaken | None:
+        try:
+            answer = assoc.send_c_store(ds)
+        except (ValueError, AttributeError) as exc:  # no accepted context for its class, or it cannot be encoded
+            return NotTaken(f"not sent: {exc}", final=True)
+        return storage_outcome(getattr(answer, "Status", None))

@@ -21,11 +21,10 @@ import httpx
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
-from pydicom.errors import InvalidDicomError
 
 from radsight.io.dicom import RADIOGRAPHY_MODALITIES
 from radsight.service.db import StudyStore
-from radsight.service.outbox import Outbox
+from radsight.service.outbox import PROCESSING_FAILURE, NotTaken, Outbox, storage_outcome
 
 log = logging.getLogger("radsight.service")
 Save = Callable[[str, list[tuple[str, bytes]]], "str | None"]
@@ -33,7 +32,17 @@ ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)  # the instance as it was st
 
 
 class DeliveryError(Exception):
-    """Results the archive did not take."""
+    """A STOW-RS request the archive did not take at all; ``final``: its answer will not change for these results
+    (a request it cannot accept), as opposed to an archive that is down or busy."""
+
+    def __init__(self, message: str, final: bool = False):
+        super().__init__(message)
+        self.final = final
+
+
+# HTTP answers to a STOW-RS request that no retry of the same results changes; others (401, 403, 404, 408, 429,
+# 5xx: credentials, an address, an archive down or busy) are retried, for an operator can fix them
+REFUSED_REQUEST = (400, 409, 413, 415, 422)
 
 
 class DicomwebArchive:
@@ -46,15 +55,24 @@ class DicomwebArchive:
         self.stable_seconds, self.days = stable_seconds, days
         self._seen: dict[str, tuple[str, float]] = {}  # study UID -> (its key, when first seen with that key)
 
-    def store(self, datasets: list[pydicom.Dataset]) -> None:
-        """STOW-RS the results into the radiograph's study; DeliveryError when the archive refuses any."""
+    def store(self, datasets: list[pydicom.Dataset]) -> dict[str, NotTaken]:
+        """STOW-RS the results into the radiograph's study: the SOP Instance UIDs the archive did not take, with why
+        (its FailedSOPSequence); :class:`DeliveryError` when the request failed as a whole."""
         try:
             answer = self.web.store_instances(datasets)
+        except requests.HTTPError as exc:  # a 409 still says which results failed
+            answer = _dicom_json(exc.response)
+            if answer is None or "FailedSOPSequence" not in answer:
+                code = exc.response.status_code if exc.response is not None else None
+                raise DeliveryError(f"STOW-RS failed: {exc}", final=code in REFUSED_REQUEST) from exc
         except requests.RequestException as exc:
             raise DeliveryError(f"STOW-RS failed: {exc}") from exc
-        failed = answer.get("FailedSOPSequence") if answer is not None else None
-        if failed:
-            raise DeliveryError(f"the archive refused {len(failed)} of {len(datasets)} results")
+        refused = {}
+        for item in (answer.get("FailedSOPSequence") or []) if answer is not None else []:
+            why = storage_outcome(int(item.get("FailureReason", PROCESSING_FAILURE)))
+            if why is not None and "ReferencedSOPInstanceUID" in item:
+                refused[str(item.ReferencedSOPInstanceUID)] = why
+        return refused
 
     def poll(self, store: StudyStore, save: Save) -> int:
         """Queue each study whose radiographs were unchanged for ``stable_seconds`` and were not analyzed as they
@@ -138,19 +156,27 @@ class StowOutbox(Outbox):
         # host and port only: a URL can carry credentials
         self.receiver = f"the archive at {urlsplit(archive.url).netloc.rsplit('@', 1)[-1]}"
 
-    def send(self, due: list[tuple[str, str]]) -> dict[str, str]:
-        readable, failed = {}, {}
-        for file, _ in due:
-            try:
-                readable[file] = pydicom.dcmread(self.folder / file)
-            except (OSError, InvalidDicomError) as exc:  # a damaged file stays, and holds up no other
-                failed[file] = f"cannot read the result: {exc}"
+    def send(self, due: list[tuple[str, str]]) -> dict[str, NotTaken]:
+        readable, failed = self.read(due)
         if readable:
             try:
-                self.archive.store(list(readable.values()))
+                refused = self.archive.store(list(readable.values()))
             except DeliveryError as exc:
-                failed.update(dict.fromkeys(readable, str(exc)))
+                failed.update(dict.fromkeys(readable, NotTaken(str(exc), exc.final)))
+            else:
+                files = {str(ds.SOPInstanceUID): file for file, ds in readable.items()}
+                failed.update({files[uid]: why for uid, why in refused.items() if uid in files})
         return failed
+
+
+def _dicom_json(response: requests.Response | None) -> pydicom.Dataset | None:
+    """A STOW-RS answer's DICOM JSON body, or None when it has none."""
+    if response is None or "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        return pydicom.Dataset.from_json(response.json())
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _value(attributes: dict, tag: str) -> str | None:
