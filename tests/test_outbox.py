@@ -162,3 +162,60 @@ def test_a_long_queue_is_sent_a_batch_at_a_time(tmp_path):
     assert outbox.send_due() < 0.1 and outbox.pending() == 1  # the rest is due at once
     outbox.send_due()
     assert outbox.pending() == 0 and archive.requests == 2 and len(archive.stored) == 3
+
+
+class _Qido:
+    """A DICOMweb archive's QIDO-RS and WADO-RS: ``series`` maps (study, series) to instance UIDs; ``counts``:
+    whether it gives each series' instance count."""
+
+    def __init__(self, counts: bool = True):
+        self.series, self.counts, self.instance_queries, self.filters = {}, counts, 0, []
+
+    def search_for_series(self, search_filters, fields, get_remaining):
+        self.filters.append(search_filters)
+        if search_filters["Modality"] != "CR":
+            return []
+        return [{"0020000D": {"Value": [st]}, "0020000E": {"Value": [se]},
+                 **({"00201209": {"Value": [len(uids)]}} if self.counts else {})}
+                for (st, se), uids in self.series.items()]
+
+    def search_for_instances(self, study, series, get_remaining):
+        self.instance_queries += 1
+        return [{"00080018": {"Value": [uid]}} for uid in self.series[(study, series)]]
+
+    def retrieve_instance(self, study, series, sop, media_types):
+        ds = pydicom.Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = pydicom.uid.DigitalXRayImageStorageForPresentation, sop
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, sop
+        return ds
+
+
+class _Known:
+    def __init__(self):
+        self.keys = set()
+
+    def knows(self, key):
+        return key in self.keys
+
+
+@pytest.mark.parametrize("counts", [True, False], ids=["counted", "uncounted"])
+def test_qido_polls_list_a_studys_instances_only_when_it_changes(counts):
+    archive = DicomwebArchive("http://pacs/dicom-web", stable_seconds=0, days=3)
+    archive.web, store, queued = _Qido(counts), _Known(), []
+
+    def save(key, files):
+        store.keys.add(key)
+        queued.append((key, [name for name, _ in files]))
+        return key
+    archive.web.series[("1.1", "1.1.1")] = ["1.1.1.1"]
+    for _ in range(5):
+        archive.poll(store, save)
+    assert [names for _, names in queued] == [["1.1.1/1.1.1.1"]]  # taken once
+    assert archive.web.filters[0]["StudyDate"].endswith("-") and len(archive.web.filters[0]["StudyDate"]) == 9
+    assert archive.web.instance_queries == (1 if counts else 5)  # an archive that counts: listed once
+    archive.web.series[("1.1", "1.1.2")] = ["1.1.2.1"]  # the study grows: analyzed again, with both
+    for _ in range(3):
+        archive.poll(store, save)
+    assert len(queued) == 2 and queued[1][1] == ["1.1.1/1.1.1.1", "1.1.2/1.1.2.1"]

@@ -32,6 +32,8 @@ def serve(
                                            "stored by STOW-RS"),
     stable_seconds: float = typer.Option(60.0, min=0.0, help="with --dicomweb: a study is taken once its "
                                          "radiographs were unchanged this long"),
+    dicomweb_days: int = typer.Option(1, min=0, help="with --dicomweb: look for studies dated today and this many "
+                                      "days before (a film arriving late, a study dated at its booking)"),
     cors_origin: list[str] = typer.Option([], help="allow browser calls from this origin (none by default)"),
     triage_model: str = typer.Option(DEFAULT_TRIAGE_MODEL, help="normal/abnormal model whose score gives the "
                                      "triage when installed ('none': the classifier's own)"),
@@ -78,7 +80,7 @@ def serve(
     settings = Settings(data_dir=data_dir, token=token, predictor=options, workers=workers or cpu_cores(),
                         worker_processes=worker_processes,
                         max_upload_bytes=max_upload_mb * 1024 * 1024, orthanc_url=orthanc,
-                        dicomweb_url=dicomweb, stable_seconds=stable_seconds,
+                        dicomweb_url=dicomweb, stable_seconds=stable_seconds, dicomweb_days=dicomweb_days,
                         cors_origins=list(cors_origin), dimse_port=dimse_port,
                         dimse_host=host, ae_title=ae_title, dimse_allowed=tuple(dimse_allow),
                         dimse_destination=dimse_destination, db=db, lease_seconds=lease_seconds,

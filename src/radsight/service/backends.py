@@ -36,7 +36,8 @@ def open_archive(settings: Settings) -> DicomwebArchive | None:
     if settings.orthanc_url:
         return Orthanc(settings.orthanc_url)
     if settings.dicomweb_url:
-        return DicomwebArchive(settings.dicomweb_url, stable_seconds=settings.stable_seconds)
+        return DicomwebArchive(settings.dicomweb_url, stable_seconds=settings.stable_seconds,
+                               days=settings.dicomweb_days)
     return None
 
 

@@ -27,6 +27,7 @@ class Settings:
     orthanc_url: str | None = None  # an Orthanc: new studies from its change log, results back by STOW-RS
     dicomweb_url: str | None = None  # any DICOMweb archive: new studies by QIDO-RS, results back by STOW-RS
     stable_seconds: float = 60.0  # with dicomweb_url: a study is taken once its radiographs were unchanged this long
+    dicomweb_days: int = 1  # with dicomweb_url: studies dated today and this many days before are looked for
     poll_interval: float = 2.0
     cors_origins: list[str] = field(default_factory=list)  # none: CORS closed
     dimse_port: int | None = None  # a C-STORE SCP (and C-ECHO) on this port; None: no DICOM node

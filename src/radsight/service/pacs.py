@@ -29,6 +29,7 @@ from radsight.service.outbox import PROCESSING_FAILURE, NotTaken, Outbox, storag
 log = logging.getLogger("radsight.service")
 Save = Callable[[str, list[tuple[str, bytes]]], "str | None"]
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)  # the instance as it was stored, not transcoded
+INSTANCE_COUNT = "00201209"  # Number of Series Related Instances
 
 
 class DeliveryError(Exception):
@@ -53,7 +54,8 @@ class DicomwebArchive:
         self.url = url.rstrip("/")
         self.web = DICOMwebClient(self.url, timeout=timeout)
         self.stable_seconds, self.days = stable_seconds, days
-        self._seen: dict[str, tuple[str, float]] = {}  # study UID -> (its key, when first seen with that key)
+        self._seen: dict[str, tuple[tuple, float]] = {}  # study UID -> (its series, when first seen so)
+        self._listed: dict[str, tuple[tuple, str, list[str]]] = {}  # study UID -> (its series, key, instances)
 
     def store(self, datasets: list[pydicom.Dataset]) -> dict[str, NotTaken]:
         """STOW-RS the results into the radiograph's study: the SOP Instance UIDs the archive did not take, with why
@@ -76,32 +78,52 @@ class DicomwebArchive:
 
     def poll(self, store: StudyStore, save: Save) -> int:
         """Queue each study whose radiographs were unchanged for ``stable_seconds`` and were not analyzed as they
-        are now. Returns how many studies were queued."""
-        studies: dict[str, dict[str, list[str]]] = {}  # study UID -> series UID -> instance UIDs
+        are now. Returns how many studies were queued. A poll is one QIDO-RS query a modality: a study's instances
+        are listed only when its series or their instance counts change (every poll for an archive that does not
+        count them)."""
+        queued, now = 0, time.monotonic()
+        studies = self._radiograph_series()
+        for study, series in studies.items():
+            shape = tuple(sorted(series.items()))
+            counted = None not in series.values()
+            if not counted:  # the archive does not count the series' instances: their UIDs tell
+                shape = tuple(self._instances(study, series))
+            first_seen = self._seen.setdefault(study, (shape, now))
+            if first_seen[0] != shape:
+                self._seen[study] = (shape, now)
+                continue
+            if now - first_seen[1] < self.stable_seconds:
+                continue
+            known = self._listed.get(study)
+            if known is None or known[0] != shape:
+                instances = self._instances(study, series) if counted else list(shape)
+                known = self._listed[study] = (shape, study_key(study, instances), instances)
+            if store.knows(known[1]):
+                continue
+            files = [(i, self._retrieve(study, i)) for i in known[2]]
+            queued += save(known[1], files) is not None
+        self._seen = {s: v for s, v in self._seen.items() if s in studies}
+        self._listed = {s: v for s, v in self._listed.items() if s in studies}
+        return queued
+
+    def _radiograph_series(self) -> dict[str, dict[str, int | None]]:
+        """Study UID -> series UID -> its instance count (None when the archive does not give it), for the
+        radiograph series of studies dated within ``days`` days."""
+        studies: dict[str, dict[str, int | None]] = {}
         since = (datetime.date.today() - datetime.timedelta(days=self.days)).strftime("%Y%m%d")
         for modality in sorted(RADIOGRAPHY_MODALITIES):
             for series in self.web.search_for_series(search_filters={"Modality": modality, "StudyDate": f"{since}-"},
-                                                     get_remaining=True):
-                study, uid = _value(series, "0020000D"), _value(series, "0020000E")
+                                                     fields=[INSTANCE_COUNT], get_remaining=True):
+                study, uid, count = _value(series, "0020000D"), _value(series, "0020000E"), _value(series, INSTANCE_COUNT)
                 if study and uid:
-                    studies.setdefault(study, {})[uid] = []
-        queued, now = 0, time.monotonic()
-        for study, series in studies.items():
-            for uid in series:
-                series[uid] = [_value(i, "00080018") for i in
-                               self.web.search_for_instances(study, uid, get_remaining=True)]
-            instances = [f"{s}/{i}" for s, uids in series.items() for i in uids if i]
-            key = study_key(study, instances)
-            first_seen = self._seen.setdefault(study, (key, now))
-            if first_seen[0] != key:
-                self._seen[study] = (key, now)
-                continue
-            if now - first_seen[1] < self.stable_seconds or store.knows(key):
-                continue
-            files = [(i, self._retrieve(study, i)) for i in instances]
-            queued += save(key, files) is not None
-        self._seen = {s: v for s, v in self._seen.items() if s in studies}
-        return queued
+                    studies.setdefault(study, {})[uid] = int(count) if count and count.isdigit() else None
+        return studies
+
+    def _instances(self, study: str, series: dict) -> list[str]:
+        """The study's radiographs as ``series/instance`` UIDs, in a fixed order."""
+        return sorted(f"{uid}/{i}" for uid in series for i in
+                      (_value(x, "00080018") for x in self.web.search_for_instances(study, uid, get_remaining=True))
+                      if i)
 
     def _retrieve(self, study: str, instance: str) -> bytes:
         series, sop = instance.split("/")
