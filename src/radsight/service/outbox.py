@@ -65,10 +65,13 @@ class Outbox:
                        "attempts INTEGER DEFAULT 0, next_try REAL DEFAULT 0, last_error TEXT, refused_at REAL, "
                        "put_at REAL)")
             columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
-            for column in {"refused_at", "put_at"} - columns:  # an outbox of an earlier version
-                db.execute(f"ALTER TABLE outbox ADD COLUMN {column} REAL")
-            if "put_at" not in columns:  # its results count as waiting since now
-                db.execute("UPDATE outbox SET put_at = ?", (time.time(),))
+            for column in sorted({"refused_at", "put_at"} - columns):  # an outbox of an earlier version
+                try:
+                    db.execute(f"ALTER TABLE outbox ADD COLUMN {column} REAL")
+                except sqlite3.OperationalError:  # another process of the service added it first
+                    continue
+                if column == "put_at":  # its results count as waiting since now
+                    db.execute("UPDATE outbox SET put_at = ?", (time.time(),))
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
 
