@@ -114,7 +114,8 @@ class DicomwebArchive:
         for modality in sorted(RADIOGRAPHY_MODALITIES):
             for series in self.web.search_for_series(search_filters={"Modality": modality, "StudyDate": f"{since}-"},
                                                      fields=[INSTANCE_COUNT], get_remaining=True):
-                study, uid, count = _value(series, "0020000D"), _value(series, "0020000E"), _value(series, INSTANCE_COUNT)
+                study, uid = _value(series, "0020000D"), _value(series, "0020000E")
+                count = _value(series, INSTANCE_COUNT)
                 if study and uid:
                     studies.setdefault(study, {})[uid] = int(count) if count and count.isdigit() else None
         return studies
