@@ -196,7 +196,7 @@ class DimseOutbox(Outbox):
         self.destination, self.ae_title = destination, ae_title
         self.receiver = f"{destination.ae_title}@{destination.host}:{destination.port}"
 
-    def send(self, due: list[tuple[str, str]]) -> dict[str, NotTaken]:
+    def send(self, due: list[str]) -> dict[str, NotTaken]:
         readable, failed = self.read(due)
         if not readable:
             return failed

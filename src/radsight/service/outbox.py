@@ -75,15 +75,15 @@ class Outbox:
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
 
-    def send(self, due: list[tuple[str, str]]) -> dict[str, NotTaken]:
-        """Send the files ``due`` ((file name, SOP Class UID) in this folder); the ones not taken, with why."""
+    def send(self, due: list[str]) -> dict[str, NotTaken]:
+        """Send the files ``due`` (names in this folder); the ones not taken, with why."""
         raise NotImplementedError
 
-    def read(self, due: list[tuple[str, str]]) -> tuple[dict[str, pydicom.Dataset], dict[str, NotTaken]]:
+    def read(self, due: list[str]) -> tuple[dict[str, pydicom.Dataset], dict[str, NotTaken]]:
         """The files ``due`` that can be read, and why the others cannot be sent: a file that is no longer DICOM
         never will be, and holds up no other."""
         readable, failed = {}, {}
-        for file, _ in due:
+        for file in due:
             try:
                 readable[file] = pydicom.dcmread(self.folder / file)
             except InvalidDicomError as exc:
@@ -158,24 +158,24 @@ class Outbox:
         """Send what is due in one batch; the seconds until the next retry is due (max_wait when none)."""
         now = time.time()
         with self._connect() as db:
-            due = db.execute("SELECT file, sop_class, attempts FROM outbox WHERE next_try <= ? AND refused_at IS NULL "
+            due = db.execute("SELECT file, attempts FROM outbox WHERE next_try <= ? AND refused_at IS NULL "
                              "ORDER BY rowid LIMIT ?", (now, self.batch)).fetchall()
         if due:
-            failed = self.send([(file, sop) for file, sop, _ in due])
+            failed = self.send([file for file, _ in due])
             self._record(due, failed)
         with self._connect() as db:
             next_try = db.execute("SELECT MIN(next_try) FROM outbox WHERE refused_at IS NULL").fetchone()[0]
         return self.max_wait if next_try is None else max(0.05, min(self.max_wait, next_try - time.time()))
 
-    def _record(self, due: list[tuple[str, str, int]], failed: dict[str, NotTaken]) -> None:
+    def _record(self, due: list[tuple[str, int]], failed: dict[str, NotTaken]) -> None:
         """Taken files leave the outbox; refused ones are set aside; the others wait twice as long as last time (up
         to ``max_wait``)."""
         now = time.time()
         with self._connect() as db:
-            for file in (f for f, _, _ in due if f not in failed):
+            for file in (f for f, _ in due if f not in failed):
                 db.execute("DELETE FROM outbox WHERE file = ?", (file,))
                 (self.folder / file).unlink(missing_ok=True)
-            for file, attempts in ((f, a) for f, _, a in due if f in failed):
+            for file, attempts in ((f, a) for f, a in due if f in failed):
                 wait = min(self.max_wait, self.first_wait * 2 ** attempts)
                 db.execute("UPDATE outbox SET attempts = attempts + 1, next_try = ?, last_error = ?, refused_at = ? "
                            "WHERE file = ?", (now + wait, failed[file].reason, now if failed[file].final else None,

@@ -179,7 +179,7 @@ class StowOutbox(Outbox):
         # host and port only: a URL can carry credentials
         self.receiver = f"the archive at {urlsplit(archive.url).netloc.rsplit('@', 1)[-1]}"
 
-    def send(self, due: list[tuple[str, str]]) -> dict[str, NotTaken]:
+    def send(self, due: list[str]) -> dict[str, NotTaken]:
         readable, failed = self.read(due)
         if readable:
             try:
