@@ -113,7 +113,7 @@ class _Web:
         if self.body is not None:
             response._content = json.dumps(self.body).encode()
             response.headers["Content-Type"] = "application/dicom+json"
-        raise requests.HTTPError(f"{self.status}", response=response)
+        raise requests.HTTPError(f"{self.status} Error for url: http://user:secret@pacs/studies", response=response)
 
 
 def _failed_sop(uid: str, reason: int) -> dict:
@@ -133,6 +133,7 @@ def test_a_stow_answer_says_which_results_failed(tmp_path):
         with pytest.raises(DeliveryError) as refused:
             archive.store(results)
         assert refused.value.final is final, status
+        assert "secret" not in str(refused.value) and "//pacs/studies" in str(refused.value)  # logged, and shown
 
 
 def test_an_outbox_of_an_earlier_version_is_taken_over(tmp_path):

@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -66,9 +67,10 @@ class DicomwebArchive:
             answer = _dicom_json(exc.response)
             if answer is None or "FailedSOPSequence" not in answer:
                 code = exc.response.status_code if exc.response is not None else None
-                raise DeliveryError(f"STOW-RS failed: {exc}", final=code in REFUSED_REQUEST) from exc
+                raise DeliveryError(f"STOW-RS failed: {_without_credentials(exc)}",
+                                    final=code in REFUSED_REQUEST) from exc
         except requests.RequestException as exc:
-            raise DeliveryError(f"STOW-RS failed: {exc}") from exc
+            raise DeliveryError(f"STOW-RS failed: {_without_credentials(exc)}") from exc
         refused = {}
         for item in (answer.get("FailedSOPSequence") or []) if answer is not None else []:
             why = storage_outcome(int(item.get("FailureReason", PROCESSING_FAILURE)))
@@ -190,6 +192,12 @@ class StowOutbox(Outbox):
                 files = {str(ds.SOPInstanceUID): file for file, ds in readable.items()}
                 failed.update({files[uid]: why for uid, why in refused.items() if uid in files})
         return failed
+
+
+def _without_credentials(exc: Exception) -> str:
+    """An HTTP error's text without the user and password its URL may carry (it reaches the log and the outbox's
+    status)."""
+    return re.sub(r"//[^/@\s]*@", "//", str(exc))
 
 
 def _dicom_json(response: requests.Response | None) -> pydicom.Dataset | None:
